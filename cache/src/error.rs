@@ -1,0 +1,54 @@
+//! Errors of the store: what failed, on which path.
+
+use std::path::{Path, PathBuf};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A file system operation failed.
+    Io,
+    /// The SQLite index failed.
+    Database,
+    /// Stored data does not match its digest or cannot be decoded.
+    Corrupt,
+    /// A remote store failed (network, protocol, refusal).
+    Remote,
+}
+
+/// A store error: a message that reads well after "failed to …".
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+}
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn io(what: &str, path: &Path, err: std::io::Error) -> Error {
+        Error::new(ErrorKind::Io, format!("{what} {}: {err}", path.display()))
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The path named in an I/O error's message is not kept separately; this helper
+    /// exists for callers that want to wrap a path into their own message.
+    pub fn with_path(self, path: PathBuf) -> Error {
+        Error::new(self.kind, format!("{}: {}", path.display(), self.message))
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(err: rusqlite::Error) -> Error {
+        Error::new(ErrorKind::Database, format!("use the cache index: {err}"))
+    }
+}

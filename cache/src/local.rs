@@ -1,0 +1,417 @@
+//! The local store: blob files plus an SQLite index.
+//!
+//! ```text
+//! $KILN_CACHE/
+//!   cas/ab/ab12…ef     blobs, read-only, named by BLAKE3 digest
+//!   tmp/               temporary files and sandboxes (same file system, so renames work)
+//!   index.db           SQLite (WAL): actions, blobs, file_states, last_keys, key_records
+//! ```
+//!
+//! Several kiln processes may share one store: blobs appear atomically by rename, and
+//! SQLite serializes writers (with a busy timeout). Index writes that only record use
+//! (last-use times, file states, explain records) are batched and written by
+//! [`LocalStore::flush`].
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::digest::Digest;
+use crate::error::{Error, ErrorKind, Result};
+use crate::filestate::{now_ns, FileState, FileStates};
+use crate::result::ActionResult;
+use crate::store::Store;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS actions (
+  key TEXT PRIMARY KEY, result TEXT NOT NULL, last_use INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS blobs (
+  digest TEXT PRIMARY KEY, size INTEGER NOT NULL, last_use INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS file_states (
+  path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+  ctime_ns INTEGER NOT NULL, ino INTEGER NOT NULL, digest TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS last_keys (id TEXT PRIMARY KEY, key TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS key_records (key TEXT PRIMARY KEY, record TEXT NOT NULL);
+";
+
+/// Counts shown by `kiln cache stats`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CacheStats {
+    pub dir: PathBuf,
+    pub blobs: u64,
+    pub blob_bytes: u64,
+    pub actions: u64,
+    pub file_states: u64,
+}
+
+/// Blobs as files, everything else in SQLite. See the module comment.
+pub struct LocalStore {
+    root: PathBuf,
+    db: Mutex<Connection>,
+    files: FileStates,
+    touched_actions: Mutex<HashSet<Digest>>,
+    pending_keys: Mutex<Vec<(String, Digest, String)>>,
+}
+
+impl LocalStore {
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: &Path) -> Result<LocalStore> {
+        for sub in ["cas", "tmp"] {
+            let dir = root.join(sub);
+            fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+        }
+        let db_path = root.join("index.db");
+        let conn = Connection::open(&db_path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(60))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(LocalStore {
+            root: root.to_path_buf(),
+            db: Mutex::new(conn),
+            files: FileStates::default(),
+            touched_actions: Mutex::new(HashSet::new()),
+            pending_keys: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A directory for temporary files on the store's file system.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Where the blob with this digest lives (whether or not it is there).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.to_hex();
+        self.root.join("cas").join(&hex[..2]).join(hex)
+    }
+
+    /// The file-state table. Call [`LocalStore::load_file_states`] first for the
+    /// directories a build will look at.
+    pub fn file_states(&self) -> &FileStates {
+        &self.files
+    }
+
+    /// Loads the recorded states of every file below `dir` into memory.
+    pub fn load_file_states(&self, dir: &Path) -> Result<()> {
+        let lo = format!("{}/", dir.display());
+        let hi = format!("{}0", dir.display()); // '0' is the character after '/'
+        let db = self.db.lock().unwrap();
+        let mut stmt = db.prepare_cached(
+            "SELECT path, size, mtime_ns, ctime_ns, ino, digest FROM file_states
+             WHERE path >= ?1 AND path < ?2",
+        )?;
+        let rows = stmt.query_map(params![lo, hi], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, i64>(4)?,
+                row.get::<_, String>(5)?,
+            ))
+        })?;
+        for row in rows {
+            let (path, size, mtime_ns, ctime_ns, ino, digest) = row?;
+            let Ok(digest) = digest.parse() else { continue };
+            let state = FileState {
+                size: size as u64,
+                mtime_ns,
+                ctime_ns,
+                ino: ino as u64,
+                digest,
+            };
+            self.files.insert_loaded(PathBuf::from(path), state);
+        }
+        Ok(())
+    }
+
+    /// Moves a finished file into the store (renaming when possible) and returns its
+    /// digest. The file is gone from `path` afterwards.
+    pub fn put_file_move(&self, path: &Path) -> Result<Digest> {
+        let digest = Digest::of_file(path)?;
+        let dest = self.blob_path(&digest);
+        if dest.exists() {
+            let _ = fs::remove_file(path);
+            return Ok(digest);
+        }
+        let size = fs::metadata(path)
+            .map_err(|e| Error::io("stat", path, e))?
+            .len();
+        make_read_only(path)?;
+        create_parent(&dest)?;
+        if fs::rename(path, &dest).is_err() {
+            self.copy_in(path, &dest)?;
+        }
+        self.note_blob(&digest, size)?;
+        Ok(digest)
+    }
+
+    fn copy_in(&self, src: &Path, dest: &Path) -> Result<()> {
+        let tmp = tempfile::NamedTempFile::new_in(self.tmp_dir())
+            .map_err(|e| Error::io("create a temporary file in", &self.tmp_dir(), e))?;
+        fs::copy(src, tmp.path()).map_err(|e| Error::io("copy", src, e))?;
+        make_read_only(tmp.path())?;
+        tmp.persist(dest)
+            .map_err(|e| Error::io("rename into", dest, e.error))?;
+        Ok(())
+    }
+
+    fn note_blob(&self, digest: &Digest, size: u64) -> Result<()> {
+        let db = self.db.lock().unwrap();
+        db.prepare_cached(
+            "INSERT INTO blobs (digest, size, last_use) VALUES (?1, ?2, ?3)
+             ON CONFLICT(digest) DO UPDATE SET last_use = excluded.last_use",
+        )?
+        .execute(params![digest.to_hex(), size as i64, now_secs()])?;
+        Ok(())
+    }
+
+    /// Records the key an action had in this build, for `kiln explain`. Written at flush.
+    pub fn record_key(&self, id: &str, key: &Digest, record: String) {
+        self.pending_keys
+            .lock()
+            .unwrap()
+            .push((id.to_string(), *key, record));
+    }
+
+    /// The last recorded key of every action whose id starts with `prefix`.
+    pub fn last_keys(&self, prefix: &str) -> Result<HashMap<String, Digest>> {
+        let db = self.db.lock().unwrap();
+        let mut stmt =
+            db.prepare_cached("SELECT id, key FROM last_keys WHERE substr(id, 1, ?2) = ?1")?;
+        let rows = stmt.query_map(params![prefix, prefix.len() as i64], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (id, key) = row?;
+            if let Ok(key) = key.parse() {
+                out.insert(id, key);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The key record stored for a key, if any.
+    pub fn key_record(&self, key: &Digest) -> Result<Option<String>> {
+        let db = self.db.lock().unwrap();
+        let record = db
+            .prepare_cached("SELECT record FROM key_records WHERE key = ?1")?
+            .query_row(params![key.to_hex()], |r| r.get(0))
+            .optional()?;
+        Ok(record)
+    }
+
+    pub fn stats(&self) -> Result<CacheStats> {
+        let db = self.db.lock().unwrap();
+        let count = |sql: &str| -> Result<u64> {
+            Ok(db.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
+        };
+        Ok(CacheStats {
+            dir: self.root.clone(),
+            blobs: count("SELECT COUNT(*) FROM blobs")?,
+            blob_bytes: count("SELECT COALESCE(SUM(size), 0) FROM blobs")?,
+            actions: count("SELECT COUNT(*) FROM actions")?,
+            file_states: count("SELECT COUNT(*) FROM file_states")?,
+        })
+    }
+}
+
+impl Store for LocalStore {
+    fn contains(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.blob_path(digest).exists())
+    }
+
+    fn read(&self, digest: &Digest) -> Result<Option<Vec<u8>>> {
+        let path = self.blob_path(digest);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("read", &path, e)),
+        }
+    }
+
+    fn fetch(&self, digest: &Digest, dest: &Path) -> Result<bool> {
+        let blob = self.blob_path(digest);
+        if !blob.exists() {
+            return Ok(false);
+        }
+        let _ = fs::remove_file(dest);
+        if fs::hard_link(&blob, dest).is_err() {
+            let tmp = dest.with_extension("kiln-tmp");
+            fs::copy(&blob, &tmp).map_err(|e| Error::io("copy", &blob, e))?;
+            fs::rename(&tmp, dest).map_err(|e| Error::io("rename", dest, e))?;
+        }
+        Ok(true)
+    }
+
+    fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
+        let digest = Digest::of_bytes(bytes);
+        let dest = self.blob_path(&digest);
+        if dest.exists() {
+            return Ok(digest);
+        }
+        create_parent(&dest)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(self.tmp_dir())
+            .map_err(|e| Error::io("create a temporary file in", &self.tmp_dir(), e))?;
+        tmp.write_all(bytes)
+            .map_err(|e| Error::io("write", tmp.path(), e))?;
+        make_read_only(tmp.path())?;
+        tmp.persist(&dest)
+            .map_err(|e| Error::io("rename into", &dest, e.error))?;
+        self.note_blob(&digest, bytes.len() as u64)?;
+        Ok(digest)
+    }
+
+    fn put_file(&self, path: &Path) -> Result<Digest> {
+        let digest = Digest::of_file(path)?;
+        let dest = self.blob_path(&digest);
+        if !dest.exists() {
+            create_parent(&dest)?;
+            self.copy_in(path, &dest)?;
+            let size = fs::metadata(&dest)
+                .map_err(|e| Error::io("stat", &dest, e))?
+                .len();
+            self.note_blob(&digest, size)?;
+        }
+        Ok(digest)
+    }
+
+    fn get_action(&self, key: &Digest) -> Result<Option<ActionResult>> {
+        let text: Option<String> = {
+            let db = self.db.lock().unwrap();
+            let mut stmt = db.prepare_cached("SELECT result FROM actions WHERE key = ?1")?;
+            let row = stmt
+                .query_row(params![key.to_hex()], |r| r.get(0))
+                .optional()?;
+            row
+        };
+        let Some(text) = text else { return Ok(None) };
+        let result: ActionResult = serde_json::from_str(&text).map_err(|e| {
+            Error::new(
+                ErrorKind::Corrupt,
+                format!("decode action result {key}: {e}"),
+            )
+        })?;
+        // A result whose blobs are gone (deleted by hand, say) is a miss, not an error.
+        if !result.blobs().all(|d| self.blob_path(&d).exists()) {
+            return Ok(None);
+        }
+        self.touched_actions.lock().unwrap().insert(*key);
+        Ok(Some(result))
+    }
+
+    fn put_action(&self, key: &Digest, result: &ActionResult) -> Result<()> {
+        let text = serde_json::to_string(result).expect("action results serialize");
+        let db = self.db.lock().unwrap();
+        db.prepare_cached(
+            "INSERT INTO actions (key, result, last_use) VALUES (?1, ?2, ?3)
+             ON CONFLICT(key) DO UPDATE SET result = excluded.result, last_use = excluded.last_use",
+        )?
+        .execute(params![key.to_hex(), text, now_secs()])?;
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        let states = self.files.take_pending();
+        let touched: Vec<Digest> = self.touched_actions.lock().unwrap().drain().collect();
+        let keys = std::mem::take(&mut *self.pending_keys.lock().unwrap());
+        if states.is_empty() && touched.is_empty() && keys.is_empty() {
+            return Ok(());
+        }
+        let mut db = self.db.lock().unwrap();
+        let tx = db.transaction()?;
+        {
+            let mut put_state = tx.prepare_cached(
+                "INSERT OR REPLACE INTO file_states (path, size, mtime_ns, ctime_ns, ino, digest)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for (path, s) in &states {
+                put_state.execute(params![
+                    path.to_string_lossy(),
+                    s.size as i64,
+                    s.mtime_ns,
+                    s.ctime_ns,
+                    s.ino as i64,
+                    s.digest.to_hex()
+                ])?;
+            }
+            let now = now_secs();
+            let mut touch = tx.prepare_cached("UPDATE actions SET last_use = ?2 WHERE key = ?1")?;
+            for key in &touched {
+                touch.execute(params![key.to_hex(), now])?;
+            }
+            let mut put_key =
+                tx.prepare_cached("INSERT OR REPLACE INTO last_keys (id, key) VALUES (?1, ?2)")?;
+            let mut put_record = tx.prepare_cached(
+                "INSERT OR IGNORE INTO key_records (key, record) VALUES (?1, ?2)",
+            )?;
+            for (id, key, record) in &keys {
+                put_key.execute(params![id, key.to_hex()])?;
+                put_record.execute(params![key.to_hex(), record])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn create_parent(path: &Path) -> Result<()> {
+    let parent = path.parent().expect("blob paths have a parent");
+    fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))
+}
+
+fn make_read_only(path: &Path) -> Result<()> {
+    let meta = fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;
+    let exec = meta.permissions().mode() & 0o111 != 0;
+    let mode = if exec { 0o555 } else { 0o444 };
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io("chmod", path, e))
+}
+
+fn now_secs() -> i64 {
+    now_ns() / 1_000_000_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_and_results_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let d = store.put_bytes(b"hello").unwrap();
+        assert!(store.contains(&d).unwrap());
+        assert_eq!(store.read(&d).unwrap().unwrap(), b"hello");
+        let result = ActionResult {
+            outputs: vec![crate::OutputFile {
+                path: "out.txt".into(),
+                digest: d,
+                size: 5,
+                executable: false,
+            }],
+            exit_code: 0,
+            stdout: store.put_bytes(b"").unwrap(),
+            stderr: store.put_bytes(b"").unwrap(),
+            duration_ms: 1,
+        };
+        let key = Digest::of_bytes(b"key");
+        assert!(store.get_action(&key).unwrap().is_none());
+        store.put_action(&key, &result).unwrap();
+        assert_eq!(store.get_action(&key).unwrap().unwrap(), result);
+        // A result whose blob vanished is a miss.
+        fs::remove_file(store.blob_path(&d)).unwrap();
+        assert!(store.get_action(&key).unwrap().is_none());
+    }
+}

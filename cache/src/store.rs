@@ -1,0 +1,41 @@
+//! The one interface to every store: local, remote, tiered.
+
+use std::path::Path;
+
+use crate::digest::Digest;
+use crate::error::Result;
+use crate::result::ActionResult;
+
+/// Blobs by digest and action results by key.
+///
+/// Implementations must be safe to share between threads and between processes using
+/// the same location: a blob is visible under its digest only once complete, and a
+/// result is written only after the blobs it names.
+pub trait Store: Send + Sync {
+    /// Whether the store holds the blob.
+    fn contains(&self, digest: &Digest) -> Result<bool>;
+
+    /// The blob's bytes, for small blobs (stdout, metadata).
+    fn read(&self, digest: &Digest) -> Result<Option<Vec<u8>>>;
+
+    /// Writes the blob to a new file at `dest` (replacing one that is there). Returns
+    /// false if the store does not hold it.
+    fn fetch(&self, digest: &Digest, dest: &Path) -> Result<bool>;
+
+    /// Stores bytes; returns their digest.
+    fn put_bytes(&self, bytes: &[u8]) -> Result<Digest>;
+
+    /// Stores a file's content; the file is left in place.
+    fn put_file(&self, path: &Path) -> Result<Digest>;
+
+    /// The result stored under an action key.
+    fn get_action(&self, key: &Digest) -> Result<Option<ActionResult>>;
+
+    /// Stores a result. Callers put every blob it names first.
+    fn put_action(&self, key: &Digest, result: &ActionResult) -> Result<()>;
+
+    /// Waits for background work (uploads, deferred index writes) to finish.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,1 +1,90 @@
-fn main() {}
+//! The `kiln` command line: parses arguments, runs one command, decides the exit code.
+//!
+//! Exit codes (decided only in [`exit_code`]): 0 success, 1 a build or test failed,
+//! 2 bad usage or configuration (a BUILD.toml error, an unknown label), 3 an internal or
+//! cache error.
+
+mod commands;
+mod context;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "kiln", version, about = "Declarative, content-addressed builds for Go services")]
+pub struct Cli {
+    /// Run as if kiln was started in DIR.
+    #[arg(short = 'C', global = true, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Parallel actions (default: number of cores).
+    #[arg(short = 'j', long, global = true)]
+    pub jobs: Option<usize>,
+    /// Keep building what does not depend on a failure.
+    #[arg(short = 'k', long, global = true)]
+    pub keep_going: bool,
+    /// Sandbox: auto (bubblewrap where it works), bwrap, or dir.
+    #[arg(long, global = true, default_value = "auto")]
+    pub sandbox: String,
+    /// Keep the sandbox directory of a failed action for inspection.
+    #[arg(long, global = true)]
+    pub keep_sandbox: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Build targets (default //...).
+    Build {
+        labels: Vec<String>,
+    },
+    /// Print the action graph.
+    Graph {
+        #[arg(long, default_value = "dot")]
+        format: String,
+        labels: Vec<String>,
+    },
+    /// Delete kiln-out/ (the cache is kept).
+    Clean,
+    /// Inspect the cache.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+    /// Serve Go's GOCACHEPROG protocol on stdin/stdout from kiln's store.
+    #[command(hide = true)]
+    Gocacheprog,
+}
+
+#[derive(Subcommand)]
+pub enum CacheCommand {
+    /// Counts and sizes.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match commands::run(&cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("kiln: error: {err:#}");
+            exit_code(&err)
+        }
+    }
+}
+
+/// The one place exit codes are decided.
+fn exit_code(err: &anyhow::Error) -> ExitCode {
+    use kiln_engine::ErrorKind as K;
+    match err.downcast_ref::<kiln_engine::Error>().map(|e| e.kind) {
+        Some(K::Config | K::Label | K::Cycle | K::MissingFile) => ExitCode::from(2),
+        Some(K::Action) => ExitCode::from(1),
+        _ => ExitCode::from(3),
+    }
+}

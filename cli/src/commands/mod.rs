@@ -1,0 +1,31 @@
+//! One module per command.
+
+mod build;
+mod cache;
+mod clean;
+mod graph;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::{CacheCommand, Cli, Command};
+
+pub fn run(cli: &Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Build { labels } => build::run(cli, labels),
+        Command::Graph { format, labels } => graph::run(cli, format, labels),
+        Command::Clean => clean::run(cli),
+        Command::Cache { command: CacheCommand::Stats { json } } => cache::stats(*json),
+        Command::Gocacheprog => cache::gocacheprog(),
+    }
+}
+
+/// `//...` when no label is given.
+pub fn default_labels(labels: &[String]) -> Vec<String> {
+    if labels.is_empty() {
+        vec!["//...".to_string()]
+    } else {
+        labels.to_vec()
+    }
+}

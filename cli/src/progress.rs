@@ -1,0 +1,114 @@
+//! Build progress: a redrawn status line on a terminal, plain lines otherwise, the
+//! failing action's output, and the one summary line every build ends with.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use kiln_cache::ActionResult;
+use kiln_engine::action::Action;
+use kiln_engine::executor::{Failure, Status};
+use kiln_engine::scheduler::{Report, Reporter};
+
+pub struct Progress {
+    tty: bool,
+    started: Instant,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    running: Vec<String>,
+    done: usize,
+}
+
+impl Progress {
+    pub fn new() -> Progress {
+        Progress {
+            tty: std::io::stderr().is_terminal(),
+            started: Instant::now(),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn redraw(&self, state: &State) {
+        if !self.tty {
+            return;
+        }
+        let running = state.running.first().cloned().unwrap_or_default();
+        let more = state.running.len().saturating_sub(1);
+        let more = if more > 0 { format!(" (+{more} more)") } else { String::new() };
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r\x1b[K[{} done, {} running {:.1}s] {running}{more}",
+            state.done,
+            state.running.len(),
+            self.started.elapsed().as_secs_f64()
+        );
+        let _ = err.flush();
+    }
+
+    fn clear_line(&self) {
+        if self.tty {
+            eprint!("\r\x1b[K");
+        }
+    }
+
+    /// The last line of every build.
+    pub fn summary(&self, report: &Report, remote_enabled: bool) {
+        self.clear_line();
+        let cached = if remote_enabled {
+            format!("{} cached ({} remote)", report.cached, report.remote)
+        } else {
+            format!("{} cached", report.cached)
+        };
+        eprintln!(
+            "kiln: {} actions: {cached}, {} executed, {} failed in {:.2}s",
+            report.total,
+            report.executed,
+            report.failed,
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+impl Reporter for Progress {
+    fn started(&self, action: &Action) {
+        let mut state = self.state.lock().unwrap();
+        state.running.push(action.describe());
+        if self.tty {
+            self.redraw(&state);
+        } else {
+            eprintln!("kiln: {}", action.describe());
+        }
+    }
+
+    fn finished(&self, action: &Action, status: Status, _result: Option<&ActionResult>, failure: Option<&Failure>) {
+        let mut state = self.state.lock().unwrap();
+        let name = action.describe();
+        if let Some(i) = state.running.iter().position(|r| *r == name) {
+            state.running.remove(i);
+        }
+        state.done += 1;
+        if let (Status::Failed, Some(f)) = (status, failure) {
+            self.clear_line();
+            print_failure(f);
+        }
+        self.redraw(&state);
+    }
+}
+
+fn print_failure(f: &Failure) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "kiln: error: {}", f.error);
+    for (name, bytes) in [("stdout", &f.stdout), ("stderr", &f.stderr)] {
+        if !bytes.is_empty() {
+            let _ = writeln!(err, "--- {name} ---");
+            let _ = err.write_all(bytes);
+            if !bytes.ends_with(b"\n") {
+                let _ = writeln!(err);
+            }
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The action model: the unit of execution and of caching.
+//!
+//! An action reads declared input [`Artifact`]s, placed in its sandbox at their
+//! workspace-relative paths, and writes declared outputs (paths under `kiln-out/`). It is
+//! either an [`ExecSpec`] (a process) or a [`Builtin`] (a Rust function of kiln with a
+//! version number). Rules create actions; the engine runs them.
+//!
+//! Argument and environment strings may hold placeholders, expanded only when the action
+//! runs, so that machine-specific paths never enter an action key:
+//!
+//! | placeholder   | expands to                                             |
+//! |---------------|--------------------------------------------------------|
+//! | `{tool:NAME}` | the host path of the declared tool NAME                |
+//! | `{sandbox}`   | the absolute path of the sandbox root                  |
+//! | `{kiln}`      | the running kiln binary (for helpers like gocacheprog) |
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::label::Label;
+
+/// Index of an action in its [`ActionGraph`].
+pub type ActionId = usize;
+
+/// A file an action reads: a source file of the workspace, or an output of another action.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Artifact {
+    /// Workspace-relative path, e.g. `pkg/in.txt` or `kiln-out/pkg/upper.txt`.
+    pub path: String,
+    /// The action that writes it; None for source files.
+    pub producer: Option<ActionId>,
+    /// The platform (`os/arch`) it was built for, where that means something.
+    pub platform: Option<String>,
+}
+
+impl Artifact {
+    pub fn source(path: impl Into<String>) -> Artifact {
+        Artifact {
+            path: path.into(),
+            producer: None,
+            platform: None,
+        }
+    }
+
+    /// The file name, without directories.
+    pub fn file_name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+}
+
+/// A host tool an action uses. Its identity in the action key is the digest of its
+/// content (a file), or of every file below it (a tree, such as a Go toolchain's GOROOT),
+/// never its path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tool {
+    pub name: String,
+    pub path: PathBuf,
+    pub tree: bool,
+}
+
+/// A process: argv, environment, tools.
+#[derive(Debug, Clone, Default)]
+pub struct ExecSpec {
+    pub argv: Vec<String>,
+    /// The whole environment, apart from HOME, TMPDIR and PATH, which the sandbox sets
+    /// (PATH is kept if given, with the sandbox's tool directory put first).
+    pub env: BTreeMap<String, String>,
+    pub tools: Vec<Tool>,
+    /// Sandbox-relative working directory ("" = the sandbox root).
+    pub workdir: String,
+    /// Network access (only for fixed-output actions whose outputs are verified).
+    pub network: bool,
+}
+
+/// What a builtin action's function sees.
+pub struct BuiltinCtx<'a> {
+    /// The sandbox root; inputs are at their workspace-relative paths below it.
+    pub root: &'a Path,
+    pub inputs: &'a [Artifact],
+    pub outputs: &'a [String],
+    pub params: &'a serde_json::Value,
+}
+
+pub type BuiltinFn = dyn Fn(&BuiltinCtx) -> Result<(), String> + Send + Sync;
+
+/// A Rust function of kiln run as an action. `name`, `version` and `params` enter the key:
+/// bump `version` whenever the function's output for the same inputs changes.
+#[derive(Clone)]
+pub struct Builtin {
+    pub name: String,
+    pub version: u32,
+    pub params: serde_json::Value,
+    pub run: Arc<BuiltinFn>,
+}
+
+impl std::fmt::Debug for Builtin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Builtin({} v{})", self.name, self.version)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum ActionKind {
+    Exec(ExecSpec),
+    Builtin(Builtin),
+}
+
+#[derive(Debug, Clone)]
+pub struct Action {
+    /// The target that owns it.
+    pub owner: Label,
+    /// A short kind, e.g. `Genrule`, `GoTest`, `GoBuild`.
+    pub mnemonic: String,
+    /// Tells actions of one target apart (a Go package, a platform); "" if only one.
+    pub discriminator: String,
+    pub inputs: Vec<Artifact>,
+    /// Workspace-relative output paths, each under `kiln-out/`. A path ending in `/`
+    /// is a directory whose whole content is the output.
+    pub outputs: Vec<String>,
+    pub kind: ActionKind,
+    pub platform: Option<String>,
+    /// Whether a user wants to see its stdout (test logs), replayed on cache hits.
+    pub show_output: bool,
+}
+
+impl Action {
+    /// A stable name, unique within a workspace, used for `kiln explain`.
+    pub fn id(&self) -> String {
+        if self.discriminator.is_empty() {
+            format!("{} {}", self.owner, self.mnemonic)
+        } else {
+            format!("{} {} {}", self.owner, self.mnemonic, self.discriminator)
+        }
+    }
+
+    /// What progress lines show.
+    pub fn describe(&self) -> String {
+        if self.discriminator.is_empty() {
+            format!("{} {}", self.mnemonic, self.owner)
+        } else {
+            format!("{} {} [{}]", self.mnemonic, self.owner, self.discriminator)
+        }
+    }
+
+    /// The artifact this action writes at `path`.
+    pub fn output_artifact(&self, id: ActionId, path: &str) -> Artifact {
+        Artifact {
+            path: path.to_string(),
+            producer: Some(id),
+            platform: self.platform.clone(),
+        }
+    }
+}
+
+/// Every action of a build, in the order rules added them.
+#[derive(Debug, Default)]
+pub struct ActionGraph {
+    pub actions: Vec<Action>,
+    pub by_target: BTreeMap<Label, Vec<ActionId>>,
+}
+
+impl ActionGraph {
+    pub fn add(&mut self, action: Action) -> ActionId {
+        let id = self.actions.len();
+        self.by_target
+            .entry(action.owner.clone())
+            .or_default()
+            .push(id);
+        self.actions.push(action);
+        id
+    }
+
+    /// The distinct actions whose outputs `id` reads.
+    pub fn deps(&self, id: ActionId) -> Vec<ActionId> {
+        let mut deps: Vec<ActionId> = self.actions[id]
+            .inputs
+            .iter()
+            .filter_map(|a| a.producer)
+            .collect();
+        deps.sort_unstable();
+        deps.dedup();
+        deps
+    }
+
+    /// `roots` and every action they depend on.
+    pub fn closure(&self, roots: &[ActionId]) -> Vec<ActionId> {
+        let mut seen = vec![false; self.actions.len()];
+        let mut stack: Vec<ActionId> = roots.to_vec();
+        let mut out = Vec::new();
+        while let Some(id) = stack.pop() {
+            if std::mem::replace(&mut seen[id], true) {
+                continue;
+            }
+            out.push(id);
+            stack.extend(self.deps(id));
+        }
+        out.sort_unstable();
+        out
+    }
+}

@@ -1,0 +1,140 @@
+//! Engine errors: what failed, where (file:line:column or label), and a hint.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A place in a BUILD.toml or kiln.toml file, 1-based.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Location {
+    /// The location of byte `offset` in `source`.
+    pub fn at(file: &Path, source: &str, offset: usize) -> Location {
+        let offset = offset.min(source.len());
+        let before = &source[..offset];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
+        Location {
+            file: file.to_path_buf(),
+            line,
+            column,
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A BUILD.toml or kiln.toml file is malformed or holds an unknown rule or field.
+    Config,
+    /// A label does not parse or names no target.
+    Label,
+    /// The target graph has a cycle.
+    Cycle,
+    /// A file a target names is missing.
+    MissingFile,
+    /// An action failed (non-zero exit, missing outputs, sandbox trouble).
+    Action,
+    /// The cache failed.
+    Cache,
+    /// Anything else touching the file system.
+    Io,
+}
+
+/// An engine error. Displayed as `LOCATION: MESSAGE` followed by an indented hint.
+#[derive(Debug, Clone)]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub location: Option<Location>,
+    pub hint: Option<String>,
+}
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+            location: None,
+            hint: None,
+        }
+    }
+
+    pub fn at(mut self, location: Location) -> Error {
+        self.location = Some(location);
+        self
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Error {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn io(what: &str, path: &Path, err: std::io::Error) -> Error {
+        Error::new(ErrorKind::Io, format!("{what} {}: {err}", path.display()))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(loc) = &self.location {
+            write!(f, "{loc}: ")?;
+        }
+        write!(f, "{}", self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<kiln_cache::Error> for Error {
+    fn from(err: kiln_cache::Error) -> Error {
+        Error::new(ErrorKind::Cache, err.to_string())
+    }
+}
+
+/// "did you mean `x`?" for the closest candidate, if any is close.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| format!("did you mean `{c}`?"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_counts_lines_and_columns() {
+        let src = "a = 1\n[genrule.x]\n  srcs = 2\n";
+        let loc = Location::at(Path::new("BUILD.toml"), src, src.find("srcs").unwrap());
+        assert_eq!((loc.line, loc.column), (3, 3));
+    }
+
+    #[test]
+    fn suggests_close_names() {
+        assert_eq!(
+            did_you_mean("genrul", ["genrule", "filegroup"]).as_deref(),
+            Some("did you mean `genrule`?")
+        );
+        assert_eq!(did_you_mean("zzz", ["genrule"]), None);
+    }
+}

@@ -1,0 +1,333 @@
+//! Running one action: computing its key, looking it up, executing it in a sandbox on a
+//! miss, storing its outputs and materializing them under `kiln-out/`.
+//!
+//! Order of writes on success (crash-safe by construction): output blobs into the CAS,
+//! then stdout/stderr blobs, then the action result. Failures are never cached.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use kiln_cache::{ActionResult, Digest, LocalStore, OutputFile, Store};
+
+use crate::action::{Action, ActionKind, Artifact, BuiltinCtx, Tool};
+use crate::error::{Error, ErrorKind, Result};
+use crate::key::{KeyInput, KeyRecord, KEY_SCHEMA};
+use crate::sandbox::{Hidden, Sandbox, SandboxMode};
+
+/// How an action ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Cached,
+    Executed,
+    Failed,
+}
+
+/// An action that failed: why, and what it printed.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub error: Error,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit_code: Option<i32>,
+}
+
+/// Shared state for running actions.
+pub struct Executor {
+    pub root: PathBuf,
+    pub local: Arc<LocalStore>,
+    pub store: Arc<dyn Store>,
+    pub mode: SandboxMode,
+    pub hidden: Hidden,
+    pub keep_sandbox_on_failure: bool,
+    tool_digests: Mutex<HashMap<PathBuf, Digest>>,
+    last_keys: HashMap<String, Digest>,
+    key_prefix: String,
+}
+
+impl Executor {
+    pub fn new(root: &Path, local: Arc<LocalStore>, store: Arc<dyn Store>, mode: SandboxMode) -> Result<Executor> {
+        let mode = mode.resolve()?;
+        local.load_file_states(root)?;
+        let key_prefix = format!("{}\0", root.display());
+        let last_keys = local.last_keys(&key_prefix)?;
+        let hidden = Hidden {
+            dirs: vec![root.to_path_buf(), local.root().to_path_buf()],
+        };
+        Ok(Executor {
+            root: root.to_path_buf(),
+            local,
+            store,
+            mode,
+            hidden,
+            keep_sandbox_on_failure: false,
+            tool_digests: Mutex::new(HashMap::new()),
+            last_keys,
+            key_prefix,
+        })
+    }
+
+    /// The digest of a workspace source file (through the file-state table).
+    pub fn source_input(&self, path: &str) -> Result<KeyInput> {
+        let abs = self.root.join(path);
+        let hashed = self.local.file_states().hash(&abs).map_err(|e| {
+            Error::new(ErrorKind::MissingFile, format!("read source file `{path}`: {e}"))
+        })?;
+        Ok(KeyInput {
+            path: path.to_string(),
+            digest: hashed.digest,
+            executable: hashed.executable,
+        })
+    }
+
+    /// The identity of a tool: the digest of its file, or of its whole tree.
+    pub fn tool_digest(&self, tool: &Tool) -> Result<Digest> {
+        if let Some(d) = self.tool_digests.lock().unwrap().get(&tool.path) {
+            return Ok(*d);
+        }
+        let digest = if tool.tree {
+            crate::tree::tree_digest(&tool.path, self.local.file_states())?
+        } else {
+            let real = std::fs::canonicalize(&tool.path).map_err(|e| Error::io("resolve tool", &tool.path, e))?;
+            self.local.file_states().hash(&real)?.digest
+        };
+        self.tool_digests
+            .lock()
+            .unwrap()
+            .insert(tool.path.clone(), digest);
+        Ok(digest)
+    }
+
+    /// Builds the key record of an action from its inputs' digests.
+    pub fn key_record(&self, action: &Action, inputs: Vec<KeyInput>) -> Result<KeyRecord> {
+        let mut inputs = inputs;
+        inputs.sort_by(|a, b| a.path.cmp(&b.path));
+        inputs.dedup_by(|a, b| a.path == b.path);
+        let record = match &action.kind {
+            ActionKind::Exec(spec) => {
+                let mut tools = BTreeMap::new();
+                for tool in &spec.tools {
+                    tools.insert(tool.name.clone(), self.tool_digest(tool)?);
+                }
+                KeyRecord {
+                    schema: KEY_SCHEMA,
+                    kind: "exec".into(),
+                    version: 0,
+                    params: serde_json::Value::Null,
+                    tools,
+                    argv: spec.argv.clone(),
+                    env: spec.env.clone(),
+                    workdir: spec.workdir.clone(),
+                    inputs,
+                    outputs: action.outputs.clone(),
+                    platform: action.platform.clone(),
+                    network: spec.network,
+                }
+            }
+            ActionKind::Builtin(b) => KeyRecord {
+                schema: KEY_SCHEMA,
+                kind: format!("builtin:{}", b.name),
+                version: b.version,
+                params: b.params.clone(),
+                tools: BTreeMap::new(),
+                argv: Vec::new(),
+                env: BTreeMap::new(),
+                workdir: String::new(),
+                inputs,
+                outputs: action.outputs.clone(),
+                platform: action.platform.clone(),
+                network: false,
+            },
+        };
+        Ok(record)
+    }
+
+    /// Remembers the key an action had, for `kiln explain`, if it changed.
+    pub fn note_key(&self, action: &Action, key: &Digest, record: &KeyRecord) {
+        let id = format!("{}{}", self.key_prefix, action.id());
+        if self.last_keys.get(&id) != Some(key) {
+            let json = serde_json::to_string(record).expect("key records serialize");
+            self.local.record_key(&id, key, json);
+        }
+    }
+
+    /// The key recorded for an action in an earlier build.
+    pub fn previous_key(&self, action: &Action) -> Option<Digest> {
+        self.last_keys
+            .get(&format!("{}{}", self.key_prefix, action.id()))
+            .copied()
+    }
+
+    /// Runs an action in a fresh sandbox and stores its outputs. On success returns the
+    /// result (not yet written to the action cache).
+    pub fn execute(&self, action: &Action, inputs: &[(Artifact, KeyInput)]) -> Result<ActionResult, Box<Failure>> {
+        let fail = |error: Error| Box::new(Failure { error, stdout: Vec::new(), stderr: Vec::new(), exit_code: None });
+        let started = Instant::now();
+        let sandbox = Sandbox::create(&self.local.tmp_dir()).map_err(fail)?;
+        self.stage_inputs(&sandbox, inputs).map_err(fail)?;
+        for out in &action.outputs {
+            let path = sandbox.prepare_path(out.trim_end_matches('/')).map_err(fail)?;
+            if out.ends_with('/') {
+                std::fs::create_dir_all(&path).map_err(|e| fail(Error::io("create", &path, e)))?;
+            }
+        }
+        let exit_code = match &action.kind {
+            ActionKind::Exec(spec) => sandbox.run(spec, self.mode, &self.hidden).map_err(fail)?,
+            ActionKind::Builtin(b) => run_builtin(b, &sandbox, action).map_err(fail)?,
+        };
+        let read = |name: &str| std::fs::read(sandbox.root().join(".kiln").join(name)).unwrap_or_default();
+        if exit_code != 0 {
+            let error = Error::new(
+                ErrorKind::Action,
+                format!("{} failed with exit code {exit_code}", action.describe()),
+            );
+            let failure = Failure { error, stdout: read("stdout"), stderr: read("stderr"), exit_code: Some(exit_code) };
+            self.maybe_keep(sandbox);
+            return Err(Box::new(failure));
+        }
+        match self.collect_outputs(action, &sandbox) {
+            Ok(outputs) => {
+                let put = |name: &str| self.local.put_file_move(&sandbox.root().join(".kiln").join(name));
+                let (stdout, stderr) = match (put("stdout"), put("stderr")) {
+                    (Ok(o), Ok(e)) => (o, e),
+                    (Err(e), _) | (_, Err(e)) => return Err(fail(e.into())),
+                };
+                Ok(ActionResult { outputs, exit_code, stdout, stderr, duration_ms: started.elapsed().as_millis() as u64 })
+            }
+            Err(error) => {
+                let failure = Failure { error, stdout: read("stdout"), stderr: read("stderr"), exit_code: Some(0) };
+                self.maybe_keep(sandbox);
+                Err(Box::new(failure))
+            }
+        }
+    }
+
+    fn maybe_keep(&self, sandbox: Sandbox) {
+        if self.keep_sandbox_on_failure {
+            let path = sandbox.keep();
+            eprintln!("kiln: kept the failed action's sandbox at {}", path.display());
+        }
+    }
+
+    fn stage_inputs(&self, sandbox: &Sandbox, inputs: &[(Artifact, KeyInput)]) -> Result<()> {
+        for (artifact, key) in inputs {
+            let dest = sandbox.prepare_path(&artifact.path)?;
+            if artifact.producer.is_none() {
+                let src = self.root.join(&artifact.path);
+                std::fs::copy(&src, &dest).map_err(|e| Error::io("copy input", &src, e))?;
+            } else {
+                self.fetch_input(&key.digest, &dest, key.executable)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn fetch_input(&self, digest: &Digest, dest: &Path, executable: bool) -> Result<()> {
+        if !self.store.fetch(digest, dest)? {
+            return Err(Error::new(ErrorKind::Cache, format!("find blob {digest} in the cache")));
+        }
+        fix_mode(dest, executable)
+    }
+
+    fn collect_outputs(&self, action: &Action, sandbox: &Sandbox) -> Result<Vec<OutputFile>> {
+        let mut files: Vec<String> = Vec::new();
+        let mut missing = Vec::new();
+        for out in &action.outputs {
+            let path = sandbox.root().join(out.trim_end_matches('/'));
+            if out.ends_with('/') {
+                list_dir_files(&path, out, &mut files)?;
+            } else if path.is_file() {
+                files.push(out.clone());
+            } else {
+                missing.push(out.clone());
+            }
+        }
+        if !missing.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Action,
+                format!("{} did not write its declared outputs: {}", action.describe(), missing.join(", ")),
+            ));
+        }
+        files
+            .into_iter()
+            .map(|rel| {
+                let path = sandbox.root().join(&rel);
+                let meta = std::fs::metadata(&path).map_err(|e| Error::io("stat", &path, e))?;
+                let executable = meta.mode() & 0o111 != 0;
+                let digest = self.local.put_file_move(&path)?;
+                Ok(OutputFile { path: rel, digest, size: meta.len(), executable })
+            })
+            .collect()
+    }
+
+    /// Makes `kiln-out/…` hold the result's outputs (hard links or copies from the CAS).
+    pub fn materialize(&self, result: &ActionResult) -> Result<()> {
+        for out in &result.outputs {
+            if !out.path.starts_with(crate::workspace::OUT_DIR) {
+                continue;
+            }
+            let dest = self.root.join(&out.path);
+            if self.is_materialized(&dest, out) {
+                continue;
+            }
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
+            }
+            if !self.store.fetch(&out.digest, &dest)? {
+                return Err(Error::new(ErrorKind::Cache, format!("find blob {} for {}", out.digest, out.path)));
+            }
+            fix_mode(&dest, out.executable)?;
+        }
+        Ok(())
+    }
+
+    fn is_materialized(&self, dest: &Path, out: &OutputFile) -> bool {
+        let Ok(meta) = std::fs::symlink_metadata(dest) else { return false };
+        if !meta.is_file() || meta.len() != out.size || (meta.mode() & 0o111 != 0) != out.executable {
+            return false;
+        }
+        let blob = self.local.blob_path(&out.digest);
+        if std::fs::metadata(&blob).is_ok_and(|b| b.ino() == meta.ino() && b.dev() == meta.dev()) {
+            return true;
+        }
+        self.local.file_states().lookup(dest, &meta) == Some(out.digest)
+    }
+}
+
+/// Gives a fetched file the wanted executable bit, copying it if it is a hard link into
+/// the CAS whose mode differs (so the stored blob is never changed).
+fn fix_mode(path: &Path, executable: bool) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;
+    if (meta.mode() & 0o111 != 0) == executable {
+        return Ok(());
+    }
+    let tmp = path.with_extension(format!("kiln-mode-{}", std::process::id()));
+    std::fs::copy(path, &tmp).map_err(|e| Error::io("copy", path, e))?;
+    let mode = if executable { 0o555 } else { 0o444 };
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(|e| Error::io("chmod", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))
+}
+
+fn list_dir_files(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
+    for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
+        let entry = entry.map_err(|e| Error::new(ErrorKind::Io, format!("walk {}: {e}", dir.display())))?;
+        if entry.file_type().is_file() {
+            let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
+            out.push(format!("{prefix}{}", rel.display()));
+        }
+    }
+    Ok(())
+}
+
+fn run_builtin(b: &crate::action::Builtin, sandbox: &Sandbox, action: &Action) -> Result<i32> {
+    let ctx = BuiltinCtx { root: sandbox.root(), inputs: &action.inputs, outputs: &action.outputs, params: &b.params };
+    match (b.run)(&ctx) {
+        Ok(()) => Ok(0),
+        Err(message) => {
+            let _ = std::fs::write(sandbox.root().join(".kiln/stderr"), message.as_bytes());
+            Ok(1)
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Action keys: the BLAKE3 digest of a canonical record of everything that can change an
+//! action's output, and nothing else.
+//!
+//! | component  | what                                          | why                                         |
+//! |------------|-----------------------------------------------|---------------------------------------------|
+//! | `schema`   | [`KEY_SCHEMA`]                                | a change in this encoding invalidates all   |
+//! | `kind`     | `exec`, or `builtin:<name>`                   | different machinery, different output       |
+//! | `version`  | the builtin's version (0 for exec)            | a changed builtin must rerun                |
+//! | `params`   | the builtin's parameters (JSON)               | they steer the builtin                      |
+//! | `tools`    | name → digest of the tool's file or tree      | a new compiler rebuilds; its path does not  |
+//! | `argv`     | arguments, placeholders unexpanded            | flags change output                         |
+//! | `env`      | the full declared environment                 | the sandbox has no other environment        |
+//! | `workdir`  | sandbox-relative working directory            | relative paths resolve from it              |
+//! | `inputs`   | (relative path, content digest, executable)   | content, not mtime: early cutoff            |
+//! | `outputs`  | declared output paths                         | where the action must write                 |
+//! | `platform` | target platform, if any                       | one action per platform                     |
+//! | `network`  | whether the action may reach the network      | fixed-output actions are keyed apart        |
+//!
+//! Not in the key: the workspace's absolute path, the cache directory, the time, the
+//! user, the host name. Two machines with the same inputs compute the same key.
+//!
+//! The record is a plain struct serialized to JSON (struct fields in declaration order,
+//! maps as `BTreeMap`s), so `kiln explain` can diff two records field by field.
+
+use std::collections::BTreeMap;
+
+use kiln_cache::Digest;
+use serde::{Deserialize, Serialize};
+
+/// Bump when the key encoding changes.
+pub const KEY_SCHEMA: u32 = 1;
+
+/// One input as it enters a key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInput {
+    pub path: String,
+    pub digest: Digest,
+    pub executable: bool,
+}
+
+/// Everything that enters an action key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub schema: u32,
+    pub kind: String,
+    pub version: u32,
+    pub params: serde_json::Value,
+    pub tools: BTreeMap<String, Digest>,
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub workdir: String,
+    pub inputs: Vec<KeyInput>,
+    pub outputs: Vec<String>,
+    pub platform: Option<String>,
+    pub network: bool,
+}
+
+impl KeyRecord {
+    /// The canonical bytes that are hashed.
+    pub fn canonical(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("key records serialize")
+    }
+
+    pub fn digest(&self) -> Digest {
+        Digest::of_bytes(&self.canonical())
+    }
+
+    /// What differs between an older record and this one, in words, most telling first.
+    pub fn diff(&self, old: &KeyRecord) -> Vec<String> {
+        let mut out = Vec::new();
+        diff_inputs(&old.inputs, &self.inputs, &mut out);
+        diff_maps("tool", &old.tools, &self.tools, &mut out);
+        diff_maps("env", &old.env, &self.env, &mut out);
+        if old.argv != self.argv {
+            out.push(format!("arguments changed: {:?} -> {:?}", old.argv, self.argv));
+        }
+        let simple = [
+            ("kind", old.kind != self.kind),
+            ("builtin version", old.version != self.version),
+            ("builtin parameters", old.params != self.params),
+            ("working directory", old.workdir != self.workdir),
+            ("declared outputs", old.outputs != self.outputs),
+            ("platform", old.platform != self.platform),
+            ("network access", old.network != self.network),
+            ("key schema", old.schema != self.schema),
+        ];
+        for (what, changed) in simple {
+            if changed {
+                out.push(format!("{what} changed"));
+            }
+        }
+        out
+    }
+}
+
+fn diff_inputs(old: &[KeyInput], new: &[KeyInput], out: &mut Vec<String>) {
+    let old: BTreeMap<&str, &KeyInput> = old.iter().map(|i| (i.path.as_str(), i)).collect();
+    let new: BTreeMap<&str, &KeyInput> = new.iter().map(|i| (i.path.as_str(), i)).collect();
+    for (path, n) in &new {
+        match old.get(path) {
+            None => out.push(format!("input added: {path}")),
+            Some(o) if o.digest != n.digest => out.push(format!(
+                "input changed: {path} ({} -> {})",
+                o.digest.short(),
+                n.digest.short()
+            )),
+            Some(o) if o.executable != n.executable => {
+                out.push(format!("input mode changed: {path}"))
+            }
+            _ => {}
+        }
+    }
+    for path in old.keys().filter(|p| !new.contains_key(*p)) {
+        out.push(format!("input removed: {path}"));
+    }
+}
+
+fn diff_maps<V: PartialEq + std::fmt::Display>(
+    what: &str,
+    old: &BTreeMap<String, V>,
+    new: &BTreeMap<String, V>,
+    out: &mut Vec<String>,
+) {
+    for (k, v) in new {
+        match old.get(k) {
+            None => out.push(format!("{what} added: {k}")),
+            Some(o) if o != v => out.push(format!("{what} changed: {k} ({o} -> {v})")),
+            _ => {}
+        }
+    }
+    for k in old.keys().filter(|k| !new.contains_key(*k)) {
+        out.push(format!("{what} removed: {k}"));
+    }
+}

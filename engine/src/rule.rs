@@ -1,0 +1,278 @@
+//! The rule interface: how a rule (in kiln-rules) turns a target into actions.
+//!
+//! The engine loads BUILD.toml files into [`TargetDecl`]s, asks each target's [`Rule`]
+//! for its dependencies, walks the target graph in dependency order, and calls
+//! [`Rule::analyze`] with an [`Analysis`] through which the rule reads its dependencies'
+//! [`TargetInfo`]s and adds actions. The engine knows nothing of Go or images.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use kiln_cache::ActionResult;
+
+use crate::action::{Action, ActionGraph, ActionId, Artifact, Tool};
+use crate::error::{Error, ErrorKind, Result};
+use crate::executor::{Executor, Status};
+use crate::key::KeyInput;
+use crate::label::Label;
+use crate::value::{Spanned, Table};
+use crate::workspace::{TargetDecl, Workspace, OUT_DIR};
+
+/// What a target gives the targets that depend on it.
+#[derive(Debug, Clone, Default)]
+pub struct TargetInfo {
+    /// The files it produces (or, for a filegroup, names).
+    pub files: Vec<Artifact>,
+    /// Rule-specific facts (e.g. a Go binary's name).
+    pub meta: BTreeMap<String, String>,
+}
+
+pub trait Rule: Send + Sync {
+    /// The table name in BUILD.toml, e.g. `genrule`.
+    fn name(&self) -> &'static str;
+
+    /// Checks the attributes and returns the labels the target depends on.
+    fn deps(&self, target: &TargetDecl) -> Result<Vec<Spanned<Label>>>;
+
+    /// Adds the target's actions and says what it provides.
+    fn analyze(&self, target: &TargetDecl, ctx: &mut Analysis<'_>) -> Result<TargetInfo>;
+
+    /// kiln.toml sections this rule reads.
+    fn config_sections(&self) -> &'static [&'static str] {
+        &[]
+    }
+}
+
+/// The rules a build knows, by name.
+#[derive(Default)]
+pub struct RuleSet {
+    rules: BTreeMap<&'static str, Box<dyn Rule>>,
+}
+
+impl RuleSet {
+    pub fn add(&mut self, rule: Box<dyn Rule>) {
+        self.rules.insert(rule.name(), rule);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&dyn Rule> {
+        self.rules.get(name).map(|r| r.as_ref())
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.rules.keys().copied().collect()
+    }
+
+    /// Every kiln.toml section some rule or the engine reads.
+    pub fn sections(&self) -> Vec<&'static str> {
+        let mut s: Vec<&'static str> = crate::ENGINE_SECTIONS.to_vec();
+        for rule in self.rules.values() {
+            s.extend(rule.config_sections());
+        }
+        s.sort_unstable();
+        s.dedup();
+        s
+    }
+}
+
+/// The labels among the strings of `attr` (those starting with `:` or `//`).
+pub fn labels_in(table: &Table, attr: &str, package: &str) -> Result<Vec<Spanned<Label>>> {
+    let mut out = Vec::new();
+    for s in table.str_list(attr)? {
+        if s.value.starts_with(':') || s.value.starts_with("//") {
+            out.push(parse_label(table, &s, package)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Parses a label written in a table, with the error at its location.
+pub fn parse_label(table: &Table, s: &Spanned<String>, package: &str) -> Result<Spanned<Label>> {
+    let label = Label::parse(&s.value, package)
+        .map_err(|e| Error::new(ErrorKind::Label, e).at(table.location(s.span.start)))?;
+    Ok(Spanned { value: label, span: s.span.clone() })
+}
+
+/// What a rule sees while it analyzes one target.
+pub struct Analysis<'a> {
+    pub workspace: &'a Workspace,
+    pub target: &'a TargetDecl,
+    pub exec: &'a Executor,
+    pub(crate) infos: &'a HashMap<Label, TargetInfo>,
+    pub(crate) graph: &'a mut ActionGraph,
+    pub(crate) done: &'a mut HashMap<ActionId, (ActionResult, Status)>,
+}
+
+impl Analysis<'_> {
+    pub fn package(&self) -> &str {
+        &self.target.label.package
+    }
+
+    pub fn label(&self) -> &Label {
+        &self.target.label
+    }
+
+    pub fn attrs(&self) -> &Table {
+        &self.target.attrs
+    }
+
+    /// The info of a dependency (one returned by [`Rule::deps`]).
+    pub fn dep(&self, label: &Label) -> &TargetInfo {
+        &self.infos[label]
+    }
+
+    /// The workspace-relative path of a file of this package.
+    pub fn package_path(&self, rel: &str) -> String {
+        join_rel(self.package(), rel)
+    }
+
+    /// `kiln-out/<package>/<rel>`.
+    pub fn out_path(&self, rel: &str) -> String {
+        format!("{OUT_DIR}/{}", self.package_path(rel))
+    }
+
+    /// The files named by a list attribute: labels expand to their targets' files,
+    /// other strings are files of this package (globs allowed).
+    pub fn files(&self, attr: &str) -> Result<Vec<Artifact>> {
+        let mut out = Vec::new();
+        for s in self.attrs().str_list(attr)? {
+            if s.value.starts_with(':') || s.value.starts_with("//") {
+                let label = parse_label(self.attrs(), &s, self.package())?.value;
+                out.extend(self.dep(&label).files.iter().cloned());
+            } else if s.value.contains(['*', '?', '[']) {
+                out.extend(self.glob(&s)?);
+            } else {
+                out.push(self.source_file(&s)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A source file of this package, checked to exist.
+    pub fn source_file(&self, rel: &Spanned<String>) -> Result<Artifact> {
+        let at = self.attrs().location(rel.span.start);
+        check_relative(&rel.value).map_err(|e| Error::new(ErrorKind::Config, e).at(at.clone()))?;
+        let path = self.package_path(&rel.value);
+        let abs = self.workspace.root.join(&path);
+        if !abs.is_file() {
+            return Err(Error::new(
+                ErrorKind::MissingFile,
+                format!("source file `{path}` of {} does not exist", self.label()),
+            )
+            .at(at));
+        }
+        Ok(Artifact::source(path))
+    }
+
+    /// Files of this package matching a glob (not descending into sub-packages).
+    pub fn glob(&self, pattern: &Spanned<String>) -> Result<Vec<Artifact>> {
+        let at = self.attrs().location(pattern.span.start);
+        let glob = globset::GlobBuilder::new(&pattern.value)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Config, format!("invalid glob: {e}")).at(at.clone()))?
+            .compile_matcher();
+        let dir = self.workspace.root.join(self.package());
+        let mut out = Vec::new();
+        let walker = walkdir::WalkDir::new(&dir).sort_by_file_name().into_iter().filter_entry(|e| {
+            e.depth() == 0
+                || !(e.file_type().is_dir()
+                    && (e.path().join(crate::workspace::BUILD_FILE).exists()
+                        || e.file_name().to_string_lossy().starts_with('.')
+                        || e.file_name() == OUT_DIR))
+        });
+        for entry in walker.flatten() {
+            let rel = entry.path().strip_prefix(&dir).unwrap_or(entry.path());
+            if entry.file_type().is_file() && glob.is_match(rel) {
+                out.push(Artifact::source(self.package_path(&rel.to_string_lossy())));
+            }
+        }
+        if out.is_empty() {
+            return Err(Error::new(ErrorKind::MissingFile, format!("glob `{}` matches no file", pattern.value))
+                .at(at)
+                .hint("check the pattern; globs are relative to the package directory"));
+        }
+        Ok(out)
+    }
+
+    /// A host tool found on PATH (or an absolute path), declared by name.
+    pub fn host_tool(&self, name: &Spanned<String>) -> Result<Tool> {
+        let path = crate::sandbox::find_on_path(&name.value).ok_or_else(|| {
+            Error::new(ErrorKind::Config, format!("tool `{}` is not on PATH", name.value))
+                .at(self.attrs().location(name.span.start))
+                .hint("install it, or name it by absolute path")
+        })?;
+        let tool_name = Path::new(&name.value).file_name().map_or(name.value.clone(), |n| n.to_string_lossy().into_owned());
+        Ok(Tool { name: tool_name, path, tree: false })
+    }
+
+    pub fn add(&mut self, action: Action) -> ActionId {
+        self.graph.add(action)
+    }
+
+    /// The artifact for an output of an action added earlier.
+    pub fn output(&self, id: ActionId, path: &str) -> Artifact {
+        self.graph.actions[id].output_artifact(id, path)
+    }
+
+    /// Adds an action and runs it now, during analysis, for rules whose actions depend
+    /// on an action's output (e.g. `go list`). Its inputs must be source files or
+    /// outputs of actions already run this way.
+    pub fn run_now(&mut self, action: Action) -> Result<(ActionId, ActionResult)> {
+        let mut inputs = Vec::new();
+        for artifact in &action.inputs {
+            let key = match artifact.producer {
+                None => self.exec.source_input(&artifact.path)?,
+                Some(p) => {
+                    let out = self.done.get(&p).and_then(|(r, _)| r.output(&artifact.path)).ok_or_else(|| {
+                        Error::new(ErrorKind::Action, format!("{} is not available during analysis", artifact.path))
+                    })?;
+                    KeyInput { path: out.path.clone(), digest: out.digest, executable: out.executable }
+                }
+            };
+            inputs.push((artifact.clone(), key));
+        }
+        let record = self.exec.key_record(&action, inputs.iter().map(|(_, k)| k.clone()).collect())?;
+        let key = record.digest();
+        self.exec.note_key(&action, &key, &record);
+        let (result, status) = match self.exec.store.get_action(&key)? {
+            Some(r) => (r, Status::Cached),
+            None => {
+                let r = self.exec.execute(&action, &inputs).map_err(|f| {
+                    let stderr = String::from_utf8_lossy(&f.stderr).trim().to_string();
+                    let mut e = f.error;
+                    if !stderr.is_empty() {
+                        e.message = format!("{}\n{stderr}", e.message);
+                    }
+                    e
+                })?;
+                self.exec.store.put_action(&key, &r)?;
+                (r, Status::Executed)
+            }
+        };
+        self.exec.materialize(&result)?;
+        let id = self.graph.add(action);
+        self.done.insert(id, (result.clone(), status));
+        Ok((id, result))
+    }
+
+    /// An error located at this target's attribute `attr`.
+    pub fn error_at(&self, attr: &str, message: impl Into<String>) -> Error {
+        self.attrs().error_at(attr, message)
+    }
+}
+
+fn join_rel(package: &str, rel: &str) -> String {
+    if package.is_empty() {
+        rel.to_string()
+    } else {
+        format!("{package}/{rel}")
+    }
+}
+
+/// A relative path with no `..` and no leading `/`.
+pub fn check_relative(path: &str) -> std::result::Result<(), String> {
+    if path.is_empty() || path.starts_with('/') || path.split('/').any(|c| c == ".." || c.is_empty()) {
+        return Err(format!("`{path}` must be a relative path inside the package, without `..`"));
+    }
+    Ok(())
+}

@@ -1,0 +1,240 @@
+//! Sandboxes: a fresh directory per action holding only its declared inputs.
+//!
+//! Layout of a sandbox root (a temporary directory inside the store's `tmp/`, so
+//! outputs can be renamed into the CAS):
+//!
+//! ```text
+//! <root>/pkg/in.txt                  inputs at their workspace-relative paths
+//! <root>/kiln-out/pkg/...            outputs are written here
+//! <root>/.kiln/bin/NAME -> host tool one link per declared tool (PATH)
+//! <root>/.kiln/home, .kiln/tmp       HOME and TMPDIR
+//! <root>/.kiln/stdout, .kiln/stderr  captured output
+//! ```
+//!
+//! Modes ([`SandboxMode`]): `dir` runs the process directly in that directory with an
+//! empty environment; `bwrap` also runs it under bubblewrap with no network (unless the
+//! action is a fixed-output one), the host file system read-only, and the workspace and
+//! cache directories hidden. `auto` picks bwrap if it works on this machine.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use crate::action::{ExecSpec, Tool};
+use crate::error::{Error, ErrorKind, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxMode {
+    Auto,
+    Bwrap,
+    Dir,
+}
+
+impl std::str::FromStr for SandboxMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(SandboxMode::Auto),
+            "bwrap" => Ok(SandboxMode::Bwrap),
+            "dir" => Ok(SandboxMode::Dir),
+            _ => Err(format!("unknown sandbox `{s}` (auto, bwrap or dir)")),
+        }
+    }
+}
+
+impl SandboxMode {
+    /// The mode to use: `auto` becomes bwrap where it works.
+    pub fn resolve(self) -> Result<SandboxMode> {
+        match self {
+            SandboxMode::Dir => Ok(SandboxMode::Dir),
+            SandboxMode::Auto if bwrap_works() => Ok(SandboxMode::Bwrap),
+            SandboxMode::Auto => Ok(SandboxMode::Dir),
+            SandboxMode::Bwrap if bwrap_works() => Ok(SandboxMode::Bwrap),
+            SandboxMode::Bwrap => Err(Error::new(
+                ErrorKind::Action,
+                "use bubblewrap: `bwrap` is missing or cannot create namespaces here",
+            )
+            .hint("install bubblewrap, or pass --sandbox=dir")),
+        }
+    }
+}
+
+fn bwrap_works() -> bool {
+    static WORKS: OnceLock<bool> = OnceLock::new();
+    *WORKS.get_or_init(|| {
+        Command::new("bwrap")
+            .args(["--ro-bind", "/", "/", "--unshare-net", "--dev", "/dev", "true"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// Directories a bwrap sandbox hides from the action.
+#[derive(Debug, Clone, Default)]
+pub struct Hidden {
+    pub dirs: Vec<PathBuf>,
+}
+
+/// A prepared sandbox directory. Removed when dropped.
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn create(tmp: &Path) -> Result<Sandbox> {
+        let dir = tempfile::Builder::new()
+            .prefix("sandbox-")
+            .tempdir_in(tmp)
+            .map_err(|e| Error::io("create a sandbox in", tmp, e))?;
+        for sub in [".kiln/bin", ".kiln/home", ".kiln/tmp"] {
+            let p = dir.path().join(sub);
+            fs::create_dir_all(&p).map_err(|e| Error::io("create", &p, e))?;
+        }
+        Ok(Sandbox { dir })
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The absolute path of a sandbox-relative path, creating its parent directory.
+    pub fn prepare_path(&self, rel: &str) -> Result<PathBuf> {
+        let path = self.root().join(rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
+        }
+        Ok(path)
+    }
+
+    /// Keeps the directory (for debugging a failed action); returns its path.
+    pub fn keep(self) -> PathBuf {
+        self.dir.keep()
+    }
+
+    /// Runs the process; returns its exit code (stdout and stderr go to .kiln/).
+    pub fn run(&self, spec: &ExecSpec, mode: SandboxMode, hidden: &Hidden) -> Result<i32> {
+        let root = self.root();
+        for tool in spec.tools.iter().filter(|t| !t.tree) {
+            let link = root.join(".kiln/bin").join(&tool.name);
+            std::os::unix::fs::symlink(&tool.path, &link).map_err(|e| Error::io("link", &link, e))?;
+        }
+        let expand = |s: &str| expand(s, root, &spec.tools);
+        let mut env: BTreeMap<String, String> = spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), expand(v)))
+            .collect();
+        let bin = root.join(".kiln/bin").display().to_string();
+        let path = match env.get("PATH") {
+            Some(p) if !p.is_empty() => format!("{bin}:{p}"),
+            _ => bin,
+        };
+        env.insert("PATH".into(), path);
+        env.insert("HOME".into(), root.join(".kiln/home").display().to_string());
+        env.insert("TMPDIR".into(), root.join(".kiln/tmp").display().to_string());
+        let argv: Vec<String> = spec.argv.iter().map(|a| expand(a)).collect();
+        let program = resolve_program(&argv[0], &env["PATH"]);
+        let workdir = root.join(&spec.workdir);
+        let mut cmd = match mode {
+            SandboxMode::Bwrap => bwrap_command(root, &workdir, spec, hidden, &program),
+            _ => Command::new(&program),
+        };
+        cmd.args(&argv[1..])
+            .env_clear()
+            .envs(&env)
+            .current_dir(&workdir)
+            .stdin(Stdio::null())
+            .stdout(open_capture(&root.join(".kiln/stdout"))?)
+            .stderr(open_capture(&root.join(".kiln/stderr"))?);
+        let status = cmd.status().map_err(|e| {
+            Error::new(ErrorKind::Action, format!("start `{}`: {e}", argv[0]))
+        })?;
+        Ok(exit_code(status))
+    }
+}
+
+fn open_capture(path: &Path) -> Result<fs::File> {
+    fs::File::create(path).map_err(|e| Error::io("create", path, e))
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// Expands `{tool:NAME}`, `{sandbox}` and `{kiln}` placeholders.
+pub fn expand(s: &str, root: &Path, tools: &[Tool]) -> String {
+    if !s.contains('{') {
+        return s.to_string();
+    }
+    let mut out = s.replace("{sandbox}", &root.display().to_string());
+    if out.contains("{kiln}") {
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("kiln"));
+        out = out.replace("{kiln}", &exe.display().to_string());
+    }
+    for tool in tools {
+        out = out.replace(&format!("{{tool:{}}}", tool.name), &tool.path.display().to_string());
+    }
+    out
+}
+
+/// An absolute program path: as given if it contains a slash, else looked up on PATH.
+fn resolve_program(name: &str, path: &str) -> PathBuf {
+    if name.contains('/') {
+        return PathBuf::from(name);
+    }
+    for dir in path.split(':') {
+        let candidate = Path::new(dir).join(name);
+        if candidate.exists() {
+            return candidate;
+        }
+    }
+    PathBuf::from(name)
+}
+
+fn bwrap_command(root: &Path, workdir: &Path, spec: &ExecSpec, hidden: &Hidden, program: &Path) -> Command {
+    let bwrap = find_on_path("bwrap").unwrap_or_else(|| PathBuf::from("/usr/bin/bwrap"));
+    let mut cmd = Command::new(bwrap);
+    cmd.args(["--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]);
+    if !spec.network {
+        cmd.arg("--unshare-net");
+    }
+    for dir in &hidden.dirs {
+        if dir.exists() {
+            cmd.arg("--tmpfs").arg(dir);
+        }
+    }
+    // Tools that live below a hidden directory stay visible.
+    for tool in &spec.tools {
+        if hidden.dirs.iter().any(|d| tool.path.starts_with(d)) {
+            cmd.arg("--ro-bind").arg(&tool.path).arg(&tool.path);
+        }
+    }
+    cmd.arg("--bind").arg(root).arg(root);
+    cmd.arg("--chdir").arg(workdir);
+    cmd.arg("--").arg(program);
+    cmd
+}
+
+/// Finds a tool on the host PATH, as an absolute path.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return p.is_file().then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            p.is_file()
+                && fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
+        })
+}

@@ -1,0 +1,231 @@
+//! The scheduler: walks the action DAG, runs ready actions on `jobs` worker threads.
+//!
+//! The main thread owns the graph state. For each ready action it computes the key from
+//! its inputs' content digests (so an unchanged upstream output stops the rebuild there:
+//! early cutoff), looks the key up, and on a miss hands the action to a worker. A failure
+//! stops new work unless `keep_going`.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use kiln_cache::ActionResult;
+use rayon::prelude::*;
+
+use crate::action::{Action, ActionGraph, ActionId, Artifact};
+use crate::error::{Error, ErrorKind, Result};
+use crate::executor::{Executor, Failure, Status};
+use crate::key::KeyInput;
+
+/// What the scheduler tells the user interface.
+pub trait Reporter: Send + Sync {
+    fn started(&self, _action: &Action) {}
+    fn finished(&self, _action: &Action, _status: Status, _result: Option<&ActionResult>, _failure: Option<&Failure>) {}
+}
+
+/// A reporter that says nothing.
+pub struct Quiet;
+impl Reporter for Quiet {}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub jobs: usize,
+    pub keep_going: bool,
+}
+
+/// The outcome of running a set of actions.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub total: usize,
+    pub cached: usize,
+    pub remote: usize,
+    pub executed: usize,
+    pub failed: usize,
+    pub elapsed: Duration,
+    pub results: HashMap<ActionId, ActionResult>,
+    pub statuses: HashMap<ActionId, Status>,
+    pub failures: Vec<(ActionId, Failure)>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.failed == 0 && self.results.len() == self.total
+    }
+}
+
+struct Job {
+    id: ActionId,
+    inputs: Vec<(Artifact, KeyInput)>,
+}
+
+/// Runs `wanted` and everything they depend on. `done` holds results already known
+/// (actions run during analysis).
+pub fn run(
+    graph: &ActionGraph,
+    wanted: &[ActionId],
+    done: &HashMap<ActionId, (ActionResult, Status)>,
+    exec: &Executor,
+    reporter: &dyn Reporter,
+    opts: Options,
+) -> Result<Report> {
+    let started = Instant::now();
+    let closure = graph.closure(wanted);
+    let sources = hash_sources(graph, &closure, exec)?;
+    let mut report = Report { total: closure.len(), ..Report::default() };
+    let mut waiting: HashMap<ActionId, usize> = HashMap::new();
+    let mut dependents: HashMap<ActionId, Vec<ActionId>> = HashMap::new();
+    let mut ready = VecDeque::new();
+    for &id in &closure {
+        let deps = graph.deps(id);
+        for &d in &deps {
+            dependents.entry(d).or_default().push(id);
+        }
+        waiting.insert(id, deps.len());
+        if deps.is_empty() {
+            ready.push_back(id);
+        }
+    }
+    let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
+    let (done_tx, done_rx) = crossbeam_channel::unbounded();
+    let remote_before = exec.store.remote_hits();
+    std::thread::scope(|scope| -> Result<()> {
+        for _ in 0..opts.jobs.max(1) {
+            let job_rx = job_rx.clone();
+            let done_tx = done_tx.clone();
+            scope.spawn(move || {
+                for job in job_rx {
+                    let action = &graph.actions[job.id];
+                    reporter.started(action);
+                    let outcome = exec.execute(action, &job.inputs);
+                    if done_tx.send((job.id, outcome)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(job_rx);
+        let mut running = 0usize;
+        let mut stop = false;
+        let mut state = State { graph, exec, reporter, report: &mut report, waiting: &mut waiting, dependents: &dependents, ready: &mut ready, keys: HashMap::new() };
+        loop {
+            while let Some(id) = state.ready.pop_front() {
+                if stop {
+                    continue;
+                }
+                if let Some((result, status)) = done.get(&id) {
+                    state.finish(id, result.clone(), *status)?;
+                    continue;
+                }
+                let inputs = input_digests(graph, id, &sources, &state.report.results)?;
+                let key_inputs = inputs.iter().map(|(_, k)| k.clone()).collect();
+                let record = exec.key_record(&graph.actions[id], key_inputs)?;
+                let key = record.digest();
+                exec.note_key(&graph.actions[id], &key, &record);
+                match exec.store.get_action(&key)? {
+                    Some(result) => state.finish(id, result, Status::Cached)?,
+                    None => {
+                        running += 1;
+                        state.keys.insert(id, key);
+                        job_tx.send(Job { id, inputs }).expect("workers outlive the loop");
+                    }
+                }
+            }
+            if running == 0 {
+                break;
+            }
+            let (id, outcome) = done_rx.recv().expect("workers send before exiting");
+            running -= 1;
+            match outcome {
+                Ok(result) => {
+                    exec.store.put_action(&state.keys[&id], &result)?;
+                    state.finish(id, result, Status::Executed)?;
+                }
+                Err(failure) => {
+                    state.report.failed += 1;
+                    state.report.statuses.insert(id, Status::Failed);
+                    reporter.finished(&graph.actions[id], Status::Failed, None, Some(&failure));
+                    state.report.failures.push((id, *failure));
+                    stop |= !opts.keep_going;
+                }
+            }
+        }
+        drop(job_tx);
+        Ok(())
+    })?;
+    report.remote = (exec.store.remote_hits() - remote_before) as usize;
+    exec.store.flush()?;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+struct State<'a> {
+    graph: &'a ActionGraph,
+    exec: &'a Executor,
+    reporter: &'a dyn Reporter,
+    report: &'a mut Report,
+    waiting: &'a mut HashMap<ActionId, usize>,
+    dependents: &'a HashMap<ActionId, Vec<ActionId>>,
+    ready: &'a mut VecDeque<ActionId>,
+    keys: HashMap<ActionId, kiln_cache::Digest>,
+}
+
+impl State<'_> {
+    fn finish(&mut self, id: ActionId, result: ActionResult, status: Status) -> Result<()> {
+        self.exec.materialize(&result)?;
+        match status {
+            Status::Cached => self.report.cached += 1,
+            Status::Executed => self.report.executed += 1,
+            Status::Failed => self.report.failed += 1,
+        }
+        self.reporter.finished(&self.graph.actions[id], status, Some(&result), None);
+        self.report.statuses.insert(id, status);
+        self.report.results.insert(id, result);
+        for &d in self.dependents.get(&id).map(Vec::as_slice).unwrap_or(&[]) {
+            let n = self.waiting.get_mut(&d).expect("dependents are in the closure");
+            *n -= 1;
+            if *n == 0 {
+                self.ready.push_back(d);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Digests of every source file the actions read, hashed in parallel.
+fn hash_sources(graph: &ActionGraph, ids: &[ActionId], exec: &Executor) -> Result<HashMap<String, KeyInput>> {
+    let mut paths: Vec<&str> = ids
+        .iter()
+        .flat_map(|&id| graph.actions[id].inputs.iter())
+        .filter(|a| a.producer.is_none())
+        .map(|a| a.path.as_str())
+        .collect();
+    paths.sort_unstable();
+    paths.dedup();
+    paths
+        .par_iter()
+        .map(|p| exec.source_input(p).map(|k| (p.to_string(), k)))
+        .collect()
+}
+
+fn input_digests(
+    graph: &ActionGraph,
+    id: ActionId,
+    sources: &HashMap<String, KeyInput>,
+    results: &HashMap<ActionId, ActionResult>,
+) -> Result<Vec<(Artifact, KeyInput)>> {
+    graph.actions[id]
+        .inputs
+        .iter()
+        .map(|artifact| {
+            let key = match artifact.producer {
+                None => sources[&artifact.path].clone(),
+                Some(p) => {
+                    let out = results[&p].output(&artifact.path).ok_or_else(|| {
+                        Error::new(ErrorKind::Action, format!("{} did not produce {}", graph.actions[p].describe(), artifact.path))
+                    })?;
+                    KeyInput { path: out.path.clone(), digest: out.digest, executable: out.executable }
+                }
+            };
+            Ok((artifact.clone(), key))
+        })
+        .collect()
+}

@@ -291,6 +291,7 @@ impl Store for LocalStore {
         let text: Option<String> = {
             let db = self.db.lock().unwrap();
             let mut stmt = db.prepare_cached("SELECT result FROM actions WHERE key = ?1")?;
+            #[allow(clippy::let_and_return)] // the statement borrows `db`
             let row = stmt
                 .query_row(params![key.to_hex()], |r| r.get(0))
                 .optional()?;

@@ -30,12 +30,22 @@ impl Context {
         let workspace = Workspace::load(&root, &rules.names(), &rules.sections())?;
         let local = Arc::new(open_local()?);
         let store: Arc<dyn Store> = local.clone();
-        Ok(Context { workspace, rules, local, store })
+        Ok(Context {
+            workspace,
+            rules,
+            local,
+            store,
+        })
     }
 
     pub fn executor(&self, cli: &Cli) -> Result<Executor> {
         let mode: SandboxMode = cli.sandbox.parse().map_err(anyhow::Error::msg)?;
-        let mut exec = Executor::new(&self.workspace.root, self.local.clone(), self.store.clone(), mode)?;
+        let mut exec = Executor::new(
+            &self.workspace.root,
+            self.local.clone(),
+            self.store.clone(),
+            mode,
+        )?;
         exec.keep_sandbox_on_failure = cli.keep_sandbox;
         Ok(exec)
     }

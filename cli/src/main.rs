@@ -14,7 +14,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "kiln", version, about = "Declarative, content-addressed builds for Go services")]
+#[command(
+    name = "kiln",
+    version,
+    about = "Declarative, content-addressed builds for Go services"
+)]
 pub struct Cli {
     /// Run as if kiln was started in DIR.
     #[arg(short = 'C', global = true, value_name = "DIR")]
@@ -38,9 +42,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Build targets (default //...).
-    Build {
-        labels: Vec<String>,
-    },
+    Build { labels: Vec<String> },
     /// Print the action graph.
     Graph {
         #[arg(long, default_value = "dot")]
@@ -66,6 +68,8 @@ pub enum CacheCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The key each action of this workspace had in its last build.
+    Keys,
 }
 
 fn main() -> ExitCode {

@@ -37,7 +37,11 @@ impl Progress {
         }
         let running = state.running.first().cloned().unwrap_or_default();
         let more = state.running.len().saturating_sub(1);
-        let more = if more > 0 { format!(" (+{more} more)") } else { String::new() };
+        let more = if more > 0 {
+            format!(" (+{more} more)")
+        } else {
+            String::new()
+        };
         let mut err = std::io::stderr().lock();
         let _ = write!(
             err,
@@ -84,7 +88,13 @@ impl Reporter for Progress {
         }
     }
 
-    fn finished(&self, action: &Action, status: Status, _result: Option<&ActionResult>, failure: Option<&Failure>) {
+    fn finished(
+        &self,
+        action: &Action,
+        status: Status,
+        _result: Option<&ActionResult>,
+        failure: Option<&Failure>,
+    ) {
         let mut state = self.state.lock().unwrap();
         let name = action.describe();
         if let Some(i) = state.running.iter().position(|r| *r == name) {

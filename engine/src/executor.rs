@@ -48,10 +48,15 @@ pub struct Executor {
 }
 
 impl Executor {
-    pub fn new(root: &Path, local: Arc<LocalStore>, store: Arc<dyn Store>, mode: SandboxMode) -> Result<Executor> {
+    pub fn new(
+        root: &Path,
+        local: Arc<LocalStore>,
+        store: Arc<dyn Store>,
+        mode: SandboxMode,
+    ) -> Result<Executor> {
         let mode = mode.resolve()?;
         local.load_file_states(root)?;
-        let key_prefix = format!("{}\0", root.display());
+        let key_prefix = key_prefix(root);
         let last_keys = local.last_keys(&key_prefix)?;
         let hidden = Hidden {
             dirs: vec![root.to_path_buf(), local.root().to_path_buf()],
@@ -73,7 +78,10 @@ impl Executor {
     pub fn source_input(&self, path: &str) -> Result<KeyInput> {
         let abs = self.root.join(path);
         let hashed = self.local.file_states().hash(&abs).map_err(|e| {
-            Error::new(ErrorKind::MissingFile, format!("read source file `{path}`: {e}"))
+            Error::new(
+                ErrorKind::MissingFile,
+                format!("read source file `{path}`: {e}"),
+            )
         })?;
         Ok(KeyInput {
             path: path.to_string(),
@@ -90,7 +98,8 @@ impl Executor {
         let digest = if tool.tree {
             crate::tree::tree_digest(&tool.path, self.local.file_states())?
         } else {
-            let real = std::fs::canonicalize(&tool.path).map_err(|e| Error::io("resolve tool", &tool.path, e))?;
+            let real = std::fs::canonicalize(&tool.path)
+                .map_err(|e| Error::io("resolve tool", &tool.path, e))?;
             self.local.file_states().hash(&real)?.digest
         };
         self.tool_digests
@@ -162,13 +171,26 @@ impl Executor {
 
     /// Runs an action in a fresh sandbox and stores its outputs. On success returns the
     /// result (not yet written to the action cache).
-    pub fn execute(&self, action: &Action, inputs: &[(Artifact, KeyInput)]) -> Result<ActionResult, Box<Failure>> {
-        let fail = |error: Error| Box::new(Failure { error, stdout: Vec::new(), stderr: Vec::new(), exit_code: None });
+    pub fn execute(
+        &self,
+        action: &Action,
+        inputs: &[(Artifact, KeyInput)],
+    ) -> Result<ActionResult, Box<Failure>> {
+        let fail = |error: Error| {
+            Box::new(Failure {
+                error,
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+                exit_code: None,
+            })
+        };
         let started = Instant::now();
         let sandbox = Sandbox::create(&self.local.tmp_dir()).map_err(fail)?;
         self.stage_inputs(&sandbox, inputs).map_err(fail)?;
         for out in &action.outputs {
-            let path = sandbox.prepare_path(out.trim_end_matches('/')).map_err(fail)?;
+            let path = sandbox
+                .prepare_path(out.trim_end_matches('/'))
+                .map_err(fail)?;
             if out.ends_with('/') {
                 std::fs::create_dir_all(&path).map_err(|e| fail(Error::io("create", &path, e)))?;
             }
@@ -177,27 +199,47 @@ impl Executor {
             ActionKind::Exec(spec) => sandbox.run(spec, self.mode, &self.hidden).map_err(fail)?,
             ActionKind::Builtin(b) => run_builtin(b, &sandbox, action).map_err(fail)?,
         };
-        let read = |name: &str| std::fs::read(sandbox.root().join(".kiln").join(name)).unwrap_or_default();
+        let read =
+            |name: &str| std::fs::read(sandbox.root().join(".kiln").join(name)).unwrap_or_default();
         if exit_code != 0 {
             let error = Error::new(
                 ErrorKind::Action,
                 format!("{} failed with exit code {exit_code}", action.describe()),
             );
-            let failure = Failure { error, stdout: read("stdout"), stderr: read("stderr"), exit_code: Some(exit_code) };
+            let failure = Failure {
+                error,
+                stdout: read("stdout"),
+                stderr: read("stderr"),
+                exit_code: Some(exit_code),
+            };
             self.maybe_keep(sandbox);
             return Err(Box::new(failure));
         }
         match self.collect_outputs(action, &sandbox) {
             Ok(outputs) => {
-                let put = |name: &str| self.local.put_file_move(&sandbox.root().join(".kiln").join(name));
+                let put = |name: &str| {
+                    self.local
+                        .put_file_move(&sandbox.root().join(".kiln").join(name))
+                };
                 let (stdout, stderr) = match (put("stdout"), put("stderr")) {
                     (Ok(o), Ok(e)) => (o, e),
                     (Err(e), _) | (_, Err(e)) => return Err(fail(e.into())),
                 };
-                Ok(ActionResult { outputs, exit_code, stdout, stderr, duration_ms: started.elapsed().as_millis() as u64 })
+                Ok(ActionResult {
+                    outputs,
+                    exit_code,
+                    stdout,
+                    stderr,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                })
             }
             Err(error) => {
-                let failure = Failure { error, stdout: read("stdout"), stderr: read("stderr"), exit_code: Some(0) };
+                let failure = Failure {
+                    error,
+                    stdout: read("stdout"),
+                    stderr: read("stderr"),
+                    exit_code: Some(0),
+                };
                 self.maybe_keep(sandbox);
                 Err(Box::new(failure))
             }
@@ -207,7 +249,10 @@ impl Executor {
     fn maybe_keep(&self, sandbox: Sandbox) {
         if self.keep_sandbox_on_failure {
             let path = sandbox.keep();
-            eprintln!("kiln: kept the failed action's sandbox at {}", path.display());
+            eprintln!(
+                "kiln: kept the failed action's sandbox at {}",
+                path.display()
+            );
         }
     }
 
@@ -226,7 +271,10 @@ impl Executor {
 
     fn fetch_input(&self, digest: &Digest, dest: &Path, executable: bool) -> Result<()> {
         if !self.store.fetch(digest, dest)? {
-            return Err(Error::new(ErrorKind::Cache, format!("find blob {digest} in the cache")));
+            return Err(Error::new(
+                ErrorKind::Cache,
+                format!("find blob {digest} in the cache"),
+            ));
         }
         fix_mode(dest, executable)
     }
@@ -247,7 +295,11 @@ impl Executor {
         if !missing.is_empty() {
             return Err(Error::new(
                 ErrorKind::Action,
-                format!("{} did not write its declared outputs: {}", action.describe(), missing.join(", ")),
+                format!(
+                    "{} did not write its declared outputs: {}",
+                    action.describe(),
+                    missing.join(", ")
+                ),
             ));
         }
         files
@@ -257,7 +309,12 @@ impl Executor {
                 let meta = std::fs::metadata(&path).map_err(|e| Error::io("stat", &path, e))?;
                 let executable = meta.mode() & 0o111 != 0;
                 let digest = self.local.put_file_move(&path)?;
-                Ok(OutputFile { path: rel, digest, size: meta.len(), executable })
+                Ok(OutputFile {
+                    path: rel,
+                    digest,
+                    size: meta.len(),
+                    executable,
+                })
             })
             .collect()
     }
@@ -276,7 +333,10 @@ impl Executor {
                 std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
             }
             if !self.store.fetch(&out.digest, &dest)? {
-                return Err(Error::new(ErrorKind::Cache, format!("find blob {} for {}", out.digest, out.path)));
+                return Err(Error::new(
+                    ErrorKind::Cache,
+                    format!("find blob {} for {}", out.digest, out.path),
+                ));
             }
             fix_mode(&dest, out.executable)?;
         }
@@ -284,8 +344,11 @@ impl Executor {
     }
 
     fn is_materialized(&self, dest: &Path, out: &OutputFile) -> bool {
-        let Ok(meta) = std::fs::symlink_metadata(dest) else { return false };
-        if !meta.is_file() || meta.len() != out.size || (meta.mode() & 0o111 != 0) != out.executable {
+        let Ok(meta) = std::fs::symlink_metadata(dest) else {
+            return false;
+        };
+        if !meta.is_file() || meta.len() != out.size || (meta.mode() & 0o111 != 0) != out.executable
+        {
             return false;
         }
         let blob = self.local.blob_path(&out.digest);
@@ -294,6 +357,11 @@ impl Executor {
         }
         self.local.file_states().lookup(dest, &meta) == Some(out.digest)
     }
+}
+
+/// The prefix of the ids under which a workspace's last action keys are recorded.
+pub fn key_prefix(root: &Path) -> String {
+    format!("{}\t", root.display())
 }
 
 /// Gives a fetched file the wanted executable bit, copying it if it is a hard link into
@@ -306,13 +374,15 @@ fn fix_mode(path: &Path, executable: bool) -> Result<()> {
     let tmp = path.with_extension(format!("kiln-mode-{}", std::process::id()));
     std::fs::copy(path, &tmp).map_err(|e| Error::io("copy", path, e))?;
     let mode = if executable { 0o555 } else { 0o444 };
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(|e| Error::io("chmod", &tmp, e))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io("chmod", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))
 }
 
 fn list_dir_files(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
     for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
-        let entry = entry.map_err(|e| Error::new(ErrorKind::Io, format!("walk {}: {e}", dir.display())))?;
+        let entry =
+            entry.map_err(|e| Error::new(ErrorKind::Io, format!("walk {}: {e}", dir.display())))?;
         if entry.file_type().is_file() {
             let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
             out.push(format!("{prefix}{}", rel.display()));
@@ -322,7 +392,12 @@ fn list_dir_files(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()>
 }
 
 fn run_builtin(b: &crate::action::Builtin, sandbox: &Sandbox, action: &Action) -> Result<i32> {
-    let ctx = BuiltinCtx { root: sandbox.root(), inputs: &action.inputs, outputs: &action.outputs, params: &b.params };
+    let ctx = BuiltinCtx {
+        root: sandbox.root(),
+        inputs: &action.inputs,
+        outputs: &action.outputs,
+        params: &b.params,
+    };
     match (b.run)(&ctx) {
         Ok(()) => Ok(0),
         Err(message) => {

@@ -72,7 +72,10 @@ impl KeyRecord {
         diff_maps("tool", &old.tools, &self.tools, &mut out);
         diff_maps("env", &old.env, &self.env, &mut out);
         if old.argv != self.argv {
-            out.push(format!("arguments changed: {:?} -> {:?}", old.argv, self.argv));
+            out.push(format!(
+                "arguments changed: {:?} -> {:?}",
+                old.argv, self.argv
+            ));
         }
         let simple = [
             ("kind", old.kind != self.kind),

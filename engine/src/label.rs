@@ -87,10 +87,7 @@ impl Pattern {
         if text == "//..." {
             return Ok(Pattern::Recursive(String::new()));
         }
-        if let Some(pkg) = text
-            .strip_prefix("//")
-            .and_then(|t| t.strip_suffix("/..."))
-        {
+        if let Some(pkg) = text.strip_prefix("//").and_then(|t| t.strip_suffix("/...")) {
             check_package(pkg, text)?;
             return Ok(Pattern::Recursive(pkg.to_string()));
         }

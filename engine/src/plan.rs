@@ -50,11 +50,18 @@ pub fn expand_patterns(ws: &Workspace, patterns: &[String]) -> Result<Vec<Label>
             }
             Pattern::Recursive(prefix) => {
                 let before = out.len();
-                for pkg in ws.packages.values().filter(|p| Pattern::covers_package(&prefix, &p.name)) {
+                for pkg in ws
+                    .packages
+                    .values()
+                    .filter(|p| Pattern::covers_package(&prefix, &p.name))
+                {
                     out.extend(pkg.targets.values().map(|t| t.label.clone()));
                 }
                 if out.len() == before && !prefix.is_empty() {
-                    return Err(Error::new(ErrorKind::Label, format!("`{text}` matches no target")));
+                    return Err(Error::new(
+                        ErrorKind::Label,
+                        format!("`{text}` matches no target"),
+                    ));
                 }
             }
         }
@@ -66,7 +73,10 @@ pub fn expand_patterns(ws: &Workspace, patterns: &[String]) -> Result<Vec<Label>
 /// Analyzes the targets and everything they depend on.
 pub fn plan(ws: &Workspace, rules: &RuleSet, exec: &Executor, targets: Vec<Label>) -> Result<Plan> {
     let order = target_order(ws, rules, &targets)?;
-    let mut plan = Plan { targets, ..Plan::default() };
+    let mut plan = Plan {
+        targets,
+        ..Plan::default()
+    };
     for label in &order {
         let target = ws.target(label).expect("ordered targets exist");
         let rule = rules.get(&target.rule).expect("rules were checked at load");
@@ -120,9 +130,14 @@ fn visit(
     let target = ws.target(label).ok_or_else(|| ws.missing_target(label))?;
     let rule = rules.get(&target.rule).expect("rules were checked at load");
     for dep in rule.deps(target)? {
-        let Spanned { value: dep_label, span } = dep;
+        let Spanned {
+            value: dep_label,
+            span,
+        } = dep;
         if ws.target(&dep_label).is_none() {
-            let mut err = ws.missing_target(&dep_label).at(target.attrs.location(span.start));
+            let mut err = ws
+                .missing_target(&dep_label)
+                .at(target.attrs.location(span.start));
             err.message = format!("{}, referenced by {label}", err.message);
             return Err(err);
         }
@@ -138,7 +153,10 @@ fn cycle_error(ws: &Workspace, stack: &[Label], again: &Label) -> Error {
     let start = stack.iter().position(|l| l == again).unwrap_or(0);
     let mut path: Vec<String> = stack[start..].iter().map(Label::to_string).collect();
     path.push(again.to_string());
-    let mut err = Error::new(ErrorKind::Cycle, format!("dependency cycle: {}", path.join(" -> ")));
+    let mut err = Error::new(
+        ErrorKind::Cycle,
+        format!("dependency cycle: {}", path.join(" -> ")),
+    );
     if let Some(target) = ws.target(&stack[start]) {
         err = err.at(target.attrs.location(target.attrs.span.start));
     }

@@ -89,7 +89,10 @@ pub fn labels_in(table: &Table, attr: &str, package: &str) -> Result<Vec<Spanned
 pub fn parse_label(table: &Table, s: &Spanned<String>, package: &str) -> Result<Spanned<Label>> {
     let label = Label::parse(&s.value, package)
         .map_err(|e| Error::new(ErrorKind::Label, e).at(table.location(s.span.start)))?;
-    Ok(Spanned { value: label, span: s.span.clone() })
+    Ok(Spanned {
+        value: label,
+        span: s.span.clone(),
+    })
 }
 
 /// What a rule sees while it analyzes one target.
@@ -169,17 +172,22 @@ impl Analysis<'_> {
         let glob = globset::GlobBuilder::new(&pattern.value)
             .literal_separator(true)
             .build()
-            .map_err(|e| Error::new(ErrorKind::Config, format!("invalid glob: {e}")).at(at.clone()))?
+            .map_err(|e| {
+                Error::new(ErrorKind::Config, format!("invalid glob: {e}")).at(at.clone())
+            })?
             .compile_matcher();
         let dir = self.workspace.root.join(self.package());
         let mut out = Vec::new();
-        let walker = walkdir::WalkDir::new(&dir).sort_by_file_name().into_iter().filter_entry(|e| {
-            e.depth() == 0
-                || !(e.file_type().is_dir()
-                    && (e.path().join(crate::workspace::BUILD_FILE).exists()
-                        || e.file_name().to_string_lossy().starts_with('.')
-                        || e.file_name() == OUT_DIR))
-        });
+        let walker = walkdir::WalkDir::new(&dir)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|e| {
+                e.depth() == 0
+                    || !(e.file_type().is_dir()
+                        && (e.path().join(crate::workspace::BUILD_FILE).exists()
+                            || e.file_name().to_string_lossy().starts_with('.')
+                            || e.file_name() == OUT_DIR))
+            });
         for entry in walker.flatten() {
             let rel = entry.path().strip_prefix(&dir).unwrap_or(entry.path());
             if entry.file_type().is_file() && glob.is_match(rel) {
@@ -187,9 +195,12 @@ impl Analysis<'_> {
             }
         }
         if out.is_empty() {
-            return Err(Error::new(ErrorKind::MissingFile, format!("glob `{}` matches no file", pattern.value))
-                .at(at)
-                .hint("check the pattern; globs are relative to the package directory"));
+            return Err(Error::new(
+                ErrorKind::MissingFile,
+                format!("glob `{}` matches no file", pattern.value),
+            )
+            .at(at)
+            .hint("check the pattern; globs are relative to the package directory"));
         }
         Ok(out)
     }
@@ -197,12 +208,21 @@ impl Analysis<'_> {
     /// A host tool found on PATH (or an absolute path), declared by name.
     pub fn host_tool(&self, name: &Spanned<String>) -> Result<Tool> {
         let path = crate::sandbox::find_on_path(&name.value).ok_or_else(|| {
-            Error::new(ErrorKind::Config, format!("tool `{}` is not on PATH", name.value))
-                .at(self.attrs().location(name.span.start))
-                .hint("install it, or name it by absolute path")
+            Error::new(
+                ErrorKind::Config,
+                format!("tool `{}` is not on PATH", name.value),
+            )
+            .at(self.attrs().location(name.span.start))
+            .hint("install it, or name it by absolute path")
         })?;
-        let tool_name = Path::new(&name.value).file_name().map_or(name.value.clone(), |n| n.to_string_lossy().into_owned());
-        Ok(Tool { name: tool_name, path, tree: false })
+        let tool_name = Path::new(&name.value)
+            .file_name()
+            .map_or(name.value.clone(), |n| n.to_string_lossy().into_owned());
+        Ok(Tool {
+            name: tool_name,
+            path,
+            tree: false,
+        })
     }
 
     pub fn add(&mut self, action: Action) -> ActionId {
@@ -223,15 +243,28 @@ impl Analysis<'_> {
             let key = match artifact.producer {
                 None => self.exec.source_input(&artifact.path)?,
                 Some(p) => {
-                    let out = self.done.get(&p).and_then(|(r, _)| r.output(&artifact.path)).ok_or_else(|| {
-                        Error::new(ErrorKind::Action, format!("{} is not available during analysis", artifact.path))
-                    })?;
-                    KeyInput { path: out.path.clone(), digest: out.digest, executable: out.executable }
+                    let out = self
+                        .done
+                        .get(&p)
+                        .and_then(|(r, _)| r.output(&artifact.path))
+                        .ok_or_else(|| {
+                            Error::new(
+                                ErrorKind::Action,
+                                format!("{} is not available during analysis", artifact.path),
+                            )
+                        })?;
+                    KeyInput {
+                        path: out.path.clone(),
+                        digest: out.digest,
+                        executable: out.executable,
+                    }
                 }
             };
             inputs.push((artifact.clone(), key));
         }
-        let record = self.exec.key_record(&action, inputs.iter().map(|(_, k)| k.clone()).collect())?;
+        let record = self
+            .exec
+            .key_record(&action, inputs.iter().map(|(_, k)| k.clone()).collect())?;
         let key = record.digest();
         self.exec.note_key(&action, &key, &record);
         let (result, status) = match self.exec.store.get_action(&key)? {
@@ -271,8 +304,13 @@ fn join_rel(package: &str, rel: &str) -> String {
 
 /// A relative path with no `..` and no leading `/`.
 pub fn check_relative(path: &str) -> std::result::Result<(), String> {
-    if path.is_empty() || path.starts_with('/') || path.split('/').any(|c| c == ".." || c.is_empty()) {
-        return Err(format!("`{path}` must be a relative path inside the package, without `..`"));
+    if path.is_empty()
+        || path.starts_with('/')
+        || path.split('/').any(|c| c == ".." || c.is_empty())
+    {
+        return Err(format!(
+            "`{path}` must be a relative path inside the package, without `..`"
+        ));
     }
     Ok(())
 }

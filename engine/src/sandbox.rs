@@ -66,7 +66,15 @@ fn bwrap_works() -> bool {
     static WORKS: OnceLock<bool> = OnceLock::new();
     *WORKS.get_or_init(|| {
         Command::new("bwrap")
-            .args(["--ro-bind", "/", "/", "--unshare-net", "--dev", "/dev", "true"])
+            .args([
+                "--ro-bind",
+                "/",
+                "/",
+                "--unshare-net",
+                "--dev",
+                "/dev",
+                "true",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -122,7 +130,8 @@ impl Sandbox {
         let root = self.root();
         for tool in spec.tools.iter().filter(|t| !t.tree) {
             let link = root.join(".kiln/bin").join(&tool.name);
-            std::os::unix::fs::symlink(&tool.path, &link).map_err(|e| Error::io("link", &link, e))?;
+            std::os::unix::fs::symlink(&tool.path, &link)
+                .map_err(|e| Error::io("link", &link, e))?;
         }
         let expand = |s: &str| expand(s, root, &spec.tools);
         let mut env: BTreeMap<String, String> = spec
@@ -137,7 +146,10 @@ impl Sandbox {
         };
         env.insert("PATH".into(), path);
         env.insert("HOME".into(), root.join(".kiln/home").display().to_string());
-        env.insert("TMPDIR".into(), root.join(".kiln/tmp").display().to_string());
+        env.insert(
+            "TMPDIR".into(),
+            root.join(".kiln/tmp").display().to_string(),
+        );
         let argv: Vec<String> = spec.argv.iter().map(|a| expand(a)).collect();
         let program = resolve_program(&argv[0], &env["PATH"]);
         let workdir = root.join(&spec.workdir);
@@ -152,9 +164,9 @@ impl Sandbox {
             .stdin(Stdio::null())
             .stdout(open_capture(&root.join(".kiln/stdout"))?)
             .stderr(open_capture(&root.join(".kiln/stderr"))?);
-        let status = cmd.status().map_err(|e| {
-            Error::new(ErrorKind::Action, format!("start `{}`: {e}", argv[0]))
-        })?;
+        let status = cmd
+            .status()
+            .map_err(|e| Error::new(ErrorKind::Action, format!("start `{}`: {e}", argv[0])))?;
         Ok(exit_code(status))
     }
 }
@@ -181,7 +193,10 @@ pub fn expand(s: &str, root: &Path, tools: &[Tool]) -> String {
         out = out.replace("{kiln}", &exe.display().to_string());
     }
     for tool in tools {
-        out = out.replace(&format!("{{tool:{}}}", tool.name), &tool.path.display().to_string());
+        out = out.replace(
+            &format!("{{tool:{}}}", tool.name),
+            &tool.path.display().to_string(),
+        );
     }
     out
 }
@@ -200,10 +215,25 @@ fn resolve_program(name: &str, path: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn bwrap_command(root: &Path, workdir: &Path, spec: &ExecSpec, hidden: &Hidden, program: &Path) -> Command {
+fn bwrap_command(
+    root: &Path,
+    workdir: &Path,
+    spec: &ExecSpec,
+    hidden: &Hidden,
+    program: &Path,
+) -> Command {
     let bwrap = find_on_path("bwrap").unwrap_or_else(|| PathBuf::from("/usr/bin/bwrap"));
     let mut cmd = Command::new(bwrap);
-    cmd.args(["--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]);
+    cmd.args([
+        "--die-with-parent",
+        "--ro-bind",
+        "/",
+        "/",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+    ]);
     if !spec.network {
         cmd.arg("--unshare-net");
     }
@@ -233,8 +263,5 @@ pub fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
-        .find(|p| {
-            p.is_file()
-                && fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
-        })
+        .find(|p| p.is_file() && fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o111 != 0))
 }

@@ -19,7 +19,14 @@ use crate::key::KeyInput;
 /// What the scheduler tells the user interface.
 pub trait Reporter: Send + Sync {
     fn started(&self, _action: &Action) {}
-    fn finished(&self, _action: &Action, _status: Status, _result: Option<&ActionResult>, _failure: Option<&Failure>) {}
+    fn finished(
+        &self,
+        _action: &Action,
+        _status: Status,
+        _result: Option<&ActionResult>,
+        _failure: Option<&Failure>,
+    ) {
+    }
 }
 
 /// A reporter that says nothing.
@@ -70,7 +77,10 @@ pub fn run(
     let started = Instant::now();
     let closure = graph.closure(wanted);
     let sources = hash_sources(graph, &closure, exec)?;
-    let mut report = Report { total: closure.len(), ..Report::default() };
+    let mut report = Report {
+        total: closure.len(),
+        ..Report::default()
+    };
     let mut waiting: HashMap<ActionId, usize> = HashMap::new();
     let mut dependents: HashMap<ActionId, Vec<ActionId>> = HashMap::new();
     let mut ready = VecDeque::new();
@@ -105,7 +115,16 @@ pub fn run(
         drop(job_rx);
         let mut running = 0usize;
         let mut stop = false;
-        let mut state = State { graph, exec, reporter, report: &mut report, waiting: &mut waiting, dependents: &dependents, ready: &mut ready, keys: HashMap::new() };
+        let mut state = State {
+            graph,
+            exec,
+            reporter,
+            report: &mut report,
+            waiting: &mut waiting,
+            dependents: &dependents,
+            ready: &mut ready,
+            keys: HashMap::new(),
+        };
         loop {
             while let Some(id) = state.ready.pop_front() {
                 if stop {
@@ -125,7 +144,9 @@ pub fn run(
                     None => {
                         running += 1;
                         state.keys.insert(id, key);
-                        job_tx.send(Job { id, inputs }).expect("workers outlive the loop");
+                        job_tx
+                            .send(Job { id, inputs })
+                            .expect("workers outlive the loop");
                     }
                 }
             }
@@ -176,11 +197,15 @@ impl State<'_> {
             Status::Executed => self.report.executed += 1,
             Status::Failed => self.report.failed += 1,
         }
-        self.reporter.finished(&self.graph.actions[id], status, Some(&result), None);
+        self.reporter
+            .finished(&self.graph.actions[id], status, Some(&result), None);
         self.report.statuses.insert(id, status);
         self.report.results.insert(id, result);
         for &d in self.dependents.get(&id).map(Vec::as_slice).unwrap_or(&[]) {
-            let n = self.waiting.get_mut(&d).expect("dependents are in the closure");
+            let n = self
+                .waiting
+                .get_mut(&d)
+                .expect("dependents are in the closure");
             *n -= 1;
             if *n == 0 {
                 self.ready.push_back(d);
@@ -191,7 +216,11 @@ impl State<'_> {
 }
 
 /// Digests of every source file the actions read, hashed in parallel.
-fn hash_sources(graph: &ActionGraph, ids: &[ActionId], exec: &Executor) -> Result<HashMap<String, KeyInput>> {
+fn hash_sources(
+    graph: &ActionGraph,
+    ids: &[ActionId],
+    exec: &Executor,
+) -> Result<HashMap<String, KeyInput>> {
     let mut paths: Vec<&str> = ids
         .iter()
         .flat_map(|&id| graph.actions[id].inputs.iter())
@@ -220,9 +249,20 @@ fn input_digests(
                 None => sources[&artifact.path].clone(),
                 Some(p) => {
                     let out = results[&p].output(&artifact.path).ok_or_else(|| {
-                        Error::new(ErrorKind::Action, format!("{} did not produce {}", graph.actions[p].describe(), artifact.path))
+                        Error::new(
+                            ErrorKind::Action,
+                            format!(
+                                "{} did not produce {}",
+                                graph.actions[p].describe(),
+                                artifact.path
+                            ),
+                        )
                     })?;
-                    KeyInput { path: out.path.clone(), digest: out.digest, executable: out.executable }
+                    KeyInput {
+                        path: out.path.clone(),
+                        digest: out.digest,
+                        executable: out.executable,
+                    }
                 }
             };
             Ok((artifact.clone(), key))

@@ -12,12 +12,19 @@ pub fn tree_digest(root: &Path, files: &FileStates) -> Result<Digest> {
     use rayon::prelude::*;
     let mut entries = Vec::new();
     for entry in walkdir::WalkDir::new(root).sort_by_file_name() {
-        let entry = entry.map_err(|e| Error::new(ErrorKind::Io, format!("walk {}: {e}", root.display())))?;
-        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path()).to_string_lossy().into_owned();
+        let entry = entry
+            .map_err(|e| Error::new(ErrorKind::Io, format!("walk {}: {e}", root.display())))?;
+        let rel = entry
+            .path()
+            .strip_prefix(root)
+            .unwrap_or(entry.path())
+            .to_string_lossy()
+            .into_owned();
         if entry.file_type().is_file() {
             entries.push((rel, Some(entry.into_path()), String::new()));
         } else if entry.file_type().is_symlink() {
-            let target = std::fs::read_link(entry.path()).map_err(|e| Error::io("read link", entry.path(), e))?;
+            let target = std::fs::read_link(entry.path())
+                .map_err(|e| Error::io("read link", entry.path(), e))?;
             entries.push((rel, None, target.to_string_lossy().into_owned()));
         }
     }

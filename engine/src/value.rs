@@ -241,10 +241,7 @@ fn convert_table(file: &Arc<SourceFile>, table: &toml_edit::Table, span: Range<u
     let entries = table
         .iter()
         .map(|(k, item)| {
-            let key_span = table
-                .key(k)
-                .and_then(|k| k.span())
-                .unwrap_or(span.clone());
+            let key_span = table.key(k).and_then(|k| k.span()).unwrap_or(span.clone());
             let key = Spanned {
                 value: k.to_string(),
                 span: key_span.clone(),
@@ -259,7 +256,11 @@ fn convert_table(file: &Arc<SourceFile>, table: &toml_edit::Table, span: Range<u
     }
 }
 
-fn convert_item(file: &Arc<SourceFile>, item: &toml_edit::Item, fallback: Range<usize>) -> Spanned<Value> {
+fn convert_item(
+    file: &Arc<SourceFile>,
+    item: &toml_edit::Item,
+    fallback: Range<usize>,
+) -> Spanned<Value> {
     use toml_edit::Item;
     match item {
         Item::Table(t) => {
@@ -298,7 +299,11 @@ fn convert_item(file: &Arc<SourceFile>, item: &toml_edit::Item, fallback: Range<
     }
 }
 
-fn convert_value(file: &Arc<SourceFile>, v: &toml_edit::Value, fallback: Range<usize>) -> Spanned<Value> {
+fn convert_value(
+    file: &Arc<SourceFile>,
+    v: &toml_edit::Value,
+    fallback: Range<usize>,
+) -> Spanned<Value> {
     use toml_edit::Value as V;
     let span = v.span().unwrap_or(fallback);
     let value = match v {

@@ -54,7 +54,10 @@ pub fn find_root(start: &Path) -> Result<PathBuf> {
     }
     Err(Error::new(
         ErrorKind::Config,
-        format!("find {WORKSPACE_FILE} in {} or any parent directory", start.display()),
+        format!(
+            "find {WORKSPACE_FILE} in {} or any parent directory",
+            start.display()
+        ),
     )
     .hint("run kiln inside a workspace, or create kiln.toml at its root (`kiln init`)"))
 }
@@ -93,7 +96,11 @@ impl Workspace {
         match self.packages.get(&label.package) {
             None => err.hint(format!(
                 "there is no {BUILD_FILE} in `{}`",
-                if label.package.is_empty() { "." } else { &label.package }
+                if label.package.is_empty() {
+                    "."
+                } else {
+                    &label.package
+                }
             )),
             Some(pkg) => {
                 let names = pkg.targets.keys().map(String::as_str);
@@ -133,7 +140,10 @@ fn find_build_files(root: &Path) -> Result<Vec<PathBuf>> {
         });
     for entry in walker {
         let entry = entry.map_err(|e| {
-            Error::new(ErrorKind::Io, format!("walk the workspace {}: {e}", root.display()))
+            Error::new(
+                ErrorKind::Io,
+                format!("walk the workspace {}: {e}", root.display()),
+            )
         })?;
         if entry.file_type().is_file() && entry.file_name() == BUILD_FILE {
             found.push(entry.into_path());
@@ -150,9 +160,11 @@ fn load_package(name: &str, build_file: &Path, rules: &[&str]) -> Result<Package
         if !rules.contains(&rule.value.as_str()) {
             let hint = did_you_mean(&rule.value, rules.iter().copied())
                 .unwrap_or_else(|| format!("known rules: {}", rules.join(", ")));
-            return Err(Error::new(ErrorKind::Config, format!("unknown rule `{}`", rule.value))
-                .at(at)
-                .hint(hint));
+            return Err(
+                Error::new(ErrorKind::Config, format!("unknown rule `{}`", rule.value))
+                    .at(at)
+                    .hint(hint),
+            );
         }
         let Value::Table(rule_table) = &value.value else {
             return Err(Error::new(
@@ -170,7 +182,10 @@ fn load_package(name: &str, build_file: &Path, rules: &[&str]) -> Result<Package
                     format!("`{}.{}` must be a table", rule.value, target.value),
                 )
                 .at(at)
-                .hint(format!("declare the target as [{}.{}]", rule.value, target.value)));
+                .hint(format!(
+                    "declare the target as [{}.{}]",
+                    rule.value, target.value
+                )));
             };
             let label = Label::parse(&format!(":{}", target.value), name)
                 .map_err(|e| Error::new(ErrorKind::Config, e).at(at.clone()))?;

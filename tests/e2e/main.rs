@@ -1,1 +1,12 @@
+//! End-to-end tests: each drives the real `kiln` binary on a workspace written to a
+//! temporary directory, with its own cache directory.
+//!
+//! Modules:
+//! - `support`: the workspace builder and command runner every test uses.
+//! - `core`: incremental builds, early cutoff, key stability across paths and caches,
+//!   sandboxing, crash safety, concurrent builds.
+//! - `errors`: messages for broken BUILD files, cycles, missing labels and files.
 
+mod core;
+mod errors;
+mod support;

@@ -18,8 +18,15 @@ pub fn run(cli: &Cli, labels: &[String]) -> Result<ExitCode> {
     let plan = plan(&ctx.workspace, &ctx.rules, &exec, targets)?;
     let mut wanted = plan.wanted_actions();
     wanted.extend(plan.done.keys().copied());
-    let opts = Options { jobs: jobs(cli), keep_going: cli.keep_going };
+    let opts = Options {
+        jobs: jobs(cli),
+        keep_going: cli.keep_going,
+    };
     let report = scheduler::run(&plan.graph, &wanted, &plan.done, &exec, &progress, opts)?;
     progress.summary(&report, false);
-    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -12,7 +12,8 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
     let out = ctx.out_dir();
     if out.exists() {
         make_writable(&out);
-        std::fs::remove_dir_all(&out).with_context(|| format!("failed to remove {}", out.display()))?;
+        std::fs::remove_dir_all(&out)
+            .with_context(|| format!("failed to remove {}", out.display()))?;
     }
     eprintln!("kiln: removed {}", out.display());
     Ok(ExitCode::SUCCESS)

@@ -44,7 +44,12 @@ pub fn run(cli: &Cli, format: &str, labels: &[String]) -> Result<ExitCode> {
                 })
                 .collect();
             let targets: Vec<String> = plan.order.iter().map(|l| l.to_string()).collect();
-            println!("{}", serde_json::to_string_pretty(&serde_json::json!({"targets": targets, "actions": actions}))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({"targets": targets, "actions": actions})
+                )?
+            );
         }
         other => bail!("unknown graph format `{other}` (dot or json)"),
     }

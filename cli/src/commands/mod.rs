@@ -16,7 +16,12 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Build { labels } => build::run(cli, labels),
         Command::Graph { format, labels } => graph::run(cli, format, labels),
         Command::Clean => clean::run(cli),
-        Command::Cache { command: CacheCommand::Stats { json } } => cache::stats(*json),
+        Command::Cache {
+            command: CacheCommand::Stats { json },
+        } => cache::stats(*json),
+        Command::Cache {
+            command: CacheCommand::Keys,
+        } => cache::keys(cli),
         Command::Gocacheprog => cache::gocacheprog(),
     }
 }

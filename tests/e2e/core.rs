@@ -1,0 +1,382 @@
+//! The engine's promises: nothing runs twice, edits rerun exactly their dependents,
+//! early cutoff, keys independent of paths and caches, sandboxing, crash safety.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::support::{workspace, Workspace};
+
+/// a.txt → upper → count, and b.txt → other (independent).
+fn chain() -> Workspace {
+    workspace()
+        .file("text/a.txt", "hello\nworld\n")
+        .file("text/b.txt", "independent\n")
+        .file(
+            "text/BUILD.toml",
+            r#"
+[genrule.upper]
+srcs = ["a.txt"]
+outs = ["upper.txt"]
+cmd = "tr a-z A-Z < $SRCS > $OUT"
+tools = ["tr"]
+
+[genrule.first_line]
+srcs = [":upper"]
+outs = ["first.txt"]
+cmd = "head -n 1 $SRCS > $OUT"
+tools = ["head"]
+
+[genrule.shout]
+srcs = [":first_line"]
+outs = ["shout.txt"]
+cmd = "cat $SRCS $SRCS > $OUT"
+tools = ["cat"]
+
+[genrule.other]
+srcs = ["b.txt"]
+outs = ["other.txt"]
+cmd = "cat $SRCS > $OUT"
+tools = ["cat"]
+"#,
+        )
+        .build()
+}
+
+#[test]
+fn second_build_executes_nothing() {
+    let ws = chain();
+    let first = ws.kiln(&["build"]);
+    first.assert_ok();
+    assert_eq!(first.counts(), (4, 0, 4, 0));
+    assert_eq!(ws.read("kiln-out/text/shout.txt"), "HELLO\nHELLO\n");
+    let second = ws.kiln(&["build"]);
+    second.assert_ok();
+    assert_eq!(second.counts(), (4, 4, 0, 0));
+    assert!(second.ran().is_empty(), "{:?}", second.ran());
+}
+
+#[test]
+fn editing_a_source_reruns_exactly_its_dependents() {
+    let ws = chain();
+    ws.kiln(&["build"]).assert_ok();
+    ws.write("text/a.txt", "goodbye\nworld\n");
+    let run = ws.kiln(&["build"]);
+    run.assert_ok();
+    assert_eq!(
+        run.ran(),
+        vec![
+            "Genrule //text:first_line",
+            "Genrule //text:shout",
+            "Genrule //text:upper"
+        ]
+    );
+    assert_eq!(ws.read("kiln-out/text/shout.txt"), "GOODBYE\nGOODBYE\n");
+}
+
+#[test]
+fn unchanged_output_stops_the_rebuild_early_cutoff() {
+    let ws = chain();
+    ws.kiln(&["build"]).assert_ok();
+    // Only the second line changes: `upper` reruns, `first_line` reruns and writes the
+    // same bytes, so `shout` is not run again.
+    ws.write("text/a.txt", "hello\nthere\n");
+    let run = ws.kiln(&["build"]);
+    run.assert_ok();
+    assert_eq!(
+        run.ran(),
+        vec!["Genrule //text:first_line", "Genrule //text:upper"]
+    );
+    assert_eq!(run.counts(), (4, 2, 2, 0));
+}
+
+#[test]
+fn keys_are_the_same_across_workspace_paths_and_caches() {
+    let ws = chain();
+    ws.kiln(&["build"]).assert_ok();
+    let copy = ws.copy();
+    copy.kiln(&["build"]).assert_ok();
+    let keys_a = ws.kiln(&["cache", "keys"]);
+    let keys_b = copy.kiln(&["cache", "keys"]);
+    keys_a.assert_ok();
+    assert_eq!(keys_a.stdout.lines().count(), 4, "{}", keys_a.stdout);
+    assert_eq!(keys_a.stdout, keys_b.stdout);
+    // And the copy finds everything in the first cache.
+    let shared = crate::support::kiln_cmd(&copy.root, &ws.cache, &["build"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&shared.stderr);
+    assert!(
+        stderr.contains("4 actions: 4 cached, 0 executed"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn deleted_outputs_are_restored_from_the_cache() {
+    let ws = chain();
+    ws.kiln(&["build"]).assert_ok();
+    ws.kiln(&["clean"]).assert_ok();
+    assert!(!ws.path("kiln-out").exists());
+    let run = ws.kiln(&["build"]);
+    run.assert_ok();
+    assert_eq!(run.executed(), 0);
+    assert_eq!(ws.read("kiln-out/text/other.txt"), "independent\n");
+}
+
+#[test]
+fn reading_an_undeclared_file_fails() {
+    let ws = workspace()
+        .file("secret.txt", "not declared\n")
+        .file("in.txt", "declared\n")
+        .file(
+            "BUILD.toml",
+            r#"
+[genrule.sneaky]
+srcs = ["in.txt"]
+outs = ["out.txt"]
+cmd = "cat in.txt secret.txt > $OUT"
+tools = ["cat"]
+"#,
+        )
+        .build();
+    let run = ws.kiln(&["build"]);
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("secret.txt: No such file"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("Genrule //:sneaky"), "{}", run.stderr);
+}
+
+#[test]
+fn bwrap_sandbox_hides_the_workspace_and_the_network() {
+    let ws = workspace()
+        .file("secret.txt", "not declared\n")
+        .file("BUILD.toml", "")
+        .build();
+    let secret = ws.path("secret.txt");
+    ws.write(
+        "BUILD.toml",
+        &format!(
+            r#"
+[genrule.absolute]
+outs = ["out.txt"]
+cmd = "cat {} > $OUT"
+tools = ["cat"]
+
+[genrule.net]
+outs = ["net.txt"]
+cmd = "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' > $OUT"
+tools = ["tail", "cut", "tr"]
+"#,
+            secret.display()
+        ),
+    );
+    let run = ws.kiln(&["build", "--sandbox=bwrap", "--keep-going"]);
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("Genrule //:absolute failed"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        ws.read("kiln-out/net.txt").trim(),
+        "lo",
+        "only loopback inside the sandbox"
+    );
+}
+
+#[test]
+fn environment_is_empty_but_for_what_the_action_declares() {
+    let ws = workspace()
+        .file(
+            "BUILD.toml",
+            r#"
+[genrule.env]
+outs = ["env.txt"]
+cmd = "env | sort > $OUT"
+tools = ["env", "sort"]
+env = { GREETING = "hi" }
+"#,
+        )
+        .build();
+    let run = ws.kiln(&["build", "--sandbox=dir"]);
+    run.assert_ok();
+    let env = ws.read("kiln-out/env.txt");
+    let names: Vec<&str> = env.lines().map(|l| l.split('=').next().unwrap()).collect();
+    for name in &names {
+        assert!(
+            ["GREETING", "HOME", "OUT", "OUTS", "PATH", "PWD", "SHLVL", "SRCS", "TMPDIR", "_"]
+                .contains(name),
+            "unexpected variable {name} in:\n{env}"
+        );
+    }
+    assert!(env.contains("GREETING=hi"));
+    let path = env.lines().find(|l| l.starts_with("PATH=")).unwrap();
+    assert!(
+        path.ends_with("/.kiln/bin"),
+        "PATH holds only the sandbox's tool directory: {path}"
+    );
+}
+
+#[test]
+fn missing_declared_output_is_named() {
+    let ws = workspace()
+        .file(
+            "BUILD.toml",
+            r#"
+[genrule.lazy]
+outs = ["a.txt", "b.txt"]
+cmd = "echo a > $OUT"
+"#,
+        )
+        .build();
+    let run = ws.kiln(&["build"]);
+    assert_eq!(run.status, 1);
+    assert!(
+        run.stderr
+            .contains("did not write its declared outputs: kiln-out/b.txt"),
+        "{}",
+        run.stderr
+    );
+    // Nothing was cached: the next build runs it again.
+    assert_eq!(ws.kiln(&["build"]).counts(), (1, 0, 0, 1));
+}
+
+#[test]
+fn failure_stops_the_build_unless_keep_going() {
+    let ws = workspace()
+        .file(
+            "BUILD.toml",
+            r#"
+[genrule.bad]
+outs = ["bad.txt"]
+cmd = "echo broken >&2; exit 3"
+
+[genrule.after_bad]
+srcs = [":bad"]
+outs = ["after.txt"]
+cmd = "cp $SRCS $OUT"
+tools = ["cp"]
+
+[genrule.good]
+outs = ["good.txt"]
+cmd = "echo fine > $OUT"
+"#,
+        )
+        .build();
+    let run = ws.kiln(&["build", "-j", "1"]);
+    assert_eq!(run.status, 1);
+    assert!(
+        run.stderr
+            .contains("Genrule //:bad failed with exit code 3"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("broken"),
+        "the failing action's stderr is shown: {}",
+        run.stderr
+    );
+    let run = ws.kiln(&["build", "-j", "1", "--keep-going"]);
+    assert_eq!(run.status, 1);
+    let (total, cached, executed, failed) = run.counts();
+    assert_eq!(
+        (total, cached + executed, failed),
+        (3, 1, 1),
+        "after_bad never runs"
+    );
+    assert_eq!(ws.read("kiln-out/good.txt"), "fine\n");
+}
+
+fn slow_workspace(n: usize) -> Workspace {
+    let mut toml = String::new();
+    for i in 0..n {
+        toml.push_str(&format!(
+            "[genrule.t{i}]\nsrcs = [\"in.txt\"]\nouts = [\"out{i}.txt\"]\ncmd = \"sleep 0.2; cat $SRCS > $OUT; echo {i} >> $OUT\"\ntools = [\"cat\", \"sleep\"]\n\n"
+        ));
+    }
+    workspace()
+        .file("in.txt", "payload\n")
+        .file("BUILD.toml", &toml)
+        .build()
+}
+
+#[test]
+fn kill_during_a_build_leaves_a_usable_cache() {
+    let ws = slow_workspace(12);
+    let mut child = ws
+        .cmd(&["build", "-j", "2"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    unsafe { libc_kill(child.id() as i32) };
+    child.wait().unwrap();
+    let run = ws.kiln(&["build"]);
+    run.assert_ok();
+    let (total, cached, executed, _) = run.counts();
+    assert_eq!(total, 12);
+    assert_eq!(cached + executed, 12);
+    assert!(
+        cached > 0 && executed > 0,
+        "killed mid-way: some cached, some not ({cached}/{executed})"
+    );
+    for i in 0..12 {
+        assert_eq!(
+            ws.read(&format!("kiln-out/out{i}.txt")),
+            format!("payload\n{i}\n")
+        );
+    }
+}
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+unsafe fn libc_kill(pid: i32) {
+    kill(pid, 9);
+}
+
+#[test]
+fn two_builds_at_once_on_one_cache_both_succeed() {
+    let ws = slow_workspace(6);
+    let a = ws.cmd(&["build"]).output().unwrap();
+    let _ = a;
+    ws.kiln(&["clean"]).assert_ok();
+    let copy = ws.copy();
+    // Fresh keys for both: edit the shared input in both workspaces the same way.
+    ws.write("in.txt", "second\n");
+    copy.write("in.txt", "second\n");
+    let one = ws.cmd(&["build"]).stderr(Stdio::piped()).spawn().unwrap();
+    let two = crate::support::kiln_cmd(&copy.root, &ws.cache, &["build"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (one, two) = (
+        one.wait_with_output().unwrap(),
+        two.wait_with_output().unwrap(),
+    );
+    assert!(
+        one.status.success(),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    assert!(
+        two.status.success(),
+        "{}",
+        String::from_utf8_lossy(&two.stderr)
+    );
+    for i in 0..6 {
+        assert_eq!(
+            ws.read(&format!("kiln-out/out{i}.txt")),
+            format!("second\n{i}\n")
+        );
+        assert_eq!(
+            copy.read(&format!("kiln-out/out{i}.txt")),
+            format!("second\n{i}\n")
+        );
+    }
+    assert_eq!(ws.kiln(&["build"]).counts(), (6, 6, 0, 0));
+}

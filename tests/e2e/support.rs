@@ -1,0 +1,196 @@
+//! A small builder for test workspaces and a runner for the kiln binary, in the manner
+//! of cargo's `project().file(..).build()`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+
+/// A workspace in a temporary directory, with its own cache directory.
+pub struct Workspace {
+    _tmp: tempfile::TempDir,
+    pub root: PathBuf,
+    pub cache: PathBuf,
+}
+
+pub fn workspace() -> Builder {
+    Builder {
+        files: vec![("kiln.toml".into(), "[workspace]\nname = \"test\"\n".into())],
+    }
+}
+
+pub struct Builder {
+    files: Vec<(String, String)>,
+}
+
+impl Builder {
+    pub fn file(mut self, path: &str, content: &str) -> Builder {
+        self.files.retain(|(p, _)| p != path);
+        self.files.push((path.to_string(), content.to_string()));
+        self
+    }
+
+    pub fn build(self) -> Workspace {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("ws");
+        let cache = tmp.path().join("cache");
+        for (path, content) in &self.files {
+            write(&root.join(path), content);
+        }
+        Workspace {
+            _tmp: tmp,
+            root,
+            cache,
+        }
+    }
+}
+
+pub fn write(path: &Path, content: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+}
+
+/// What a kiln run did.
+pub struct Run {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// (total, cached, executed, failed) from the summary line.
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
+        let line = self
+            .stderr
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("kiln: ") && l.contains(" actions: "))
+            .unwrap_or_else(|| panic!("no summary line in:\n{}", self.stderr));
+        let nums: Vec<usize> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        if line.contains("remote)") {
+            (nums[0], nums[1], nums[3], nums[4])
+        } else {
+            (nums[0], nums[1], nums[2], nums[3])
+        }
+    }
+
+    pub fn executed(&self) -> usize {
+        self.counts().2
+    }
+
+    /// The actions that ran, as the plain progress lines name them.
+    pub fn ran(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .stderr
+            .lines()
+            .filter(|l| {
+                l.starts_with("kiln: ")
+                    && !l.contains(" actions: ")
+                    && !l.starts_with("kiln: error")
+                    && !l.starts_with("kiln: warning")
+            })
+            .map(|l| l.trim_start_matches("kiln: ").to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[track_caller]
+    pub fn assert_ok(&self) -> &Run {
+        assert_eq!(
+            self.status, 0,
+            "kiln failed:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+impl Workspace {
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    pub fn write(&self, rel: &str, content: &str) {
+        write(&self.path(rel), content);
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
+    }
+
+    /// A kiln command in this workspace with this workspace's cache.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        kiln_cmd(&self.root, &self.cache, args)
+    }
+
+    pub fn kiln(&self, args: &[&str]) -> Run {
+        Run::from(self.cmd(args).output().unwrap())
+    }
+
+    /// A copy of the workspace at another path (sources only), with a new cache.
+    pub fn copy(&self) -> Workspace {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("elsewhere").join("ws");
+        copy_tree(&self.root, &root);
+        Workspace {
+            cache: tmp.path().join("cache"),
+            _tmp: tmp,
+            root,
+        }
+    }
+}
+
+pub fn kiln_cmd(dir: &Path, cache: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(KILN);
+    cmd.args(args)
+        .current_dir(dir)
+        .env("KILN_CACHE", cache)
+        .env_remove("KILN_REMOTE_CACHE");
+    cmd
+}
+
+pub fn copy_tree(from: &Path, to: &Path) {
+    for entry in walk(from) {
+        let rel = entry.strip_prefix(from).unwrap();
+        if rel.starts_with("kiln-out") {
+            continue;
+        }
+        let dest = to.join(rel);
+        if entry.is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+        } else {
+            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            std::fs::copy(&entry, &dest).unwrap();
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if out[i].is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(&out[i])
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            entries.sort();
+            out.extend(entries);
+        }
+        i += 1;
+    }
+    out
+}

@@ -26,16 +26,22 @@
 mod digest;
 mod error;
 mod filestate;
+pub mod gocacheprog;
 mod local;
+mod remote;
 mod result;
+pub mod server;
 mod store;
+mod tiered;
 
 pub use digest::Digest;
 pub use error::{Error, ErrorKind, Result};
 pub use filestate::{FileState, FileStates, HashedFile};
 pub use local::{CacheStats, LocalStore};
+pub use remote::{HttpOptions, HttpStore};
 pub use result::{ActionResult, OutputFile};
 pub use store::Store;
+pub use tiered::{ReadOnly, TieredStore};
 
 /// The default cache directory: `$KILN_CACHE`, else `$XDG_CACHE_HOME/kiln`, else
 /// `$HOME/.cache/kiln`.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Result;
-use kiln_cache::{LocalStore, Store};
+use kiln_cache::{HttpOptions, HttpStore, LocalStore, ReadOnly, Store, TieredStore};
 use kiln_engine::executor::Executor;
 use kiln_engine::rule::RuleSet;
 use kiln_engine::sandbox::SandboxMode;
@@ -17,6 +17,70 @@ pub struct Context {
     pub rules: RuleSet,
     pub local: Arc<LocalStore>,
     pub store: Arc<dyn Store>,
+    pub remote_enabled: bool,
+}
+
+/// Where the remote cache is and how to talk to it.
+///
+/// The URL comes from `--remote-cache`, else `KILN_REMOTE_CACHE`, else kiln.toml's
+/// `[remote] cache`. The bearer token is read from the environment variable that
+/// `[remote] token_env` names (default `KILN_REMOTE_TOKEN`), never from a file in the
+/// workspace, and never printed.
+pub struct RemoteConfig {
+    pub url: String,
+    pub read_only: bool,
+    pub token: Option<String>,
+}
+
+impl RemoteConfig {
+    pub fn resolve(cli: &Cli, ws: &Workspace) -> Result<Option<RemoteConfig>> {
+        let section = ws.section("remote")?;
+        if let Some(t) = section {
+            t.check_keys(&["cache", "read_only", "token_env"], "[remote]")?;
+        }
+        let from_toml = |key: &str| -> Result<Option<String>> {
+            Ok(match section {
+                Some(t) => t.str(key)?.map(|s| s.value),
+                None => None,
+            })
+        };
+        let url = cli
+            .remote_cache
+            .clone()
+            .or_else(|| {
+                std::env::var("KILN_REMOTE_CACHE")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+            })
+            .or(from_toml("cache")?);
+        let Some(url) = url else { return Ok(None) };
+        let toml_read_only = match section {
+            Some(t) => t.bool("read_only")?.unwrap_or(false),
+            None => false,
+        };
+        let token_env = from_toml("token_env")?.unwrap_or_else(|| "KILN_REMOTE_TOKEN".into());
+        let token = std::env::var(&token_env).ok().filter(|v| !v.is_empty());
+        Ok(Some(RemoteConfig {
+            url,
+            read_only: cli.remote_read_only || toml_read_only,
+            token,
+        }))
+    }
+
+    fn tiered(&self, local: Arc<LocalStore>) -> Result<TieredStore> {
+        let opts = HttpOptions {
+            token: self.token.clone(),
+            ..HttpOptions::default()
+        };
+        let http = HttpStore::new(&self.url, opts)?;
+        let name = http.url().to_string();
+        let remote: Arc<dyn Store> = if self.read_only {
+            Arc::new(ReadOnly::new(Arc::new(http)))
+        } else {
+            Arc::new(http)
+        };
+        Ok(TieredStore::new(local, remote, &name))
+    }
 }
 
 impl Context {
@@ -29,12 +93,17 @@ impl Context {
         let rules = kiln_rules::all();
         let workspace = Workspace::load(&root, &rules.names(), &rules.sections())?;
         let local = Arc::new(open_local()?);
-        let store: Arc<dyn Store> = local.clone();
+        let remote = RemoteConfig::resolve(cli, &workspace)?;
+        let store: Arc<dyn Store> = match &remote {
+            Some(r) => Arc::new(r.tiered(local.clone())?),
+            None => local.clone(),
+        };
         Ok(Context {
             workspace,
             rules,
             local,
             store,
+            remote_enabled: remote.is_some(),
         })
     }
 

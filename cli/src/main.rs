@@ -35,6 +35,12 @@ pub struct Cli {
     /// Keep the sandbox directory of a failed action for inspection.
     #[arg(long, global = true)]
     pub keep_sandbox: bool,
+    /// Remote cache base URL (also KILN_REMOTE_CACHE, or `[remote] cache` in kiln.toml).
+    #[arg(long, global = true, value_name = "URL")]
+    pub remote_cache: Option<String>,
+    /// Read from the remote cache but never upload (for untrusted CI jobs).
+    #[arg(long, global = true)]
+    pub remote_read_only: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -55,6 +61,19 @@ pub enum Command {
     Cache {
         #[command(subcommand)]
         command: CacheCommand,
+    },
+    /// Serve the remote cache protocol (HEAD/GET/PUT /cas/<digest>, /ac/<key>).
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        dir: PathBuf,
+        /// Evict least recently used entries past this size (e.g. 50G).
+        #[arg(long)]
+        max_size: Option<String>,
+        /// Require `Authorization: Bearer $NAME` for writes.
+        #[arg(long, value_name = "NAME")]
+        token_env: Option<String>,
     },
     /// Serve Go's GOCACHEPROG protocol on stdin/stdout from kiln's store.
     #[command(hide = true)]

@@ -29,6 +29,9 @@ impl Rule for Filegroup {
         let mut files = ctx.files("srcs")?;
         let mut seen = std::collections::HashSet::new();
         files.retain(|a| seen.insert(a.path.clone()));
-        Ok(TargetInfo { files, ..TargetInfo::default() })
+        Ok(TargetInfo {
+            files,
+            ..TargetInfo::default()
+        })
     }
 }

@@ -43,17 +43,21 @@ impl Rule for Genrule {
         let srcs = ctx.files("srcs")?;
         let outs = attrs.str_list("outs")?;
         if outs.is_empty() {
-            return Err(ctx.error_at("outs", "a genrule needs at least one entry in `outs`")
+            return Err(ctx
+                .error_at("outs", "a genrule needs at least one entry in `outs`")
                 .hint("list the files the command writes, e.g. outs = [\"out.txt\"]"));
         }
         let mut out_paths = Vec::new();
         for out in &outs {
-            check_relative(&out.value).map_err(|e| {
-                Error::new(ErrorKind::Config, e).at(attrs.location(out.span.start))
-            })?;
+            check_relative(&out.value)
+                .map_err(|e| Error::new(ErrorKind::Config, e).at(attrs.location(out.span.start)))?;
             out_paths.push(ctx.out_path(&out.value));
         }
-        let mut tools = vec![Tool { name: "sh".into(), path: "/bin/sh".into(), tree: false }];
+        let mut tools = vec![Tool {
+            name: "sh".into(),
+            path: "/bin/sh".into(),
+            tree: false,
+        }];
         for name in attrs.str_list("tools")? {
             tools.push(ctx.host_tool(&name)?);
         }
@@ -85,6 +89,9 @@ impl Rule for Genrule {
         };
         let id = ctx.add(action);
         let files = out_paths.iter().map(|p| ctx.output(id, p)).collect();
-        Ok(TargetInfo { files, ..TargetInfo::default() })
+        Ok(TargetInfo {
+            files,
+            ..TargetInfo::default()
+        })
     }
 }

@@ -6,7 +6,9 @@
 //! - `core`: incremental builds, early cutoff, key stability across paths and caches,
 //!   sandboxing, crash safety, concurrent builds.
 //! - `errors`: messages for broken BUILD files, cycles, missing labels and files.
+//! - `remote`: a cache shared through `kiln serve` and nginx WebDAV, and its faults.
 
 mod core;
 mod errors;
+mod remote;
 mod support;

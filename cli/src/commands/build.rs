@@ -23,7 +23,7 @@ pub fn run(cli: &Cli, labels: &[String]) -> Result<ExitCode> {
         keep_going: cli.keep_going,
     };
     let report = scheduler::run(&plan.graph, &wanted, &plan.done, &exec, &progress, opts)?;
-    progress.summary(&report, false);
+    progress.summary(&report, ctx.remote_enabled);
     Ok(if report.ok() {
         ExitCode::SUCCESS
     } else {

@@ -4,6 +4,7 @@ mod build;
 mod cache;
 mod clean;
 mod graph;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -23,6 +24,12 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
             command: CacheCommand::Keys,
         } => cache::keys(cli),
         Command::Gocacheprog => cache::gocacheprog(),
+        Command::Serve {
+            listen,
+            dir,
+            max_size,
+            token_env,
+        } => serve::run(*listen, dir, max_size.as_deref(), token_env.as_deref()),
     }
 }
 

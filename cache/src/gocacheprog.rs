@@ -1,0 +1,957 @@
+//! Go's compile cache on top of kiln's store: the server side of Go's `GOCACHEPROG`
+//! protocol, run by `kiln gocacheprog`.
+//!
+//! Every sandboxed `go build`/`go test` action starts with an empty `GOCACHE`. With
+//! `GOCACHEPROG` pointing at `kiln gocacheprog`, the go command asks kiln for each compiled
+//! package instead, so the standard library is compiled once per store — and once per
+//! remote cache when the [`Store`] is tiered — rather than once per action.
+//!
+//! # Protocol (Go 1.24+, `cmd/go/internal/cacheprog`)
+//!
+//! JSON values, one per line, on stdin (requests) and stdout (responses):
+//!
+//! ```text
+//! kiln → go   {"ID":0,"KnownCommands":["get","put","close"]}        handshake, first
+//! go → kiln   {"ID":1,"Command":"get","ActionID":"<b64>"}
+//! kiln → go   {"ID":1,"Miss":true}   or   {"ID":1,"OutputID":"<b64>","Size":n,
+//!                                          "Time":"<RFC 3339>","DiskPath":"/abs/blob"}
+//! go → kiln   {"ID":2,"Command":"put","ActionID":"<b64>","OutputID":"<b64>","BodySize":n}
+//!             "<base64 of the body>"      (on a later line, only when BodySize > 0)
+//! kiln → go   {"ID":2,"DiskPath":"/abs/blob"}
+//! go → kiln   {"ID":3,"Command":"close"}  → kiln answers {"ID":3} and returns
+//! ```
+//!
+//! `[]byte` fields are standard base64 with padding, as Go's `encoding/json` writes them.
+//! Go before 1.24 spelled `OutputID` as `ObjectID`; both are accepted.
+//!
+//! # Storage
+//!
+//! | Go's concept            | kiln's store                                                  |
+//! |-------------------------|---------------------------------------------------------------|
+//! | action ID (cache key)   | action key `BLAKE3("gocache\0" ++ action ID bytes)`           |
+//! | body (compiled package) | a blob in the CAS, named by its BLAKE3 digest                 |
+//! | output ID, size, time   | the result's single [`OutputFile`]: `size` is the body size,  |
+//! |                         | `path` is `"<output ID hex>@<unix nanoseconds of the put>"`    |
+//!
+//! The time lives in the output path because it is per entry and must travel with the
+//! result through a remote cache; `duration_ms` keeps its meaning (zero here). Go uses the
+//! time only to expire test results after `go clean -testcache`. The result's stdout and
+//! stderr are the empty blob.
+//!
+//! A `DiskPath` is always [`LocalStore::blob_path`]: after a put the blob is made local
+//! (the store normally writes through the local store; if not, it is added directly), and
+//! a get whose blob is only in `store` (a remote) fetches it into the local store first,
+//! verifying its digest. A hit whose blob cannot be made local is answered as a miss.
+//! Blob files are read-only and have no extension, as the protocol asks. They stay valid
+//! until "close" unless `kiln cache gc` removes them meanwhile.
+//!
+//! # Decisions
+//!
+//! * Requests are answered one at a time, in order. Go allows answers out of order, but a
+//!   get or put is a lookup or a file write, so a single thread keeps up.
+//! * Bodies up to [`MEMORY_BODY_LIMIT`] are decoded in memory and stored with
+//!   [`Store::put_bytes`]; larger ones are decoded while reading into a temporary file in
+//!   the store's `tmp/` and stored with [`Store::put_file`].
+//! * A failure of one request (a bad field, a store error, a short body) is answered with
+//!   `Err` and the server goes on. Only a broken stream ends [`serve`] with an error: a
+//!   read or write failure, or a line that is not a request and carries no `ID` to answer.
+//! * The output ID is not checked against the body (Go computes it as SHA-256); the body
+//!   size is.
+//! * [`ServeStats::puts`] counts puts that were stored, [`ServeStats::hits`] gets answered
+//!   with a `DiskPath`.
+
+use std::io::{self, BufRead, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::error::{Error, ErrorKind, Result};
+use crate::local::LocalStore;
+use crate::result::{ActionResult, OutputFile};
+use crate::store::Store;
+
+/// Bodies larger than this are decoded into a temporary file instead of memory.
+pub const MEMORY_BODY_LIMIT: u64 = 1 << 20;
+
+/// The commands announced in the handshake.
+const KNOWN_COMMANDS: [&str; 3] = ["get", "put", "close"];
+
+/// What one [`serve`] session did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServeStats {
+    /// "get" requests received.
+    pub gets: u64,
+    /// "get" requests answered with a cached body.
+    pub hits: u64,
+    /// "put" requests stored.
+    pub puts: u64,
+}
+
+/// Serves GOCACHEPROG requests from `input` until "close" or EOF, answering on `output`.
+///
+/// Results and blobs go to `store` (which may be tiered over a remote); `local` is the
+/// local store whose blob files are handed to Go as `DiskPath`s. Flushes `store` before
+/// returning.
+pub fn serve(
+    store: &dyn Store,
+    local: &LocalStore,
+    mut input: impl BufRead,
+    output: impl Write,
+) -> Result<ServeStats> {
+    let mut out = BufWriter::new(output);
+    send(&mut out, &Response::handshake())?;
+    let mut server = Server {
+        store,
+        local,
+        stats: ServeStats::default(),
+        empty_blob: None,
+    };
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = input.read_until(b'\n', &mut line).map_err(read_error)?;
+        if n == 0 {
+            break;
+        }
+        if line.trim_ascii().is_empty() {
+            continue;
+        }
+        let req = parse_request(&line)?;
+        let response = server.answer(&req, &mut input)?;
+        send(&mut out, &response)?;
+        if req.command == "close" {
+            break;
+        }
+    }
+    store.flush()?;
+    Ok(server.stats)
+}
+
+/// One request as the go command writes it. Byte fields stay base64 until used, so a
+/// bad one is answered with `Err` rather than ending the session.
+#[derive(Debug, Deserialize)]
+struct Request {
+    #[serde(rename = "ID")]
+    id: i64,
+    #[serde(rename = "Command", default)]
+    command: String,
+    #[serde(rename = "ActionID", default)]
+    action_id: Option<String>,
+    #[serde(rename = "OutputID", default)]
+    output_id: Option<String>,
+    #[serde(rename = "ObjectID", default)]
+    object_id: Option<String>,
+    #[serde(rename = "BodySize", default)]
+    body_size: i64,
+}
+
+/// One response; empty fields are left out, as Go's `omitempty` does.
+#[derive(Debug, Default, Serialize)]
+struct Response {
+    #[serde(rename = "ID")]
+    id: i64,
+    #[serde(rename = "Err", skip_serializing_if = "String::is_empty")]
+    err: String,
+    #[serde(rename = "KnownCommands", skip_serializing_if = "Vec::is_empty")]
+    known_commands: Vec<&'static str>,
+    #[serde(rename = "Miss", skip_serializing_if = "std::ops::Not::not")]
+    miss: bool,
+    #[serde(rename = "OutputID", skip_serializing_if = "Option::is_none")]
+    output_id: Option<String>,
+    #[serde(rename = "Size", skip_serializing_if = "is_zero")]
+    size: u64,
+    #[serde(rename = "Time", skip_serializing_if = "Option::is_none")]
+    time: Option<String>,
+    #[serde(rename = "DiskPath", skip_serializing_if = "Option::is_none")]
+    disk_path: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Response {
+    fn handshake() -> Response {
+        Response {
+            known_commands: KNOWN_COMMANDS.to_vec(),
+            ..Response::default()
+        }
+    }
+
+    fn ok(id: i64) -> Response {
+        Response {
+            id,
+            ..Response::default()
+        }
+    }
+
+    fn miss(id: i64) -> Response {
+        Response {
+            id,
+            miss: true,
+            ..Response::default()
+        }
+    }
+
+    fn failed(id: i64, err: String) -> Response {
+        Response {
+            id,
+            err,
+            ..Response::default()
+        }
+    }
+}
+
+fn send(out: &mut impl Write, response: &Response) -> Result<()> {
+    let mut line = serde_json::to_vec(response).expect("responses serialize");
+    line.push(b'\n');
+    out.write_all(&line)
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::new(ErrorKind::Io, format!("write a GOCACHEPROG response: {e}")))
+}
+
+fn read_error(e: io::Error) -> Error {
+    Error::new(ErrorKind::Io, format!("read GOCACHEPROG requests: {e}"))
+}
+
+/// Parses a request line. A line that is not a request cannot be answered unless it
+/// carries an `ID`; then it is answered as an unknown command.
+fn parse_request(line: &[u8]) -> Result<Request> {
+    if let Ok(req) = serde_json::from_slice::<Request>(line) {
+        return Ok(req);
+    }
+    let text = String::from_utf8_lossy(line);
+    let id = serde_json::from_slice::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| v.get("ID").and_then(serde_json::Value::as_i64));
+    let body_size = serde_json::from_slice::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| v.get("BodySize").and_then(serde_json::Value::as_i64));
+    match id {
+        // An empty command marks the request as malformed; its body is skipped.
+        Some(id) => Ok(Request {
+            id,
+            command: String::new(),
+            action_id: None,
+            output_id: None,
+            object_id: None,
+            body_size: body_size.unwrap_or(0),
+        }),
+        None => Err(Error::new(
+            ErrorKind::Corrupt,
+            format!("read GOCACHEPROG request `{}`: not a request", text.trim()),
+        )),
+    }
+}
+
+/// The state of one session.
+struct Server<'a> {
+    store: &'a dyn Store,
+    local: &'a LocalStore,
+    stats: ServeStats,
+    /// The empty blob, used as every result's stdout and stderr; stored on first put.
+    empty_blob: Option<Digest>,
+}
+
+impl Server<'_> {
+    /// Answers one request. Errors are only those that break the stream.
+    fn answer(&mut self, req: &Request, input: &mut impl BufRead) -> Result<Response> {
+        if req.command != "put" && req.body_size > 0 {
+            skip_body_string(input)?;
+        }
+        let answer = match req.command.as_str() {
+            "get" => self.get(req),
+            "put" => {
+                let body = read_put_body(req, input, &self.local.tmp_dir())?;
+                body.and_then(|body| self.put(req, body))
+            }
+            "close" => Ok(Response::ok(req.id)),
+            "" => Err(format!(
+                "read GOCACHEPROG request {}: malformed fields",
+                req.id
+            )),
+            other => Err(format!(
+                "serve GOCACHEPROG command `{other}`: unknown command"
+            )),
+        };
+        Ok(answer.unwrap_or_else(|err| Response::failed(req.id, err)))
+    }
+
+    fn get(&mut self, req: &Request) -> Result<Response, String> {
+        self.stats.gets += 1;
+        let action_id = decode_field("ActionID", req.action_id.as_deref())?;
+        let key = cache_key(&action_id);
+        let found = self.store.get_action(&key).map_err(|e| e.to_string())?;
+        let Some(entry) = found.as_ref().and_then(Entry::from_result) else {
+            return Ok(Response::miss(req.id));
+        };
+        let Some(path) = self.local_blob(&entry.digest)? else {
+            return Ok(Response::miss(req.id));
+        };
+        self.stats.hits += 1;
+        Ok(Response {
+            id: req.id,
+            output_id: Some(base64::encode(&entry.output_id)),
+            size: entry.size,
+            time: entry.time_ns.map(rfc3339),
+            disk_path: Some(disk_path(&path)?),
+            ..Response::default()
+        })
+    }
+
+    /// The local path of a blob, fetching it from `store` into the local store if it is
+    /// only there. None if neither has it.
+    fn local_blob(&self, digest: &Digest) -> Result<Option<PathBuf>, String> {
+        let path = self.local.blob_path(digest);
+        if path.exists() {
+            return Ok(Some(path));
+        }
+        let tmp = temp_path(&self.local.tmp_dir())?;
+        if !self.store.fetch(digest, &tmp).map_err(|e| e.to_string())? {
+            return Ok(None);
+        }
+        let got = self.local.put_file_move(&tmp).map_err(|e| e.to_string())?;
+        if got != *digest {
+            return Err(format!("fetch blob {digest}: content has digest {got}"));
+        }
+        Ok(Some(path))
+    }
+
+    fn put(&mut self, req: &Request, body: Body) -> Result<Response, String> {
+        let action_id = decode_field("ActionID", req.action_id.as_deref())?;
+        let output_id = decode_field("OutputID", req.output_id.as_deref())
+            .or_else(|_| decode_field("ObjectID", req.object_id.as_deref()))?;
+        let digest = self.store_body(&body)?;
+        let path = self.local.blob_path(&digest);
+        let entry = Entry {
+            output_id,
+            size: body.len(),
+            time_ns: Some(now_ns()),
+            digest,
+        };
+        let empty = self.empty_blob()?;
+        let key = cache_key(&action_id);
+        let result = entry.to_result(empty);
+        self.store
+            .put_action(&key, &result)
+            .map_err(|e| e.to_string())?;
+        self.stats.puts += 1;
+        Ok(Response {
+            id: req.id,
+            disk_path: Some(disk_path(&path)?),
+            ..Response::default()
+        })
+    }
+
+    /// Puts the body into `store` and makes sure the local store has it too.
+    fn store_body(&self, body: &Body) -> Result<Digest, String> {
+        let stored = match body {
+            Body::Memory(bytes) => self.store.put_bytes(bytes),
+            Body::File(file, _) => self.store.put_file(file),
+        };
+        let digest = stored.map_err(|e| e.to_string())?;
+        if !self.local.blob_path(&digest).exists() {
+            let local = match body {
+                Body::Memory(bytes) => self.local.put_bytes(bytes),
+                Body::File(file, _) => self.local.put_file(file),
+            };
+            local.map_err(|e| e.to_string())?;
+        }
+        Ok(digest)
+    }
+
+    fn empty_blob(&mut self) -> Result<Digest, String> {
+        if let Some(digest) = self.empty_blob {
+            return Ok(digest);
+        }
+        let digest = self.store.put_bytes(b"").map_err(|e| e.to_string())?;
+        if !self.local.blob_path(&digest).exists() {
+            self.local.put_bytes(b"").map_err(|e| e.to_string())?;
+        }
+        self.empty_blob = Some(digest);
+        Ok(digest)
+    }
+}
+
+/// The action-cache key of a Go action ID.
+fn cache_key(action_id: &[u8]) -> Digest {
+    let mut bytes = b"gocache\0".to_vec();
+    bytes.extend_from_slice(action_id);
+    Digest::of_bytes(&bytes)
+}
+
+/// What kiln keeps for one Go cache entry; see the module comment for the encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    output_id: Vec<u8>,
+    size: u64,
+    time_ns: Option<i64>,
+    digest: Digest,
+}
+
+impl Entry {
+    fn to_result(&self, empty: Digest) -> ActionResult {
+        let mut path = hex(&self.output_id);
+        if let Some(ns) = self.time_ns {
+            path = format!("{path}@{ns}");
+        }
+        ActionResult {
+            outputs: vec![OutputFile {
+                path,
+                digest: self.digest,
+                size: self.size,
+                executable: false,
+            }],
+            exit_code: 0,
+            stdout: empty,
+            stderr: empty,
+            duration_ms: 0,
+        }
+    }
+
+    /// None for a result that was not written by [`Entry::to_result`].
+    fn from_result(result: &ActionResult) -> Option<Entry> {
+        let [file] = result.outputs.as_slice() else {
+            return None;
+        };
+        let (id_hex, time) = match file.path.split_once('@') {
+            Some((id, ns)) => (id, Some(ns.parse().ok()?)),
+            None => (file.path.as_str(), None),
+        };
+        Some(Entry {
+            output_id: unhex(id_hex)?,
+            size: file.size,
+            time_ns: time,
+            digest: file.digest,
+        })
+    }
+}
+
+/// A decoded put body.
+enum Body {
+    Memory(Vec<u8>),
+    /// A temporary file (removed when dropped) and its size.
+    File(tempfile::TempPath, u64),
+}
+
+impl Body {
+    fn len(&self) -> u64 {
+        match self {
+            Body::Memory(bytes) => bytes.len() as u64,
+            Body::File(_, size) => *size,
+        }
+    }
+}
+
+/// Reads the body that follows a put request (none when `BodySize` is 0). The outer
+/// error breaks the stream; the inner one answers the request with `Err`.
+fn read_put_body(
+    req: &Request,
+    input: &mut impl BufRead,
+    tmp_dir: &Path,
+) -> Result<Result<Body, String>> {
+    let size = req.body_size;
+    if size < 0 {
+        return Ok(Err(format!("read put body: negative BodySize {size}")));
+    }
+    if size == 0 {
+        return Ok(Ok(Body::Memory(Vec::new())));
+    }
+    let size = size as u64;
+    if size <= MEMORY_BODY_LIMIT {
+        let mut bytes = Vec::with_capacity(size as usize);
+        let decoded = read_body_string(input, &mut bytes)?;
+        return Ok(decoded.and_then(|n| check_size(n, size).map(|()| Body::Memory(bytes))));
+    }
+    let file = match tempfile::NamedTempFile::new_in(tmp_dir) {
+        Ok(file) => file,
+        Err(e) => {
+            skip_body_string(input)?;
+            let dir = tmp_dir.display();
+            return Ok(Err(format!("create a temporary file in {dir}: {e}")));
+        }
+    };
+    let (file, path) = file.into_parts();
+    let mut writer = BufWriter::new(file);
+    let decoded = read_body_string(input, &mut writer)?;
+    let flushed = writer
+        .flush()
+        .map_err(|e| format!("write {}: {e}", path.display()));
+    Ok(decoded
+        .and_then(|n| flushed.and_then(|()| check_size(n, size)))
+        .map(|()| Body::File(path, size)))
+}
+
+fn check_size(got: u64, want: u64) -> Result<(), String> {
+    if got == want {
+        return Ok(());
+    }
+    Err(format!(
+        "read put body: got {got} bytes, BodySize is {want}"
+    ))
+}
+
+/// Decodes a JSON string of base64 (`"…"`, after any blank lines) from `input` into
+/// `sink`, returning the decoded size. The whole string is always consumed, so the next
+/// request is read in step even when the body is bad.
+fn read_body_string(input: &mut impl BufRead, sink: &mut dyn Write) -> Result<Result<u64, String>> {
+    if let Err(msg) = open_string(input)? {
+        return Ok(Err(msg));
+    }
+    let mut decoder = base64::Decoder::default();
+    let mut decoded = Vec::new();
+    let mut written = 0u64;
+    let mut fault: Option<String> = None;
+    loop {
+        let buf = input.fill_buf().map_err(read_error)?;
+        if buf.is_empty() {
+            return Ok(Err("read put body: input ends inside the body".into()));
+        }
+        let end = buf.iter().position(|&c| c == b'"');
+        let chunk = &buf[..end.unwrap_or(buf.len())];
+        if fault.is_none() {
+            decoded.clear();
+            fault = decoder.feed(chunk, &mut decoded).err();
+        }
+        if fault.is_none() {
+            fault = sink
+                .write_all(&decoded)
+                .err()
+                .map(|e| format!("write put body: {e}"));
+            written += decoded.len() as u64;
+        }
+        let used = chunk.len() + usize::from(end.is_some());
+        input.consume(used);
+        if end.is_some() {
+            break;
+        }
+    }
+    let fault = fault.or_else(|| decoder.finish().err());
+    Ok(fault.map_or(Ok(written), Err))
+}
+
+/// Skips blank space up to the opening quote of the body and consumes it. Anything else
+/// is left in place to be read as the next request.
+fn open_string(input: &mut impl BufRead) -> Result<Result<(), String>> {
+    loop {
+        let buf = input.fill_buf().map_err(read_error)?;
+        let Some(&first) = buf.first() else {
+            return Ok(Err("read put body: input ends before the body".into()));
+        };
+        if first == b'"' {
+            input.consume(1);
+            return Ok(Ok(()));
+        }
+        if !first.is_ascii_whitespace() {
+            return Ok(Err("read put body: no body string after the request".into()));
+        }
+        let blank = buf.iter().take_while(|c| c.is_ascii_whitespace()).count();
+        input.consume(blank);
+    }
+}
+
+/// Consumes a body string without keeping it.
+fn skip_body_string(input: &mut impl BufRead) -> Result<()> {
+    read_body_string(input, &mut io::sink()).map(|_| ())
+}
+
+fn decode_field(name: &str, value: Option<&str>) -> Result<Vec<u8>, String> {
+    let value = value.ok_or_else(|| format!("read request: no {name}"))?;
+    base64::decode(value).map_err(|e| format!("decode {name} `{value}`: {e}"))
+}
+
+/// The absolute path of a blob, as a string Go can open.
+fn disk_path(path: &Path) -> Result<String, String> {
+    let abs = std::path::absolute(path).map_err(|e| format!("resolve {}: {e}", path.display()))?;
+    abs.into_os_string()
+        .into_string()
+        .map_err(|p| format!("report {}: path is not UTF-8", Path::new(&p).display()))
+}
+
+/// A fresh path in `dir` for a file that is about to be written there.
+fn temp_path(dir: &Path) -> Result<tempfile::TempPath, String> {
+    tempfile::NamedTempFile::new_in(dir)
+        .map(tempfile::NamedTempFile::into_temp_path)
+        .map_err(|e| format!("create a temporary file in {}: {e}", dir.display()))
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Unix nanoseconds as RFC 3339 in UTC with nanoseconds, which Go's `time.Time`
+/// unmarshals: `2023-11-14T22:13:20.123456789Z`.
+fn rfc3339(unix_ns: i64) -> String {
+    let secs = unix_ns.div_euclid(1_000_000_000);
+    let nanos = unix_ns.rem_euclid(1_000_000_000);
+    let (days, day_secs) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    let (hh, mm, ss) = (day_secs / 3600, day_secs / 60 % 60, day_secs % 60);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{nanos:09}Z")
+}
+
+/// The proleptic Gregorian date of a count of days since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    text.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            u8::from_str_radix(
+                std::str::from_utf8(pair)
+                    .ok()
+                    .filter(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))?,
+                16,
+            )
+            .ok()
+        })
+        .collect()
+}
+
+/// Standard base64 with padding, as Go's `encoding/json` writes `[]byte` and as
+/// `base64.StdEncoding` writes put bodies.
+mod base64 {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+    pub fn encode(bytes: &[u8]) -> String {
+        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+        for group in bytes.chunks(3) {
+            let mut n = 0u32;
+            for (i, &b) in group.iter().enumerate() {
+                n |= u32::from(b) << (16 - 8 * i);
+            }
+            for i in 0..4 {
+                if i <= group.len() {
+                    out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    pub fn decode(text: &str) -> Result<Vec<u8>, String> {
+        let mut out = Vec::with_capacity(text.len() / 4 * 3);
+        let mut decoder = Decoder::default();
+        decoder.feed(text.as_bytes(), &mut out)?;
+        decoder.finish()?;
+        Ok(out)
+    }
+
+    /// Decodes base64 fed in pieces of any size.
+    #[derive(Default)]
+    pub struct Decoder {
+        quad: [u8; 4],
+        len: usize,
+        padded: bool,
+    }
+
+    impl Decoder {
+        pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+            for &c in chunk {
+                if self.padded {
+                    return Err("base64 data after padding".into());
+                }
+                self.quad[self.len] = c;
+                self.len += 1;
+                if self.len == 4 {
+                    self.len = 0;
+                    self.decode_quad(out)?;
+                }
+            }
+            Ok(())
+        }
+
+        pub fn finish(&self) -> Result<(), String> {
+            match self.len {
+                0 => Ok(()),
+                _ => Err("base64 data ends mid-group".into()),
+            }
+        }
+
+        fn decode_quad(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+            let pad = self.quad.iter().rev().take_while(|&&c| c == b'=').count();
+            if pad > 2 {
+                return Err("base64 group is all padding".into());
+            }
+            let mut n = 0u32;
+            for &c in &self.quad[..4 - pad] {
+                n = n << 6 | value(c)?;
+            }
+            n <<= 6 * pad;
+            out.extend_from_slice(&n.to_be_bytes()[1..4 - pad]);
+            self.padded = pad > 0;
+            Ok(())
+        }
+    }
+
+    fn value(c: u8) -> Result<u32, String> {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return Err(format!("invalid base64 byte {:?}", c as char)),
+        };
+        Ok(u32::from(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::encode(bytes)
+    }
+
+    /// Runs one session over `input` and returns its stats and parsed response lines.
+    fn session(store: &dyn Store, local: &LocalStore, input: &str) -> (ServeStats, Vec<Value>) {
+        let mut out = Vec::new();
+        let stats = serve(store, local, input.as_bytes(), &mut out).unwrap();
+        let lines = String::from_utf8(out).unwrap();
+        let values = lines
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (stats, values)
+    }
+
+    fn put_lines(id: i64, action: &[u8], body: &[u8], blank_lines: &str) -> String {
+        let head = json!({
+            "ID": id, "Command": "put", "ActionID": b64(action),
+            "OutputID": b64(&[7u8; 32]), "BodySize": body.len(),
+        });
+        if body.is_empty() {
+            return format!("{head}\n");
+        }
+        format!("{head}\n{blank_lines}\"{}\"\n", b64(body))
+    }
+
+    fn get_line(id: i64, action: &[u8]) -> String {
+        format!(
+            "{}\n",
+            json!({"ID": id, "Command": "get", "ActionID": b64(action)})
+        )
+    }
+
+    fn read_disk_path(response: &Value) -> Vec<u8> {
+        let path = response["DiskPath"].as_str().expect("a DiskPath");
+        assert!(Path::new(path).is_absolute(), "{path} is not absolute");
+        std::fs::read(path).unwrap()
+    }
+
+    fn open(dir: &Path) -> LocalStore {
+        LocalStore::open(dir).unwrap()
+    }
+
+    #[test]
+    fn handshake_comes_first_and_close_is_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let (stats, out) = session(&store, &store, "{\"ID\":1,\"Command\":\"close\"}\n");
+        assert_eq!(
+            out[0],
+            json!({"ID": 0, "KnownCommands": ["get", "put", "close"]})
+        );
+        assert_eq!(out[1], json!({"ID": 1}));
+        assert_eq!(stats, ServeStats::default());
+    }
+
+    #[test]
+    fn put_body_after_blank_lines_is_stored_and_got_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let body = b"compiled package archive".to_vec();
+        let input = put_lines(1, b"action-1", &body, "\n\n")
+            + &get_line(2, b"action-1")
+            + &get_line(3, b"action-2")
+            + "{\"ID\":4,\"Command\":\"close\"}\n";
+        let (stats, out) = session(&store, &store, &input);
+        assert_eq!(out[1]["ID"], 1);
+        assert_eq!(read_disk_path(&out[1]), body);
+        assert_eq!(out[2]["ID"], 2);
+        assert_eq!(out[2]["OutputID"], b64(&[7u8; 32]));
+        assert_eq!(out[2]["Size"], body.len());
+        assert!(out[2]["Time"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(read_disk_path(&out[2]), body);
+        assert_eq!(out[3], json!({"ID": 3, "Miss": true}));
+        assert_eq!(out[4], json!({"ID": 4}));
+        let want = ServeStats {
+            gets: 2,
+            hits: 1,
+            puts: 1,
+        };
+        assert_eq!(stats, want);
+    }
+
+    #[test]
+    fn entries_outlive_the_session_and_empty_bodies_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        session(&store, &store, &put_lines(1, b"empty", b"", ""));
+        // A new process: a new store handle on the same directory, ending at EOF.
+        let store = open(dir.path());
+        let (stats, out) = session(&store, &store, &get_line(1, b"empty"));
+        assert_eq!(read_disk_path(&out[1]), b"");
+        assert_eq!(out[1].get("Size"), None);
+        assert_eq!(
+            stats,
+            ServeStats {
+                gets: 1,
+                hits: 1,
+                puts: 0
+            }
+        );
+    }
+
+    #[test]
+    fn large_bodies_stream_through_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let body: Vec<u8> = (0..MEMORY_BODY_LIMIT as usize * 2 + 1)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        let input = put_lines(1, b"big", &body, "") + &get_line(2, b"big");
+        let (_, out) = session(&store, &store, &input);
+        assert_eq!(read_disk_path(&out[1]), body);
+        assert_eq!(read_disk_path(&out[2]), body);
+        let leftovers = std::fs::read_dir(store.tmp_dir()).unwrap().count();
+        assert_eq!(leftovers, 0, "temporary files are removed");
+    }
+
+    #[test]
+    fn a_bad_request_is_answered_with_err_and_serving_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let wrong_size = json!({
+            "ID": 2, "Command": "put", "ActionID": b64(b"a"),
+            "OutputID": b64(b"o"), "BodySize": 99,
+        });
+        let bad_body = json!({
+            "ID": 3, "Command": "put", "ActionID": b64(b"a"),
+            "OutputID": b64(b"o"), "BodySize": 3,
+        });
+        let input = format!(
+            "{}\n{wrong_size}\n\"{}\"\n{bad_body}\n\"!!!!\"\n{}\n{}",
+            json!({"ID": 1, "Command": "get", "ActionID": "not base64!"}),
+            b64(b"abc"),
+            json!({"ID": 4, "Command": "frobnicate"}),
+            get_line(5, b"a"),
+        );
+        let (stats, out) = session(&store, &store, &input);
+        let ids: Vec<_> = out.iter().map(|v| v["ID"].as_i64().unwrap()).collect();
+        assert_eq!(ids, [0, 1, 2, 3, 4, 5]);
+        for response in &out[1..5] {
+            assert!(!response["Err"].as_str().unwrap().is_empty(), "{response}");
+        }
+        assert_eq!(out[5], json!({"ID": 5, "Miss": true}));
+        assert_eq!(stats.puts, 0);
+    }
+
+    #[test]
+    fn a_line_without_an_id_ends_the_session_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let err = serve(&store, &store, &b"garbage\n"[..], io::sink()).unwrap_err();
+        assert!(err.to_string().contains("garbage"), "{err}");
+    }
+
+    #[test]
+    fn a_blob_only_in_the_shared_store_is_fetched_into_the_local_one() {
+        let shared_dir = tempfile::tempdir().unwrap();
+        let local_dir = tempfile::tempdir().unwrap();
+        let shared = open(shared_dir.path());
+        let first_local = open(local_dir.path());
+        session(
+            &shared,
+            &first_local,
+            &put_lines(1, b"x", b"shared body", ""),
+        );
+        let fresh_dir = tempfile::tempdir().unwrap();
+        let fresh_local = open(fresh_dir.path());
+        let (stats, out) = session(&shared, &fresh_local, &get_line(1, b"x"));
+        let path = out[1]["DiskPath"].as_str().unwrap();
+        assert!(
+            path.starts_with(fresh_dir.path().to_str().unwrap()),
+            "{path}"
+        );
+        assert_eq!(read_disk_path(&out[1]), b"shared body");
+        assert_eq!(stats.hits, 1);
+    }
+
+    #[test]
+    fn old_objectid_spelling_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let put = json!({
+            "ID": 1, "Command": "put", "ActionID": b64(b"old"),
+            "ObjectID": b64(&[9u8; 32]), "BodySize": 2,
+        });
+        let input = format!("{put}\n\"{}\"\n{}", b64(b"hi"), get_line(2, b"old"));
+        let (_, out) = session(&store, &store, &input);
+        assert_eq!(out[2]["OutputID"], b64(&[9u8; 32]));
+    }
+
+    #[test]
+    fn base64_round_trips_and_matches_known_values() {
+        for (raw, text) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v")] {
+            assert_eq!(base64::encode(raw.as_bytes()), text);
+            assert_eq!(base64::decode(text).unwrap(), raw.as_bytes());
+        }
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(base64::decode(&base64::encode(&all)).unwrap(), all);
+        assert!(base64::decode("Zg=").is_err());
+        assert!(base64::decode("Zg==Zg==").is_err());
+        assert!(base64::decode("Z===").is_err());
+    }
+
+    #[test]
+    fn times_are_rfc3339_in_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            rfc3339(1_700_000_000_123_456_789),
+            "2023-11-14T22:13:20.123456789Z"
+        );
+        assert_eq!(
+            rfc3339(951_782_400_000_000_000),
+            "2000-02-29T00:00:00.000000000Z"
+        );
+    }
+
+    #[test]
+    fn entries_round_trip_through_action_results() {
+        let entry = Entry {
+            output_id: vec![0xab; 32],
+            size: 12,
+            time_ns: Some(42),
+            digest: Digest::of_bytes(b"body"),
+        };
+        let result = entry.to_result(Digest::of_bytes(b""));
+        assert_eq!(result.outputs[0].path, format!("{}@42", "ab".repeat(32)));
+        assert_eq!(Entry::from_result(&result), Some(entry));
+    }
+}

@@ -1,0 +1,525 @@
+//! `kiln serve`: the built-in remote cache server.
+//!
+//! It serves the protocol [`crate::HttpStore`] speaks (`HEAD/GET/PUT /cas/<hex>` and
+//! `/ac/<hex>`, under any path prefix), so the same client works against it and against
+//! nginx WebDAV. One thread accepts connections; each connection gets a thread of its own
+//! (at most [`MAX_CONNECTIONS`] at once, beyond which the server answers 503), which serves
+//! requests on it until the client closes it or stays silent for [`IDLE_TIMEOUT`].
+//!
+//! | request              | answer                                                     |
+//! |----------------------|------------------------------------------------------------|
+//! | GET/HEAD, present    | 200 and the bytes (streamed from the file)                 |
+//! | GET/HEAD, absent     | 404                                                        |
+//! | PUT, stored          | 201 (200 if the blob was already there)                    |
+//! | PUT, wrong content   | 400: a /cas body whose BLAKE3 digest is not the URL's      |
+//! | PUT, no/bad token    | 401 when a token is set (reads stay open)                  |
+//! | PUT, too large       | 413 past `max_body` (or past `max_size`), connection closed|
+//! | PUT, chunked         | 411: a cache client knows its sizes                        |
+//!
+//! Decisions where the issue is silent: action results are stored as the client sent
+//! them (the server knows bytes, not results); the first request of a limit-breaking
+//! upload is answered before its body is read and the connection is then closed, so a
+//! huge body costs nothing; every request is logged as one stderr line
+//! `kiln serve: <peer> <METHOD> <path> <status> <bytes>B <ms>ms`, bytes being the body
+//! received or sent. Storage and eviction are in [`disk`].
+
+mod disk;
+mod http;
+
+use std::collections::HashMap;
+use std::io::{BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::digest::Digest;
+use crate::error::{Error, ErrorKind, Result};
+use disk::{Disk, Kind, Stored};
+use http::{Body, ReadError, Request, Response};
+
+/// Connections served at once; more are answered 503.
+pub const MAX_CONNECTIONS: usize = 512;
+
+/// How long a connection may stay silent (between requests or inside a body).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default limit of one upload's size.
+pub const DEFAULT_MAX_BODY: u64 = 4 << 30;
+
+/// What `kiln serve` was asked for.
+#[derive(Clone)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    pub dir: PathBuf,
+    /// Evict least recently used entries past this many bytes.
+    pub max_size: Option<u64>,
+    /// Required (as `Authorization: Bearer …`) for writes when set.
+    pub token: Option<String>,
+    /// The largest upload accepted.
+    pub max_body: u64,
+}
+
+impl ServeOptions {
+    /// Listening on `listen`, storing under `dir`, no size limit, no token.
+    pub fn new(listen: SocketAddr, dir: PathBuf) -> ServeOptions {
+        ServeOptions {
+            listen,
+            dir,
+            max_size: None,
+            token: None,
+            max_body: DEFAULT_MAX_BODY,
+        }
+    }
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeOptions")
+            .field("listen", &self.listen)
+            .field("dir", &self.dir)
+            .field("max_size", &self.max_size)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("max_body", &self.max_body)
+            .finish()
+    }
+}
+
+/// Serves until the process ends. Prints where it listens first.
+pub fn serve(opts: ServeOptions) -> Result<()> {
+    let server = Server::bind(opts)?;
+    eprintln!(
+        "kiln serve: listening on http://{} (cache in {})",
+        server.local_addr(),
+        server.state.dir.display()
+    );
+    server.run();
+    Ok(())
+}
+
+/// A bound server, not yet accepting.
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<State>,
+}
+
+struct State {
+    dir: PathBuf,
+    disk: Disk,
+    token: Option<String>,
+    max_body: u64,
+    max_size: Option<u64>,
+    stopping: AtomicBool,
+    active: AtomicUsize,
+    next_id: AtomicU64,
+    /// Open connections, so stopping can close them as a dying process would.
+    conns: Mutex<HashMap<u64, TcpStream>>,
+}
+
+impl Server {
+    /// Binds `opts.listen` and opens `opts.dir`.
+    pub fn bind(opts: ServeOptions) -> Result<Server> {
+        let listener = TcpListener::bind(opts.listen)
+            .map_err(|e| Error::new(ErrorKind::Io, format!("listen on {}: {e}", opts.listen)))?;
+        Server::from_listener(listener, opts)
+    }
+
+    /// Serves on an already bound listener (`opts.listen` is ignored).
+    pub fn from_listener(listener: TcpListener, opts: ServeOptions) -> Result<Server> {
+        let disk = Disk::open(&opts.dir, opts.max_size)?;
+        let state = State {
+            dir: opts.dir,
+            disk,
+            token: opts.token,
+            max_body: opts.max_body,
+            max_size: opts.max_size,
+            stopping: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
+            next_id: AtomicU64::new(0),
+            conns: Mutex::new(HashMap::new()),
+        };
+        Ok(Server {
+            listener,
+            state: Arc::new(state),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Accepts connections until stopped (through a [`ServerHandle`]).
+    pub fn run(self) {
+        for conn in self.listener.incoming() {
+            if self.state.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(conn) = conn else { continue };
+            let state = self.state.clone();
+            let spawned = std::thread::Builder::new()
+                .name("kiln-serve-conn".into())
+                .spawn(move || state.serve_connection(conn));
+            if let Err(e) = spawned {
+                eprintln!("kiln serve: failed to start a connection thread: {e}");
+            }
+        }
+    }
+
+    /// Runs in a background thread; stopped when the handle is stopped or dropped.
+    pub fn spawn(self) -> ServerHandle {
+        let addr = self.local_addr();
+        let state = self.state.clone();
+        let thread = std::thread::Builder::new()
+            .name("kiln-serve".into())
+            .spawn(move || self.run())
+            .expect("spawn the server thread");
+        ServerHandle {
+            addr,
+            state,
+            thread: Some(thread),
+        }
+    }
+}
+
+/// A server running in the background.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    state: Arc<State>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr>`, the base URL clients use.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Bytes held in the cache directory.
+    pub fn stored_bytes(&self) -> u64 {
+        self.state.disk.total()
+    }
+
+    /// Files held in the cache directory.
+    pub fn stored_entries(&self) -> usize {
+        self.state.disk.entries()
+    }
+
+    /// Stops accepting and closes every open connection.
+    pub fn stop(mut self) {
+        self.shut_down();
+    }
+
+    fn shut_down(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        self.state.stopping.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr); // wakes the accepting thread
+        let _ = thread.join();
+        for conn in self.state.conns.lock().unwrap().values() {
+            let _ = conn.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
+
+/// How one request went, for the log line.
+struct Outcome {
+    status: u16,
+    bytes: u64,
+    keep_alive: bool,
+}
+
+impl State {
+    fn serve_connection(self: Arc<Self>, conn: TcpStream) {
+        let peer = conn
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "?".into());
+        let _ = conn.set_read_timeout(Some(IDLE_TIMEOUT));
+        let _ = conn.set_write_timeout(Some(IDLE_TIMEOUT));
+        let _ = conn.set_nodelay(true);
+        let active = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+        let id = self.register(&conn);
+        if active > MAX_CONNECTIONS {
+            let mut out = conn;
+            let _ = http::write_response(&mut out, text(503, "too many connections", false), false);
+        } else {
+            self.serve_requests(conn, &peer);
+        }
+        self.conns.lock().unwrap().remove(&id);
+        self.active.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn register(&self, conn: &TcpStream) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        if let Ok(clone) = conn.try_clone() {
+            self.conns.lock().unwrap().insert(id, clone);
+        }
+        id
+    }
+
+    fn serve_requests(&self, conn: TcpStream, peer: &str) {
+        let Ok(mut out) = conn.try_clone() else {
+            return;
+        };
+        let mut reader = BufReader::with_capacity(64 * 1024, conn);
+        loop {
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let req = match http::read_request(&mut reader) {
+                Ok(req) => req,
+                Err(ReadError::Closed) => return,
+                Err(ReadError::Bad) => {
+                    let _ = http::write_response(&mut out, text(400, "bad request", false), false);
+                    return;
+                }
+            };
+            let start = Instant::now();
+            let outcome = self.handle(&req, &mut reader, &mut out);
+            log(peer, &req, &outcome, start.elapsed());
+            if !outcome.keep_alive {
+                linger_close(&mut out, &mut reader);
+                return;
+            }
+        }
+    }
+
+    fn handle(
+        &self,
+        req: &Request,
+        body: &mut BufReader<TcpStream>,
+        out: &mut TcpStream,
+    ) -> Outcome {
+        let keep_alive = req.keep_alive();
+        let Some((kind, digest)) = parse_path(&req.path) else {
+            let status = if req.method == "PUT" { 400 } else { 404 };
+            return respond(
+                out,
+                req,
+                text(status, "unknown path", keep_alive && req.method != "PUT"),
+            );
+        };
+        match req.method.as_str() {
+            "GET" | "HEAD" => self.handle_get(req, kind, &digest, out),
+            "PUT" => self.handle_put(req, kind, &digest, body, out),
+            _ => respond(out, req, text(405, "use GET, HEAD or PUT", false)),
+        }
+    }
+
+    fn handle_get(
+        &self,
+        req: &Request,
+        kind: Kind,
+        digest: &Digest,
+        out: &mut TcpStream,
+    ) -> Outcome {
+        let keep_alive = req.keep_alive();
+        match self.disk.open_entry(kind, digest) {
+            Some((file, len)) => respond(
+                out,
+                req,
+                Response {
+                    status: 200,
+                    body: Body::File(file, len),
+                    keep_alive,
+                },
+            ),
+            None => respond(out, req, text(404, "not found", keep_alive)),
+        }
+    }
+
+    fn handle_put(
+        &self,
+        req: &Request,
+        kind: Kind,
+        digest: &Digest,
+        body: &mut BufReader<TcpStream>,
+        out: &mut TcpStream,
+    ) -> Outcome {
+        if let Some(refusal) = self.refuse_put(req) {
+            return respond(out, req, refusal);
+        }
+        let len = req.content_length().ok().flatten().unwrap_or(0);
+        if req.expects_continue() && http::write_continue(out).is_err() {
+            return Outcome {
+                status: 400,
+                bytes: 0,
+                keep_alive: false,
+            };
+        }
+        let (status, message) = match self.disk.put(kind, digest, body, len) {
+            Ok(Stored::Created) => (201, "stored".to_string()),
+            Ok(Stored::Present) => (200, "already stored".to_string()),
+            Ok(Stored::Mismatch(got)) => (400, format!("content has digest {got}, not {digest}")),
+            Ok(Stored::Truncated) => (400, "body ended early".to_string()),
+            Err(e) => {
+                eprintln!("kiln serve: failed to {e}");
+                (500, "cannot store".to_string())
+            }
+        };
+        let keep_alive = req.keep_alive() && status < 400;
+        let mut outcome = respond(out, req, text(status, &message, keep_alive));
+        outcome.bytes = len;
+        outcome
+    }
+
+    /// The answer to a PUT that must not be read, if it is one.
+    fn refuse_put(&self, req: &Request) -> Option<Response<'static>> {
+        if !self.authorized(req) {
+            return Some(text(
+                401,
+                "a valid bearer token is required to write",
+                false,
+            ));
+        }
+        let len = match req.content_length() {
+            Ok(Some(len)) => len,
+            _ => return Some(text(411, "send a content-length", false)),
+        };
+        let limit = self
+            .max_size
+            .map_or(self.max_body, |size| size.min(self.max_body));
+        if len > limit {
+            return Some(text(413, "body too large", false));
+        }
+        None
+    }
+
+    fn authorized(&self, req: &Request) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let given = req
+            .header("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "));
+        given.is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
+    }
+}
+
+fn text(status: u16, message: &str, keep_alive: bool) -> Response<'_> {
+    Response {
+        status,
+        body: Body::Text(message),
+        keep_alive,
+    }
+}
+
+fn respond(out: &mut TcpStream, req: &Request, resp: Response<'_>) -> Outcome {
+    let head_only = req.method == "HEAD";
+    let status = resp.status;
+    let bytes = if head_only { 0 } else { resp.body.len() };
+    let keep_alive = resp.keep_alive;
+    let written = http::write_response(out, resp, head_only).is_ok();
+    Outcome {
+        status,
+        bytes,
+        keep_alive: keep_alive && written,
+    }
+}
+
+/// `…/cas/<hex>` or `…/ac/<hex>`: the last two segments, after any prefix.
+fn parse_path(path: &str) -> Option<(Kind, Digest)> {
+    let mut segments = path.rsplit('/');
+    let hex = segments.next()?;
+    let kind = Kind::parse(segments.next()?)?;
+    if hex.len() != 64
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    Some((kind, hex.parse().ok()?))
+}
+
+/// Closes after a response the client may still be sending a body for: stops writing,
+/// then reads (and drops) what arrives for a moment, so the client's kernel does not
+/// receive a reset that would discard the response before the client reads it.
+fn linger_close(out: &mut TcpStream, reader: &mut BufReader<TcpStream>) {
+    let _ = out.flush();
+    let _ = out.shutdown(Shutdown::Write);
+    let _ = out.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut sink = [0u8; 64 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        match reader.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn log(peer: &str, req: &Request, outcome: &Outcome, took: Duration) {
+    eprintln!(
+        "kiln serve: {peer} {} {} {} {}B {}ms",
+        req.method,
+        req.path,
+        outcome.status,
+        outcome.bytes,
+        took.as_millis()
+    );
+}
+
+/// Parses a size such as `50G`, `512M`, `64K` or `1000` (bytes; powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64> {
+    let bad = || {
+        Error::new(
+            ErrorKind::Corrupt,
+            format!("parse size `{text}` (use e.g. 50G, 512M)"),
+        )
+    };
+    let t = text.trim().trim_end_matches(['B', 'b']);
+    let (digits, shift) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 10),
+        Some('M') => (&t[..t.len() - 1], 20),
+        Some('G') => (&t[..t.len() - 1], 30),
+        Some('T') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n: u64 = digits.trim().parse().map_err(|_| bad())?;
+    n.checked_mul(1u64 << shift).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(parse_size("50G").unwrap(), 50 << 30);
+        assert_eq!(parse_size("512m").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert_eq!(parse_size("2KB").unwrap(), 2048);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn parses_paths() {
+        let hex = Digest::of_bytes(b"x").to_hex();
+        assert_eq!(parse_path(&format!("/cas/{hex}")).unwrap().0, Kind::Cas);
+        assert_eq!(parse_path(&format!("/team/ac/{hex}")).unwrap().0, Kind::Ac);
+        assert!(parse_path(&format!("/other/{hex}")).is_none());
+        assert!(parse_path("/cas/abc").is_none());
+        assert!(parse_path(&format!("/cas/{}", hex.to_uppercase())).is_none());
+    }
+}

@@ -1,0 +1,935 @@
+//! The remote cache, end to end: `HttpStore` and `TieredStore` against kiln's own server
+//! and against a real nginx with WebDAV PUT, both on loopback with free ports, plus small
+//! std::net servers that misbehave (answer 500, never answer, send garbage).
+//!
+//! A "build" here is what the engine does with a store: look each action's key up, and
+//! on a hit materialize and check its outputs, else "run" it (write its outputs) and store
+//! the result. Machine A (cache dir A) populates the remote; machine B (cache dir B, empty)
+//! must then get everything from it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kiln_cache::server::{ServeOptions, Server, ServerHandle};
+use kiln_cache::{
+    ActionResult, Digest, ErrorKind, HttpOptions, HttpStore, LocalStore, OutputFile, ReadOnly,
+    Store, TieredStore,
+};
+use tempfile::TempDir;
+
+// ---------------------------------------------------------------------------------------
+// A workload: actions with deterministic outputs.
+
+struct Action {
+    key: Digest,
+    outputs: Vec<(String, Vec<u8>, bool)>,
+    stdout: Vec<u8>,
+}
+
+fn noise(seed: &str, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(seed.as_bytes())
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
+/// `n` actions; the first has a `big`-byte executable, all share one file.
+fn actions(n: usize, big: usize) -> Vec<Action> {
+    (0..n)
+        .map(|i| {
+            let size = if i == 0 { big } else { 1000 + i * 37 };
+            Action {
+                key: Digest::of_bytes(format!("action {i}").as_bytes()),
+                outputs: vec![
+                    (
+                        format!("bin/app{i}"),
+                        noise(&format!("app {i}"), size),
+                        true,
+                    ),
+                    (
+                        format!("lib{i}.txt"),
+                        format!("library {i}\n").into_bytes(),
+                        false,
+                    ),
+                    ("shared.txt".into(), b"shared by all\n".to_vec(), false),
+                ],
+                stdout: format!("ok {i}\n").into_bytes(),
+            }
+        })
+        .collect()
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Tally {
+    cached: usize,
+    executed: usize,
+}
+
+fn build(store: &dyn Store, work: &Path, actions: &[Action]) -> Tally {
+    let mut tally = Tally {
+        cached: 0,
+        executed: 0,
+    };
+    for action in actions {
+        let dir = work.join(action.key.short());
+        std::fs::create_dir_all(&dir).unwrap();
+        match store.get_action(&action.key).unwrap() {
+            Some(result) => {
+                check_outputs(store, &result, action, &dir);
+                tally.cached += 1;
+            }
+            None => {
+                run(store, action, &dir);
+                tally.executed += 1;
+            }
+        }
+    }
+    store.flush().unwrap();
+    tally
+}
+
+fn run(store: &dyn Store, action: &Action, dir: &Path) {
+    let mut outputs = Vec::new();
+    for (i, (path, bytes, executable)) in action.outputs.iter().enumerate() {
+        let file = dir.join(format!("out{i}"));
+        std::fs::write(&file, bytes).unwrap();
+        let mode = if *executable { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        outputs.push(OutputFile {
+            path: path.clone(),
+            digest: store.put_file(&file).unwrap(),
+            size: bytes.len() as u64,
+            executable: *executable,
+        });
+    }
+    let result = ActionResult {
+        outputs,
+        exit_code: 0,
+        stdout: store.put_bytes(&action.stdout).unwrap(),
+        stderr: store.put_bytes(b"").unwrap(),
+        duration_ms: 5,
+    };
+    store.put_action(&action.key, &result).unwrap();
+}
+
+fn check_outputs(store: &dyn Store, result: &ActionResult, action: &Action, dir: &Path) {
+    for (path, bytes, executable) in &action.outputs {
+        let output = result.output(path).expect("every output is in the result");
+        let dest = dir.join(path.replace('/', "_"));
+        assert!(
+            store.fetch(&output.digest, &dest).unwrap(),
+            "{path} is fetchable"
+        );
+        assert!(
+            std::fs::read(&dest).unwrap() == *bytes,
+            "{path} has its bytes"
+        );
+        let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o100 != 0,
+            *executable,
+            "{path} keeps its executable bit"
+        );
+    }
+    assert_eq!(store.read(&result.stdout).unwrap().unwrap(), action.stdout);
+}
+
+// ---------------------------------------------------------------------------------------
+// Machines and servers.
+
+/// A cache directory and a work directory, as one machine.
+struct Machine {
+    _dir: TempDir,
+    local: Arc<LocalStore>,
+    work: PathBuf,
+}
+
+fn machine() -> Machine {
+    let dir = tempfile::tempdir().unwrap();
+    let local = Arc::new(LocalStore::open(&dir.path().join("cache")).unwrap());
+    let work = dir.path().join("work");
+    Machine {
+        _dir: dir,
+        local,
+        work,
+    }
+}
+
+fn fast() -> HttpOptions {
+    HttpOptions {
+        connect_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(1),
+        ..HttpOptions::default()
+    }
+}
+
+fn http(url: &str, opts: HttpOptions) -> Arc<HttpStore> {
+    Arc::new(HttpStore::new(url, opts).unwrap())
+}
+
+fn tiered(m: &Machine, url: &str, opts: HttpOptions) -> TieredStore {
+    TieredStore::new(m.local.clone(), http(url, opts), url)
+}
+
+fn kiln_server(dir: &Path, tweak: impl FnOnce(&mut ServeOptions)) -> ServerHandle {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut opts = ServeOptions::new(listener.local_addr().unwrap(), dir.to_path_buf());
+    tweak(&mut opts);
+    Server::from_listener(listener, opts).unwrap().spawn()
+}
+
+/// nginx with WebDAV PUT, configured and started in a temp dir; stopped on drop.
+struct Nginx {
+    tmp: TempDir,
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Nginx {
+    /// None (with a message) when nginx is not installed.
+    fn start() -> Option<Nginx> {
+        if Command::new("nginx").arg("-v").output().is_err() {
+            eprintln!("skipped: nginx is not installed");
+            return None;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("root")).unwrap();
+        let port = free_port();
+        let conf = tmp.path().join("nginx.conf");
+        std::fs::write(&conf, nginx_conf(tmp.path(), port)).unwrap();
+        let prefix = format!("{}/", tmp.path().display());
+        let globals = format!(
+            "daemon off; pid {}/nginx.pid; error_log stderr;",
+            tmp.path().display()
+        );
+        let child = Command::new("nginx")
+            .args(["-p", &prefix, "-c"])
+            .arg(&conf)
+            .args(["-g", &globals])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let nginx = Nginx {
+            tmp,
+            child: Some(child),
+            port,
+        };
+        wait_for_port(port);
+        Some(nginx)
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn root(&self) -> PathBuf {
+        self.tmp.path().join("root")
+    }
+
+    /// Stops nginx as an outage would: SIGTERM to the master, which ends the workers.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn nginx_conf(tmp: &Path, port: u16) -> String {
+    let t = tmp.display();
+    let user = if unsafe { libc::geteuid() } == 0 {
+        "user root root;"
+    } else {
+        ""
+    };
+    format!(
+        "{user}
+worker_processes 1;
+events {{ worker_connections 256; }}
+http {{
+  access_log {t}/access.log;
+  client_body_temp_path {t}/client_body;
+  proxy_temp_path {t}/proxy;
+  fastcgi_temp_path {t}/fastcgi;
+  uwsgi_temp_path {t}/uwsgi;
+  scgi_temp_path {t}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    root {t}/root;
+    location / {{
+      dav_methods PUT;
+      create_full_put_path on;
+      dav_access user:rw group:r all:r;
+      client_max_body_size 0;
+      log_not_found off;
+    }}
+  }}
+}}
+"
+    )
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nginx did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A server that reads each request head and answers with `answer(head)`, forever.
+fn scripted_server(answer: fn(&str) -> Vec<u8>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || answer_requests(conn, answer));
+        }
+    });
+    addr
+}
+
+fn answer_requests(conn: TcpStream, answer: fn(&str) -> Vec<u8>) {
+    let mut out = conn.try_clone().unwrap();
+    let mut reader = BufReader::new(conn);
+    loop {
+        let mut head = String::new();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let len = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse::<u64>().unwrap())
+            })
+            .unwrap_or(0);
+        std::io::copy(&mut reader.by_ref().take(len), &mut std::io::sink()).unwrap();
+        if out.write_all(&answer(&head)).is_err() {
+            return;
+        }
+    }
+}
+
+/// A server that accepts connections and never answers.
+fn silent_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    addr
+}
+
+// ---------------------------------------------------------------------------------------
+// Round trips: A populates the remote, B gets everything from it.
+
+fn round_trip(url: &str) -> (Machine, Machine) {
+    let work = actions(8, 8 << 20);
+    let a = machine();
+    let store_a = tiered(&a, url, HttpOptions::default());
+    assert_eq!(
+        build(&store_a, &a.work, &work),
+        Tally {
+            cached: 0,
+            executed: 8
+        }
+    );
+    assert_eq!(store_a.remote_hits(), 0);
+    assert_eq!(store_a.warnings(), 0);
+
+    let b = machine();
+    let store_b = tiered(&b, url, HttpOptions::default());
+    let start = Instant::now();
+    assert_eq!(
+        build(&store_b, &b.work, &work),
+        Tally {
+            cached: 8,
+            executed: 0
+        }
+    );
+    eprintln!(
+        "B got 8 actions (8 MiB) from {url} in {:?}",
+        start.elapsed()
+    );
+    assert_eq!(store_b.remote_hits(), 8);
+    assert_eq!(store_b.warnings(), 0);
+
+    // B's local store now holds them: a second build is all local.
+    let again = tiered(&b, url, HttpOptions::default());
+    assert_eq!(
+        build(&again, &b.work, &work),
+        Tally {
+            cached: 8,
+            executed: 0
+        }
+    );
+    assert_eq!(again.remote_hits(), 0);
+    (a, b)
+}
+
+#[test]
+fn round_trip_through_kiln_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = kiln_server(dir.path(), |_| {});
+    round_trip(&server.url());
+    let big = Digest::of_bytes(&noise("app 0", 8 << 20));
+    assert!(dir.path().join("cas").join(big.to_hex()).exists());
+    // 8 results, 8 apps, 8 libs, one shared file, 8 stdouts; the empty stderr is not sent.
+    assert_eq!(server.stored_entries(), 8 + 8 + 8 + 1 + 8);
+}
+
+#[test]
+fn round_trip_through_nginx_webdav() {
+    let Some(nginx) = Nginx::start() else { return };
+    round_trip(&nginx.url());
+    let key = Digest::of_bytes(b"action 3");
+    let stored = std::fs::read(nginx.root().join("ac").join(key.to_hex())).unwrap();
+    let result: ActionResult = serde_json::from_slice(&stored).unwrap();
+    assert_eq!(result.outputs.len(), 3);
+}
+
+#[test]
+fn blobs_the_remote_has_are_not_uploaded_again() {
+    let Some(nginx) = Nginx::start() else { return };
+    let work = actions(4, 4096);
+    let a = machine();
+    build(
+        &tiered(&a, &nginx.url(), HttpOptions::default()),
+        &a.work,
+        &work,
+    );
+    let log = nginx.tmp.path().join("access.log");
+    let puts = |what: &str| {
+        let text = std::fs::read_to_string(&log).unwrap();
+        text.lines()
+            .filter(|l| l.contains(&format!("\"PUT /{what}/")))
+            .count()
+    };
+    assert_eq!(
+        puts("cas"),
+        4 + 4 + 1 + 4,
+        "each distinct blob is sent once"
+    );
+
+    // C runs the same actions with its own empty cache and uploads them: every blob is
+    // there already, so only the results are sent.
+    let c = machine();
+    let store = tiered(&c, &nginx.url(), HttpOptions::default());
+    std::fs::create_dir_all(&c.work).unwrap();
+    for action in &work {
+        run(&store, action, &c.work);
+    }
+    store.flush().unwrap();
+    assert_eq!(puts("cas"), 13, "no blob was sent again");
+    assert_eq!(puts("ac"), 8);
+}
+
+// ---------------------------------------------------------------------------------------
+// Faults: each build still succeeds, with correct outputs, in bounded time.
+
+fn corrupted_blob(url: &str, root: &Path) {
+    let work = actions(4, 64 * 1024);
+    let a = machine();
+    build(&tiered(&a, url, HttpOptions::default()), &a.work, &work);
+    let victim = Digest::of_bytes(&work[2].outputs[0].1);
+    let path = root.join("cas").join(victim.to_hex());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+
+    let b = machine();
+    let store_b = tiered(&b, url, HttpOptions::default());
+    assert_eq!(
+        build(&store_b, &b.work, &work),
+        Tally {
+            cached: 3,
+            executed: 1
+        }
+    );
+    assert_eq!(store_b.remote_hits(), 3);
+    assert_eq!(store_b.warnings(), 1);
+    assert!(!store_b.remote_is_off());
+    // The client alone refuses the bad bytes too, leaving nothing behind.
+    let client = HttpStore::new(url, HttpOptions::default()).unwrap();
+    assert_eq!(client.read(&victim).unwrap_err().kind(), ErrorKind::Corrupt);
+    let dest = b.work.join("victim");
+    assert_eq!(
+        client.fetch(&victim, &dest).unwrap_err().kind(),
+        ErrorKind::Corrupt
+    );
+    assert!(!dest.exists());
+    assert!(
+        !b.local.contains(&Digest::of_file(&path).unwrap()).unwrap(),
+        "bad bytes are not kept"
+    );
+}
+
+#[test]
+fn corrupted_blob_on_kiln_server_is_a_miss() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = kiln_server(dir.path(), |_| {});
+    corrupted_blob(&server.url(), dir.path());
+}
+
+#[test]
+fn corrupted_blob_on_nginx_is_a_miss() {
+    let Some(nginx) = Nginx::start() else { return };
+    corrupted_blob(&nginx.url(), &nginx.root());
+}
+
+#[test]
+fn result_whose_blob_the_remote_evicted_is_a_quiet_miss() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = kiln_server(dir.path(), |_| {});
+    let work = actions(3, 4096);
+    let a = machine();
+    build(
+        &tiered(&a, &server.url(), HttpOptions::default()),
+        &a.work,
+        &work,
+    );
+    let gone = Digest::of_bytes(&work[1].outputs[1].1);
+    std::fs::remove_file(dir.path().join("cas").join(gone.to_hex())).unwrap();
+
+    let b = machine();
+    let store = tiered(&b, &server.url(), HttpOptions::default());
+    assert_eq!(
+        build(&store, &b.work, &work),
+        Tally {
+            cached: 2,
+            executed: 1
+        }
+    );
+    assert_eq!(store.warnings(), 0, "a missing blob is a miss, not a fault");
+    assert!(
+        b.local.get_action(&work[1].key).unwrap().is_some(),
+        "B ran it and kept it"
+    );
+}
+
+/// B builds half, the remote goes away, B builds the rest.
+fn stopped_midway(url: &str, stop: &mut dyn FnMut()) {
+    let work = actions(10, 4096);
+    let a = machine();
+    build(&tiered(&a, url, fast()), &a.work, &work);
+
+    let b = machine();
+    let store_b = tiered(&b, url, fast());
+    assert_eq!(
+        build(&store_b, &b.work, &work[..5]),
+        Tally {
+            cached: 5,
+            executed: 0
+        }
+    );
+    stop();
+    let start = Instant::now();
+    assert_eq!(
+        build(&store_b, &b.work, &work[5..]),
+        Tally {
+            cached: 0,
+            executed: 5
+        }
+    );
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "a stopped remote cost {took:?}"
+    );
+    assert!(store_b.remote_is_off());
+    assert_eq!(store_b.warnings(), 2, "one failure, then switched off");
+    assert_eq!(store_b.remote_hits(), 5);
+}
+
+#[test]
+fn kiln_server_stopped_midway() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = kiln_server(dir.path(), |_| {});
+    let url = server.url();
+    let mut server = Some(server);
+    stopped_midway(&url, &mut || server.take().unwrap().stop());
+}
+
+#[test]
+fn nginx_stopped_midway() {
+    let Some(mut nginx) = Nginx::start() else {
+        return;
+    };
+    let url = nginx.url();
+    stopped_midway(&url, &mut || nginx.stop());
+}
+
+#[test]
+fn server_answering_500_costs_little() {
+    let addr = scripted_server(|_| {
+        b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\n\r\noops".to_vec()
+    });
+    let work = actions(10, 4096);
+    let b = machine();
+    let store = tiered(&b, &format!("http://{addr}"), fast());
+    let start = Instant::now();
+    assert_eq!(
+        build(&store, &b.work, &work),
+        Tally {
+            cached: 0,
+            executed: 10
+        }
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(store.remote_is_off());
+    assert_eq!(store.warnings(), 2);
+    // And again, from the local store alone: everything is correct and cached.
+    assert_eq!(
+        build(&store, &b.work, &work),
+        Tally {
+            cached: 10,
+            executed: 0
+        }
+    );
+}
+
+#[test]
+fn server_that_never_answers_costs_bounded_time() {
+    let addr = silent_server();
+    let work = actions(10, 4096);
+    let b = machine();
+    let store = tiered(&b, &format!("http://{addr}"), fast());
+    let start = Instant::now();
+    assert_eq!(
+        build(&store, &b.work, &work),
+        Tally {
+            cached: 0,
+            executed: 10
+        }
+    );
+    let took = start.elapsed();
+    // Three requests of one second each (an upload of the first result runs alongside
+    // the lookups), then the remote is off and the rest costs nothing.
+    assert!(
+        took < Duration::from_secs(6),
+        "a silent remote cost {took:?}"
+    );
+    assert!(took >= Duration::from_secs(2), "requests waited: {took:?}");
+    assert!(store.remote_is_off());
+    assert_eq!(store.warnings(), 2);
+}
+
+#[test]
+fn garbage_and_truncated_bodies_are_errors_never_data() {
+    let addr = scripted_server(|head| {
+        if head.contains("/ac/") {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nnot json!".to_vec()
+        } else {
+            // Declares 1000 bytes, sends 5, then the connection goes on to the next
+            // request: the client must not take the 5 bytes (or what follows) as the blob.
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\nconnection: close\r\n\r\nshort".to_vec()
+        }
+    });
+    let store = HttpStore::new(&format!("http://{addr}"), fast()).unwrap();
+    let err = store.get_action(&Digest::of_bytes(b"k")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("blob");
+    let start = Instant::now();
+    assert!(store.fetch(&Digest::of_bytes(b"blob"), &dest).is_err());
+    assert!(start.elapsed() < Duration::from_secs(3));
+    assert!(!dest.exists(), "nothing is left at the destination");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "no temporary file left"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The server's rules.
+
+#[test]
+fn upload_without_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = kiln_server(dir.path(), |o| o.token = Some("s3cret".into()));
+    let anonymous = HttpStore::new(&server.url(), HttpOptions::default()).unwrap();
+    let err = anonymous.put_bytes(b"payload").unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+    let wrong = HttpOptions {
+        token: Some("guess".into()),
+        ..HttpOptions::default()
+    };
+    assert!(HttpStore::new(&server.url(), wrong)
+        .unwrap()
+        .put_bytes(b"payload")
+        .is_err());
+    assert_eq!(server.stored_entries(), 0);
+
+    // A tiered store without the token builds correctly and uploads nothing.
+    let work = actions(3, 4096);
+    let a = machine();
+    let store = tiered(&a, &server.url(), HttpOptions::default());
+    assert_eq!(
+        build(&store, &a.work, &work),
+        Tally {
+            cached: 0,
+            executed: 3
+        }
+    );
+    assert_eq!(server.stored_entries(), 0);
+
+    // With the token it uploads, and reads need no token.
+    let right = HttpOptions {
+        token: Some("s3cret".into()),
+        ..HttpOptions::default()
+    };
+    let d = HttpStore::new(&server.url(), right)
+        .unwrap()
+        .put_bytes(b"payload")
+        .unwrap();
+    assert_eq!(anonymous.read(&d).unwrap().unwrap(), b"payload");
+}
+
+#[test]
+fn blob_not_matching_its_digest_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = kiln_server(dir.path(), |_| {});
+    let claimed = Digest::of_bytes(b"what the URL says");
+    let resp = ureq::put(format!("{}/cas/{claimed}", server.url()))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send(&b"something else"[..])
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert!(!dir.path().join("cas").join(claimed.to_hex()).exists());
+    assert_eq!(server.stored_entries(), 0);
+    // The right content under the same URL is accepted.
+    let resp = ureq::put(format!("{}/cas/{claimed}", server.url()))
+        .send(&b"what the URL says"[..])
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+}
+
+#[test]
+fn body_larger_than_the_limit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = kiln_server(dir.path(), |o| o.max_body = 1024);
+    let store = HttpStore::new(&server.url(), HttpOptions::default()).unwrap();
+    let err = store.put_bytes(&[7u8; 4096]).unwrap_err();
+    assert!(err.to_string().contains("413"), "{err}");
+    store.put_bytes(&[7u8; 1000]).unwrap();
+    assert_eq!(server.stored_entries(), 1);
+}
+
+fn read_only(url: &str, stored: &dyn Fn() -> usize) {
+    let work = actions(4, 4096);
+    let a = machine();
+    let remote: Arc<dyn Store> = Arc::new(ReadOnly::new(http(url, HttpOptions::default())));
+    let store = TieredStore::new(a.local.clone(), remote.clone(), url);
+    assert_eq!(
+        build(&store, &a.work, &work),
+        Tally {
+            cached: 0,
+            executed: 4
+        }
+    );
+    assert_eq!(stored(), 0, "read-only uploads nothing");
+
+    // It still reads what a trusted machine uploaded.
+    let t = machine();
+    build(&tiered(&t, url, HttpOptions::default()), &t.work, &work);
+    let b = machine();
+    let store = TieredStore::new(b.local.clone(), remote, url);
+    assert_eq!(
+        build(&store, &b.work, &work),
+        Tally {
+            cached: 4,
+            executed: 0
+        }
+    );
+    assert_eq!(store.remote_hits(), 4);
+}
+
+#[test]
+fn read_only_uploads_nothing_to_kiln_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = kiln_server(dir.path(), |_| {});
+    read_only(&server.url(), &|| server.stored_entries());
+}
+
+#[test]
+fn read_only_uploads_nothing_to_nginx() {
+    let Some(nginx) = Nginx::start() else { return };
+    let root = nginx.root();
+    let count = move || walk_files(&root);
+    read_only(&nginx.url(), &count);
+}
+
+fn walk_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            if e.path().is_dir() {
+                walk_files(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn least_recently_used_entries_are_evicted_past_max_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = kiln_server(dir.path(), |o| o.max_size = Some(3 << 20));
+    let store = HttpStore::new(&server.url(), HttpOptions::default()).unwrap();
+    let blobs: Vec<Vec<u8>> = (0..5)
+        .map(|i| noise(&format!("blob {i}"), 1 << 20))
+        .collect();
+    let d0 = store.put_bytes(&blobs[0]).unwrap();
+    let d1 = store.put_bytes(&blobs[1]).unwrap();
+    let d2 = store.put_bytes(&blobs[2]).unwrap();
+    assert_eq!(store.read(&d0).unwrap().unwrap(), blobs[0]); // d0 is now the newest
+    let d3 = store.put_bytes(&blobs[3]).unwrap(); // evicts d1
+    assert!(server.stored_bytes() <= 3 << 20);
+    assert!(store.read(&d1).unwrap().is_none());
+    let d4 = store.put_bytes(&blobs[4]).unwrap(); // evicts d2
+    assert!(!store.contains(&d2).unwrap());
+    for d in [d0, d3, d4] {
+        assert!(store.contains(&d).unwrap());
+    }
+    assert!(!dir.path().join("cas").join(d1.to_hex()).exists());
+}
+
+#[test]
+fn many_clients_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = kiln_server(dir.path(), |_| {});
+    let url = server.url();
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let store = HttpStore::new(&url, HttpOptions::default()).unwrap();
+                for i in 0..20 {
+                    let bytes = noise(&format!("{t}/{i}"), 10_000 + i);
+                    let d = store.put_bytes(&bytes).unwrap();
+                    assert_eq!(store.read(&d).unwrap().unwrap(), bytes);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(server.stored_entries(), 16 * 20);
+}
+
+#[test]
+fn large_blob_streams_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = kiln_server(dir.path(), |_| {});
+    let store = HttpStore::new(&server.url(), HttpOptions::default()).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("big");
+    let bytes = noise("big", 64 << 20);
+    std::fs::write(&src, &bytes).unwrap();
+    let start = Instant::now();
+    let d = store.put_file(&src).unwrap();
+    let up = start.elapsed();
+    let dest = work.path().join("back");
+    let start = Instant::now();
+    assert!(store.fetch(&d, &dest).unwrap());
+    let down = start.elapsed();
+    eprintln!("64 MiB: upload {up:?}, download {down:?}");
+    assert_eq!(Digest::of_file(&dest).unwrap(), d);
+}
+
+/// curl as a third-party client: `Expect: 100-continue` uploads, refusals it can read.
+#[test]
+fn curl_speaks_to_kiln_server() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("skipped: curl is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = kiln_server(dir.path(), |o| o.token = Some("s3cret".into()));
+    let file = dir.path().join("upload");
+    let bytes = noise("curl", 3 << 20);
+    std::fs::write(&file, &bytes).unwrap();
+    let url = format!("{}/cas/{}", server.url(), Digest::of_bytes(&bytes));
+    let curl = |args: &[&str]| -> String {
+        let out = Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let file = file.to_str().unwrap();
+    assert_eq!(curl(&["-T", file, &url]), "401", "no token");
+    assert_eq!(
+        curl(&["-T", file, "-H", "Authorization: Bearer nope", &url]),
+        "401"
+    );
+    let auth = "Authorization: Bearer s3cret";
+    assert_eq!(curl(&["-T", file, "-H", auth, &url]), "201");
+    assert_eq!(
+        curl(&["-T", file, "-H", auth, &url]),
+        "200",
+        "already there"
+    );
+    assert_eq!(curl(&["-I", &url]), "200");
+    assert_eq!(curl(&[&url.replace("/cas/", "/cas/0")]), "404");
+    let chunked = [
+        "-T",
+        "-",
+        "-H",
+        auth,
+        "-H",
+        "Transfer-Encoding: chunked",
+        &url,
+    ];
+    assert_eq!(curl(&chunked), "411");
+}

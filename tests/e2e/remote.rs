@@ -1,0 +1,1 @@
+//! Remote cache end to end (being written).

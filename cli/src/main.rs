@@ -49,6 +49,13 @@ pub struct Cli {
 pub enum Command {
     /// Build targets (default //...).
     Build { labels: Vec<String> },
+    /// Run test targets (default //...): each Go package's tests as one cached action.
+    Test {
+        labels: Vec<String>,
+        /// Write JUnit XML for CI systems.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+    },
     /// Print the action graph.
     Graph {
         #[arg(long, default_value = "dot")]

@@ -5,12 +5,15 @@ use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use kiln_cache::ActionResult;
+use std::sync::Arc;
+
+use kiln_cache::{ActionResult, Store};
 use kiln_engine::action::Action;
 use kiln_engine::executor::{Failure, Status};
 use kiln_engine::scheduler::{Report, Reporter};
 
 pub struct Progress {
+    store: Arc<dyn Store>,
     tty: bool,
     started: Instant,
     state: Mutex<State>,
@@ -23,8 +26,9 @@ struct State {
 }
 
 impl Progress {
-    pub fn new() -> Progress {
+    pub fn new(store: Arc<dyn Store>) -> Progress {
         Progress {
+            store,
             tty: std::io::stderr().is_terminal(),
             started: Instant::now(),
             state: Mutex::new(State::default()),
@@ -92,7 +96,7 @@ impl Reporter for Progress {
         &self,
         action: &Action,
         status: Status,
-        _result: Option<&ActionResult>,
+        result: Option<&ActionResult>,
         failure: Option<&Failure>,
     ) {
         let mut state = self.state.lock().unwrap();
@@ -103,16 +107,44 @@ impl Reporter for Progress {
         state.done += 1;
         if let (Status::Failed, Some(f)) = (status, failure) {
             self.clear_line();
-            print_failure(f);
+            print_failure(action, f);
+        } else if let (true, Some(r)) = (action.show_output, result) {
+            let stdout = self
+                .store
+                .read(&r.stdout)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            self.clear_line();
+            eprint!(
+                "{}",
+                render_output(action, &stdout, status == Status::Cached)
+            );
         }
         self.redraw(&state);
     }
 }
 
-fn print_failure(f: &Failure) {
+/// An action's stdout as the user should see it: `go test` output for GoTest actions.
+fn render_output(action: &Action, stdout: &[u8], cached: bool) -> String {
+    use kiln_rules::go::output;
+    if action.mnemonic == "GoTest" {
+        return output::render(&output::parse(stdout), cached);
+    }
+    String::from_utf8_lossy(stdout).into_owned()
+}
+
+fn print_failure(action: &Action, f: &Failure) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "kiln: error: {}", f.error);
-    for (name, bytes) in [("stdout", &f.stdout), ("stderr", &f.stderr)] {
+    let rendered;
+    let stdout = if action.show_output {
+        rendered = render_output(action, &f.stdout, false).into_bytes();
+        &rendered
+    } else {
+        &f.stdout
+    };
+    for (name, bytes) in [("stdout", stdout), ("stderr", &f.stderr)] {
         if !bytes.is_empty() {
             let _ = writeln!(err, "--- {name} ---");
             let _ = err.write_all(bytes);

@@ -13,6 +13,7 @@
 //! | `{tool:NAME}` | the host path of the declared tool NAME                |
 //! | `{sandbox}`   | the absolute path of the sandbox root                  |
 //! | `{kiln}`      | the running kiln binary (for helpers like gocacheprog) |
+//! | `{gocache}`   | where `kiln gocacheprog` keeps Go's compile cache         |
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -71,6 +72,10 @@ pub struct ExecSpec {
     pub workdir: String,
     /// Network access (only for fixed-output actions whose outputs are verified).
     pub network: bool,
+    /// Whether the process may write to the store `kiln gocacheprog` serves Go's compile
+    /// cache from (its entries are keyed by everything that went into them, so sharing
+    /// them keeps builds hermetic). Under bubblewrap that directory is bound read-write.
+    pub store_access: bool,
 }
 
 /// What a builtin action's function sees.

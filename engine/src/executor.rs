@@ -45,6 +45,7 @@ pub struct Executor {
     tool_digests: Mutex<HashMap<PathBuf, Digest>>,
     last_keys: HashMap<String, Digest>,
     key_prefix: String,
+    stamp: std::sync::OnceLock<BTreeMap<String, String>>,
 }
 
 impl Executor {
@@ -71,6 +72,18 @@ impl Executor {
             tool_digests: Mutex::new(HashMap::new()),
             last_keys,
             key_prefix,
+            stamp: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The workspace's stamp values, computed once per build (see [`crate::host::stamp_values`]).
+    /// The text is also stored as a blob, so a stamp is content-addressed like any output.
+    pub fn stamp(&self, defaults: &BTreeMap<String, String>) -> &BTreeMap<String, String> {
+        self.stamp.get_or_init(|| {
+            let values = crate::host::stamp_values(&self.root, defaults);
+            let text: String = values.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
+            let _ = self.store.put_bytes(text.as_bytes());
+            values
         })
     }
 

@@ -23,6 +23,7 @@
 pub mod action;
 pub mod error;
 pub mod executor;
+pub mod host;
 pub mod key;
 pub mod label;
 pub mod plan;

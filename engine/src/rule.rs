@@ -37,6 +37,12 @@ pub trait Rule: Send + Sync {
     /// Adds the target's actions and says what it provides.
     fn analyze(&self, target: &TargetDecl, ctx: &mut Analysis<'_>) -> Result<TargetInfo>;
 
+    /// Whether targets of this rule are tests: `kiln test` runs them, `kiln build` with a
+    /// recursive pattern leaves them out.
+    fn is_test(&self) -> bool {
+        false
+    }
+
     /// kiln.toml sections this rule reads.
     fn config_sections(&self) -> &'static [&'static str] {
         &[]

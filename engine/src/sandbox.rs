@@ -164,6 +164,9 @@ impl Sandbox {
             .stdin(Stdio::null())
             .stdout(open_capture(&root.join(".kiln/stdout"))?)
             .stderr(open_capture(&root.join(".kiln/stderr"))?);
+        if std::env::var_os("KILN_DEBUG_SANDBOX").is_some() {
+            eprintln!("kiln: sandbox command: {cmd:?}");
+        }
         let status = cmd
             .status()
             .map_err(|e| Error::new(ErrorKind::Action, format!("start `{}`: {e}", argv[0])))?;
@@ -188,6 +191,9 @@ pub fn expand(s: &str, root: &Path, tools: &[Tool]) -> String {
         return s.to_string();
     }
     let mut out = s.replace("{sandbox}", &root.display().to_string());
+    if out.contains("{gocache}") {
+        out = out.replace("{gocache}", &go_cache_dir().display().to_string());
+    }
     if out.contains("{kiln}") {
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("kiln"));
         out = out.replace("{kiln}", &exe.display().to_string());
@@ -199,6 +205,14 @@ pub fn expand(s: &str, root: &Path, tools: &[Tool]) -> String {
         );
     }
     out
+}
+
+/// Where `kiln gocacheprog` keeps Go's compile cache: `$KILN_GO_CACHE`, else kiln's store.
+pub fn go_cache_dir() -> PathBuf {
+    std::env::var_os("KILN_GO_CACHE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(kiln_cache::default_cache_dir)
 }
 
 /// An absolute program path: as given if it contains a slash, else looked up on PATH.
@@ -247,6 +261,11 @@ fn bwrap_command(
         if hidden.dirs.iter().any(|d| tool.path.starts_with(d)) {
             cmd.arg("--ro-bind").arg(&tool.path).arg(&tool.path);
         }
+    }
+    if spec.store_access {
+        let store = go_cache_dir();
+        let _ = std::fs::create_dir_all(&store);
+        cmd.arg("--bind").arg(&store).arg(&store);
     }
     cmd.arg("--bind").arg(root).arg(root);
     cmd.arg("--chdir").arg(workdir);

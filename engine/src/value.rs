@@ -206,6 +206,17 @@ impl Table {
             .collect()
     }
 
+    /// This table's own entries as strings (e.g. kiln.toml's `[stamp]`).
+    pub fn str_map_self(&self) -> Result<std::collections::BTreeMap<String, String>> {
+        self.entries
+            .iter()
+            .map(|(k, v)| match &v.value {
+                Value::Str(s) => Ok((k.value.clone(), s.clone())),
+                _ => Err(self.type_error(&k.value, v, "a string")),
+            })
+            .collect()
+    }
+
     /// A sub-table (absent = None).
     pub fn table(&self, key: &str) -> Result<Option<&Table>> {
         match self.get(key) {

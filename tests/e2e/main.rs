@@ -6,9 +6,11 @@
 //! - `core`: incremental builds, early cutoff, key stability across paths and caches,
 //!   sandboxing, crash safety, concurrent builds.
 //! - `errors`: messages for broken BUILD files, cycles, missing labels and files.
+//! - `gocacheprog`: Go's compile cache served from kiln's store.
 //! - `remote`: a cache shared through `kiln serve` and nginx WebDAV, and its faults.
 
 mod core;
 mod errors;
+mod gocacheprog;
 mod remote;
 mod support;

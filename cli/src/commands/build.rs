@@ -1,20 +1,34 @@
-//! `kiln build [LABEL...]`.
+//! `kiln build [LABEL...]` and `kiln test [LABEL...] [--junit FILE]`.
+//!
+//! Both analyze the targets and run their actions. `build` leaves test targets out of
+//! recursive patterns (`//...`), as Bazel does; naming a test target builds (runs) it.
+//! `test` keeps only test targets, shows each package's result as `go test` does, and
+//! can write JUnit XML.
 
+use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{bail, Context as _, Result};
+use kiln_engine::label::{Label, Pattern};
 use kiln_engine::plan::{expand_patterns, plan};
-use kiln_engine::scheduler::{self, Options};
+use kiln_engine::scheduler::{self, Options, Report};
 
 use crate::context::{jobs, Context};
 use crate::progress::Progress;
 use crate::Cli;
 
-pub fn run(cli: &Cli, labels: &[String]) -> Result<ExitCode> {
-    let progress = Progress::new();
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Build,
+    Test,
+}
+
+pub fn run(cli: &Cli, labels: &[String], mode: Mode, junit: Option<&Path>) -> Result<ExitCode> {
     let ctx = Context::load(cli)?;
+    let progress = Progress::new(ctx.store.clone());
     let exec = ctx.executor(cli)?;
-    let targets = expand_patterns(&ctx.workspace, &super::default_labels(labels))?;
+    let patterns = super::default_labels(labels);
+    let targets = select(&ctx, &patterns, mode)?;
     let plan = plan(&ctx.workspace, &ctx.rules, &exec, targets)?;
     let mut wanted = plan.wanted_actions();
     wanted.extend(plan.done.keys().copied());
@@ -23,10 +37,63 @@ pub fn run(cli: &Cli, labels: &[String]) -> Result<ExitCode> {
         keep_going: cli.keep_going,
     };
     let report = scheduler::run(&plan.graph, &wanted, &plan.done, &exec, &progress, opts)?;
+    if let Some(path) = junit {
+        write_junit(&ctx, &plan.graph, &report, path)?;
+    }
     progress.summary(&report, ctx.remote_enabled);
     Ok(if report.ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The targets a command works on.
+fn select(ctx: &Context, patterns: &[String], mode: Mode) -> Result<Vec<Label>> {
+    let is_test = |l: &Label| {
+        let rule = &ctx.workspace.target(l).expect("expanded labels exist").rule;
+        ctx.rules.get(rule).is_some_and(|r| r.is_test())
+    };
+    let mut out = Vec::new();
+    for text in patterns {
+        let labels = expand_patterns(&ctx.workspace, std::slice::from_ref(text))?;
+        let recursive = matches!(Pattern::parse(text, ""), Ok(Pattern::Recursive(_)));
+        out.extend(labels.into_iter().filter(|l| match mode {
+            Mode::Test => is_test(l),
+            Mode::Build => !recursive || !is_test(l),
+        }));
+    }
+    if mode == Mode::Test && out.is_empty() {
+        bail!("no test targets among {}", patterns.join(" "));
+    }
+    Ok(out)
+}
+
+fn write_junit(
+    ctx: &Context,
+    graph: &kiln_engine::action::ActionGraph,
+    report: &Report,
+    path: &Path,
+) -> Result<()> {
+    use kiln_rules::go::output;
+    let mut reports = Vec::new();
+    for (id, action) in graph.actions.iter().enumerate() {
+        if action.mnemonic != "GoTest" {
+            continue;
+        }
+        let stdout = if let Some(result) = report.results.get(&id) {
+            ctx.store.read(&result.stdout)?.unwrap_or_default()
+        } else if let Some((_, f)) = report.failures.iter().find(|(i, _)| *i == id) {
+            f.stdout.clone()
+        } else {
+            continue;
+        };
+        let mut r = output::parse(&stdout);
+        if r.package.is_empty() {
+            r.package = action.discriminator.clone();
+        }
+        reports.push(r);
+    }
+    std::fs::write(path, output::junit(&reports))
+        .with_context(|| format!("failed to write {}", path.display()))
 }

@@ -23,8 +23,20 @@ pub fn stats(json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Serves Go's GOCACHEPROG protocol on stdin/stdout from the store at `$KILN_CACHE`.
+/// With `KILN_GOCACHEPROG_STATS=1` it prints its counts to stderr when Go closes it.
 pub fn gocacheprog() -> Result<ExitCode> {
-    anyhow::bail!("gocacheprog is not available in this build yet")
+    let local = open_local()?;
+    let stdin = std::io::stdin().lock();
+    let stdout = std::io::stdout().lock();
+    let stats = kiln_cache::gocacheprog::serve(&local, &local, stdin, stdout)?;
+    if std::env::var_os("KILN_GOCACHEPROG_STATS").is_some_and(|v| v == "1") {
+        eprintln!(
+            "kiln gocacheprog: {} gets, {} hits, {} puts",
+            stats.gets, stats.hits, stats.puts
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints `ACTION-ID KEY` for every action of the workspace, sorted.

@@ -14,7 +14,10 @@ use crate::{CacheCommand, Cli, Command};
 
 pub fn run(cli: &Cli) -> Result<ExitCode> {
     match &cli.command {
-        Command::Build { labels } => build::run(cli, labels),
+        Command::Build { labels } => build::run(cli, labels, build::Mode::Build, None),
+        Command::Test { labels, junit } => {
+            build::run(cli, labels, build::Mode::Test, junit.as_deref())
+        }
         Command::Graph { format, labels } => graph::run(cli, format, labels),
         Command::Clean => clean::run(cli),
         Command::Cache {

@@ -1,0 +1,102 @@
+//! Questions kiln asks the host, outside any sandbox and never cached: where a toolchain
+//! lives (`go env GOROOT`), and the version-control facts used for stamping.
+//!
+//! These run with the caller's environment (a `go` on PATH may be a shim that needs it).
+//! Their answers enter action keys only as content: a toolchain by the digest of its
+//! tree, a stamp by its value.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Runs a host command and returns its trimmed stdout.
+pub fn output(argv: &[&str], cwd: &Path) -> Result<String> {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::new(ErrorKind::Config, format!("run `{}`: {e}", argv.join(" "))))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!("run `{}`: {}", argv.join(" "), stderr.trim()),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The workspace's stamp values: `[stamp]` entries of kiln.toml, overridden by what git
+/// says when the workspace is a git checkout.
+///
+/// | name                   | source                                   |
+/// |------------------------|------------------------------------------|
+/// | `STABLE_GIT_COMMIT`    | `git rev-parse HEAD`                     |
+/// | `STABLE_GIT_DESCRIBE`  | `git describe --tags --always --dirty`   |
+/// | `STABLE_COMMIT_TIME`   | `git log -1 --format=%ct` (unix seconds) |
+/// | `SOURCE_DATE_EPOCH`    | the commit time, else `0`                |
+pub fn stamp_values(root: &Path, defaults: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut values = defaults.clone();
+    let git = |args: &[&str]| {
+        let mut argv = vec!["git", "-c", "safe.directory=*"];
+        argv.extend_from_slice(args);
+        output(&argv, root).ok().filter(|s| !s.is_empty())
+    };
+    if let Some(commit) = git(&["rev-parse", "HEAD"]) {
+        values.insert("STABLE_GIT_COMMIT".into(), commit);
+        if let Some(d) = git(&["describe", "--tags", "--always", "--dirty"]) {
+            values.insert("STABLE_GIT_DESCRIBE".into(), d);
+        }
+        if let Some(t) = git(&["log", "-1", "--format=%ct"]) {
+            values.insert("STABLE_COMMIT_TIME".into(), t.clone());
+            values.insert("SOURCE_DATE_EPOCH".into(), t);
+        }
+    }
+    values
+        .entry("SOURCE_DATE_EPOCH".into())
+        .or_insert_with(|| "0".into());
+    values
+}
+
+/// Replaces every `{NAME}` in `text` with its stamp value; names the first unknown one.
+pub fn substitute(
+    text: &str,
+    values: &BTreeMap<String, String>,
+) -> std::result::Result<String, String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find('{') {
+        let Some(len) = rest[start..].find('}') else {
+            break;
+        };
+        let name = &rest[start + 1..start + len];
+        let value = values.get(name).ok_or_else(|| {
+            format!(
+                "unknown stamp variable `{name}` (known: {})",
+                values.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })?;
+        out.push_str(&rest[..start]);
+        out.push_str(value);
+        rest = &rest[start + len + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn substitutes_known_names_and_names_unknown_ones() {
+        let values = BTreeMap::from([("V".to_string(), "1.2".to_string())]);
+        assert_eq!(substitute("v{V}-x", &values).unwrap(), "v1.2-x");
+        assert!(substitute("{NOPE}", &values)
+            .unwrap_err()
+            .contains("`NOPE`"));
+    }
+}

@@ -1,0 +1,183 @@
+//! `go_binary`: one reproducible `go build` per platform.
+//!
+//! ```toml
+//! [go_binary.server]
+//! main = "./cmd/server"
+//! platforms = ["linux/amd64", "linux/arm64"]     # default: the host platform
+//! ldflags = ["-s", "-w"]
+//! x_defs = { "main.version" = "{STABLE_GIT_DESCRIBE}" }
+//! tags = ["netgo"]
+//! ```
+//!
+//! Every action runs `go build -trimpath -buildvcs=false` with CGO_ENABLED=0 and the
+//! pinned environment of [`super::go_env`], so the same inputs give the same bytes on
+//! any machine and path. Output: `kiln-out/<package>/<target>/<os>_<arch>/<target>`
+//! (`.exe` on windows).
+//!
+//! Stamping: `{NAME}` in `x_defs` values is replaced by the workspace's stamp value
+//! (see `kiln_engine::host::stamp_values`) before the key is computed, so a binary is
+//! relinked exactly when a stamp value it uses changes, never because time passed.
+
+use std::collections::BTreeMap;
+
+use kiln_engine::action::{Action, ActionKind, ExecSpec};
+use kiln_engine::error::did_you_mean;
+use kiln_engine::label::Label;
+use kiln_engine::rule::{Analysis, Rule, TargetInfo};
+use kiln_engine::value::Spanned;
+use kiln_engine::workspace::TargetDecl;
+use kiln_engine::{Error, ErrorKind, Result};
+
+use super::list::list;
+use super::{go_env, host_platform, toolchain, Module, PLATFORMS};
+
+const FIELDS: &[&str] = &["main", "platforms", "ldflags", "x_defs", "tags"];
+
+pub struct GoBinary;
+
+impl Rule for GoBinary {
+    fn name(&self) -> &'static str {
+        "go_binary"
+    }
+
+    fn config_sections(&self) -> &'static [&'static str] {
+        &["go"]
+    }
+
+    fn deps(&self, target: &TargetDecl) -> Result<Vec<Spanned<Label>>> {
+        target.attrs.check_keys(FIELDS, "a go_binary")?;
+        Ok(Vec::new())
+    }
+
+    fn analyze(&self, target: &TargetDecl, ctx: &mut Analysis<'_>) -> Result<TargetInfo> {
+        let attrs = &target.attrs;
+        let main = attrs.required_str("main", "a go_binary")?;
+        let platforms = platforms(ctx)?;
+        let ldflags = ldflags(ctx)?;
+        let module = Module::load(ctx)?;
+        let go = toolchain(ctx)?;
+        let tags: Vec<String> = attrs
+            .str_list("tags")?
+            .into_iter()
+            .map(|t| t.value)
+            .collect();
+        let mut info = TargetInfo::default();
+        info.meta.insert("name".into(), target.label.name.clone());
+        for platform in platforms {
+            let packages = list(ctx, &module, &platform)?;
+            let dirs = packages.matching(&main.value);
+            let Some(dir) = dirs.first().filter(|_| !main.value.ends_with("...")) else {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "main package `{}` not found in module {}",
+                        main.value, module.path
+                    ),
+                )
+                .at(attrs.location(main.span.start))
+                .hint("`main` is a package directory relative to go.mod, e.g. ./cmd/server"));
+            };
+            let pkg = &packages.by_dir[dir];
+            if pkg.name != "main" {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "`{}` is package {}, not a main package",
+                        main.value, pkg.name
+                    ),
+                )
+                .at(attrs.location(main.span.start)));
+            }
+            let (os, arch) = platform.split_once('/').expect("platforms are checked");
+            let exe = if os == "windows" { ".exe" } else { "" };
+            let out = ctx.out_path(&format!(
+                "{}/{os}_{arch}/{}{exe}",
+                target.label.name, target.label.name
+            ));
+            let mut argv: Vec<String> =
+                ["{tool:go}/bin/go", "build", "-trimpath", "-buildvcs=false"]
+                    .map(String::from)
+                    .to_vec();
+            if !tags.is_empty() {
+                argv.push(format!("-tags={}", tags.join(",")));
+            }
+            argv.push(format!("-ldflags={ldflags}"));
+            argv.push("-o".into());
+            argv.push(format!("{{sandbox}}/{out}"));
+            argv.push(if dir.is_empty() {
+                ".".into()
+            } else {
+                format!("./{dir}")
+            });
+            let action = Action {
+                owner: target.label.clone(),
+                mnemonic: "GoBuild".into(),
+                discriminator: platform.clone(),
+                inputs: packages.build_inputs(&module, dir),
+                outputs: vec![out.clone()],
+                kind: ActionKind::Exec(ExecSpec {
+                    argv,
+                    env: go_env(&module, &platform, false, true),
+                    tools: vec![go.clone()],
+                    workdir: module.dir.clone(),
+                    network: false,
+                    store_access: true,
+                }),
+                platform: Some(platform.clone()),
+                show_output: false,
+            };
+            let id = ctx.add(action);
+            info.files.push(ctx.output(id, &out));
+        }
+        Ok(info)
+    }
+}
+
+fn platforms(ctx: &Analysis<'_>) -> Result<Vec<String>> {
+    let attrs = ctx.attrs();
+    let list = attrs.str_list("platforms")?;
+    if list.is_empty() {
+        return Ok(vec![host_platform()]);
+    }
+    let mut out = Vec::new();
+    for p in list {
+        if !PLATFORMS.contains(&p.value.as_str()) {
+            let hint = did_you_mean(&p.value, PLATFORMS.iter().copied())
+                .unwrap_or_else(|| format!("known platforms: {}", PLATFORMS.join(", ")));
+            return Err(
+                Error::new(ErrorKind::Config, format!("unknown platform `{}`", p.value))
+                    .at(attrs.location(p.span.start))
+                    .hint(hint),
+            );
+        }
+        if !out.contains(&p.value) {
+            out.push(p.value);
+        }
+    }
+    Ok(out)
+}
+
+/// `ldflags` plus one `-X name=value` per `x_defs` entry, stamp values substituted.
+fn ldflags(ctx: &Analysis<'_>) -> Result<String> {
+    let attrs = ctx.attrs();
+    let mut flags: Vec<String> = attrs
+        .str_list("ldflags")?
+        .into_iter()
+        .map(|f| f.value)
+        .collect();
+    let x_defs = attrs.str_map("x_defs")?;
+    if !x_defs.is_empty() {
+        let defaults: BTreeMap<String, String> = match ctx.workspace.section("stamp")? {
+            Some(t) => t.str_map_self()?,
+            None => BTreeMap::new(),
+        };
+        let values = ctx.exec.stamp(&defaults);
+        for (name, value) in x_defs {
+            let stamped = kiln_engine::host::substitute(&value.value, values).map_err(|e| {
+                Error::new(ErrorKind::Config, e).at(attrs.location(value.span.start))
+            })?;
+            flags.push(format!("-X '{}={}'", name.value, stamped.replace('\'', "")));
+        }
+    }
+    Ok(flags.join(" "))
+}

@@ -1,0 +1,232 @@
+//! `go list`: the packages of a module and what each one needs.
+//!
+//! One exec action per module runs `go list -e -json=… ./...` during analysis (cached,
+//! keyed by every file of the module, so an unchanged module never lists again). Its
+//! stdout is parsed into [`GoPackage`]s; [`Packages::test_inputs`] and
+//! [`Packages::build_inputs`] then compute each action's exact inputs: the package's own
+//! files and the non-test files of every module package it imports, transitively.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kiln_engine::action::{Action, ActionKind, Artifact, ExecSpec};
+use kiln_engine::rule::Analysis;
+use kiln_engine::{Error, ErrorKind, Result};
+use serde::Deserialize;
+
+use super::{go_env, toolchain, Module};
+
+const FIELDS: &str =
+    "ImportPath,Name,Dir,GoFiles,CgoFiles,CFiles,HFiles,SFiles,SysoFiles,EmbedFiles,\
+TestGoFiles,XTestGoFiles,TestEmbedFiles,XTestEmbedFiles,Imports,TestImports,XTestImports,Error";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct GoPackage {
+    pub import_path: String,
+    pub name: String,
+    pub go_files: Vec<String>,
+    pub cgo_files: Vec<String>,
+    pub c_files: Vec<String>,
+    pub h_files: Vec<String>,
+    pub s_files: Vec<String>,
+    pub syso_files: Vec<String>,
+    pub embed_files: Vec<String>,
+    pub test_go_files: Vec<String>,
+    pub x_test_go_files: Vec<String>,
+    pub test_embed_files: Vec<String>,
+    pub x_test_embed_files: Vec<String>,
+    pub imports: Vec<String>,
+    pub test_imports: Vec<String>,
+    pub x_test_imports: Vec<String>,
+    pub error: Option<PackageError>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct PackageError {
+    pub err: String,
+}
+
+impl GoPackage {
+    fn build_files(&self) -> impl Iterator<Item = &String> {
+        self.go_files
+            .iter()
+            .chain(&self.cgo_files)
+            .chain(&self.c_files)
+            .chain(&self.h_files)
+            .chain(&self.s_files)
+            .chain(&self.syso_files)
+            .chain(&self.embed_files)
+    }
+
+    fn test_files(&self) -> impl Iterator<Item = &String> {
+        self.test_go_files
+            .iter()
+            .chain(&self.x_test_go_files)
+            .chain(&self.test_embed_files)
+            .chain(&self.x_test_embed_files)
+    }
+
+    pub fn has_tests(&self) -> bool {
+        !self.test_go_files.is_empty() || !self.x_test_go_files.is_empty()
+    }
+}
+
+/// The module's packages, by module-relative directory ("" for the root package).
+pub struct Packages {
+    pub by_dir: BTreeMap<String, GoPackage>,
+    module_path: String,
+}
+
+/// Lists the module's packages as seen when building for `platform` (build constraints
+/// pick files per platform), with an action run during analysis.
+pub fn list(ctx: &mut Analysis<'_>, module: &Module, platform: &str) -> Result<Packages> {
+    let go = toolchain(ctx)?;
+    let mut env = go_env(module, platform, false, false);
+    env.insert("GOFLAGS".into(), format!("{} -e", env["GOFLAGS"]));
+    let action = Action {
+        owner: ctx.label().clone(),
+        mnemonic: "GoList".into(),
+        discriminator: platform.to_string(),
+        inputs: module.all.clone(),
+        outputs: Vec::new(),
+        kind: ActionKind::Exec(ExecSpec {
+            argv: vec![
+                "{tool:go}/bin/go".into(),
+                "list".into(),
+                "-e".into(),
+                format!("-json={FIELDS}"),
+                "./...".into(),
+            ],
+            env,
+            tools: vec![go],
+            workdir: module.dir.clone(),
+            network: false,
+            store_access: false,
+        }),
+        platform: None,
+        show_output: false,
+    };
+    let (_, result) = ctx.run_now(action)?;
+    let stdout = ctx.exec.store.read(&result.stdout)?.unwrap_or_default();
+    parse(&stdout, module)
+}
+
+fn parse(stdout: &[u8], module: &Module) -> Result<Packages> {
+    let mut by_dir = BTreeMap::new();
+    for item in serde_json::Deserializer::from_slice(stdout).into_iter::<GoPackage>() {
+        let pkg = item
+            .map_err(|e| Error::new(ErrorKind::Action, format!("parse `go list` output: {e}")))?;
+        if let Some(dir) = module.package_dir(&pkg.import_path) {
+            by_dir.insert(dir, pkg);
+        }
+    }
+    Ok(Packages {
+        by_dir,
+        module_path: module.path.clone(),
+    })
+}
+
+impl Packages {
+    /// Module-relative directories matching a `go test`-style pattern: `./...`,
+    /// `./dir/...` or `./dir`.
+    pub fn matching(&self, pattern: &str) -> Vec<String> {
+        let p = pattern.trim_start_matches("./");
+        let p = if p == "." { "" } else { p };
+        if p == "..." {
+            return self.by_dir.keys().cloned().collect();
+        }
+        if let Some(prefix) = p.strip_suffix("/...") {
+            return self
+                .by_dir
+                .keys()
+                .filter(|d| *d == prefix || d.starts_with(&format!("{prefix}/")))
+                .cloned()
+                .collect();
+        }
+        self.by_dir.keys().filter(|d| *d == p).cloned().collect()
+    }
+
+    fn dir_of(&self, import_path: &str) -> Option<&str> {
+        let dir = if import_path == self.module_path {
+            ""
+        } else {
+            import_path.strip_prefix(&format!("{}/", self.module_path))?
+        };
+        self.by_dir.get_key_value(dir).map(|(k, _)| k.as_str())
+    }
+
+    /// Module packages reachable from `imports` through non-test imports.
+    fn closure<'a>(&'a self, imports: impl Iterator<Item = &'a String>) -> BTreeSet<&'a str> {
+        let mut seen = BTreeSet::new();
+        let mut stack: Vec<&str> = imports.filter_map(|i| self.dir_of(i)).collect();
+        while let Some(dir) = stack.pop() {
+            if seen.insert(dir) {
+                stack.extend(
+                    self.by_dir[dir]
+                        .imports
+                        .iter()
+                        .filter_map(|i| self.dir_of(i)),
+                );
+            }
+        }
+        seen
+    }
+
+    fn files_of(
+        &self,
+        module: &Module,
+        dir: &str,
+        files: impl Iterator<Item = String>,
+    ) -> Vec<Artifact> {
+        files
+            .map(|f| Artifact::source(module.file(&super::rel_join(dir, &f))))
+            .collect()
+    }
+
+    /// Inputs of the test action of the package in `dir`: its files (with tests and
+    /// testdata/), the build files of every module package it reaches, go.mod & co.
+    pub fn test_inputs(&self, module: &Module, dir: &str) -> Vec<Artifact> {
+        let pkg = &self.by_dir[dir];
+        let mut inputs = module.common.clone();
+        let own = pkg.build_files().chain(pkg.test_files()).cloned();
+        inputs.extend(self.files_of(module, dir, own));
+        let testdata = module.file(&super::rel_join(dir, "testdata/"));
+        inputs.extend(
+            module
+                .all
+                .iter()
+                .filter(|a| a.path.starts_with(&testdata))
+                .cloned(),
+        );
+        let imports = pkg
+            .imports
+            .iter()
+            .chain(&pkg.test_imports)
+            .chain(&pkg.x_test_imports);
+        for dep in self.closure(imports) {
+            if dep != dir {
+                inputs.extend(self.files_of(module, dep, self.by_dir[dep].build_files().cloned()));
+            }
+        }
+        dedup(inputs)
+    }
+
+    /// Inputs of building the package in `dir` (a main package): its build files and
+    /// those of every module package it reaches.
+    pub fn build_inputs(&self, module: &Module, dir: &str) -> Vec<Artifact> {
+        let pkg = &self.by_dir[dir];
+        let mut inputs = module.common.clone();
+        inputs.extend(self.files_of(module, dir, pkg.build_files().cloned()));
+        for dep in self.closure(pkg.imports.iter()) {
+            inputs.extend(self.files_of(module, dep, self.by_dir[dep].build_files().cloned()));
+        }
+        dedup(inputs)
+    }
+}
+
+fn dedup(mut v: Vec<Artifact>) -> Vec<Artifact> {
+    let mut seen = BTreeSet::new();
+    v.retain(|a| seen.insert(a.path.clone()));
+    v
+}

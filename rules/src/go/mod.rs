@@ -1,0 +1,270 @@
+//! The Go rules: `go_test` (one cached action per Go package) and `go_binary` (one
+//! reproducible `go build` per platform), and what they share.
+//!
+//! * **Toolchain**: `[go] root = "/path/to/goroot"` in kiln.toml, else the `go` on PATH
+//!   (asked once for `go env GOROOT`, since it may be a shim). It enters action keys as
+//!   the digest of the whole GOROOT tree, so switching Go versions rebuilds and moving
+//!   the same toolchain elsewhere does not.
+//! * **Module**: the BUILD.toml's directory must hold go.mod. Packages are found by a
+//!   `go list -json ./...` action (cached, keyed by every file of the module) run during
+//!   analysis; each package's inputs are then exactly its transitive sources within the
+//!   module (plus go.mod, go.sum, vendor/ and, for tests, the package's testdata/).
+//! * **Environment** ([`go_env`]): GOPROXY=off, GOSUMDB=off, GOTOOLCHAIN=local (a go.mod
+//!   `toolchain` line must not switch compilers), GOWORK=off, GOFLAGS=-mod=vendor when
+//!   vendor/ exists else -mod=mod, GOAMD64=v1 / GOARM64=v8.0 / GOARM=7 pinned, a fresh
+//!   GOCACHE per action and Go's compile cache shared through `kiln gocacheprog`
+//!   (GOCACHEPROG), which stores entries in kiln's store (`KILN_GO_CACHE` overrides where).
+
+pub mod binary;
+pub mod list;
+pub mod output;
+pub mod test;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use kiln_engine::action::{Artifact, Tool};
+use kiln_engine::host;
+use kiln_engine::rule::Analysis;
+use kiln_engine::workspace::OUT_DIR;
+use kiln_engine::{Error, ErrorKind, Result};
+
+/// Platforms `go_binary` accepts (`go tool dist list`, first-class and common ports).
+pub const PLATFORMS: &[&str] = &[
+    "linux/amd64",
+    "linux/arm64",
+    "linux/arm",
+    "linux/386",
+    "linux/riscv64",
+    "linux/ppc64le",
+    "linux/s390x",
+    "darwin/amd64",
+    "darwin/arm64",
+    "windows/amd64",
+    "windows/arm64",
+    "windows/386",
+    "freebsd/amd64",
+    "freebsd/arm64",
+];
+
+/// The platform kiln runs on, as `os/arch` in Go's words (tests run here).
+pub fn host_platform() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    };
+    format!("{}/{arch}", std::env::consts::OS)
+}
+
+/// The Go toolchain as a tool of an action.
+pub fn toolchain(ctx: &Analysis<'_>) -> Result<Tool> {
+    if let Some(go) = ctx.workspace.section("go")? {
+        go.check_keys(&["root"], "[go]")?;
+        if let Some(root) = go.str("root")? {
+            let path = PathBuf::from(&root.value);
+            if !path.join("bin/go").is_file() {
+                return Err(go
+                    .error_at("root", format!("`{}` holds no bin/go", root.value))
+                    .hint("point [go] root at a Go installation (the output of `go env GOROOT`)"));
+            }
+            return Ok(Tool {
+                name: "go".into(),
+                path,
+                tree: true,
+            });
+        }
+    }
+    static FOUND: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    let found = FOUND.get_or_init(|| {
+        host::output(&["go", "env", "GOROOT"], &ctx.workspace.root)
+            .map(PathBuf::from)
+            .map_err(|e| e.message)
+    });
+    match found {
+        Ok(path) => Ok(Tool {
+            name: "go".into(),
+            path: path.clone(),
+            tree: true,
+        }),
+        Err(message) => Err(Error::new(
+            ErrorKind::Config,
+            format!("find the Go toolchain: {message}"),
+        )
+        .hint("put `go` on PATH, or set [go] root = \"/path/to/goroot\" in kiln.toml")),
+    }
+}
+
+/// The Go module of the target's package.
+pub struct Module {
+    /// Workspace-relative directory of go.mod ("" at the root).
+    pub dir: String,
+    /// The `module` path of go.mod.
+    pub path: String,
+    pub vendored: bool,
+    /// go.mod, go.sum and vendor/ files: inputs of every Go action.
+    pub common: Vec<Artifact>,
+    /// Every file of the module (inputs of `go list`).
+    pub all: Vec<Artifact>,
+}
+
+impl Module {
+    pub fn load(ctx: &Analysis<'_>) -> Result<Module> {
+        let dir = ctx.package().to_string();
+        let go_mod = ctx.workspace.root.join(&dir).join("go.mod");
+        let text = std::fs::read_to_string(&go_mod).map_err(|_| {
+            Error::new(
+                ErrorKind::Config,
+                format!("{} needs go.mod in its package directory", ctx.label()),
+            )
+            .at(ctx.attrs().location(ctx.attrs().span.start))
+            .hint("declare Go targets in the BUILD.toml next to go.mod")
+        })?;
+        let path = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("module "))
+            .map(|m| m.trim().trim_matches('"').to_string())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("{} has no module line", go_mod.display()),
+                )
+            })?;
+        let all = module_files(ctx, &dir)?;
+        let vendor_prefix = rel_join(&dir, "vendor/");
+        let common = all
+            .iter()
+            .filter(|a| {
+                a.path == rel_join(&dir, "go.mod")
+                    || a.path == rel_join(&dir, "go.sum")
+                    || a.path.starts_with(&vendor_prefix)
+            })
+            .cloned()
+            .collect::<Vec<_>>();
+        let vendored = common.iter().any(|a| a.path.starts_with(&vendor_prefix));
+        Ok(Module {
+            dir,
+            path,
+            vendored,
+            common,
+            all,
+        })
+    }
+
+    /// The workspace-relative path of a module-relative one.
+    pub fn file(&self, rel: &str) -> String {
+        rel_join(&self.dir, rel)
+    }
+
+    /// The module-relative directory of an import path inside the module.
+    pub fn package_dir(&self, import_path: &str) -> Option<String> {
+        if import_path == self.path {
+            return Some(String::new());
+        }
+        import_path
+            .strip_prefix(&format!("{}/", self.path))
+            .map(str::to_string)
+    }
+}
+
+pub fn rel_join(dir: &str, rel: &str) -> String {
+    if dir.is_empty() {
+        rel.to_string()
+    } else if rel.is_empty() {
+        dir.to_string()
+    } else {
+        format!("{dir}/{rel}")
+    }
+}
+
+/// Every file below the module directory, leaving out kiln-out/, hidden directories and
+/// nested modules.
+fn module_files(ctx: &Analysis<'_>, dir: &str) -> Result<Vec<Artifact>> {
+    let base = ctx.workspace.root.join(dir);
+    let walker = walkdir::WalkDir::new(&base)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| {
+            if e.depth() == 0 || !e.file_type().is_dir() {
+                return true;
+            }
+            let name = e.file_name().to_string_lossy();
+            !(name.starts_with('.') || name == OUT_DIR || e.path().join("go.mod").exists())
+        });
+    let mut out = Vec::new();
+    for entry in walker {
+        let entry = entry
+            .map_err(|e| Error::new(ErrorKind::Io, format!("walk {}: {e}", base.display())))?;
+        if entry.file_type().is_file() {
+            let rel = entry
+                .path()
+                .strip_prefix(&ctx.workspace.root)
+                .unwrap_or(entry.path());
+            out.push(Artifact::source(rel.to_string_lossy().into_owned()));
+        }
+    }
+    Ok(out)
+}
+
+/// The environment of every Go action. `platform` is `os/arch`.
+pub fn go_env(
+    module: &Module,
+    platform: &str,
+    cgo: bool,
+    share_cache: bool,
+) -> BTreeMap<String, String> {
+    let (os, arch) = platform.split_once('/').unwrap_or(("linux", "amd64"));
+    let mut env = BTreeMap::new();
+    let mut set = |k: &str, v: &str| {
+        env.insert(k.to_string(), v.to_string());
+    };
+    set("PATH", "{tool:go}/bin");
+    set("GOROOT", "{tool:go}");
+    set("GOCACHE", "{sandbox}/.kiln/gocache");
+    set("GOPATH", "{sandbox}/.kiln/gopath");
+    set("GOMODCACHE", "{sandbox}/.kiln/gopath/pkg/mod");
+    set(
+        "GOFLAGS",
+        if module.vendored {
+            "-mod=vendor"
+        } else {
+            "-mod=mod"
+        },
+    );
+    set("GOPROXY", "off");
+    set("GOSUMDB", "off");
+    set("GOTOOLCHAIN", "local");
+    set("GOWORK", "off");
+    set("GO111MODULE", "on");
+    set("GOTELEMETRY", "off");
+    set("CGO_ENABLED", if cgo { "1" } else { "0" });
+    set("GOOS", os);
+    set("GOARCH", arch);
+    match arch {
+        "amd64" => set("GOAMD64", "v1"),
+        "arm64" => set("GOARM64", "v8.0"),
+        "arm" => set("GOARM", "7"),
+        _ => {}
+    }
+    if share_cache {
+        set("GOCACHEPROG", "{kiln} gocacheprog");
+        set("KILN_CACHE", "{gocache}");
+    }
+    env
+}
+
+/// Host tools a cgo build needs (the C compiler driver and binutils).
+pub fn cgo_tools(ctx: &Analysis<'_>) -> Result<Vec<Tool>> {
+    use kiln_engine::value::Spanned;
+    ["gcc", "as", "ld"]
+        .iter()
+        .map(|name| {
+            ctx.host_tool(&Spanned {
+                value: name.to_string(),
+                span: ctx.attrs().span.clone(),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,205 @@
+//! Reading `go test -json` output back: the lines a user sees (as plain `go test` prints
+//! them) and JUnit XML for CI systems.
+//!
+//! A passing package shows its `ok` line, or `ok  <pkg>  (cached)` when replayed from the
+//! cache; a failing one shows its whole log. A package that passed only on a retry (see
+//! `flaky_attempts`) is marked `(flaky: passed on attempt N)`.
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Event {
+    action: String,
+    #[serde(default)]
+    package: String,
+    #[serde(default)]
+    test: Option<String>,
+    #[serde(default)]
+    output: Option<String>,
+    #[serde(default)]
+    elapsed: Option<f64>,
+    #[serde(default)]
+    attempt: Option<u32>,
+}
+
+/// One test function's outcome (of the last attempt).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestCase {
+    pub name: String,
+    pub status: String,
+    pub elapsed: f64,
+    pub output: String,
+}
+
+/// One package's outcome.
+#[derive(Debug, Clone, Default)]
+pub struct PackageReport {
+    pub package: String,
+    pub passed: bool,
+    pub elapsed: f64,
+    pub tests: Vec<TestCase>,
+    /// Every output line of the last attempt, as plain `go test -v` prints them.
+    pub log: String,
+    /// The attempt that passed, if it was not the first.
+    pub flaky_attempt: Option<u32>,
+    /// Lines that were not test2json events (build errors, say).
+    pub other: String,
+}
+
+/// Parses the stdout of a GoTest action.
+pub fn parse(stdout: &[u8]) -> PackageReport {
+    let mut report = PackageReport::default();
+    for line in String::from_utf8_lossy(stdout).lines() {
+        let Ok(ev) = serde_json::from_str::<Event>(line) else {
+            report.other.push_str(line);
+            report.other.push('\n');
+            continue;
+        };
+        match (ev.action.as_str(), &ev.test) {
+            ("start", None) => {
+                // A new attempt starts: forget the previous one.
+                let flaky = report.flaky_attempt;
+                report = PackageReport {
+                    package: ev.package,
+                    flaky_attempt: flaky,
+                    ..PackageReport::default()
+                };
+            }
+            ("kiln-flaky", _) => report.flaky_attempt = ev.attempt,
+            ("output", test) => {
+                let out = ev.output.unwrap_or_default();
+                if let Some(name) = test {
+                    if let Some(tc) = report.tests.iter_mut().find(|t| &t.name == name) {
+                        tc.output.push_str(&out);
+                    }
+                }
+                report.log.push_str(&out);
+            }
+            ("run", Some(name)) => report.tests.push(TestCase {
+                name: name.clone(),
+                status: "run".into(),
+                elapsed: 0.0,
+                output: String::new(),
+            }),
+            ("pass" | "fail" | "skip", Some(name)) => {
+                if let Some(tc) = report.tests.iter_mut().find(|t| &t.name == name) {
+                    tc.status = ev.action.clone();
+                    tc.elapsed = ev.elapsed.unwrap_or(0.0);
+                }
+            }
+            ("pass" | "fail" | "skip", None) => {
+                report.package = ev.package;
+                report.passed = ev.action != "fail";
+                report.elapsed = ev.elapsed.unwrap_or(0.0);
+            }
+            _ => {}
+        }
+    }
+    report
+}
+
+/// What the user sees for one package.
+pub fn render(report: &PackageReport, cached: bool) -> String {
+    if !report.passed {
+        let mut out = report.other.clone();
+        out.push_str(&report.log);
+        if !report.log.contains("FAIL") && !report.package.is_empty() {
+            out.push_str(&format!("FAIL\t{}\n", report.package));
+        }
+        return out;
+    }
+    let timing = if cached {
+        "(cached)".to_string()
+    } else {
+        format!("{:.3}s", report.elapsed)
+    };
+    let flaky = report
+        .flaky_attempt
+        .map(|n| format!(" (flaky: passed on attempt {n})"))
+        .unwrap_or_default();
+    format!("ok  \t{}\t{timing}{flaky}\n", report.package)
+}
+
+/// JUnit XML over several packages' reports.
+pub fn junit(reports: &[PackageReport]) -> String {
+    let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n");
+    for r in reports {
+        let failures = r.tests.iter().filter(|t| t.status == "fail").count();
+        let skipped = r.tests.iter().filter(|t| t.status == "skip").count();
+        xml.push_str(&format!(
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{:.3}\">\n",
+            escape(&r.package),
+            r.tests.len(),
+            r.elapsed
+        ));
+        for t in &r.tests {
+            xml.push_str(&format!(
+                "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"",
+                escape(&r.package),
+                escape(&t.name),
+                t.elapsed
+            ));
+            match t.status.as_str() {
+                "fail" => xml.push_str(&format!(
+                    "><failure message=\"failed\">{}</failure></testcase>\n",
+                    escape(&t.output)
+                )),
+                "skip" => xml.push_str("><skipped/></testcase>\n"),
+                _ => xml.push_str("/>\n"),
+            }
+        }
+        if let Some(n) = r.flaky_attempt {
+            xml.push_str(&format!(
+                "    <properties><property name=\"flaky\" value=\"passed on attempt {n}\"/></properties>\n"
+            ));
+        }
+        xml.push_str("  </testsuite>\n");
+    }
+    xml.push_str("</testsuites>\n");
+    xml
+}
+
+fn escape(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
+        .map(|c| match c {
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '&' => "&amp;".to_string(),
+            '"' => "&quot;".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASS: &str = r#"{"Action":"start","Package":"ex/a"}
+{"Action":"run","Package":"ex/a","Test":"TestX"}
+{"Action":"output","Package":"ex/a","Test":"TestX","Output":"=== RUN   TestX\n"}
+{"Action":"pass","Package":"ex/a","Test":"TestX","Elapsed":0.01}
+{"Action":"output","Package":"ex/a","Output":"ok  \tex/a\t0.011s\n"}
+{"Action":"pass","Package":"ex/a","Elapsed":0.011}
+"#;
+
+    #[test]
+    fn renders_pass_and_cached() {
+        let r = parse(PASS.as_bytes());
+        assert!(r.passed);
+        assert_eq!(render(&r, true), "ok  \tex/a\t(cached)\n");
+        assert_eq!(render(&r, false), "ok  \tex/a\t0.011s\n");
+        assert!(junit(&[r]).contains("<testcase classname=\"ex/a\" name=\"TestX\""));
+    }
+
+    #[test]
+    fn a_retry_that_passes_is_flaky() {
+        let failing = PASS.replace("\"pass\"", "\"fail\"");
+        let text = format!("{failing}{PASS}{{\"Action\":\"kiln-flaky\",\"Attempt\":2}}\n");
+        let r = parse(text.as_bytes());
+        assert!(r.passed);
+        assert!(render(&r, false).contains("(flaky: passed on attempt 2)"));
+    }
+}

@@ -109,6 +109,7 @@ impl Executor {
             return Ok(*d);
         }
         let digest = if tool.tree {
+            self.local.load_file_states(&tool.path)?;
             crate::tree::tree_digest(&tool.path, self.local.file_states())?
         } else {
             let real = std::fs::canonicalize(&tool.path)

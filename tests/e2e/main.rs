@@ -6,11 +6,13 @@
 //! - `core`: incremental builds, early cutoff, key stability across paths and caches,
 //!   sandboxing, crash safety, concurrent builds.
 //! - `errors`: messages for broken BUILD files, cycles, missing labels and files.
+//! - `go`: go_test and go_binary with the real Go toolchain.
 //! - `gocacheprog`: Go's compile cache served from kiln's store.
 //! - `remote`: a cache shared through `kiln serve` and nginx WebDAV, and its faults.
 
 mod core;
 mod errors;
+mod go;
 mod gocacheprog;
 mod remote;
 mod support;

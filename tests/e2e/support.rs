@@ -158,8 +158,41 @@ pub fn kiln_cmd(dir: &Path, cache: &Path, args: &[&str]) -> Command {
     cmd.args(args)
         .current_dir(dir)
         .env("KILN_CACHE", cache)
+        .env("KILN_GO_CACHE", shared_go_cache())
         .env_remove("KILN_REMOTE_CACHE");
     cmd
+}
+
+/// One store for Go's compile cache, shared by every test (compiled packages are keyed
+/// by all their inputs, so sharing them cannot change a result; it only saves the
+/// minutes of compiling the standard library in each test).
+pub fn shared_go_cache() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-go-cache")
+}
+
+/// The Go toolchain's GOROOT (`go env GOROOT`, once).
+pub fn go_root() -> &'static str {
+    static ROOT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let out = Command::new("go")
+            .args(["env", "GOROOT"])
+            .output()
+            .expect("the Go toolchain is needed: run .ci/install-deps");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    })
+}
+
+/// A workspace whose root is the Go module `example.com/m`, with `[go] root` set.
+pub fn go_workspace() -> Builder {
+    workspace()
+        .file(
+            "kiln.toml",
+            &format!(
+                "[workspace]\nname = \"gotest\"\n\n[go]\nroot = \"{}\"\n",
+                go_root()
+            ),
+        )
+        .file("go.mod", "module example.com/m\n\ngo 1.23\n")
 }
 
 pub fn copy_tree(from: &Path, to: &Path) {

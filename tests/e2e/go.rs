@@ -1,0 +1,306 @@
+//! The Go rules with the real Go toolchain: per-package test caching, failures, the race
+//! detector, cross-compiled reproducible binaries, stamping, and BUILD.toml errors.
+
+use std::process::Command;
+
+use crate::support::{go_workspace, Builder, Workspace};
+
+/// Three packages: `leaf`, `mid` (imports leaf) and `alone`; a main package `cmd/app`.
+fn module() -> Builder {
+    go_workspace()
+        .file("leaf/leaf.go", "package leaf\n\nfunc Value() int { return 40 }\n")
+        .file(
+            "leaf/leaf_test.go",
+            "package leaf\n\nimport \"testing\"\n\nfunc TestValue(t *testing.T) {\n\tif Value() != 40 {\n\t\tt.Fatal(\"bad\")\n\t}\n}\n",
+        )
+        .file("mid/mid.go", "package mid\n\nimport \"example.com/m/leaf\"\n\nfunc Value() int { return leaf.Value() + 2 }\n")
+        .file(
+            "mid/mid_test.go",
+            "package mid\n\nimport \"testing\"\n\nfunc TestValue(t *testing.T) {\n\tif Value() < 40 {\n\t\tt.Fatal(\"bad\")\n\t}\n}\n",
+        )
+        .file("alone/alone.go", "package alone\n\nfunc Name() string { return \"alone\" }\n")
+        .file(
+            "alone/alone_test.go",
+            "package alone\n\nimport \"testing\"\n\nfunc TestName(t *testing.T) {\n\tif Name() != \"alone\" {\n\t\tt.Fatal(\"bad\")\n\t}\n}\n",
+        )
+        .file(
+            "cmd/app/main.go",
+            "package main\n\nimport (\n\t\"fmt\"\n\t\"os\"\n\n\t\"example.com/m/mid\"\n)\n\nvar version = \"dev\"\n\nfunc main() {\n\tif len(os.Args) > 1 && os.Args[1] == \"-version\" {\n\t\tfmt.Println(version)\n\t\treturn\n\t}\n\tfmt.Println(mid.Value())\n}\n",
+        )
+        .file(
+            "BUILD.toml",
+            r#"
+[go_test.unit]
+packages = ["./..."]
+
+[go_binary.app]
+main = "./cmd/app"
+platforms = ["linux/amd64", "linux/arm64"]
+ldflags = ["-s", "-w"]
+x_defs = { "main.version" = "{STABLE_GIT_DESCRIBE}" }
+"#,
+        )
+        .file("kiln.toml", &format!(
+            "[workspace]\nname = \"gotest\"\n\n[go]\nroot = \"{}\"\n\n[stamp]\nSTABLE_GIT_DESCRIBE = \"v1.2.3\"\n",
+            crate::support::go_root()
+        ))
+}
+
+fn tested_packages(ws: &Workspace, args: &[&str]) -> (crate::support::Run, Vec<String>) {
+    let run = ws.kiln(args);
+    let mut ran: Vec<String> = run
+        .ran()
+        .into_iter()
+        .filter_map(|l| {
+            l.strip_prefix("GoTest //:unit [")
+                .map(|p| p.trim_end_matches(']').to_string())
+        })
+        .collect();
+    ran.sort();
+    (run, ran)
+}
+
+#[test]
+fn editing_a_package_reruns_its_tests_and_its_importers_only() {
+    let ws = module().build();
+    let (run, ran) = tested_packages(&ws, &["test"]);
+    run.assert_ok();
+    assert_eq!(
+        ran,
+        [
+            "example.com/m/alone",
+            "example.com/m/leaf",
+            "example.com/m/mid"
+        ]
+    );
+    assert!(
+        run.stderr.contains("ok  \texample.com/m/leaf\t"),
+        "{}",
+        run.stderr
+    );
+
+    let (run, ran) = tested_packages(&ws, &["test"]);
+    run.assert_ok();
+    assert!(ran.is_empty(), "nothing reruns: {ran:?}");
+    assert!(
+        run.stderr.contains("ok  \texample.com/m/alone\t(cached)"),
+        "{}",
+        run.stderr
+    );
+
+    ws.write(
+        "leaf/leaf.go",
+        "package leaf\n\nfunc Value() int { return 40 + 0 }\n",
+    );
+    let (run, ran) = tested_packages(&ws, &["test"]);
+    run.assert_ok();
+    assert_eq!(
+        ran,
+        ["example.com/m/leaf", "example.com/m/mid"],
+        "alone does not import leaf"
+    );
+
+    // A file outside every package changes the module listing but no test's inputs.
+    ws.write("NOTES.md", "notes\n");
+    let (run, ran) = tested_packages(&ws, &["test"]);
+    run.assert_ok();
+    assert!(ran.is_empty(), "{ran:?}");
+}
+
+#[test]
+fn failing_test_shows_its_log_exits_non_zero_and_is_not_cached() {
+    let ws = module()
+        .file(
+            "alone/alone_test.go",
+            "package alone\n\nimport \"testing\"\n\nfunc TestName(t *testing.T) {\n\tt.Log(\"looking closely\")\n\tt.Fatalf(\"got %q\", Name())\n}\n",
+        )
+        .build();
+    let junit = ws.path("junit.xml");
+    let run = ws.kiln(&["test", "--junit", junit.to_str().unwrap()]);
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("--- FAIL: TestName"), "{}", run.stderr);
+    assert!(run.stderr.contains("looking closely"), "{}", run.stderr);
+    assert!(run.stderr.contains("got \"alone\""), "{}", run.stderr);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("name=\"TestName\""), "{xml}");
+    assert!(xml.contains("<failure"), "{xml}");
+    assert!(
+        xml.contains("name=\"example.com/m/leaf\" tests=\"1\" failures=\"0\""),
+        "{xml}"
+    );
+    // Failures are never cached: the next run executes it again.
+    let (run, ran) = tested_packages(&ws, &["test"]);
+    assert_eq!(run.status, 1);
+    assert_eq!(ran, ["example.com/m/alone"]);
+}
+
+#[test]
+fn race_detector_finds_a_planted_race() {
+    let ws = module()
+        .file(
+            "alone/race_test.go",
+            "package alone\n\nimport (\n\t\"sync\"\n\t\"testing\"\n)\n\nfunc TestRace(t *testing.T) {\n\tcounter := 0\n\tvar wg sync.WaitGroup\n\tfor i := 0; i < 2; i++ {\n\t\twg.Add(1)\n\t\tgo func() { defer wg.Done(); counter++ }()\n\t}\n\twg.Wait()\n\t_ = counter\n}\n",
+        )
+        .file("BUILD.toml", "[go_test.unit]\npackages = [\"./alone\"]\nrace = true\n")
+        .build();
+    let run = ws.kiln(&["test"]);
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("WARNING: DATA RACE"), "{}", run.stderr);
+}
+
+#[test]
+fn flaky_test_passes_on_retry_and_is_reported() {
+    let ws = module()
+        .file(
+            "alone/flaky_test.go",
+            "package alone\n\nimport (\n\t\"os\"\n\t\"path/filepath\"\n\t\"testing\"\n)\n\nfunc TestFlaky(t *testing.T) {\n\tmark := filepath.Join(os.Getenv(\"HOME\"), \"tried\")\n\tif _, err := os.Stat(mark); err != nil {\n\t\tos.WriteFile(mark, nil, 0o644)\n\t\tt.Fatal(\"first attempt fails\")\n\t}\n}\n",
+        )
+        .file("BUILD.toml", "[go_test.unit]\npackages = [\"./alone\"]\nflaky_attempts = 3\n")
+        .build();
+    let run = ws.kiln(&["test"]);
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("(flaky: passed on attempt 2)"),
+        "{}",
+        run.stderr
+    );
+}
+
+fn elf_machine(bytes: &[u8]) -> u16 {
+    assert_eq!(&bytes[..4], b"\x7fELF", "an ELF file");
+    u16::from_le_bytes([bytes[18], bytes[19]])
+}
+
+#[test]
+fn binaries_are_cross_compiled_stamped_and_identical_across_paths_and_caches() {
+    let ws = module().build();
+    ws.kiln(&["build", "//:app"]).assert_ok();
+    let amd64 = std::fs::read(ws.path("kiln-out/app/linux_amd64/app")).unwrap();
+    let arm64 = std::fs::read(ws.path("kiln-out/app/linux_arm64/app")).unwrap();
+    assert_eq!(elf_machine(&amd64), 62, "x86-64");
+    assert_eq!(elf_machine(&arm64), 183, "aarch64");
+    let out = Command::new(ws.path("kiln-out/app/linux_amd64/app"))
+        .arg("-version")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v1.2.3\n");
+
+    let copy = ws.copy();
+    copy.kiln(&["build", "//:app"]).assert_ok();
+    for platform in ["linux_amd64", "linux_arm64"] {
+        let rel = format!("kiln-out/app/{platform}/app");
+        assert!(
+            std::fs::read(ws.path(&rel)).unwrap() == std::fs::read(copy.path(&rel)).unwrap(),
+            "{rel} differs between the two workspaces"
+        );
+    }
+}
+
+fn git(ws: &Workspace, args: &[&str]) {
+    let status = Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .current_dir(&ws.root)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+}
+
+#[test]
+fn a_new_commit_changes_the_stamp_and_an_untouched_tree_does_not() {
+    let ws = module()
+        .file("BUILD.toml", "[go_binary.app]\nmain = \"./cmd/app\"\nx_defs = { \"main.version\" = \"{STABLE_GIT_COMMIT}\" }\n")
+        .file(".gitignore", "kiln-out/\n")
+        .build();
+    git(&ws, &["init", "-q"]);
+    git(&ws, &["add", "."]);
+    git(&ws, &["commit", "-q", "-m", "one"]);
+    ws.kiln(&["build"]).assert_ok();
+    let platform = format!(
+        "linux_{}",
+        if cfg!(target_arch = "aarch64") {
+            "arm64"
+        } else {
+            "amd64"
+        }
+    );
+    let bin = ws.path(&format!("kiln-out/app/{platform}/app"));
+    let first =
+        String::from_utf8(Command::new(&bin).arg("-version").output().unwrap().stdout).unwrap();
+    assert_eq!(first.trim().len(), 40, "a commit hash: {first}");
+
+    let again = ws.kiln(&["build"]);
+    again.assert_ok();
+    assert_eq!(
+        again.executed(),
+        0,
+        "time passing relinks nothing: {}",
+        again.stderr
+    );
+
+    git(&ws, &["commit", "-q", "--allow-empty", "-m", "two"]);
+    let run = ws.kiln(&["build"]);
+    run.assert_ok();
+    assert_eq!(
+        run.ran(),
+        [format!("GoBuild //:app [{}]", platform.replace('_', "/"))]
+    );
+    let second =
+        String::from_utf8(Command::new(&bin).arg("-version").output().unwrap().stdout).unwrap();
+    assert_ne!(first, second);
+}
+
+#[test]
+fn unknown_platform_and_missing_main_are_clear_errors() {
+    let ws = module()
+        .file(
+            "BUILD.toml",
+            "[go_binary.app]\nmain = \"./cmd/app\"\nplatforms = [\"linux/amd46\"]\n",
+        )
+        .build();
+    let run = ws.kiln(&["build"]);
+    assert_eq!(run.status, 2);
+    assert!(
+        run.stderr
+            .contains("BUILD.toml:3:14: unknown platform `linux/amd46`"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("did you mean `linux/amd64`?"),
+        "{}",
+        run.stderr
+    );
+
+    ws.write("BUILD.toml", "[go_binary.app]\nmain = \"./cmd/nope\"\n");
+    let run = ws.kiln(&["build"]);
+    assert_eq!(run.status, 2);
+    assert!(
+        run.stderr.contains(
+            "BUILD.toml:2:8: main package `./cmd/nope` not found in module example.com/m"
+        ),
+        "{}",
+        run.stderr
+    );
+
+    ws.write("BUILD.toml", "[go_binary.app]\nmain = \"./leaf\"\n");
+    let run = ws.kiln(&["build"]);
+    assert_eq!(run.status, 2);
+    assert!(
+        run.stderr
+            .contains("`./leaf` is package leaf, not a main package"),
+        "{}",
+        run.stderr
+    );
+}

@@ -83,6 +83,7 @@ impl Rule for Genrule {
                 tools,
                 workdir: String::new(),
                 network: false,
+                store_access: false,
             }),
             platform: None,
             show_output: false,

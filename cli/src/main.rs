@@ -56,6 +56,18 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
     },
+    /// Build a target, then perform its run action (e.g. an oci_push).
+    Run {
+        label: String,
+        /// Arguments for the run action.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Why the last build ran each action of a target: what changed in its key.
+    Explain { label: String },
+    /// Build again with the cache bypassed, in a fresh store and sandbox path, and
+    /// compare every output with the normal build.
+    VerifyRepro { labels: Vec<String> },
     /// Print the action graph.
     Graph {
         #[arg(long, default_value = "dot")]
@@ -96,6 +108,13 @@ pub enum CacheCommand {
     },
     /// The key each action of this workspace had in its last build.
     Keys,
+    /// Evict least recently used entries until the cache fits SIZE (e.g. 10G).
+    Gc {
+        #[arg(long)]
+        max_size: String,
+    },
+    /// Rehash every blob; remove corrupt ones and the results that point at them.
+    Verify,
 }
 
 fn main() -> ExitCode {

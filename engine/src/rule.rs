@@ -25,6 +25,28 @@ pub struct TargetInfo {
     pub files: Vec<Artifact>,
     /// Rule-specific facts (e.g. a Go binary's name).
     pub meta: BTreeMap<String, String>,
+    /// What `kiln run LABEL` does once the target is built (a side effect, never cached).
+    pub run: Option<Runner>,
+}
+
+/// What a runner sees: the workspace root (outputs are materialized at
+/// `root/<artifact path>`), the stamp values, and the arguments after `--`.
+pub struct RunCtx<'a> {
+    pub root: &'a Path,
+    pub stamp: &'a BTreeMap<String, String>,
+    pub args: &'a [String],
+}
+
+pub type RunFn = dyn Fn(&RunCtx) -> std::result::Result<String, String> + Send + Sync;
+
+/// The action of `kiln run`: returns a line to show (e.g. a pushed digest) or an error.
+#[derive(Clone)]
+pub struct Runner(pub std::sync::Arc<RunFn>);
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Runner")
+    }
 }
 
 pub trait Rule: Send + Sync {

@@ -9,8 +9,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _, Result};
+use kiln_engine::executor::Executor;
 use kiln_engine::label::{Label, Pattern};
-use kiln_engine::plan::{expand_patterns, plan};
+use kiln_engine::plan::{expand_patterns, plan, Plan};
 use kiln_engine::scheduler::{self, Options, Report};
 
 use crate::context::{jobs, Context};
@@ -27,16 +28,8 @@ pub fn run(cli: &Cli, labels: &[String], mode: Mode, junit: Option<&Path>) -> Re
     let ctx = Context::load(cli)?;
     let progress = Progress::new(ctx.store.clone());
     let exec = ctx.executor(cli)?;
-    let patterns = super::default_labels(labels);
-    let targets = select(&ctx, &patterns, mode)?;
-    let plan = plan(&ctx.workspace, &ctx.rules, &exec, targets)?;
-    let mut wanted = plan.wanted_actions();
-    wanted.extend(plan.done.keys().copied());
-    let opts = Options {
-        jobs: jobs(cli),
-        keep_going: cli.keep_going,
-    };
-    let report = scheduler::run(&plan.graph, &wanted, &plan.done, &exec, &progress, opts)?;
+    let targets = select(&ctx, &super::default_labels(labels), mode)?;
+    let (plan, report) = build(cli, &ctx, &exec, targets, &progress)?;
     if let Some(path) = junit {
         write_junit(&ctx, &plan.graph, &report, path)?;
     }
@@ -46,6 +39,25 @@ pub fn run(cli: &Cli, labels: &[String], mode: Mode, junit: Option<&Path>) -> Re
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Analyzes the targets and runs their actions.
+pub fn build(
+    cli: &Cli,
+    ctx: &Context,
+    exec: &Executor,
+    targets: Vec<Label>,
+    progress: &Progress,
+) -> Result<(Plan, Report)> {
+    let plan = plan(&ctx.workspace, &ctx.rules, exec, targets)?;
+    let mut wanted = plan.wanted_actions();
+    wanted.extend(plan.done.keys().copied());
+    let opts = Options {
+        jobs: jobs(cli),
+        keep_going: cli.keep_going,
+    };
+    let report = scheduler::run(&plan.graph, &wanted, &plan.done, exec, progress, opts)?;
+    Ok((plan, report))
 }
 
 /// The targets a command works on.

@@ -3,8 +3,12 @@
 mod build;
 mod cache;
 mod clean;
+mod explain;
 mod graph;
+mod housekeeping;
+mod run;
 mod serve;
+mod verify_repro;
 
 use std::process::ExitCode;
 
@@ -18,14 +22,12 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Test { labels, junit } => {
             build::run(cli, labels, build::Mode::Test, junit.as_deref())
         }
+        Command::Run { label, args } => run::run(cli, label, args),
+        Command::Explain { label } => explain::run(cli, label),
+        Command::VerifyRepro { labels } => verify_repro::run(cli, labels),
         Command::Graph { format, labels } => graph::run(cli, format, labels),
         Command::Clean => clean::run(cli),
-        Command::Cache {
-            command: CacheCommand::Stats { json },
-        } => cache::stats(*json),
-        Command::Cache {
-            command: CacheCommand::Keys,
-        } => cache::keys(cli),
+        Command::Cache { command } => run_cache(cli, command),
         Command::Gocacheprog => cache::gocacheprog(),
         Command::Serve {
             listen,
@@ -33,6 +35,15 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
             max_size,
             token_env,
         } => serve::run(*listen, dir, max_size.as_deref(), token_env.as_deref()),
+    }
+}
+
+fn run_cache(cli: &Cli, command: &CacheCommand) -> Result<ExitCode> {
+    match command {
+        CacheCommand::Stats { json } => cache::stats(*json),
+        CacheCommand::Keys => cache::keys(cli),
+        CacheCommand::Gc { max_size } => housekeeping::gc(max_size),
+        CacheCommand::Verify => housekeeping::verify(),
     }
 }
 

@@ -85,6 +85,8 @@ pub struct BuiltinCtx<'a> {
     pub inputs: &'a [Artifact],
     pub outputs: &'a [String],
     pub params: &'a serde_json::Value,
+    /// The digests of the builtin's declared tools, by name (e.g. for provenance).
+    pub tool_digests: &'a BTreeMap<String, kiln_cache::Digest>,
 }
 
 pub type BuiltinFn = dyn Fn(&BuiltinCtx) -> Result<(), String> + Send + Sync;
@@ -96,6 +98,9 @@ pub struct Builtin {
     pub name: String,
     pub version: u32,
     pub params: serde_json::Value,
+    /// Tools whose identity the function reports (they enter the key like an exec
+    /// action's tools); the function does not run them.
+    pub tools: Vec<Tool>,
     pub run: Arc<BuiltinFn>,
 }
 

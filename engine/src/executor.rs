@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use kiln_cache::{ActionResult, Digest, LocalStore, OutputFile, Store};
 
-use crate::action::{Action, ActionKind, Artifact, BuiltinCtx, Tool};
+use crate::action::{Action, ActionKind, Artifact, Builtin, BuiltinCtx, Tool};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{KeyInput, KeyRecord, KEY_SCHEMA};
 use crate::sandbox::{Hidden, Sandbox, SandboxMode};
@@ -123,6 +123,14 @@ impl Executor {
         Ok(digest)
     }
 
+    /// Name → digest of each tool.
+    pub fn tool_digests(&self, tools: &[Tool]) -> Result<BTreeMap<String, Digest>> {
+        tools
+            .iter()
+            .map(|t| Ok((t.name.clone(), self.tool_digest(t)?)))
+            .collect()
+    }
+
     /// Builds the key record of an action from its inputs' digests.
     pub fn key_record(&self, action: &Action, inputs: Vec<KeyInput>) -> Result<KeyRecord> {
         let mut inputs = inputs;
@@ -130,10 +138,7 @@ impl Executor {
         inputs.dedup_by(|a, b| a.path == b.path);
         let record = match &action.kind {
             ActionKind::Exec(spec) => {
-                let mut tools = BTreeMap::new();
-                for tool in &spec.tools {
-                    tools.insert(tool.name.clone(), self.tool_digest(tool)?);
-                }
+                let tools = self.tool_digests(&spec.tools)?;
                 KeyRecord {
                     schema: KEY_SCHEMA,
                     kind: "exec".into(),
@@ -154,7 +159,7 @@ impl Executor {
                 kind: format!("builtin:{}", b.name),
                 version: b.version,
                 params: b.params.clone(),
-                tools: BTreeMap::new(),
+                tools: self.tool_digests(&b.tools)?,
                 argv: Vec::new(),
                 env: BTreeMap::new(),
                 workdir: String::new(),
@@ -211,7 +216,13 @@ impl Executor {
         }
         let exit_code = match &action.kind {
             ActionKind::Exec(spec) => sandbox.run(spec, self.mode, &self.hidden).map_err(fail)?,
-            ActionKind::Builtin(b) => run_builtin(b, &sandbox, action).map_err(fail)?,
+            ActionKind::Builtin(b) => run_builtin(
+                b,
+                &sandbox,
+                action,
+                &self.tool_digests(&b.tools).map_err(fail)?,
+            )
+            .map_err(fail)?,
         };
         let read =
             |name: &str| std::fs::read(sandbox.root().join(".kiln").join(name)).unwrap_or_default();
@@ -405,12 +416,18 @@ fn list_dir_files(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()>
     Ok(())
 }
 
-fn run_builtin(b: &crate::action::Builtin, sandbox: &Sandbox, action: &Action) -> Result<i32> {
+fn run_builtin(
+    b: &Builtin,
+    sandbox: &Sandbox,
+    action: &Action,
+    tool_digests: &BTreeMap<String, Digest>,
+) -> Result<i32> {
     let ctx = BuiltinCtx {
         root: sandbox.root(),
         inputs: &action.inputs,
         outputs: &action.outputs,
         params: &b.params,
+        tool_digests,
     };
     match (b.run)(&ctx) {
         Ok(()) => Ok(0),

@@ -253,6 +253,44 @@ impl Analysis<'_> {
         })
     }
 
+    /// Everything that went into `artifacts`: the source files and tools of every action
+    /// that (transitively) produced them, each once, sorted (for provenance).
+    pub fn transitive(&self, artifacts: &[Artifact]) -> (Vec<Artifact>, Vec<Tool>) {
+        let roots: Vec<ActionId> = artifacts.iter().filter_map(|a| a.producer).collect();
+        let mut sources: Vec<Artifact> = artifacts
+            .iter()
+            .filter(|a| a.producer.is_none())
+            .cloned()
+            .collect();
+        let mut tools: Vec<Tool> = Vec::new();
+        for id in self.graph.closure(&roots) {
+            let action = &self.graph.actions[id];
+            sources.extend(
+                action
+                    .inputs
+                    .iter()
+                    .filter(|a| a.producer.is_none())
+                    .cloned(),
+            );
+            let action_tools = match &action.kind {
+                crate::action::ActionKind::Exec(spec) => &spec.tools,
+                crate::action::ActionKind::Builtin(b) => &b.tools,
+            };
+            for tool in action_tools {
+                if !tools
+                    .iter()
+                    .any(|t| t.name == tool.name && t.path == tool.path)
+                {
+                    tools.push(tool.clone());
+                }
+            }
+        }
+        sources.sort_by(|a, b| a.path.cmp(&b.path));
+        sources.dedup_by(|a, b| a.path == b.path);
+        tools.sort_by(|a, b| a.name.cmp(&b.name));
+        (sources, tools)
+    }
+
     pub fn add(&mut self, action: Action) -> ActionId {
         self.graph.add(action)
     }

@@ -8,11 +8,15 @@
 //! - `errors`: messages for broken BUILD files, cycles, missing labels and files.
 //! - `go`: go_test and go_binary with the real Go toolchain.
 //! - `gocacheprog`: Go's compile cache served from kiln's store.
+//! - `image`: strip, upx and OCI images, checked with skopeo and umoci, pushed to a registry.
+//! - `release`: checksums, provenance, verify-repro, explain, traces, cache housekeeping.
 //! - `remote`: a cache shared through `kiln serve` and nginx WebDAV, and its faults.
 
 mod core;
 mod errors;
 mod go;
 mod gocacheprog;
+mod image;
+mod release;
 mod remote;
 mod support;

@@ -1,0 +1,1 @@
+//! Images end to end (being written).

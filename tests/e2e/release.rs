@@ -1,0 +1,1 @@
+//! Release jobs end to end (being written).

@@ -37,7 +37,7 @@ mod tiered;
 pub use digest::Digest;
 pub use error::{Error, ErrorKind, Result};
 pub use filestate::{FileState, FileStates, HashedFile};
-pub use local::{CacheStats, LocalStore};
+pub use local::{CacheStats, KeyEntry, LocalStore};
 pub use remote::{HttpOptions, HttpStore};
 pub use result::{ActionResult, OutputFile};
 pub use store::Store;

@@ -4,7 +4,7 @@
 //! $KILN_CACHE/
 //!   cas/ab/ab12…ef     blobs, read-only, named by BLAKE3 digest
 //!   tmp/               temporary files and sandboxes (same file system, so renames work)
-//!   index.db           SQLite (WAL): actions, blobs, file_states, last_keys, key_records
+//!   index.db           SQLite (WAL): actions, blobs, file_states, action_keys, key_records
 //! ```
 //!
 //! Several kiln processes may share one store: blobs appear atomically by rename, and
@@ -35,9 +35,21 @@ CREATE TABLE IF NOT EXISTS blobs (
 CREATE TABLE IF NOT EXISTS file_states (
   path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
   ctime_ns INTEGER NOT NULL, ino INTEGER NOT NULL, digest TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS last_keys (id TEXT PRIMARY KEY, key TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS action_keys (
+  id TEXT PRIMARY KEY, key TEXT NOT NULL, prev_key TEXT, executed INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS key_records (key TEXT PRIMARY KEY, record TEXT NOT NULL);
 ";
+
+/// What the store remembers of an action's key, for `kiln explain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyEntry {
+    /// The key in the last build.
+    pub key: Digest,
+    /// The key before it last changed, if it ever did.
+    pub prev: Option<Digest>,
+    /// Whether the action executed (rather than came from the cache) in the last build.
+    pub executed: bool,
+}
 
 /// Counts shown by `kiln cache stats`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -55,7 +67,7 @@ pub struct LocalStore {
     db: Mutex<Connection>,
     files: FileStates,
     touched_actions: Mutex<HashSet<Digest>>,
-    pending_keys: Mutex<Vec<(String, Digest, String)>>,
+    pending_keys: Mutex<Vec<(String, KeyEntry, String)>>,
 }
 
 impl LocalStore {
@@ -176,27 +188,47 @@ impl LocalStore {
         Ok(())
     }
 
-    /// Records the key an action had in this build, for `kiln explain`. Written at flush.
-    pub fn record_key(&self, id: &str, key: &Digest, record: String) {
+    /// Records the key an action had in this build and whether it executed, for
+    /// `kiln explain`. Written at flush; the key it replaces becomes `prev`.
+    pub fn record_key(&self, id: &str, key: &Digest, record: String, executed: bool) {
+        let entry = KeyEntry {
+            key: *key,
+            prev: None,
+            executed,
+        };
         self.pending_keys
             .lock()
             .unwrap()
-            .push((id.to_string(), *key, record));
+            .push((id.to_string(), entry, record));
     }
 
     /// The last recorded key of every action whose id starts with `prefix`.
-    pub fn last_keys(&self, prefix: &str) -> Result<HashMap<String, Digest>> {
+    pub fn last_keys(&self, prefix: &str) -> Result<HashMap<String, KeyEntry>> {
         let db = self.db.lock().unwrap();
-        let mut stmt =
-            db.prepare_cached("SELECT id, key FROM last_keys WHERE substr(id, 1, ?2) = ?1")?;
-        let rows = stmt.query_map(params![prefix, prefix.len() as i64], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        let mut stmt = db.prepare_cached(
+            "SELECT id, key, prev_key, executed FROM action_keys WHERE substr(id, 1, ?2) = ?1",
+        )?;
+        let rows = stmt.query_map(params![prefix, prefix.chars().count() as i64], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, bool>(3)?,
+            ))
         })?;
         let mut out = HashMap::new();
         for row in rows {
-            let (id, key) = row?;
+            let (id, key, prev, executed) = row?;
             if let Ok(key) = key.parse() {
-                out.insert(id, key);
+                let prev = prev.and_then(|p| p.parse().ok());
+                out.insert(
+                    id,
+                    KeyEntry {
+                        key,
+                        prev,
+                        executed,
+                    },
+                );
             }
         }
         Ok(out)
@@ -352,14 +384,19 @@ impl Store for LocalStore {
             for key in &touched {
                 touch.execute(params![key.to_hex(), now])?;
             }
-            let mut put_key =
-                tx.prepare_cached("INSERT OR REPLACE INTO last_keys (id, key) VALUES (?1, ?2)")?;
+            let mut put_key = tx.prepare_cached(
+                "INSERT INTO action_keys (id, key, prev_key, executed) VALUES (?1, ?2, NULL, ?3)
+                 ON CONFLICT(id) DO UPDATE SET
+                   prev_key = CASE WHEN action_keys.key != excluded.key
+                                   THEN action_keys.key ELSE action_keys.prev_key END,
+                   key = excluded.key, executed = excluded.executed",
+            )?;
             let mut put_record = tx.prepare_cached(
                 "INSERT OR IGNORE INTO key_records (key, record) VALUES (?1, ?2)",
             )?;
-            for (id, key, record) in &keys {
-                put_key.execute(params![id, key.to_hex()])?;
-                put_record.execute(params![key.to_hex(), record])?;
+            for (id, entry, record) in &keys {
+                put_key.execute(params![id, entry.key.to_hex(), entry.executed])?;
+                put_record.execute(params![entry.key.to_hex(), record])?;
             }
         }
         tx.commit()?;

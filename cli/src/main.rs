@@ -7,6 +7,7 @@
 mod commands;
 mod context;
 mod progress;
+mod trace;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +42,12 @@ pub struct Cli {
     /// Read from the remote cache but never upload (for untrusted CI jobs).
     #[arg(long, global = true)]
     pub remote_read_only: bool,
+    /// Write a Chrome trace-event JSON of the build (Perfetto, chrome://tracing).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+    /// Write build events as JSON lines, for CI tools.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub json: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -67,7 +74,12 @@ pub enum Command {
     Explain { label: String },
     /// Build again with the cache bypassed, in a fresh store and sandbox path, and
     /// compare every output with the normal build.
-    VerifyRepro { labels: Vec<String> },
+    VerifyRepro {
+        labels: Vec<String>,
+        /// Give the second build an empty Go compile cache too.
+        #[arg(long)]
+        cold: bool,
+    },
     /// Print the action graph.
     Graph {
         #[arg(long, default_value = "dot")]

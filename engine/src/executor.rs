@@ -42,8 +42,11 @@ pub struct Executor {
     pub mode: SandboxMode,
     pub hidden: Hidden,
     pub keep_sandbox_on_failure: bool,
+    /// Whether outputs are placed under `kiln-out/` (off for `kiln verify-repro`'s
+    /// second build, which must not touch the workspace).
+    pub materialize: bool,
     tool_digests: Mutex<HashMap<PathBuf, Digest>>,
-    last_keys: HashMap<String, Digest>,
+    last_keys: HashMap<String, kiln_cache::KeyEntry>,
     key_prefix: String,
     stamp: std::sync::OnceLock<BTreeMap<String, String>>,
 }
@@ -69,6 +72,7 @@ impl Executor {
             mode,
             hidden,
             keep_sandbox_on_failure: false,
+            materialize: true,
             tool_digests: Mutex::new(HashMap::new()),
             last_keys,
             key_prefix,
@@ -172,20 +176,15 @@ impl Executor {
         Ok(record)
     }
 
-    /// Remembers the key an action had, for `kiln explain`, if it changed.
-    pub fn note_key(&self, action: &Action, key: &Digest, record: &KeyRecord) {
+    /// Remembers the key an action had in this build and whether it executed, for
+    /// `kiln explain` (written only when that differs from what is recorded).
+    pub fn note_key(&self, action: &Action, key: &Digest, record: &KeyRecord, executed: bool) {
         let id = format!("{}{}", self.key_prefix, action.id());
-        if self.last_keys.get(&id) != Some(key) {
+        let known = self.last_keys.get(&id);
+        if known.is_none_or(|e| e.key != *key || e.executed != executed) {
             let json = serde_json::to_string(record).expect("key records serialize");
-            self.local.record_key(&id, key, json);
+            self.local.record_key(&id, key, json, executed);
         }
-    }
-
-    /// The key recorded for an action in an earlier build.
-    pub fn previous_key(&self, action: &Action) -> Option<Digest> {
-        self.last_keys
-            .get(&format!("{}{}", self.key_prefix, action.id()))
-            .copied()
     }
 
     /// Runs an action in a fresh sandbox and stores its outputs. On success returns the
@@ -346,6 +345,9 @@ impl Executor {
 
     /// Makes `kiln-out/…` hold the result's outputs (hard links or copies from the CAS).
     pub fn materialize(&self, result: &ActionResult) -> Result<()> {
+        if !self.materialize {
+            return Ok(());
+        }
         for out in &result.outputs {
             if !out.path.starts_with(crate::workspace::OUT_DIR) {
                 continue;

@@ -332,7 +332,6 @@ impl Analysis<'_> {
             .exec
             .key_record(&action, inputs.iter().map(|(_, k)| k.clone()).collect())?;
         let key = record.digest();
-        self.exec.note_key(&action, &key, &record);
         let (result, status) = match self.exec.store.get_action(&key)? {
             Some(r) => (r, Status::Cached),
             None => {
@@ -349,6 +348,8 @@ impl Analysis<'_> {
             }
         };
         self.exec.materialize(&result)?;
+        self.exec
+            .note_key(&action, &key, &record, status == Status::Executed);
         let id = self.graph.add(action);
         self.done.insert(id, (result.clone(), status));
         Ok((id, result))

@@ -18,6 +18,10 @@ use crate::key::KeyInput;
 
 /// What the scheduler tells the user interface.
 pub trait Reporter: Send + Sync {
+    /// A cache miss: the action waits for a worker.
+    fn queued(&self, _action: &Action) {}
+    /// A cache hit that came from a remote cache.
+    fn remote_hit(&self, _action: &Action) {}
     fn started(&self, _action: &Action) {}
     fn finished(
         &self,
@@ -138,12 +142,19 @@ pub fn run(
                 let key_inputs = inputs.iter().map(|(_, k)| k.clone()).collect();
                 let record = exec.key_record(&graph.actions[id], key_inputs)?;
                 let key = record.digest();
-                exec.note_key(&graph.actions[id], &key, &record);
+                let remote_before = exec.store.remote_hits();
                 match exec.store.get_action(&key)? {
-                    Some(result) => state.finish(id, result, Status::Cached)?,
+                    Some(result) => {
+                        if exec.store.remote_hits() > remote_before {
+                            reporter.remote_hit(&graph.actions[id]);
+                        }
+                        exec.note_key(&graph.actions[id], &key, &record, false);
+                        state.finish(id, result, Status::Cached)?
+                    }
                     None => {
                         running += 1;
-                        state.keys.insert(id, key);
+                        reporter.queued(&graph.actions[id]);
+                        state.keys.insert(id, (key, record));
                         job_tx
                             .send(Job { id, inputs })
                             .expect("workers outlive the loop");
@@ -155,9 +166,11 @@ pub fn run(
             }
             let (id, outcome) = done_rx.recv().expect("workers send before exiting");
             running -= 1;
+            let (key, record) = state.keys.remove(&id).expect("running actions have keys");
+            exec.note_key(&graph.actions[id], &key, &record, true);
             match outcome {
                 Ok(result) => {
-                    exec.store.put_action(&state.keys[&id], &result)?;
+                    exec.store.put_action(&key, &result)?;
                     state.finish(id, result, Status::Executed)?;
                 }
                 Err(failure) => {
@@ -186,7 +199,7 @@ struct State<'a> {
     waiting: &'a mut HashMap<ActionId, usize>,
     dependents: &'a HashMap<ActionId, Vec<ActionId>>,
     ready: &'a mut VecDeque<ActionId>,
-    keys: HashMap<ActionId, kiln_cache::Digest>,
+    keys: HashMap<ActionId, (kiln_cache::Digest, crate::key::KeyRecord)>,
 }
 
 impl State<'_> {

@@ -12,10 +12,11 @@ use anyhow::{bail, Context as _, Result};
 use kiln_engine::executor::Executor;
 use kiln_engine::label::{Label, Pattern};
 use kiln_engine::plan::{expand_patterns, plan, Plan};
-use kiln_engine::scheduler::{self, Options, Report};
+use kiln_engine::scheduler::{self, Options, Report, Reporter};
 
 use crate::context::{jobs, Context};
 use crate::progress::Progress;
+use crate::trace::{Events, Tee, Trace};
 use crate::Cli;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -41,7 +42,7 @@ pub fn run(cli: &Cli, labels: &[String], mode: Mode, junit: Option<&Path>) -> Re
     })
 }
 
-/// Analyzes the targets and runs their actions.
+/// Analyzes the targets and runs their actions, with `--profile` and `--json` when asked.
 pub fn build(
     cli: &Cli,
     ctx: &Context,
@@ -49,6 +50,16 @@ pub fn build(
     targets: Vec<Label>,
     progress: &Progress,
 ) -> Result<(Plan, Report)> {
+    let events = cli
+        .json
+        .as_deref()
+        .map(|p| Events::create(p, ctx.store.clone()))
+        .transpose()?;
+    let trace = cli.profile.as_ref().map(|_| Trace::new());
+    if let Some(events) = &events {
+        let names: Vec<String> = targets.iter().map(Label::to_string).collect();
+        events.emit(serde_json::json!({"event": "build_started", "targets": names}));
+    }
     let plan = plan(&ctx.workspace, &ctx.rules, exec, targets)?;
     let mut wanted = plan.wanted_actions();
     wanted.extend(plan.done.keys().copied());
@@ -56,12 +67,43 @@ pub fn build(
         jobs: jobs(cli),
         keep_going: cli.keep_going,
     };
-    let report = scheduler::run(&plan.graph, &wanted, &plan.done, exec, progress, opts)?;
+    let mut reporters: Vec<&dyn Reporter> = vec![progress];
+    reporters.extend(events.as_ref().map(|e| e as &dyn Reporter));
+    reporters.extend(trace.as_ref().map(|t| t as &dyn Reporter));
+    let report = scheduler::run(
+        &plan.graph,
+        &wanted,
+        &plan.done,
+        exec,
+        &Tee(reporters),
+        opts,
+    )?;
+    if let (Some(trace), Some(path)) = (&trace, &cli.profile) {
+        trace.write(path)?;
+    }
+    if let Some(events) = &events {
+        emit_targets(events, &plan, &report);
+        events.finish(&report);
+    }
     Ok((plan, report))
 }
 
+fn emit_targets(events: &Events, plan: &Plan, report: &Report) {
+    for label in &plan.targets {
+        let ids = plan.graph.by_target.get(label).cloned().unwrap_or_default();
+        let ok = ids.iter().all(|id| report.results.contains_key(id));
+        let outputs: Vec<serde_json::Value> = ids
+            .iter()
+            .filter_map(|id| report.results.get(id))
+            .flat_map(|r| r.outputs.iter())
+            .map(|o| serde_json::json!({"path": o.path, "digest": o.digest.to_string()}))
+            .collect();
+        events.emit(serde_json::json!({"event": "target_finished", "target": label.to_string(), "ok": ok, "outputs": outputs}));
+    }
+}
+
 /// The targets a command works on.
-fn select(ctx: &Context, patterns: &[String], mode: Mode) -> Result<Vec<Label>> {
+pub fn select(ctx: &Context, patterns: &[String], mode: Mode) -> Result<Vec<Label>> {
     let is_test = |l: &Label| {
         let rule = &ctx.workspace.target(l).expect("expanded labels exist").rule;
         ctx.rules.get(rule).is_some_and(|r| r.is_test())

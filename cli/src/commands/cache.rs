@@ -47,7 +47,7 @@ pub fn keys(cli: &Cli) -> Result<ExitCode> {
         .local
         .last_keys(&prefix)?
         .into_iter()
-        .map(|(id, key)| (id[prefix.len()..].to_string(), key.to_string()))
+        .map(|(id, entry)| (id[prefix.len()..].to_string(), entry.key.to_string()))
         .collect();
     keys.sort();
     for (id, key) in keys {

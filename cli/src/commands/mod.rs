@@ -24,7 +24,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         }
         Command::Run { label, args } => run::run(cli, label, args),
         Command::Explain { label } => explain::run(cli, label),
-        Command::VerifyRepro { labels } => verify_repro::run(cli, labels),
+        Command::VerifyRepro { labels, cold } => verify_repro::run(cli, labels, *cold),
         Command::Graph { format, labels } => graph::run(cli, format, labels),
         Command::Clean => clean::run(cli),
         Command::Cache { command } => run_cache(cli, command),

@@ -9,7 +9,8 @@
 //! - `go`: go_test and go_binary with the real Go toolchain.
 //! - `gocacheprog`: Go's compile cache served from kiln's store.
 //! - `image`: strip, upx and OCI images, checked with skopeo and umoci, pushed to a registry.
-//! - `release`: checksums, provenance, verify-repro, explain, traces, cache housekeeping.
+//! - `insight`: explain, --profile, --json, verify-repro.
+//! - `release`: checksums, provenance, cache housekeeping.
 //! - `remote`: a cache shared through `kiln serve` and nginx WebDAV, and its faults.
 
 mod core;
@@ -17,6 +18,7 @@ mod errors;
 mod go;
 mod gocacheprog;
 mod image;
+mod insight;
 mod release;
 mod remote;
 mod support;

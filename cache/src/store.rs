@@ -31,6 +31,11 @@ pub trait Store: Send + Sync {
     /// The result stored under an action key.
     fn get_action(&self, key: &Digest) -> Result<Option<ActionResult>>;
 
+    /// The result stored under an action key, and whether it came from a remote store.
+    fn lookup_action(&self, key: &Digest) -> Result<Option<(ActionResult, bool)>> {
+        Ok(self.get_action(key)?.map(|r| (r, false)))
+    }
+
     /// Stores a result. Callers put every blob it names first.
     fn put_action(&self, key: &Digest, result: &ActionResult) -> Result<()>;
 

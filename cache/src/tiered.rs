@@ -233,9 +233,13 @@ impl Store for TieredStore {
     }
 
     fn get_action(&self, key: &Digest) -> Result<Option<ActionResult>> {
+        Ok(self.lookup_action(key)?.map(|(r, _)| r))
+    }
+
+    fn lookup_action(&self, key: &Digest) -> Result<Option<(ActionResult, bool)>> {
         let shared = &self.shared;
         if let Some(result) = shared.local.get_action(key)? {
-            return Ok(Some(result));
+            return Ok(Some((result, false)));
         }
         let Some(Some(result)) = shared.breaker.call(|| shared.remote.get_action(key)) else {
             return Ok(None);
@@ -245,7 +249,7 @@ impl Store for TieredStore {
         }
         shared.local.put_action(key, &result)?;
         self.remote_hits.fetch_add(1, Ordering::Relaxed);
-        Ok(Some(result))
+        Ok(Some((result, true)))
     }
 
     fn put_action(&self, key: &Digest, result: &ActionResult) -> Result<()> {

@@ -2,19 +2,20 @@
 //!
 //! The main thread owns the graph state. For each ready action it computes the key from
 //! its inputs' content digests (so an unchanged upstream output stops the rebuild there:
-//! early cutoff), looks the key up, and on a miss hands the action to a worker. A failure
-//! stops new work unless `keep_going`.
+//! early cutoff), looks the key up (inline, or on a pool of lookup threads when the cache
+//! is remote, so round trips overlap), and on a miss hands the action to a worker. A
+//! failure stops new work unless `keep_going`.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use kiln_cache::ActionResult;
+use kiln_cache::{ActionResult, Digest};
 use rayon::prelude::*;
 
 use crate::action::{Action, ActionGraph, ActionId, Artifact};
 use crate::error::{Error, ErrorKind, Result};
 use crate::executor::{Executor, Failure, Status};
-use crate::key::KeyInput;
+use crate::key::{KeyInput, KeyRecord};
 
 /// What the scheduler tells the user interface.
 pub trait Reporter: Send + Sync {
@@ -41,6 +42,15 @@ impl Reporter for Quiet {}
 pub struct Options {
     pub jobs: usize,
     pub keep_going: bool,
+    /// Threads that look keys up in the cache, so remote round trips overlap; 0 looks
+    /// up on the scheduler thread (best for a local cache, where a lookup is microseconds).
+    pub lookup_threads: usize,
+}
+
+/// What worker threads send back.
+enum Msg {
+    Looked(ActionId, kiln_cache::Result<Option<(ActionResult, bool)>>),
+    Ran(ActionId, std::result::Result<ActionResult, Box<Failure>>),
 }
 
 /// The outcome of running a set of actions.
@@ -99,25 +109,38 @@ pub fn run(
         }
     }
     let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
-    let (done_tx, done_rx) = crossbeam_channel::unbounded();
+    let (lookup_tx, lookup_rx) = crossbeam_channel::unbounded::<(ActionId, Digest)>();
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<Msg>();
     let remote_before = exec.store.remote_hits();
     std::thread::scope(|scope| -> Result<()> {
         for _ in 0..opts.jobs.max(1) {
-            let job_rx = job_rx.clone();
-            let done_tx = done_tx.clone();
+            let (job_rx, done_tx) = (job_rx.clone(), done_tx.clone());
             scope.spawn(move || {
                 for job in job_rx {
                     let action = &graph.actions[job.id];
                     reporter.started(action);
                     let outcome = exec.execute(action, &job.inputs);
-                    if done_tx.send((job.id, outcome)).is_err() {
+                    if done_tx.send(Msg::Ran(job.id, outcome)).is_err() {
                         break;
                     }
                 }
             });
         }
-        drop(job_rx);
-        let mut running = 0usize;
+        for _ in 0..opts.lookup_threads {
+            let (lookup_rx, done_tx) = (lookup_rx.clone(), done_tx.clone());
+            scope.spawn(move || {
+                for (id, key) in lookup_rx {
+                    if done_tx
+                        .send(Msg::Looked(id, exec.store.lookup_action(&key)))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+        drop((job_rx, lookup_rx));
+        let mut in_flight = 0usize;
         let mut stop = false;
         let mut state = State {
             graph,
@@ -142,47 +165,56 @@ pub fn run(
                 let key_inputs = inputs.iter().map(|(_, k)| k.clone()).collect();
                 let record = exec.key_record(&graph.actions[id], key_inputs)?;
                 let key = record.digest();
-                let remote_before = exec.store.remote_hits();
-                match exec.store.get_action(&key)? {
-                    Some(result) => {
-                        if exec.store.remote_hits() > remote_before {
-                            reporter.remote_hit(&graph.actions[id]);
-                        }
-                        exec.note_key(&graph.actions[id], &key, &record, false);
-                        state.finish(id, result, Status::Cached)?
+                state.keys.insert(id, (key, record, inputs));
+                in_flight += 1;
+                if opts.lookup_threads == 0 {
+                    let found = exec.store.lookup_action(&key);
+                    if state.looked(id, found, &job_tx)? {
+                        in_flight -= 1;
                     }
-                    None => {
-                        running += 1;
-                        reporter.queued(&graph.actions[id]);
-                        state.keys.insert(id, (key, record));
-                        job_tx
-                            .send(Job { id, inputs })
-                            .expect("workers outlive the loop");
-                    }
+                } else {
+                    lookup_tx
+                        .send((id, key))
+                        .expect("lookup threads outlive the loop");
                 }
             }
-            if running == 0 {
+            if in_flight == 0 {
                 break;
             }
-            let (id, outcome) = done_rx.recv().expect("workers send before exiting");
-            running -= 1;
-            let (key, record) = state.keys.remove(&id).expect("running actions have keys");
-            exec.note_key(&graph.actions[id], &key, &record, true);
-            match outcome {
-                Ok(result) => {
-                    exec.store.put_action(&key, &result)?;
-                    state.finish(id, result, Status::Executed)?;
+            match done_rx.recv().expect("workers send before exiting") {
+                Msg::Looked(id, found) => {
+                    if state.looked(id, found, &job_tx)? {
+                        in_flight -= 1;
+                    }
                 }
-                Err(failure) => {
-                    state.report.failed += 1;
-                    state.report.statuses.insert(id, Status::Failed);
-                    reporter.finished(&graph.actions[id], Status::Failed, None, Some(&failure));
-                    state.report.failures.push((id, *failure));
-                    stop |= !opts.keep_going;
+                Msg::Ran(id, outcome) => {
+                    in_flight -= 1;
+                    let (key, record, _) =
+                        state.keys.remove(&id).expect("running actions have keys");
+                    exec.note_key(&graph.actions[id], &key, &record, true);
+                    match outcome {
+                        Ok(result) => {
+                            exec.store.put_action(&key, &result)?;
+                            state.finish(id, result, Status::Executed)?;
+                        }
+                        Err(failure) => {
+                            state.report.failed += 1;
+                            state.report.statuses.insert(id, Status::Failed);
+                            reporter.finished(
+                                &graph.actions[id],
+                                Status::Failed,
+                                None,
+                                Some(&failure),
+                            );
+                            state.report.failures.push((id, *failure));
+                            stop |= !opts.keep_going;
+                        }
+                    }
                 }
             }
         }
         drop(job_tx);
+        drop(lookup_tx);
         Ok(())
     })?;
     report.remote = (exec.store.remote_hits() - remote_before) as usize;
@@ -199,10 +231,40 @@ struct State<'a> {
     waiting: &'a mut HashMap<ActionId, usize>,
     dependents: &'a HashMap<ActionId, Vec<ActionId>>,
     ready: &'a mut VecDeque<ActionId>,
-    keys: HashMap<ActionId, (kiln_cache::Digest, crate::key::KeyRecord)>,
+    keys: HashMap<ActionId, (Digest, KeyRecord, Vec<(Artifact, KeyInput)>)>,
 }
 
 impl State<'_> {
+    /// Handles a finished cache lookup: a hit finishes the action (returns true), a miss
+    /// sends it to the workers (returns false: it is still in flight).
+    fn looked(
+        &mut self,
+        id: ActionId,
+        found: kiln_cache::Result<Option<(ActionResult, bool)>>,
+        job_tx: &crossbeam_channel::Sender<Job>,
+    ) -> Result<bool> {
+        let action = &self.graph.actions[id];
+        match found? {
+            Some((result, remote)) => {
+                if remote {
+                    self.reporter.remote_hit(action);
+                }
+                let (key, record, _) = self.keys.remove(&id).expect("looked-up actions have keys");
+                self.exec.note_key(action, &key, &record, false);
+                self.finish(id, result, Status::Cached)?;
+                Ok(true)
+            }
+            None => {
+                self.reporter.queued(action);
+                let inputs = self.keys[&id].2.clone();
+                job_tx
+                    .send(Job { id, inputs })
+                    .expect("workers outlive the loop");
+                Ok(false)
+            }
+        }
+    }
+
     fn finish(&mut self, id: ActionId, result: ActionResult, status: Status) -> Result<()> {
         self.exec.materialize(&result)?;
         match status {

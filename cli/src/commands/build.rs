@@ -66,6 +66,7 @@ pub fn build(
     let opts = Options {
         jobs: jobs(cli),
         keep_going: cli.keep_going,
+        lookup_threads: if ctx.remote_enabled { 16 } else { 0 },
     };
     let mut reporters: Vec<&dyn Reporter> = vec![progress];
     reporters.extend(events.as_ref().map(|e| e as &dyn Reporter));

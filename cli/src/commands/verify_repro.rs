@@ -55,6 +55,7 @@ pub fn run(cli: &Cli, labels: &[String], cold: bool) -> Result<ExitCode> {
     let opts = Options {
         jobs: jobs(cli),
         keep_going: false,
+        lookup_threads: 0,
     };
     let second = scheduler::run(
         &plan2.graph,

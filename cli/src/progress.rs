@@ -101,8 +101,13 @@ impl Reporter for Progress {
     ) {
         let mut state = self.state.lock().unwrap();
         let name = action.describe();
-        if let Some(i) = state.running.iter().position(|r| *r == name) {
-            state.running.remove(i);
+        match state.running.iter().position(|r| *r == name) {
+            Some(i) => {
+                state.running.remove(i);
+            }
+            // Run during analysis (e.g. `go list`): say so now, as if it had started.
+            None if status == Status::Executed && !self.tty => eprintln!("kiln: {name}"),
+            None => {}
         }
         state.done += 1;
         if let (Status::Failed, Some(f)) = (status, failure) {

@@ -304,3 +304,91 @@ fn unknown_platform_and_missing_main_are_clear_errors() {
         run.stderr
     );
 }
+
+/// A file-based GOPROXY holding `example.com/dep v1.0.0`, written by the test.
+fn write_proxy(dir: &std::path::Path, answer: u32) {
+    let script = format!(
+        r#"
+import os, sys, zipfile
+root = sys.argv[1]
+v = os.path.join(root, "example.com", "dep", "@v")
+os.makedirs(v, exist_ok=True)
+open(os.path.join(v, "list"), "w").write("v1.0.0\n")
+open(os.path.join(v, "v1.0.0.info"), "w").write('{{"Version":"v1.0.0","Time":"2024-01-01T00:00:00Z"}}')
+mod = "module example.com/dep\n\ngo 1.23\n"
+open(os.path.join(v, "v1.0.0.mod"), "w").write(mod)
+with zipfile.ZipFile(os.path.join(v, "v1.0.0.zip"), "w") as z:
+    z.writestr("example.com/dep@v1.0.0/go.mod", mod)
+    z.writestr("example.com/dep@v1.0.0/dep.go", "package dep\n\nfunc Answer() int {{ return {answer} }}\n")
+"#
+    );
+    let status = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn dependencies_come_from_a_download_verified_against_go_sum() {
+    let proxy = tempfile::tempdir().unwrap();
+    write_proxy(proxy.path(), 42);
+    let proxy_url = format!("file://{}", proxy.path().display());
+    let ws = go_workspace()
+        .file("go.mod", "module example.com/m\n\ngo 1.23\n\nrequire example.com/dep v1.0.0\n")
+        .file("use/use.go", "package use\n\nimport \"example.com/dep\"\n\nfunc Twice() int { return 2 * dep.Answer() }\n")
+        .file(
+            "use/use_test.go",
+            "package use\n\nimport \"testing\"\n\nfunc TestTwice(t *testing.T) {\n\tif Twice() != 84 {\n\t\tt.Fatal(Twice())\n\t}\n}\n",
+        )
+        .file("BUILD.toml", "[go_test.unit]\n")
+        .build();
+    ws.write(
+        "kiln.toml",
+        &format!("{}proxy = \"{proxy_url}\"\n", ws.read("kiln.toml")),
+    );
+    // go.sum as a developer would have it: written by the real go from the same proxy.
+    let modcache = tempfile::tempdir().unwrap();
+    let tidy = Command::new(format!("{}/bin/go", crate::support::go_root()))
+        .args(["mod", "tidy"])
+        .current_dir(&ws.root)
+        .env("GOPROXY", &proxy_url)
+        .env("GOSUMDB", "off")
+        .env("GOFLAGS", "-mod=mod -modcacherw")
+        .env("GOMODCACHE", modcache.path())
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .unwrap();
+    assert!(
+        tidy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tidy.stderr)
+    );
+    assert!(ws.read("go.sum").contains("example.com/dep v1.0.0 h1:"));
+
+    let run = ws.kiln(&["test"]);
+    run.assert_ok();
+    assert!(
+        run.ran().contains(&"GoModDownload //:unit".to_string()),
+        "{:?}",
+        run.ran()
+    );
+    assert!(
+        run.stderr.contains("ok  \texample.com/m/use"),
+        "{}",
+        run.stderr
+    );
+    let again = ws.kiln(&["test"]);
+    assert_eq!(again.executed(), 0, "{}", again.stderr);
+
+    // The proxy now serves other bytes for the same version: a fresh cache downloads
+    // again, and go.sum refuses them.
+    write_proxy(proxy.path(), 7);
+    let copy = ws.copy();
+    let run = copy.kiln(&["test"]);
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("GoModDownload"), "{}", run.stderr);
+    assert!(run.stderr.contains("checksum mismatch"), "{}", run.stderr);
+}

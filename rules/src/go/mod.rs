@@ -14,8 +14,16 @@
 //!   vendor/ exists else -mod=mod, GOAMD64=v1 / GOARM64=v8.0 / GOARM=7 pinned, a fresh
 //!   GOCACHE per action and Go's compile cache shared through `kiln gocacheprog`
 //!   (GOCACHEPROG), which stores entries in kiln's store (`KILN_GO_CACHE` overrides where).
+//! * **Dependencies** ([`download`]): from vendor/ (GOFLAGS=-mod=vendor), or, when go.sum
+//!   lists modules, from one `GoModDownload` fixed-output action: `go mod download` with
+//!   the `[go] proxy` of kiln.toml (default `https://proxy.golang.org`), the only kind of
+//!   action allowed network access, keyed by go.mod and go.sum alone; Go verifies every
+//!   module against go.sum. Its output, a module cache under
+//!   `kiln-out/<package>/.gomodcache/`, is an input of every other Go action of the
+//!   module, which run with GOPROXY=off and GOMODCACHE pointing at it.
 
 pub mod binary;
+pub mod download;
 pub mod list;
 pub mod output;
 pub mod test;
@@ -62,7 +70,7 @@ pub fn host_platform() -> String {
 /// The Go toolchain as a tool of an action.
 pub fn toolchain(ctx: &Analysis<'_>) -> Result<Tool> {
     if let Some(go) = ctx.workspace.section("go")? {
-        go.check_keys(&["root"], "[go]")?;
+        go.check_keys(&["root", "proxy"], "[go]")?;
         if let Some(root) = go.str("root")? {
             let path = PathBuf::from(&root.value);
             if !path.join("bin/go").is_file() {
@@ -106,12 +114,14 @@ pub struct Module {
     pub vendored: bool,
     /// go.mod, go.sum and vendor/ files: inputs of every Go action.
     pub common: Vec<Artifact>,
-    /// Every file of the module (inputs of `go list`).
+    /// Every file of the module (inputs of `go list`), with the downloaded modules.
     pub all: Vec<Artifact>,
+    /// The sandbox-relative module cache of downloaded dependencies, if any.
+    pub modcache: Option<String>,
 }
 
 impl Module {
-    pub fn load(ctx: &Analysis<'_>) -> Result<Module> {
+    pub fn load(ctx: &mut Analysis<'_>) -> Result<Module> {
         let dir = ctx.package().to_string();
         let go_mod = ctx.workspace.root.join(&dir).join("go.mod");
         let text = std::fs::read_to_string(&go_mod).map_err(|_| {
@@ -144,13 +154,22 @@ impl Module {
             .cloned()
             .collect::<Vec<_>>();
         let vendored = common.iter().any(|a| a.path.starts_with(&vendor_prefix));
-        Ok(Module {
+        let mut module = Module {
             dir,
             path,
             vendored,
             common,
             all,
-        })
+            modcache: None,
+        };
+        if !vendored {
+            if let Some((cache_dir, files)) = download::download(ctx, &module)? {
+                module.common.extend(files.iter().cloned());
+                module.all.extend(files);
+                module.modcache = Some(cache_dir);
+            }
+        }
+        Ok(module)
     }
 
     /// The workspace-relative path of a module-relative one.
@@ -224,7 +243,10 @@ pub fn go_env(
     set("GOROOT", "{tool:go}");
     set("GOCACHE", "{sandbox}/.kiln/gocache");
     set("GOPATH", "{sandbox}/.kiln/gopath");
-    set("GOMODCACHE", "{sandbox}/.kiln/gopath/pkg/mod");
+    match &module.modcache {
+        Some(dir) => set("GOMODCACHE", &format!("{{sandbox}}/{dir}")),
+        None => set("GOMODCACHE", "{sandbox}/.kiln/gopath/pkg/mod"),
+    }
     set(
         "GOFLAGS",
         if module.vendored {

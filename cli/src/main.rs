@@ -80,6 +80,8 @@ pub enum Command {
         #[arg(long)]
         cold: bool,
     },
+    /// Write kiln.toml and a BUILD.toml for the Go module in the current directory.
+    Init,
     /// Print the action graph.
     Graph {
         #[arg(long, default_value = "dot")]

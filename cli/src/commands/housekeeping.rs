@@ -4,6 +4,10 @@
 //!
 //! Both print what they removed on stdout, one summary line per kind of entry.
 //!
+//! gc keeps every result and blob used in the last 5 minutes, since a build running at
+//! the same time may be writing or reading them; `KILN_GC_GRACE=SECONDS` changes that
+//! window (`0` makes the limit strict, for a store no build is using).
+//!
 //! Exit codes:
 //! - `gc`: 0 when it ran (also when recent blobs kept the store above SIZE: it says so);
 //!   2 when SIZE does not parse.
@@ -14,6 +18,7 @@
 //!   3 when the store could not be read.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Result;
 use kiln_cache::gc::{GcOptions, GcReport, VerifyReport};
@@ -22,18 +27,36 @@ use crate::context::open_local;
 
 pub fn gc(max_size: &str) -> Result<ExitCode> {
     let max_size = kiln_cache::server::parse_size(max_size).map_err(|e| {
-        kiln_engine::Error::new(
-            kiln_engine::ErrorKind::Config,
-            format!("--max-size: {e}"),
-        )
+        kiln_engine::Error::new(kiln_engine::ErrorKind::Config, format!("--max-size: {e}"))
     })?;
+    let opts = GcOptions {
+        grace: grace()?,
+        ..GcOptions::new(max_size)
+    };
     let store = open_local()?;
-    let report = kiln_cache::gc::gc(&store, &GcOptions::new(max_size))?;
-    print_gc(&report, max_size);
+    let report = kiln_cache::gc::gc(&store, &opts)?;
+    print_gc(&report, &opts);
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_gc(r: &GcReport, max_size: u64) {
+/// The protection window: `KILN_GC_GRACE` seconds, else the default.
+fn grace() -> Result<Duration> {
+    match std::env::var("KILN_GC_GRACE") {
+        Ok(text) if !text.is_empty() => {
+            let secs: u64 = text.trim().parse().map_err(|_| {
+                kiln_engine::Error::new(
+                    kiln_engine::ErrorKind::Config,
+                    format!("parse KILN_GC_GRACE `{text}` as seconds"),
+                )
+            })?;
+            Ok(Duration::from_secs(secs))
+        }
+        _ => Ok(kiln_cache::gc::DEFAULT_GRACE),
+    }
+}
+
+fn print_gc(r: &GcReport, opts: &GcOptions) {
+    let max_size = opts.max_size;
     println!(
         "removed {} action results and {} blobs ({})",
         r.actions_removed,
@@ -46,13 +69,14 @@ fn print_gc(r: &GcReport, max_size: u64) {
         size(r.bytes_kept),
         size(max_size)
     );
-    if r.recent_kept > 0 && r.bytes_kept > max_size {
+    if r.bytes_kept > max_size {
         println!(
-            "kept {} blobs ({}) written in the last {} minutes that no result names yet \
-             (a build may be writing them)",
+            "the cache stays above the limit: {} action results and {} blobs ({}) were used \
+             in the last {} seconds, and a running build may need them",
+            r.recent_actions_kept,
             r.recent_kept,
             size(r.recent_bytes_kept),
-            kiln_cache::gc::DEFAULT_GRACE.as_secs() / 60
+            opts.grace.as_secs()
         );
     }
     if r.undecodable_removed > 0 {

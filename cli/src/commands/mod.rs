@@ -6,6 +6,7 @@ mod clean;
 mod explain;
 mod graph;
 mod housekeeping;
+mod init;
 mod run;
 mod serve;
 mod verify_repro;
@@ -27,6 +28,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         Command::VerifyRepro { labels, cold } => verify_repro::run(cli, labels, *cold),
         Command::Graph { format, labels } => graph::run(cli, format, labels),
         Command::Clean => clean::run(cli),
+        Command::Init => init::run(cli),
         Command::Cache { command } => run_cache(cli, command),
         Command::Gocacheprog => cache::gocacheprog(),
         Command::Serve {

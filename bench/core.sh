@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# kiln's core benchmark: 1,000 genrules over 10,000 source files, kiln against ninja.
+#
+#   bash bench/core.sh
+#
+# Builds kiln (release), generates the workspace and its build.ninja into bench/out/ws
+# (bench/gen_genrule_workspace.py), then measures with hyperfine, kiln and ninja side by
+# side, both with -j2:
+#   cold   kiln with an empty cache directory and no kiln-out/;
+#          ninja with no ninja-out/, .ninja_log or .ninja_deps;
+#   noop   the rebuild when nothing changed;
+#   edit   the rebuild after appending a unique line to one source file (so kiln's cache
+#          cannot already hold the result), which reruns 2 actions.
+# Every run's own report is checked: each kiln run must end with the expected summary
+# line (noop: 0 executed; edit: exactly the expected few executed) and each ninja run
+# with the expected "[N/N]" line or "no work to do"; kiln-out/ and ninja-out/ must hold
+# the same bytes. Results: bench/out/core-{cold,noop,edit}.{md,json}, the runs' logs in
+# bench/out/logs/, the ratios kiln/ninja printed at the end and in bench/out/core.md.
+#
+# Environment: TARGETS, FILES, PACKAGES (workspace size; 1000, 10000, 100), JOBS (2),
+# COLD_RUNS (5), NOOP_RUNS (30), EDIT_RUNS (15), KILN_FLAGS (extra global flags for
+# kiln, e.g. "--sandbox=dir"; the default sandbox is auto, i.e. bubblewrap where it works).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT=$ROOT/bench/out
+WS=$OUT/ws
+LOGS=$OUT/logs
+KILN=$ROOT/target/release/kiln
+JOBS=${JOBS:-2}
+COLD_RUNS=${COLD_RUNS:-5}
+NOOP_RUNS=${NOOP_RUNS:-30}
+EDIT_RUNS=${EDIT_RUNS:-15}
+KILN_FLAGS=${KILN_FLAGS:-}
+export KILN_CACHE=$OUT/cache
+
+die() {
+    echo "core.sh: $*" >&2
+    exit 1
+}
+
+for tool in cargo python3 hyperfine ninja; do
+    command -v "$tool" >/dev/null || die "needs $tool on PATH"
+done
+
+echo "== building kiln (release)" >&2
+(cd "$ROOT" && cargo build --release -p kiln --quiet)
+
+echo "== generating the workspace into $WS" >&2
+rm -rf "$WS" "$KILN_CACHE" "$LOGS"
+mkdir -p "$LOGS"
+python3 "$ROOT/bench/gen_genrule_workspace.py" "$WS" \
+    --targets "${TARGETS:-1000}" --files "${FILES:-10000}" --packages "${PACKAGES:-100}" \
+    >"$OUT/workspace.json"
+read -r N EDIT_FILE EDIT_N < <(python3 -c '
+import json, os, sys
+s = json.load(open(sys.argv[1]))
+print(s["targets"], s["edit_file"], s["edit_actions"])' "$WS/bench.json")
+echo "   $N targets; the edit benchmark changes $EDIT_FILE ($EDIT_N actions rerun)" >&2
+
+# Commands as hyperfine runs them (through its shell, whose start-up it subtracts).
+# Each appends its report to a log that is checked afterwards.
+kiln_cmd() { echo "$KILN -C $WS -j $JOBS $KILN_FLAGS build 2>>$LOGS/kiln-$1.log"; }
+ninja_cmd() { echo "ninja -C $WS -j $JOBS >>$LOGS/ninja-$1.log 2>&1"; }
+KILN_CLEAN="rm -rf $KILN_CACHE $WS/kiln-out"
+NINJA_CLEAN="rm -rf $WS/ninja-out $WS/.ninja_log $WS/.ninja_deps"
+EDIT="date +%s%N >>$WS/$EDIT_FILE"
+
+bench() { # NAME RUNS WARMUP [hyperfine args...]
+    local name=$1 runs=$2 warmup=$3
+    shift 3
+    echo "== $name: $runs runs each (+$warmup warm-up)" >&2
+    hyperfine --runs "$runs" --warmup "$warmup" --style basic \
+        --export-markdown "$OUT/core-$name.md" --export-json "$OUT/core-$name.json" "$@"
+    echo $((runs + warmup)) >"$LOGS/$name.count"
+}
+
+# expect LOG COUNT PATTERN: the log holds exactly COUNT report lines, all matching PATTERN.
+expect() {
+    local log=$1 count=$2 pattern=$3 prefix=$4 got good
+    got=$(grep -cE "$prefix" "$log" || true)
+    good=$(grep -cE "$pattern" "$log" || true)
+    if [[ $got != "$count" || $good != "$count" ]]; then
+        grep -E "$prefix" "$log" | sort | uniq -c >&2 || true
+        die "$log: expected $count runs matching /$pattern/, found $good of $got"
+    fi
+    echo "   ok: $count runs in $(basename "$log") match /$pattern/" >&2
+}
+expect_kiln() { # NAME CACHED EXECUTED
+    local count
+    count=$(cat "$LOGS/$1.count")
+    expect "$LOGS/kiln-$1.log" "$count" \
+        "^kiln: $N actions: $2 cached, $3 executed, 0 failed in " '^kiln: [0-9]+ actions:'
+}
+expect_ninja() { # NAME PATTERN
+    local count
+    count=$(cat "$LOGS/$1.count")
+    expect "$LOGS/ninja-$1.log" "$count" "$2" '^(\[[0-9]+/[0-9]+\]|ninja: no work to do)'
+}
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+bench cold "$COLD_RUNS" 1 \
+    --command-name "kiln cold" --prepare "$KILN_CLEAN" "$(kiln_cmd cold)" \
+    --command-name "ninja cold" --prepare "$NINJA_CLEAN" "$(ninja_cmd cold)"
+expect_kiln cold 0 "$N"
+# ninja prints one [i/N] line per edge; count only the last one of each run.
+expect "$LOGS/ninja-cold.log" "$(cat "$LOGS/cold.count")" "^\[$N/$N\]" "^\[$N/$N\]"
+diff -r "$WS/kiln-out" "$WS/ninja-out" >/dev/null ||
+    die "kiln-out/ and ninja-out/ differ after the cold builds"
+echo "   ok: kiln-out/ and ninja-out/ hold the same $N files" >&2
+
+bench noop "$NOOP_RUNS" 3 \
+    --command-name "kiln no-op" "$(kiln_cmd noop)" \
+    --command-name "ninja no-op" "$(ninja_cmd noop)"
+expect_kiln noop "$N" 0
+expect_ninja noop '^ninja: no work to do\.$'
+
+bench edit "$EDIT_RUNS" 2 \
+    --command-name "kiln edit" --prepare "$EDIT" "$(kiln_cmd edit)" \
+    --command-name "ninja edit" --prepare "$EDIT" "$(ninja_cmd edit)"
+expect_kiln edit $((N - EDIT_N)) "$EDIT_N"
+# The log holds one [i/EDIT_N] line per rerun edge; check the last one of each run.
+expect "$LOGS/ninja-edit.log" "$(cat "$LOGS/edit.count")" "^\[$EDIT_N/$EDIT_N\]" \
+    "^(\[$EDIT_N/[0-9]+\]|ninja: no work to do)"
+# ninja's runs edited the file after kiln's last run: bring kiln up to date, then compare.
+$KILN -C "$WS" -j "$JOBS" $KILN_FLAGS build 2>>"$LOGS/kiln-final.log"
+diff -r "$WS/kiln-out" "$WS/ninja-out" >/dev/null ||
+    die "kiln-out/ and ninja-out/ differ after the edit builds"
+echo "   ok: kiln-out/ and ninja-out/ still hold the same bytes after the edits" >&2
+
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+python3 - "$OUT" "$N" "$JOBS" "$LOAD_BEFORE" "$LOAD_AFTER" <<'EOF' | tee "$OUT/core.md"
+import json, os, sys
+out, n, jobs, load_before, load_after = sys.argv[1:6]
+print(f"| {n} genrules, -j{jobs} | kiln mean ± σ (median) | ninja mean ± σ (median) "
+      "| kiln/ninja, means | kiln/ninja, medians |")
+print("|---|---|---|---|---|")
+for name in ["cold", "noop", "edit"]:
+    kiln, ninja = json.load(open(f"{out}/core-{name}.json"))["results"]
+    ms = lambda v: f"{v * 1000:.1f}"
+    fmt = lambda r: f"{ms(r['mean'])} ms ± {ms(r['stddev'] or 0)} ({ms(r['median'])})"
+    ratio = lambda k: f"{kiln[k] / ninja[k]:.2f}"
+    print(f"| {name} | {fmt(kiln)} | {fmt(ninja)} | {ratio('mean')} | {ratio('median')} |")
+print(f"\n| CPU time (user + sys, mean) | kiln | ninja | kiln/ninja |")
+print("|---|---|---|---|")
+for name in ["cold", "noop", "edit"]:
+    kiln, ninja = json.load(open(f"{out}/core-{name}.json"))["results"]
+    cpu = lambda r: r["user"] + r["system"]
+    print(f"| {name} | {cpu(kiln) * 1000:.1f} ms | {cpu(ninja) * 1000:.1f} ms "
+          f"| {cpu(kiln) / cpu(ninja):.2f} |")
+print(f"\nload average before: {load_before}; after: {load_after} ({os.cpu_count()} cores)")
+EOF

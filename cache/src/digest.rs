@@ -46,21 +46,18 @@ impl Digest {
     }
 
     pub fn to_hex(&self) -> String {
-        self.to_string()
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
     }
 
     /// The first 12 hex characters, for messages.
     pub fn short(&self) -> String {
-        self.to_string()[..12].to_string()
+        self.to_hex()[..12].to_string()
     }
 }
 
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        f.write_str(blake3::Hash::from_bytes(self.0).to_hex().as_str())
     }
 }
 

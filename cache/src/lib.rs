@@ -26,6 +26,7 @@
 mod digest;
 mod error;
 mod filestate;
+pub mod gc;
 pub mod gocacheprog;
 mod local;
 mod remote;
@@ -44,8 +45,19 @@ pub use store::Store;
 pub use tiered::{ReadOnly, TieredStore};
 
 /// The default cache directory: `$KILN_CACHE`, else `$XDG_CACHE_HOME/kiln`, else
-/// `$HOME/.cache/kiln`.
+/// `$HOME/.cache/kiln`, made absolute.
 pub fn default_cache_dir() -> std::path::PathBuf {
+    let dir = configured_cache_dir();
+    if dir.is_absolute() {
+        return dir;
+    }
+    // Sandboxes and helpers run elsewhere: a relative setting is made absolute once.
+    std::env::current_dir()
+        .map(|cwd| cwd.join(&dir))
+        .unwrap_or(dir)
+}
+
+fn configured_cache_dir() -> std::path::PathBuf {
     use std::path::PathBuf;
     if let Some(dir) = std::env::var_os("KILN_CACHE").filter(|v| !v.is_empty()) {
         return PathBuf::from(dir);

@@ -133,13 +133,28 @@ pub enum CacheCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match commands::run(&cli) {
+    let code = match commands::run(&cli) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("kiln: error: {err:#}");
             exit_code(&err)
         }
-    }
+    };
+    // Everything is flushed by now: exit without freeing the build's memory.
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    std::process::exit(if code == ExitCode::SUCCESS {
+        0
+    } else {
+        exit_status(&code)
+    })
+}
+
+fn exit_status(code: &ExitCode) -> i32 {
+    // ExitCode hides its value; the few codes kiln uses are compared one by one.
+    (1..=3)
+        .find(|&c| *code == ExitCode::from(c as u8))
+        .unwrap_or(1)
 }
 
 /// The one place exit codes are decided.

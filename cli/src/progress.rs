@@ -131,7 +131,7 @@ impl Reporter for Progress {
 }
 
 /// An action's stdout as the user should see it: `go test` output for GoTest actions.
-fn render_output(action: &Action, stdout: &[u8], cached: bool) -> String {
+pub fn render_output(action: &Action, stdout: &[u8], cached: bool) -> String {
     use kiln_rules::go::output;
     if action.mnemonic == "GoTest" {
         return output::render(&output::parse(stdout), cached);

@@ -39,7 +39,10 @@ pub struct Executor {
     pub root: PathBuf,
     pub local: Arc<LocalStore>,
     pub store: Arc<dyn Store>,
+    /// The sandbox asked for; `auto` is resolved when the first action runs, so a build
+    /// that executes nothing never probes for bubblewrap.
     pub mode: SandboxMode,
+    resolved_mode: std::sync::OnceLock<std::result::Result<SandboxMode, Error>>,
     pub hidden: Hidden,
     pub keep_sandbox_on_failure: bool,
     /// Whether outputs are placed under `kiln-out/` (off for `kiln verify-repro`'s
@@ -58,7 +61,6 @@ impl Executor {
         store: Arc<dyn Store>,
         mode: SandboxMode,
     ) -> Result<Executor> {
-        let mode = mode.resolve()?;
         local.load_file_states(root)?;
         let key_prefix = key_prefix(root);
         let last_keys = local.last_keys(&key_prefix)?;
@@ -70,6 +72,7 @@ impl Executor {
             local,
             store,
             mode,
+            resolved_mode: std::sync::OnceLock::new(),
             hidden,
             keep_sandbox_on_failure: false,
             materialize: true,
@@ -82,6 +85,12 @@ impl Executor {
 
     /// The workspace's stamp values, computed once per build (see [`crate::host::stamp_values`]).
     /// The text is also stored as a blob, so a stamp is content-addressed like any output.
+    /// Whether any target used the stamp values in this build (they come from git, which
+    /// the no-op fast path does not watch).
+    pub fn stamp_used(&self) -> bool {
+        self.stamp.get().is_some()
+    }
+
     pub fn stamp(&self, defaults: &BTreeMap<String, String>) -> &BTreeMap<String, String> {
         self.stamp.get_or_init(|| {
             let values = crate::host::stamp_values(&self.root, defaults);
@@ -214,7 +223,14 @@ impl Executor {
             }
         }
         let exit_code = match &action.kind {
-            ActionKind::Exec(spec) => sandbox.run(spec, self.mode, &self.hidden).map_err(fail)?,
+            ActionKind::Exec(spec) => {
+                let mode = self
+                    .resolved_mode
+                    .get_or_init(|| self.mode.resolve())
+                    .clone()
+                    .map_err(fail)?;
+                sandbox.run(spec, mode, &self.hidden).map_err(fail)?
+            }
             ActionKind::Builtin(b) => run_builtin(
                 b,
                 &sandbox,

@@ -26,6 +26,7 @@ pub mod executor;
 pub mod host;
 pub mod key;
 pub mod label;
+pub mod noop;
 pub mod plan;
 pub mod rule;
 pub mod sandbox;

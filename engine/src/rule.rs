@@ -180,8 +180,8 @@ impl Analysis<'_> {
 
     /// A source file of this package, checked to exist.
     pub fn source_file(&self, rel: &Spanned<String>) -> Result<Artifact> {
-        let at = self.attrs().location(rel.span.start);
-        check_relative(&rel.value).map_err(|e| Error::new(ErrorKind::Config, e).at(at.clone()))?;
+        let at = || self.attrs().location(rel.span.start);
+        check_relative(&rel.value).map_err(|e| Error::new(ErrorKind::Config, e).at(at()))?;
         let path = self.package_path(&rel.value);
         let abs = self.workspace.root.join(&path);
         if !abs.is_file() {
@@ -189,7 +189,7 @@ impl Analysis<'_> {
                 ErrorKind::MissingFile,
                 format!("source file `{path}` of {} does not exist", self.label()),
             )
-            .at(at));
+            .at(at()));
         }
         Ok(Artifact::source(path))
     }

@@ -273,8 +273,23 @@ fn bwrap_command(
     cmd
 }
 
-/// Finds a tool on the host PATH, as an absolute path.
+/// Finds a tool on the host PATH, as an absolute path (looked up once per process).
 pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    static FOUND: OnceLock<std::sync::Mutex<std::collections::HashMap<String, Option<PathBuf>>>> =
+        OnceLock::new();
+    let cache = FOUND.get_or_init(Default::default);
+    if let Some(found) = cache.lock().unwrap().get(name) {
+        return found.clone();
+    }
+    let found = search_path(name);
+    cache
+        .lock()
+        .unwrap()
+        .insert(name.to_string(), found.clone());
+    found
+}
+
+fn search_path(name: &str) -> Option<PathBuf> {
     if name.contains('/') {
         let p = PathBuf::from(name);
         return p.is_file().then_some(p);

@@ -42,6 +42,9 @@ pub struct Workspace {
     pub root: PathBuf,
     pub config: Table,
     pub packages: BTreeMap<String, Package>,
+    /// Every directory searched for BUILD.toml files (a new file in one changes its
+    /// modification time, which the no-op fast path watches).
+    pub dirs: Vec<PathBuf>,
 }
 
 /// Finds the workspace root: `start` or its closest ancestor holding kiln.toml.
@@ -69,7 +72,8 @@ impl Workspace {
         let config = read_toml(&root.join(WORKSPACE_FILE))?;
         config.check_keys(sections, WORKSPACE_FILE)?;
         let mut packages = BTreeMap::new();
-        for build_file in find_build_files(root)? {
+        let (build_files, dirs) = find_build_files(root)?;
+        for build_file in build_files {
             let dir = build_file.parent().unwrap_or(root);
             let name = dir
                 .strip_prefix(root)
@@ -83,6 +87,7 @@ impl Workspace {
             root: root.to_path_buf(),
             config,
             packages,
+            dirs,
         })
     }
 
@@ -127,8 +132,9 @@ fn read_toml(path: &Path) -> Result<Table> {
     Table::parse_file(path, text)
 }
 
-fn find_build_files(root: &Path) -> Result<Vec<PathBuf>> {
+fn find_build_files(root: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     let mut found = Vec::new();
+    let mut dirs = Vec::new();
     let walker = walkdir::WalkDir::new(root)
         .sort_by_file_name()
         .into_iter()
@@ -145,11 +151,13 @@ fn find_build_files(root: &Path) -> Result<Vec<PathBuf>> {
                 format!("walk the workspace {}: {e}", root.display()),
             )
         })?;
-        if entry.file_type().is_file() && entry.file_name() == BUILD_FILE {
+        if entry.file_type().is_dir() {
+            dirs.push(entry.into_path());
+        } else if entry.file_type().is_file() && entry.file_name() == BUILD_FILE {
             found.push(entry.into_path());
         }
     }
-    Ok(found)
+    Ok((found, dirs))
 }
 
 fn load_package(name: &str, build_file: &Path, rules: &[&str]) -> Result<Package> {

@@ -380,3 +380,71 @@ fn two_builds_at_once_on_one_cache_both_succeed() {
     }
     assert_eq!(ws.kiln(&["build"]).counts(), (6, 6, 0, 0));
 }
+
+/// Waits until files written now are older than the no-op fast path's racy window.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(2100));
+}
+
+#[test]
+fn no_op_fast_path_replays_and_notices_every_kind_of_change() {
+    let ws = workspace()
+        .file("text/a.txt", "a\n")
+        .file(
+            "BUILD.toml",
+            "[filegroup.texts]\nsrcs = [\"text/*.txt\"]\n\n[genrule.all]\nsrcs = [\":texts\"]\nouts = [\"all.txt\"]\ncmd = \"cat $SRCS > $OUT\"\ntools = [\"cat\"]\n",
+        )
+        .build();
+    const FAST: &str = "nothing changed since the last build";
+    ws.kiln(&["build"]).assert_ok();
+    settle();
+    let recorded = ws.kiln(&["build"]);
+    assert!(!recorded.stderr.contains(FAST), "{}", recorded.stderr);
+    let fast = ws.kiln(&["build"]);
+    fast.assert_ok();
+    assert!(fast.stderr.contains(FAST), "{}", fast.stderr);
+    assert_eq!(fast.counts(), (1, 1, 0, 0));
+
+    // A new file matching a glob: its directory changed.
+    ws.write("text/b.txt", "b\n");
+    let run = ws.kiln(&["build"]);
+    assert!(
+        !run.stderr.contains(FAST) && run.executed() == 1,
+        "{}",
+        run.stderr
+    );
+    assert_eq!(ws.read("kiln-out/all.txt"), "a\nb\n");
+
+    // An edited source.
+    settle();
+    ws.kiln(&["build"]).assert_ok();
+    assert!(ws.kiln(&["build"]).stderr.contains(FAST));
+    ws.write("text/a.txt", "A\n");
+    let run = ws.kiln(&["build"]);
+    assert!(
+        !run.stderr.contains(FAST) && run.executed() == 1,
+        "{}",
+        run.stderr
+    );
+    assert_eq!(ws.read("kiln-out/all.txt"), "A\nb\n");
+
+    // A deleted output, and a changed BUILD.toml.
+    settle();
+    ws.kiln(&["build"]).assert_ok();
+    assert!(ws.kiln(&["build"]).stderr.contains(FAST));
+    std::fs::remove_file(ws.path("kiln-out/all.txt")).unwrap();
+    let run = ws.kiln(&["build"]);
+    assert!(!run.stderr.contains(FAST), "{}", run.stderr);
+    assert_eq!(ws.read("kiln-out/all.txt"), "A\nb\n");
+    ws.write(
+        "BUILD.toml",
+        &ws.read("BUILD.toml")
+            .replace("cat $SRCS", "cat $SRCS $SRCS"),
+    );
+    let run = ws.kiln(&["build"]);
+    assert!(
+        !run.stderr.contains(FAST) && run.executed() == 1,
+        "{}",
+        run.stderr
+    );
+}

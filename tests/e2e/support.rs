@@ -100,6 +100,7 @@ impl Run {
                     && !l.contains(" actions: ")
                     && !l.starts_with("kiln: error")
                     && !l.starts_with("kiln: warning")
+                    && !l.starts_with("kiln: nothing changed")
             })
             .map(|l| l.trim_start_matches("kiln: ").to_string())
             .collect();

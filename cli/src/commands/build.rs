@@ -5,12 +5,13 @@
 //! `test` keeps only test targets, shows each package's result as `go test` does, and
 //! can write JUnit XML.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _, Result};
 use kiln_engine::executor::Executor;
 use kiln_engine::label::{Label, Pattern};
+use kiln_engine::noop;
 use kiln_engine::plan::{expand_patterns, plan, Plan};
 use kiln_engine::scheduler::{self, Options, Report, Reporter};
 
@@ -26,6 +27,10 @@ pub enum Mode {
 }
 
 pub fn run(cli: &Cli, labels: &[String], mode: Mode, junit: Option<&Path>) -> Result<ExitCode> {
+    let fast = FastPath::new(cli, labels, mode, junit.is_none())?;
+    if let Some(code) = fast.as_ref().and_then(FastPath::replay) {
+        return Ok(code);
+    }
     let ctx = Context::load(cli)?;
     let progress = Progress::new(ctx.store.clone());
     let exec = ctx.executor(cli)?;
@@ -35,11 +40,105 @@ pub fn run(cli: &Cli, labels: &[String], mode: Mode, junit: Option<&Path>) -> Re
         write_junit(&ctx, &plan.graph, &report, path)?;
     }
     progress.summary(&report, ctx.remote_enabled);
+    if let Some(fast) = fast {
+        fast.record(&ctx, &exec, &plan, &report);
+    }
     Ok(if report.ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The no-op fast path (see `kiln_engine::noop`) for `build` and `test` without
+/// `--json`, `--profile` or `--junit`, which want a full build's events.
+struct FastPath {
+    manifest: PathBuf,
+}
+
+impl FastPath {
+    fn new(cli: &Cli, labels: &[String], mode: Mode, plain: bool) -> Result<Option<FastPath>> {
+        if !plain || cli.json.is_some() || cli.profile.is_some() {
+            return Ok(None);
+        }
+        let start = match &cli.dir {
+            Some(dir) => dir.clone(),
+            None => std::env::current_dir()?,
+        };
+        let Ok(root) = kiln_engine::workspace::find_root(&start) else {
+            return Ok(None);
+        };
+        let exe = std::env::current_exe()
+            .ok()
+            .and_then(|p| std::fs::metadata(p).ok());
+        let exe = exe.map(|m| (m.len(), m.modified().ok()));
+        let env: Vec<(&str, Option<String>)> = [
+            "PATH",
+            "KILN_GO_CACHE",
+            "KILN_REMOTE_CACHE",
+            "GOROOT",
+            "GOTOOLCHAIN",
+            "HOME",
+            "XDG_CONFIG_HOME",
+        ]
+        .iter()
+        .map(|k| (*k, std::env::var(k).ok()))
+        .collect();
+        let fingerprint = format!(
+            "{:?} {labels:?} {} {:?} {} {exe:?} {env:?}",
+            mode == Mode::Test,
+            cli.sandbox,
+            cli.remote_cache,
+            cli.remote_read_only
+        );
+        let manifest = noop::manifest_path(&kiln_cache::default_cache_dir(), &root, &fingerprint);
+        Ok(Some(FastPath { manifest }))
+    }
+
+    /// Replays the recorded build if nothing it depended on changed.
+    fn replay(&self) -> Option<ExitCode> {
+        let started = std::time::Instant::now();
+        let m = noop::check(&self.manifest)?;
+        eprintln!("kiln: nothing changed since the last build");
+        for line in &m.lines {
+            eprint!("{line}");
+        }
+        let cached = if m.remote {
+            format!("{} cached (0 remote)", m.total)
+        } else {
+            format!("{} cached", m.total)
+        };
+        eprintln!(
+            "kiln: {} actions: {cached}, 0 executed, 0 failed in {:.2}s",
+            m.total,
+            started.elapsed().as_secs_f64()
+        );
+        Some(ExitCode::SUCCESS)
+    }
+
+    fn record(&self, ctx: &Context, exec: &Executor, plan: &Plan, report: &Report) {
+        // Recorded only after a build that ran nothing, so that what `kiln explain` says
+        // of the last build (nothing executed) stays true while builds are replayed.
+        if !report.ok() || exec.stamp_used() || report.executed > 0 {
+            let _ = std::fs::remove_file(&self.manifest);
+            return;
+        }
+        let mut lines = Vec::new();
+        for (id, action) in plan.graph.actions.iter().enumerate() {
+            if let (true, Some(r)) = (action.show_output, report.results.get(&id)) {
+                let stdout = ctx.store.read(&r.stdout).ok().flatten().unwrap_or_default();
+                lines.push(crate::progress::render_output(action, &stdout, true));
+            }
+        }
+        let files = noop::watched_files(&ctx.workspace, &plan.graph, report);
+        noop::record(
+            &self.manifest,
+            files,
+            report.total,
+            ctx.remote_enabled,
+            lines,
+        );
+    }
 }
 
 /// Analyzes the targets and runs their actions, with `--profile` and `--json` when asked.

@@ -1,0 +1,230 @@
+//! The no-op fast path: after a successful build, kiln records the state (size, mtime,
+//! ctime, inode) of every file the build depended on; the next identical request stats
+//! those files in parallel and, if none changed, replays the result without loading the
+//! workspace, analyzing, or opening the cache index. That is ninja's model (one stat per
+//! file), applied to the whole build.
+//!
+//! What is watched ([`watched_files`]): kiln.toml and every BUILD.toml; every directory
+//! searched for them (a new file changes its directory's mtime, so new globs matches and
+//! new packages are seen); every source input of every action; every tool (every file of
+//! a tree tool such as GOROOT); every directory on PATH (where host tools are found);
+//! every output under kiln-out/. What is in the request fingerprint (chosen by the
+//! caller): the command and its patterns, the flags and environment variables that steer
+//! a build, and the kiln binary itself.
+//!
+//! No manifest is written when the build used stamp values (git state is not watched),
+//! when a watched file changed within the last [`RACY_NS`] (its next change might not
+//! move its mtime), or when anything failed. Any mismatch, missing file or unreadable
+//! manifest falls back to the normal path, which is always correct.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::action::{ActionGraph, ActionKind};
+use crate::scheduler::Report;
+use crate::workspace::{Workspace, OUT_DIR};
+
+const MAGIC: &str = "kiln-noop 1";
+
+/// Files modified this recently are not trusted to show their next change.
+pub const RACY_NS: i64 = 2_000_000_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+    ino: u64,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<FileStamp> {
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileStamp {
+            size: if m.is_dir() { 0 } else { m.size() },
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+            ino: m.ino(),
+        })
+    }
+}
+
+/// A recorded successful build.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The summary's action count.
+    pub total: usize,
+    /// Whether the summary names remote hits (a remote cache was configured).
+    pub remote: bool,
+    /// Lines the build showed that must be shown again (test results).
+    pub lines: Vec<String>,
+    files: Vec<(PathBuf, FileStamp)>,
+}
+
+/// Where the manifest of a request lives.
+pub fn manifest_path(cache_dir: &Path, root: &Path, fingerprint: &str) -> PathBuf {
+    let id = blake3::hash(format!("{}\0{fingerprint}", root.display()).as_bytes());
+    cache_dir.join("noop").join(id.to_hex().as_str())
+}
+
+/// The manifest at `path`, if every file it watches is unchanged.
+pub fn check(path: &Path) -> Option<Manifest> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let manifest = parse(&text)?;
+    let unchanged = manifest
+        .files
+        .par_iter()
+        .all(|(p, stamp)| FileStamp::of(p).as_ref() == Some(stamp));
+    unchanged.then_some(manifest)
+}
+
+/// Records the files of a finished build at `path`; removes any old manifest when the
+/// build cannot be recorded (see the module comment).
+pub fn record(path: &Path, files: Vec<PathBuf>, total: usize, remote: bool, lines: Vec<String>) {
+    let _ = std::fs::remove_file(path);
+    let now = now_ns();
+    let stamped: Option<Vec<(PathBuf, FileStamp)>> = files
+        .into_par_iter()
+        .map(|p| {
+            let s = FileStamp::of(&p)?;
+            (now - s.mtime_ns.max(s.ctime_ns) > RACY_NS).then_some((p, s))
+        })
+        .collect();
+    let Some(files) = stamped else { return };
+    let manifest = Manifest {
+        total,
+        remote,
+        lines,
+        files,
+    };
+    let _ = write_atomically(path, &render(&manifest));
+}
+
+/// Every file a build depended on (see the module comment).
+pub fn watched_files(ws: &Workspace, graph: &ActionGraph, report: &Report) -> Vec<PathBuf> {
+    let mut files: HashSet<PathBuf> = HashSet::new();
+    files.insert(ws.root.join(crate::workspace::WORKSPACE_FILE));
+    files.extend(ws.packages.values().map(|p| p.build_file.clone()));
+    files.extend(ws.dirs.iter().cloned());
+    if let Some(path) = std::env::var_os("PATH") {
+        files.extend(std::env::split_paths(&path).filter(|d| d.is_dir()));
+    }
+    for (id, action) in graph.actions.iter().enumerate() {
+        if !report.results.contains_key(&id) {
+            continue;
+        }
+        files.extend(
+            action
+                .inputs
+                .iter()
+                .filter(|a| a.producer.is_none())
+                .map(|a| ws.root.join(&a.path)),
+        );
+        let tools = match &action.kind {
+            ActionKind::Exec(spec) => &spec.tools,
+            ActionKind::Builtin(b) => &b.tools,
+        };
+        for tool in tools {
+            if tool.tree {
+                files.extend(walk_files(&tool.path));
+            } else {
+                files.insert(std::fs::canonicalize(&tool.path).unwrap_or(tool.path.clone()));
+                files.insert(tool.path.clone());
+            }
+        }
+    }
+    for result in report.results.values() {
+        files.extend(
+            result
+                .outputs
+                .iter()
+                .filter(|o| o.path.starts_with(OUT_DIR))
+                .map(|o| ws.root.join(&o.path)),
+        );
+    }
+    let mut files: Vec<PathBuf> = files.into_iter().collect();
+    files.sort();
+    files
+}
+
+fn walk_files(root: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .flatten()
+        .filter(|e| !e.file_type().is_symlink())
+        .map(|e| e.into_path())
+        .collect()
+}
+
+fn render(m: &Manifest) -> String {
+    let mut out = format!("{MAGIC}\n{} {}\n", m.total, m.remote);
+    for line in &m.lines {
+        out.push_str(&format!(
+            "L {}\n",
+            serde_json::to_string(line).expect("strings serialize")
+        ));
+    }
+    for (p, s) in &m.files {
+        out.push_str(&format!(
+            "F {} {} {} {} {}\n",
+            s.size,
+            s.mtime_ns,
+            s.ctime_ns,
+            s.ino,
+            p.display()
+        ));
+    }
+    out
+}
+
+fn parse(text: &str) -> Option<Manifest> {
+    let mut lines = text.lines();
+    if lines.next()? != MAGIC {
+        return None;
+    }
+    let (total, remote) = lines.next()?.split_once(' ')?;
+    let (total, remote) = (total.parse().ok()?, remote.parse().ok()?);
+    let mut manifest = Manifest {
+        total,
+        remote,
+        lines: Vec::new(),
+        files: Vec::new(),
+    };
+    for line in lines {
+        if let Some(json) = line.strip_prefix("L ") {
+            manifest.lines.push(serde_json::from_str(json).ok()?);
+        } else if let Some(rest) = line.strip_prefix("F ") {
+            let mut parts = rest.splitn(5, ' ');
+            let stamp = FileStamp {
+                size: parts.next()?.parse().ok()?,
+                mtime_ns: parts.next()?.parse().ok()?,
+                ctime_ns: parts.next()?.parse().ok()?,
+                ino: parts.next()?.parse().ok()?,
+            };
+            manifest.files.push((PathBuf::from(parts.next()?), stamp));
+        } else {
+            return None;
+        }
+    }
+    Some(manifest)
+}
+
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let dir = path.parent().expect("manifests live in a directory");
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}

@@ -34,6 +34,7 @@ mod result;
 pub mod server;
 mod store;
 mod tiered;
+pub mod time;
 
 pub use digest::Digest;
 pub use error::{Error, ErrorKind, Result};

@@ -10,8 +10,9 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
+use kiln_testkit::Nginx;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -185,121 +186,9 @@ fn kiln_server(dir: &Path, tweak: impl FnOnce(&mut ServeOptions)) -> ServerHandl
     Server::from_listener(listener, opts).unwrap().spawn()
 }
 
-/// nginx with WebDAV PUT, configured and started in a temp dir; stopped on drop.
-struct Nginx {
-    tmp: TempDir,
-    child: Option<Child>,
-    port: u16,
-}
 
-impl Nginx {
-    /// None (with a message) when nginx is not installed.
-    fn start() -> Option<Nginx> {
-        if Command::new("nginx").arg("-v").output().is_err() {
-            eprintln!("skipped: nginx is not installed");
-            return None;
-        }
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(tmp.path().join("root")).unwrap();
-        let port = free_port();
-        let conf = tmp.path().join("nginx.conf");
-        std::fs::write(&conf, nginx_conf(tmp.path(), port)).unwrap();
-        let prefix = format!("{}/", tmp.path().display());
-        let globals = format!(
-            "daemon off; pid {}/nginx.pid; error_log stderr;",
-            tmp.path().display()
-        );
-        let child = Command::new("nginx")
-            .args(["-p", &prefix, "-c"])
-            .arg(&conf)
-            .args(["-g", &globals])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let nginx = Nginx {
-            tmp,
-            child: Some(child),
-            port,
-        };
-        wait_for_port(port);
-        Some(nginx)
-    }
 
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
 
-    fn root(&self) -> PathBuf {
-        self.tmp.path().join("root")
-    }
-
-    /// Stops nginx as an outage would: SIGTERM to the master, which ends the workers.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn nginx_conf(tmp: &Path, port: u16) -> String {
-    let t = tmp.display();
-    let user = if unsafe { libc::geteuid() } == 0 {
-        "user root root;"
-    } else {
-        ""
-    };
-    format!(
-        "{user}
-worker_processes 1;
-events {{ worker_connections 256; }}
-http {{
-  access_log {t}/access.log;
-  client_body_temp_path {t}/client_body;
-  proxy_temp_path {t}/proxy;
-  fastcgi_temp_path {t}/fastcgi;
-  uwsgi_temp_path {t}/uwsgi;
-  scgi_temp_path {t}/scgi;
-  server {{
-    listen 127.0.0.1:{port};
-    root {t}/root;
-    location / {{
-      dav_methods PUT;
-      create_full_put_path on;
-      dav_access user:rw group:r all:r;
-      client_max_body_size 0;
-      log_not_found off;
-    }}
-  }}
-}}
-"
-    )
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "nginx did not start on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// A server that reads each request head and answers with `answer(head)`, forever.
 fn scripted_server(answer: fn(&str) -> Vec<u8>) -> SocketAddr {
@@ -417,7 +306,7 @@ fn round_trip_through_kiln_server() {
 
 #[test]
 fn round_trip_through_nginx_webdav() {
-    let Some(nginx) = Nginx::start() else { return };
+    let nginx = Nginx::start();
     round_trip(&nginx.url());
     let key = Digest::of_bytes(b"action 3");
     let stored = std::fs::read(nginx.root().join("ac").join(key.to_hex())).unwrap();
@@ -427,7 +316,7 @@ fn round_trip_through_nginx_webdav() {
 
 #[test]
 fn blobs_the_remote_has_are_not_uploaded_again() {
-    let Some(nginx) = Nginx::start() else { return };
+    let nginx = Nginx::start();
     let work = actions(4, 4096);
     let a = machine();
     build(
@@ -435,7 +324,7 @@ fn blobs_the_remote_has_are_not_uploaded_again() {
         &a.work,
         &work,
     );
-    let log = nginx.tmp.path().join("access.log");
+    let log = nginx.access_log();
     let puts = |what: &str| {
         let text = std::fs::read_to_string(&log).unwrap();
         text.lines()
@@ -510,7 +399,7 @@ fn corrupted_blob_on_kiln_server_is_a_miss() {
 
 #[test]
 fn corrupted_blob_on_nginx_is_a_miss() {
-    let Some(nginx) = Nginx::start() else { return };
+    let nginx = Nginx::start();
     corrupted_blob(&nginx.url(), &nginx.root());
 }
 
@@ -589,9 +478,7 @@ fn kiln_server_stopped_midway() {
 
 #[test]
 fn nginx_stopped_midway() {
-    let Some(mut nginx) = Nginx::start() else {
-        return;
-    };
+    let mut nginx = Nginx::start();
     let url = nginx.url();
     stopped_midway(&url, &mut || nginx.stop());
 }
@@ -797,7 +684,7 @@ fn read_only_uploads_nothing_to_kiln_server() {
 
 #[test]
 fn read_only_uploads_nothing_to_nginx() {
-    let Some(nginx) = Nginx::start() else { return };
+    let nginx = Nginx::start();
     let root = nginx.root();
     let count = move || walk_files(&root);
     read_only(&nginx.url(), &count);

@@ -117,8 +117,9 @@ pub enum Command {
 pub enum CacheCommand {
     /// Counts and sizes.
     Stats {
-        #[arg(long)]
-        json: bool,
+        /// Output format: text or json.
+        #[arg(long, default_value = "text")]
+        format: String,
     },
     /// The key each action of this workspace had in its last build.
     Keys,

@@ -104,6 +104,10 @@ impl Sandbox {
             let p = dir.path().join(sub);
             fs::create_dir_all(&p).map_err(|e| Error::io("create", &p, e))?;
         }
+        // Empty captures, so a builtin action that prints nothing has them too.
+        for capture in [".kiln/stdout", ".kiln/stderr"] {
+            open_capture(&dir.path().join(capture))?;
+        }
         Ok(Sandbox { dir })
     }
 

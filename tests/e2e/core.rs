@@ -448,3 +448,16 @@ fn no_op_fast_path_replays_and_notices_every_kind_of_change() {
         run.stderr
     );
 }
+
+#[test]
+fn cache_stats_counts_what_a_build_stored() {
+    let ws = chain();
+    ws.kiln(&["build"]).assert_ok();
+    let run = ws.kiln(&["cache", "stats", "--format", "json"]);
+    run.assert_ok();
+    let stats: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(stats["actions"], 4, "{stats}");
+    assert!(stats["blobs"].as_u64().unwrap() >= 4, "{stats}");
+    let text = ws.kiln(&["cache", "stats"]);
+    assert!(text.stdout.contains("action results:  4"), "{}", text.stdout);
+}

@@ -21,7 +21,8 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
+use kiln_testkit::Nginx;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -327,119 +328,29 @@ impl Drop for KilnServe {
     }
 }
 
-/// nginx with WebDAV PUT, configured and started in a temp dir; stopped on drop.
-struct Nginx {
-    tmp: tempfile::TempDir,
-    child: Option<Child>,
-    port: u16,
-}
-
-impl Nginx {
-    fn start() -> Nginx {
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(tmp.path().join("root")).unwrap();
-        let port = free_port();
-        let conf = tmp.path().join("nginx.conf");
-        std::fs::write(&conf, nginx_conf(tmp.path(), port)).unwrap();
-        let globals = format!(
-            "daemon off; pid {}/nginx.pid; error_log stderr;",
-            tmp.path().display()
-        );
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(format!("{}/", tmp.path().display()))
-            .arg("-c")
-            .arg(&conf)
-            .args(["-g", &globals])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("nginx is required for this test: {e}"));
-        let nginx = Nginx {
-            tmp,
-            child: Some(child),
-            port,
-        };
-        wait_for_port(port);
-        nginx
-    }
-}
 
 impl Remote for Nginx {
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        Nginx::url(self)
     }
 
     fn root(&self) -> PathBuf {
-        self.tmp.path().join("root")
+        Nginx::root(self)
     }
 
     fn requests(&self) -> String {
-        std::fs::read_to_string(self.tmp.path().join("access.log")).unwrap_or_default()
+        std::fs::read_to_string(self.access_log()).unwrap_or_default()
     }
 
-    /// SIGTERM to the master, which ends its workers too.
     fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            unsafe { kill(child.id() as i32, 15) };
-            let _ = child.wait();
-        }
+        Nginx::stop(self)
     }
 }
 
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
-extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
-}
 
-fn nginx_conf(tmp: &Path, port: u16) -> String {
-    let t = tmp.display();
-    // The owner of /proc/self is this process's effective user.
-    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-    let user = if root { "user root root;" } else { "" };
-    format!(
-        "{user}
-worker_processes 1;
-events {{ worker_connections 256; }}
-http {{
-  access_log {t}/access.log;
-  client_body_temp_path {t}/client_body;
-  proxy_temp_path {t}/proxy;
-  fastcgi_temp_path {t}/fastcgi;
-  uwsgi_temp_path {t}/uwsgi;
-  scgi_temp_path {t}/scgi;
-  server {{
-    listen 127.0.0.1:{port};
-    root {t}/root;
-    location / {{
-      dav_methods PUT;
-      create_full_put_path on;
-      dav_access user:rw group:r all:r;
-      client_max_body_size 0;
-      log_not_found off;
-    }}
-  }}
-}}
-"
-    )
-}
 
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
 
-fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on port {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// A server that answers every request with 500, on a thread that lives as long as the
 /// test process.

@@ -42,7 +42,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
 
 fn run_cache(cli: &Cli, command: &CacheCommand) -> Result<ExitCode> {
     match command {
-        CacheCommand::Stats { json } => cache::stats(*json),
+        CacheCommand::Stats { format } => cache::stats(format == "json"),
         CacheCommand::Keys => cache::keys(cli),
         CacheCommand::Gc { max_size } => housekeeping::gc(max_size),
         CacheCommand::Verify => housekeeping::verify(),

@@ -1,0 +1,115 @@
+//! kiln-testkit: real servers for kiln's tests, started on loopback with free ports and
+//! stopped when dropped. Used by kiln-cache's and the kiln binary's tests alike.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// nginx with WebDAV PUT (the remote cache shape kiln speaks), configured and started in
+/// a temporary directory; stopped on drop.
+pub struct Nginx {
+    tmp: tempfile::TempDir,
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Nginx {
+    /// Starts nginx; panics if it is not installed (`.ci/install-deps` installs it).
+    pub fn start() -> Nginx {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("root")).unwrap();
+        let port = free_port();
+        let conf = tmp.path().join("nginx.conf");
+        std::fs::write(&conf, nginx_conf(tmp.path(), port)).unwrap();
+        let globals = format!("daemon off; pid {}/nginx.pid; error_log stderr;", tmp.path().display());
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(format!("{}/", tmp.path().display()))
+            .arg("-c")
+            .arg(&conf)
+            .args(["-g", &globals])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("nginx is required for this test (run .ci/install-deps): {e}"));
+        let nginx = Nginx { tmp, child: Some(child), port };
+        wait_for_port(port);
+        nginx
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The directory nginx serves and stores uploads in.
+    pub fn root(&self) -> PathBuf {
+        self.tmp.path().join("root")
+    }
+
+    /// nginx's access log: one line per request.
+    pub fn access_log(&self) -> PathBuf {
+        self.tmp.path().join("access.log")
+    }
+
+    /// Stops nginx as an outage would: SIGTERM to the master, which ends its workers.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn nginx_conf(tmp: &Path, port: u16) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let t = tmp.display();
+    // The owner of /proc/self is this process's effective user.
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    let user = if root { "user root root;" } else { "" };
+    format!(
+        "{user}
+worker_processes 1;
+events {{ worker_connections 256; }}
+http {{
+  access_log {t}/access.log;
+  client_body_temp_path {t}/client_body;
+  proxy_temp_path {t}/proxy;
+  fastcgi_temp_path {t}/fastcgi;
+  uwsgi_temp_path {t}/uwsgi;
+  scgi_temp_path {t}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    root {t}/root;
+    location / {{
+      dav_methods PUT;
+      create_full_put_path on;
+      dav_access user:rw group:r all:r;
+      client_max_body_size 0;
+      log_not_found off;
+    }}
+  }}
+}}
+"
+    )
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Waits (up to 10 s) until something accepts connections on the port.
+pub fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -6,14 +6,29 @@
 //! | `filegroup` | [`filegroup`] | none: names files                        |
 //! | `go_test`   | [`go::test`]  | `go list`, then one `go test` per package |
 //! | `go_binary` | [`go::binary`]| `go list`, then one `go build` per platform |
+//! | `strip`     | [`strip`]     | one `strip` per ELF platform of the source |
+//! | `upx`       | [`upx`]       | one `upx` per platform upx can pack      |
+//! | `oci_base`  | [`oci_base`]  | one base layer (builtin)                 |
+//! | `oci_image` | [`oci_image`] | a layer and a config/manifest per platform, one index + layout (builtins) |
+//! | `oci_push`  | [`oci_push`]  | a push plan; `kiln run` pushes to a registry |
+//! | `checksums` | [`checksums`] | one builtin: copies under stable names + `SHA256SUMS` |
+//! | `release`   | [`release`]   | one builtin: files under `<version>/` + in-toto/SLSA provenance |
 //!
 //! A rule never spawns a process itself: it returns actions, and the engine runs them.
 //! [`all`] builds the rule set the `kiln` binary uses.
 
+pub mod checksums;
 pub mod filegroup;
 pub mod genrule;
 pub mod go;
 pub mod oci;
+pub mod oci_base;
+pub mod oci_image;
+pub mod oci_push;
+pub mod oci_rules;
+pub mod release;
+pub mod strip;
+pub mod upx;
 
 use kiln_engine::rule::RuleSet;
 
@@ -24,5 +39,12 @@ pub fn all() -> RuleSet {
     rules.add(Box::new(filegroup::Filegroup));
     rules.add(Box::new(go::test::GoTest));
     rules.add(Box::new(go::binary::GoBinary));
+    rules.add(Box::new(strip::Strip));
+    rules.add(Box::new(upx::Upx));
+    rules.add(Box::new(oci_base::OciBase));
+    rules.add(Box::new(oci_image::OciImage));
+    rules.add(Box::new(oci_push::OciPush));
+    rules.add(Box::new(checksums::Checksums));
+    rules.add(Box::new(release::Release));
     rules
 }

@@ -1,0 +1,542 @@
+//! `oci_image`: one OCI image per platform and an image index over them, written by kiln
+//! itself (no Docker daemon), bit-for-bit reproducible.
+//!
+//! ```toml
+//! [oci_image.image]
+//! base = ":static"                 # "scratch", an oci_base label, or an OCI layout directory
+//! files = { "/app/server" = ":server_packed" }   # per platform
+//! entrypoint = ["/app/server"]
+//! cmd = ["--addr=:8080"]
+//! user = "65532:65532"
+//! env = { TZ = "UTC" }
+//! labels = { "org.opencontainers.image.version" = "{STABLE_GIT_DESCRIBE}" }
+//! exposed_ports = ["8080/tcp"]
+//! workdir = "/app"
+//! platforms = ["linux/amd64"]      # default: the linux platforms of the labeled files
+//! tag = "latest"                   # the layout's reference name (default "latest")
+//! docker_archive = true            # also write a docker-load-able tarball per platform
+//! repo_tags = ["hello:{STABLE_GIT_DESCRIBE}"]    # tags inside the docker archives
+//! ```
+//!
+//! Actions (all builtins, see [`crate::oci_rules`]), so that an unchanged layer is never
+//! rebuilt and changing only the entrypoint reruns the config/manifest and index actions
+//! but no layer action:
+//! - `OciLayer [os/arch]`: one app layer per platform holding that platform's `files`;
+//! - `OciConfig [os/arch]`: config + manifest of one platform over base and app layers;
+//! - `OciLayout`: the image index, the layout directory
+//!   `kiln-out/<package>/<target>/layout/` (tagged `tag`), `index.digest`, and with
+//!   `docker_archive` `kiln-out/<package>/<target>/<os>_<arch>.tar` per platform.
+//!
+//! Decisions where the issue is silent:
+//! - files in the image are root-owned (the user cannot rewrite its own binary), 0755 when
+//!   the input is executable, else 0644; missing parent directories are 0755;
+//! - platforms default to the `linux/*` platforms of the labeled `files` values, in the
+//!   order the first such label lists them; a file value without a platform (a plain file)
+//!   goes into every platform's layer; a labeled value must provide each platform;
+//! - a layout base contributes only its layers (and their diff_ids): the runtime
+//!   configuration comes from this target alone, so a base cannot change what runs;
+//! - `created` and every mtime are SOURCE_DATE_EPOCH of the stamp values (default 0);
+//!   `{STABLE_*}` stamp variables may appear in `labels`, `env` values and `repo_tags`;
+//! - blobs of earlier builds may remain in `kiln-out/.../layout/blobs` (kiln-out is only
+//!   ever added to); `index.json` names exactly the current image.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use kiln_engine::action::{Action, ActionKind, Artifact};
+use kiln_engine::label::Label;
+use kiln_engine::rule::{parse_label, Analysis, Rule, TargetInfo};
+use kiln_engine::value::Spanned;
+use kiln_engine::workspace::TargetDecl;
+use kiln_engine::{Error, ErrorKind, Result};
+
+use crate::oci::{find_manifest, LayerInfo, Manifest, Platform};
+use crate::oci_rules::builtins::{
+    config_action, layer_action, layout_action, ConfigParam, ConfigParams, FileParam, LayerParams,
+    LayerRecord, LayerRef, LayoutParams,
+};
+use crate::oci_rules::paths::check_image_paths;
+use crate::oci_rules::{
+    map_labels, source_date_epoch, stamp_values, stamped, value_files, META_BASE, META_LAYOUT,
+};
+
+const FIELDS: &[&str] = &[
+    "base",
+    "files",
+    "entrypoint",
+    "cmd",
+    "user",
+    "env",
+    "labels",
+    "exposed_ports",
+    "workdir",
+    "platforms",
+    "tag",
+    "docker_archive",
+    "repo_tags",
+];
+
+pub struct OciImage;
+
+impl Rule for OciImage {
+    fn name(&self) -> &'static str {
+        "oci_image"
+    }
+
+    fn deps(&self, target: &TargetDecl) -> Result<Vec<Spanned<Label>>> {
+        target.attrs.check_keys(FIELDS, "an oci_image")?;
+        let mut deps = map_labels(target, "files")?;
+        if let Some(base) = target.attrs.str("base")? {
+            if base.value.starts_with(':') || base.value.starts_with("//") {
+                deps.push(parse_label(&target.attrs, &base, &target.label.package)?);
+            }
+        }
+        Ok(deps)
+    }
+
+    fn analyze(&self, _target: &TargetDecl, ctx: &mut Analysis<'_>) -> Result<TargetInfo> {
+        let stamp = stamp_values(ctx)?;
+        let created = source_date_epoch(&stamp);
+        let files = image_files(ctx)?;
+        let platforms = platforms(ctx, &files)?;
+        let base = Base::resolve(ctx)?;
+        let config = runtime_config(ctx, &stamp)?;
+        let mut layout = LayoutPlan::default();
+        for platform in &platforms {
+            let mut layers = base.layers(ctx, platform)?;
+            if let Some(app) = app_layer(ctx, &files, platform, created)? {
+                layers.push(app);
+            }
+            add_config(ctx, platform, created, &layers, &config, &mut layout);
+        }
+        add_layout(ctx, &platforms, &stamp, layout)
+    }
+}
+
+/// A layer an image action reads: its blob, its record (or inline identity), and the
+/// artifacts to declare as inputs.
+struct Layer {
+    reference: LayerRef,
+    inputs: Vec<Artifact>,
+}
+
+/// The `files` of the image: image path and the artifacts its value names.
+struct ImageFile {
+    path: String,
+    value: Spanned<String>,
+    artifacts: Vec<Artifact>,
+}
+
+fn image_files(ctx: &Analysis<'_>) -> Result<Vec<ImageFile>> {
+    let map = ctx.attrs().str_map("files")?;
+    check_image_paths(ctx, &map.iter().map(|(k, _)| k).collect::<Vec<_>>())?;
+    map.into_iter()
+        .map(|(path, value)| {
+            let artifacts = value_files(ctx, &value)?;
+            Ok(ImageFile {
+                path: path.value,
+                value,
+                artifacts,
+            })
+        })
+        .collect()
+}
+
+fn platforms(ctx: &Analysis<'_>, files: &[ImageFile]) -> Result<Vec<String>> {
+    let attrs = ctx.attrs();
+    let listed = attrs.str_list("platforms")?;
+    let mut out: Vec<String> = Vec::new();
+    for p in &listed {
+        if Platform::parse(&p.value).is_none() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("`{}` is not a platform (os/arch)", p.value),
+            )
+            .at(attrs.location(p.span.start)));
+        }
+        if !out.contains(&p.value) {
+            out.push(p.value.clone());
+        }
+    }
+    if out.is_empty() {
+        let first = files
+            .iter()
+            .find(|f| f.artifacts.iter().any(|a| a.platform.is_some()));
+        out = first
+            .map(|f| f.artifacts.iter().filter_map(|a| a.platform.clone()))
+            .into_iter()
+            .flatten()
+            .filter(|p| p.starts_with("linux/"))
+            .collect();
+        out.dedup();
+    }
+    if out.is_empty() {
+        return Err(ctx
+            .error_at(
+                "files",
+                format!(
+                    "{} has no linux platform to build an image for",
+                    ctx.label()
+                ),
+            )
+            .hint("set `platforms = [\"linux/amd64\"]`, or map a file to a go_binary's output"));
+    }
+    Ok(out)
+}
+
+/// Where base layers come from.
+enum Base {
+    Scratch,
+    /// An oci_base target's layer and record.
+    Label(Artifact, Artifact),
+    /// An OCI layout directory of the workspace (workspace-relative).
+    Layout(String, Spanned<String>),
+}
+
+impl Base {
+    fn resolve(ctx: &Analysis<'_>) -> Result<Base> {
+        let Some(base) = ctx.attrs().str("base")? else {
+            return Ok(Base::Scratch);
+        };
+        if base.value == "scratch" {
+            return Ok(Base::Scratch);
+        }
+        if base.value.starts_with(':') || base.value.starts_with("//") {
+            let label = parse_label(ctx.attrs(), &base, ctx.package())?.value;
+            let info = ctx.dep(&label);
+            if !info.meta.contains_key(META_BASE) || info.files.len() != 2 {
+                return Err(ctx.error_at(
+                    "base",
+                    format!("`base` of {}: {label} is not an oci_base", ctx.label()),
+                ));
+            }
+            return Ok(Base::Label(info.files[0].clone(), info.files[1].clone()));
+        }
+        kiln_engine::rule::check_relative(base.value.trim_end_matches('/')).map_err(|e| {
+            Error::new(ErrorKind::Config, e).at(ctx.attrs().location(base.span.start))
+        })?;
+        let dir = ctx.package_path(base.value.trim_end_matches('/'));
+        if !ctx.workspace.root.join(&dir).join("index.json").is_file() {
+            return Err(ctx
+                .error_at("base", format!("`base` of {}: `{dir}` is not an OCI layout directory", ctx.label()))
+                .hint("use \"scratch\", an oci_base label, or a directory holding index.json and blobs/"));
+        }
+        Ok(Base::Layout(dir, base))
+    }
+
+    fn layers(&self, ctx: &Analysis<'_>, platform: &str) -> Result<Vec<Layer>> {
+        match self {
+            Base::Scratch => Ok(Vec::new()),
+            Base::Label(blob, record) => Ok(vec![Layer {
+                reference: LayerRef {
+                    blob: blob.path.clone(),
+                    record: Some(record.path.clone()),
+                    inline: None,
+                },
+                inputs: vec![blob.clone(), record.clone()],
+            }]),
+            Base::Layout(dir, at) => layout_layers(ctx, dir, platform).map_err(|e| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("use base `{dir}` for {}: {e}", ctx.label()),
+                )
+                .at(ctx.attrs().location(at.span.start))
+            }),
+        }
+    }
+}
+
+/// The layers of the layout base's image for `platform`, each blob a source input.
+fn layout_layers(
+    ctx: &Analysis<'_>,
+    dir: &str,
+    platform: &str,
+) -> std::result::Result<Vec<Layer>, String> {
+    let wanted =
+        Platform::parse(platform).ok_or_else(|| format!("`{platform}` is not a platform"))?;
+    let abs = ctx.workspace.root.join(dir);
+    let (_, manifest) = find_manifest(&abs, &wanted).map_err(|e| e.to_string())?;
+    let diff_ids = diff_ids(&abs, &manifest)?;
+    if diff_ids.len() != manifest.layers.len() {
+        return Err("its config lists a different number of layers than its manifest".into());
+    }
+    manifest
+        .layers
+        .iter()
+        .zip(diff_ids)
+        .map(|(layer, diff_id)| {
+            let hex = layer
+                .digest
+                .strip_prefix("sha256:")
+                .ok_or("only sha256 blobs are supported")?;
+            let blob = format!("{dir}/blobs/sha256/{hex}");
+            let info = LayerInfo {
+                diff_id,
+                digest: layer.digest.clone(),
+                size: layer.size,
+            };
+            Ok(Layer {
+                reference: LayerRef {
+                    blob: blob.clone(),
+                    record: None,
+                    inline: Some(LayerRecord {
+                        info,
+                        created_by: format!("base layer from {dir}"),
+                    }),
+                },
+                inputs: vec![Artifact::source(blob)],
+            })
+        })
+        .collect()
+}
+
+fn diff_ids(layout: &Path, manifest: &Manifest) -> std::result::Result<Vec<String>, String> {
+    let hex = manifest.config.digest.trim_start_matches("sha256:");
+    let path = layout.join("blobs/sha256").join(hex);
+    let bytes = std::fs::read(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    let config: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| format!("read {}: {e}", path.display()))?;
+    let ids = config["rootfs"]["diff_ids"]
+        .as_array()
+        .ok_or_else(|| format!("{} has no rootfs.diff_ids", path.display()))?;
+    Ok(ids
+        .iter()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect())
+}
+
+/// The app layer of one platform (None when `files` is empty).
+fn app_layer(
+    ctx: &mut Analysis<'_>,
+    files: &[ImageFile],
+    platform: &str,
+    created: u64,
+) -> Result<Option<Layer>> {
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let (mut inputs, mut params) = (Vec::new(), Vec::new());
+    for file in files {
+        let artifact = pick(ctx, file, platform)?;
+        params.push(FileParam {
+            path: file.path.clone(),
+            input: artifact.path.clone(),
+            mode: None,
+            uid: 0,
+            gid: 0,
+        });
+        inputs.push(artifact);
+    }
+    let label = ctx.label().clone();
+    let dir = format!("{}/{}", label.name, platform.replace('/', "_"));
+    let outputs = vec![
+        ctx.out_path(&format!("{dir}/layer.tar.gz")),
+        ctx.out_path(&format!("{dir}/layer.json")),
+    ];
+    let params = LayerParams {
+        mtime: created,
+        created_by: format!("kiln oci_image {label}"),
+        users: None,
+        files: params,
+    };
+    let id = ctx.add(Action {
+        owner: label,
+        mnemonic: "OciLayer".into(),
+        discriminator: platform.to_string(),
+        inputs,
+        outputs: outputs.clone(),
+        kind: layer_action(&params),
+        platform: Some(platform.to_string()),
+        show_output: false,
+    });
+    let (blob, record) = (ctx.output(id, &outputs[0]), ctx.output(id, &outputs[1]));
+    Ok(Some(Layer {
+        reference: LayerRef {
+            blob: blob.path.clone(),
+            record: Some(record.path.clone()),
+            inline: None,
+        },
+        inputs: vec![blob, record],
+    }))
+}
+
+/// The artifact of `file` for `platform`.
+fn pick(ctx: &Analysis<'_>, file: &ImageFile, platform: &str) -> Result<Artifact> {
+    let at = ctx.attrs().location(file.value.span.start);
+    if let Some(a) = file
+        .artifacts
+        .iter()
+        .find(|a| a.platform.as_deref() == Some(platform))
+    {
+        return Ok(a.clone());
+    }
+    let plain: Vec<&Artifact> = file
+        .artifacts
+        .iter()
+        .filter(|a| a.platform.is_none())
+        .collect();
+    match plain.as_slice() {
+        [one] if file.artifacts.len() == 1 => Ok((*one).clone()),
+        [] => Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "`{}` has no file for {platform} (image path `{}` of {})",
+                file.value.value,
+                file.path,
+                ctx.label()
+            ),
+        )
+        .at(at)
+        .hint("build the source for that platform, or set `platforms`")),
+        _ => Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "`{}` names {} files; image path `{}` takes one",
+                file.value.value,
+                file.artifacts.len(),
+                file.path
+            ),
+        )
+        .at(at)),
+    }
+}
+
+fn runtime_config(ctx: &Analysis<'_>, stamp: &BTreeMap<String, String>) -> Result<ConfigParam> {
+    let attrs = ctx.attrs();
+    let list = |key: &str| -> Result<Vec<String>> {
+        Ok(attrs.str_list(key)?.into_iter().map(|s| s.value).collect())
+    };
+    let string =
+        |key: &str| -> Result<String> { Ok(attrs.str(key)?.map(|s| s.value).unwrap_or_default()) };
+    let stamped_map = |key: &str| -> Result<Vec<(String, String)>> {
+        attrs
+            .str_map(key)?
+            .into_iter()
+            .map(|(k, v)| Ok((k.value, stamped(ctx, stamp, &v)?)))
+            .collect()
+    };
+    Ok(ConfigParam {
+        platform: String::new(),
+        user: string("user")?,
+        entrypoint: list("entrypoint")?,
+        cmd: list("cmd")?,
+        env: stamped_map("env")?,
+        labels: stamped_map("labels")?.into_iter().collect(),
+        exposed_ports: list("exposed_ports")?,
+        working_dir: string("workdir")?,
+    })
+}
+
+/// What the layout action gathers from the per-platform actions.
+#[derive(Default)]
+struct LayoutPlan {
+    inputs: Vec<Artifact>,
+    descriptors: Vec<String>,
+    blobs: Vec<String>,
+}
+
+fn add_config(
+    ctx: &mut Analysis<'_>,
+    platform: &str,
+    created: u64,
+    layers: &[Layer],
+    config: &ConfigParam,
+    layout: &mut LayoutPlan,
+) {
+    let label = ctx.label().clone();
+    let dir = format!("{}/{}", label.name, platform.replace('/', "_"));
+    let outputs: Vec<String> = ["config.json", "manifest.json", "descriptor.json"]
+        .iter()
+        .map(|f| ctx.out_path(&format!("{dir}/{f}")))
+        .collect();
+    let params = ConfigParams {
+        created,
+        layers: layers.iter().map(|l| l.reference.clone()).collect(),
+        config: ConfigParam {
+            platform: platform.to_string(),
+            ..config.clone()
+        },
+    };
+    let inputs: Vec<Artifact> = layers.iter().flat_map(|l| l.inputs.clone()).collect();
+    let id = ctx.add(Action {
+        owner: label,
+        mnemonic: "OciConfig".into(),
+        discriminator: platform.to_string(),
+        inputs: inputs.clone(),
+        outputs: outputs.clone(),
+        kind: config_action(&params),
+        platform: Some(platform.to_string()),
+        show_output: false,
+    });
+    for layer in layers {
+        if !layout.blobs.contains(&layer.reference.blob) {
+            layout.blobs.push(layer.reference.blob.clone());
+            layout.inputs.push(layer.inputs[0].clone());
+        }
+    }
+    for out in &outputs {
+        layout.inputs.push(ctx.output(id, out));
+    }
+    layout.blobs.extend(outputs[..2].iter().cloned());
+    layout.descriptors.push(outputs[2].clone());
+}
+
+fn add_layout(
+    ctx: &mut Analysis<'_>,
+    platforms: &[String],
+    stamp: &BTreeMap<String, String>,
+    plan: LayoutPlan,
+) -> Result<TargetInfo> {
+    let attrs = ctx.attrs();
+    let label = ctx.label().clone();
+    let ref_name = attrs.str("tag")?.map_or("latest".to_string(), |t| t.value);
+    let repo_tags = attrs
+        .str_list("repo_tags")?
+        .iter()
+        .map(|t| stamped(ctx, stamp, t))
+        .collect::<Result<Vec<_>>>()?;
+    let layout_dir = ctx.out_path(&format!("{}/layout", label.name));
+    let digest_file = ctx.out_path(&format!("{}/index.digest", label.name));
+    let docker: Vec<(String, String)> = if attrs.bool("docker_archive")?.unwrap_or(false) {
+        platforms
+            .iter()
+            .map(|p| {
+                (
+                    p.clone(),
+                    ctx.out_path(&format!("{}/{}.tar", label.name, p.replace('/', "_"))),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut outputs = vec![format!("{layout_dir}/"), digest_file.clone()];
+    outputs.extend(docker.iter().map(|(_, o)| o.clone()));
+    let params = LayoutParams {
+        ref_name,
+        descriptors: plan.descriptors,
+        blobs: plan.blobs,
+        docker: docker.clone(),
+        repo_tags,
+    };
+    let kind: ActionKind = layout_action(&params);
+    let id = ctx.add(Action {
+        owner: label,
+        mnemonic: "OciLayout".into(),
+        discriminator: String::new(),
+        inputs: plan.inputs,
+        outputs,
+        kind,
+        platform: None,
+        show_output: false,
+    });
+    let mut info = TargetInfo::default();
+    info.files.push(ctx.output(id, &digest_file));
+    for (platform, out) in &docker {
+        let mut artifact = ctx.output(id, out);
+        artifact.platform = Some(platform.clone());
+        info.files.push(artifact);
+    }
+    info.meta.insert(META_LAYOUT.into(), layout_dir);
+    Ok(info)
+}

@@ -1,0 +1,115 @@
+//! `oci_push`: `kiln run //pkg:push` pushes an image to a registry. Never cached.
+//!
+//! ```toml
+//! [oci_push.push]
+//! image = ":image"                               # an oci_image target
+//! repository = "127.0.0.1:5000/hello"            # host[:port]/name
+//! tags = ["latest", "{STABLE_GIT_DESCRIBE}"]     # stamp variables allowed
+//! ```
+//!
+//! `kiln build` of this target builds the image and writes
+//! `kiln-out/<package>/<target>/push.json` (repository, tags, index digest: a cached
+//! builtin, so the image is built and the plan is visible). `kiln run` then pushes the
+//! image's layout with [`crate::oci_rules::registry`] and prints
+//! `<repository>@<digest>`. The push itself is a side effect, never cached: a registry
+//! that already has every blob only sees HEAD requests and manifest PUTs. Tags are
+//! substituted at analysis, so a bad tag fails before anything is built.
+
+use std::sync::Arc;
+
+use kiln_engine::action::{Action, BuiltinCtx};
+use kiln_engine::label::Label;
+use kiln_engine::rule::{Analysis, Rule, RunCtx, Runner, TargetInfo};
+use kiln_engine::value::Spanned;
+use kiln_engine::workspace::TargetDecl;
+use kiln_engine::Result;
+
+use crate::oci_rules::builtins::builtin;
+use crate::oci_rules::registry::Repository;
+use crate::oci_rules::{label_attr, stamp_values, stamped, META_LAYOUT};
+
+const FIELDS: &[&str] = &["image", "repository", "tags"];
+
+pub struct OciPush;
+
+impl Rule for OciPush {
+    fn name(&self) -> &'static str {
+        "oci_push"
+    }
+
+    fn deps(&self, target: &TargetDecl) -> Result<Vec<Spanned<Label>>> {
+        target.attrs.check_keys(FIELDS, "an oci_push")?;
+        Ok(vec![label_attr(target, "image", "an oci_push")?])
+    }
+
+    fn analyze(&self, target: &TargetDecl, ctx: &mut Analysis<'_>) -> Result<TargetInfo> {
+        let image = label_attr(target, "image", "an oci_push")?.value;
+        let info = ctx.dep(&image).clone();
+        let Some(layout) = info.meta.get(META_LAYOUT).cloned() else {
+            return Err(ctx.error_at(
+                "image",
+                format!("`image` of {}: {image} is not an oci_image", target.label),
+            ));
+        };
+        let repository = ctx.attrs().required_str("repository", "an oci_push")?;
+        Repository::parse(&repository.value).map_err(|e| ctx.error_at("repository", e))?;
+        let stamp = stamp_values(ctx)?;
+        let mut tags = Vec::new();
+        for tag in ctx.attrs().str_list("tags")? {
+            let value = stamped(ctx, &stamp, &tag)?;
+            if !valid_tag(&value) {
+                return Err(kiln_engine::Error::new(
+                    kiln_engine::ErrorKind::Config,
+                    format!(
+                        "tag `{value}` of {}: tags are [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}",
+                        target.label
+                    ),
+                )
+                .at(ctx.attrs().location(tag.span.start)));
+            }
+            tags.push(value);
+        }
+        let out = ctx.out_path(&format!("{}/push.json", target.label.name));
+        let params = serde_json::json!({ "repository": repository.value, "tags": tags });
+        ctx.add(Action {
+            owner: target.label.clone(),
+            mnemonic: "OciPushPlan".into(),
+            discriminator: String::new(),
+            inputs: info.files[..1].to_vec(),
+            outputs: vec![out],
+            kind: builtin("oci_push_plan", 1, &params, write_plan),
+            platform: None,
+            show_output: false,
+        });
+        Ok(TargetInfo {
+            run: Some(runner(repository.value, tags, layout)),
+            ..TargetInfo::default()
+        })
+    }
+}
+
+/// Tags per the distribution spec.
+fn valid_tag(tag: &str) -> bool {
+    tag.len() <= 128
+        && tag.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+fn write_plan(ctx: &BuiltinCtx) -> std::result::Result<(), String> {
+    let digest = std::fs::read_to_string(ctx.root.join(&ctx.inputs[0].path))
+        .map_err(|e| format!("read the image digest: {e}"))?;
+    let mut plan = ctx.params.clone();
+    plan["digest"] = serde_json::Value::String(digest.trim().to_string());
+    let out = ctx.root.join(&ctx.outputs[0]);
+    std::fs::write(&out, plan.to_string()).map_err(|e| format!("write {}: {e}", out.display()))
+}
+
+fn runner(repository: String, tags: Vec<String>, layout: String) -> Runner {
+    Runner(Arc::new(move |rc: &RunCtx| {
+        let repo = Repository::parse(&repository)?;
+        let digest = repo.push_layout(&rc.root.join(&layout), &tags)?;
+        Ok(format!("{repository}@{digest}"))
+    }))
+}

@@ -3,7 +3,7 @@
 //! * [`Trace`] collects one span per action and writes a Chrome trace-event JSON file
 //!   (open it in Perfetto or chrome://tracing): executed actions on the worker thread
 //!   that ran them, with their queue wait; cache hits on the scheduler row, marked
-//!   `hit` or `remote`.
+//!   `hit` or `remote`, spanning their lookup (for a remote hit, the transfer).
 //! * [`Events`] writes one JSON object per line as the build goes: `build_started`,
 //!   `action_cached` / `action_executed` / `action_failed` (with output digests),
 //!   `test_result`, `target_finished`, `build_finished`.
@@ -28,6 +28,9 @@ use serde_json::{json, Value};
 pub struct Tee<'a>(pub Vec<&'a dyn Reporter>);
 
 impl Reporter for Tee<'_> {
+    fn lookup(&self, action: &Action) {
+        self.0.iter().for_each(|r| r.lookup(action));
+    }
     fn queued(&self, action: &Action) {
         self.0.iter().for_each(|r| r.queued(action));
     }
@@ -52,6 +55,7 @@ impl Reporter for Tee<'_> {
 
 #[derive(Default)]
 struct Span {
+    lookup: Option<Instant>,
     queued: Option<Instant>,
     started: Option<Instant>,
     thread: Option<ThreadId>,
@@ -105,6 +109,15 @@ impl Trace {
 }
 
 impl Reporter for Trace {
+    fn lookup(&self, action: &Action) {
+        self.open
+            .lock()
+            .unwrap()
+            .entry(action.id())
+            .or_default()
+            .lookup = Some(Instant::now());
+    }
+
     fn queued(&self, action: &Action) {
         self.open
             .lock()
@@ -144,7 +157,9 @@ impl Reporter for Trace {
             .unwrap()
             .remove(&action.id())
             .unwrap_or_default();
-        let start = span.started.unwrap_or(now);
+        // A cache hit's span is its lookup (for a remote hit: the round trips and the
+        // transfer of its blobs); an executed action's span is its run on a worker.
+        let start = span.started.or(span.lookup).unwrap_or(now);
         let cache = match (status, span.remote) {
             (Status::Cached, true) => "remote",
             (Status::Cached, false) => "hit",

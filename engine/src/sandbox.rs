@@ -200,6 +200,9 @@ pub fn expand(s: &str, root: &Path, tools: &[Tool]) -> String {
     }
     if out.contains("{kiln}") {
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("kiln"));
+        // Linux names a binary replaced while it runs "<path> (deleted)"; the new one
+        // at the same path serves as well.
+        let exe = PathBuf::from(exe.to_string_lossy().trim_end_matches(" (deleted)"));
         out = out.replace("{kiln}", &exe.display().to_string());
     }
     for tool in tools {

@@ -19,6 +19,8 @@ use crate::key::{KeyInput, KeyRecord};
 
 /// What the scheduler tells the user interface.
 pub trait Reporter: Send + Sync {
+    /// The action's key is being looked up in the cache.
+    fn lookup(&self, _action: &Action) {}
     /// A cache miss: the action waits for a worker.
     fn queued(&self, _action: &Action) {}
     /// A cache hit that came from a remote cache.
@@ -167,6 +169,7 @@ pub fn run(
                 let key = record.digest();
                 state.keys.insert(id, (key, record, inputs));
                 in_flight += 1;
+                reporter.lookup(&graph.actions[id]);
                 if opts.lookup_threads == 0 {
                     let found = exec.store.lookup_action(&key);
                     if state.looked(id, found, &job_tx)? {

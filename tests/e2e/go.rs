@@ -116,7 +116,7 @@ fn failing_test_shows_its_log_exits_non_zero_and_is_not_cached() {
         )
         .build();
     let junit = ws.path("junit.xml");
-    let run = ws.kiln(&["test", "--junit", junit.to_str().unwrap()]);
+    let run = ws.kiln(&["test", "--keep-going", "--junit", junit.to_str().unwrap()]);
     assert_eq!(run.status, 1, "{}", run.stderr);
     assert!(run.stderr.contains("--- FAIL: TestName"), "{}", run.stderr);
     assert!(run.stderr.contains("looking closely"), "{}", run.stderr);
@@ -129,7 +129,7 @@ fn failing_test_shows_its_log_exits_non_zero_and_is_not_cached() {
         "{xml}"
     );
     // Failures are never cached: the next run executes it again.
-    let (run, ran) = tested_packages(&ws, &["test"]);
+    let (run, ran) = tested_packages(&ws, &["test", "--keep-going"]);
     assert_eq!(run.status, 1);
     assert_eq!(ran, ["example.com/m/alone"]);
 }

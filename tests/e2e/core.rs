@@ -459,5 +459,56 @@ fn cache_stats_counts_what_a_build_stored() {
     assert_eq!(stats["actions"], 4, "{stats}");
     assert!(stats["blobs"].as_u64().unwrap() >= 4, "{stats}");
     let text = ws.kiln(&["cache", "stats"]);
-    assert!(text.stdout.contains("action results:  4"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("action results:  4"),
+        "{}",
+        text.stdout
+    );
+}
+
+#[test]
+fn graph_shows_actions_and_their_edges_without_running_them() {
+    let ws = chain();
+    let run = ws.kiln(&["graph", "--format", "json"]);
+    run.assert_ok();
+    let graph: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let actions = graph["actions"].as_array().unwrap();
+    assert_eq!(actions.len(), 4);
+    let shout = actions
+        .iter()
+        .find(|a| a["target"] == "//text:shout")
+        .unwrap();
+    let first = actions
+        .iter()
+        .find(|a| a["target"] == "//text:first_line")
+        .unwrap();
+    assert_eq!(shout["deps"], serde_json::json!([first["id"]]));
+    assert!(!ws.path("kiln-out").exists(), "graph runs nothing");
+    let dot = ws.kiln(&["graph"]);
+    assert!(dot.stdout.starts_with("digraph kiln {"), "{}", dot.stdout);
+    assert!(
+        dot.stdout
+            .contains(&format!("a{} -> a{};", first["id"], shout["id"])),
+        "{}",
+        dot.stdout
+    );
+}
+
+#[test]
+fn dash_c_runs_as_if_started_in_the_directory() {
+    let ws = chain();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = crate::support::kiln_cmd(
+        elsewhere.path(),
+        &ws.cache,
+        &["-C", ws.root.to_str().unwrap(), "build", "//text:other"],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(ws.read("kiln-out/text/other.txt"), "independent\n");
 }

@@ -49,6 +49,9 @@ pub struct Options {
     pub lookup_threads: usize,
 }
 
+/// An action between its key computation and its end: key, record, staged inputs.
+type Keyed = (Digest, KeyRecord, Vec<(Artifact, KeyInput)>);
+
 /// What worker threads send back.
 enum Msg {
     Looked(ActionId, kiln_cache::Result<Option<(ActionResult, bool)>>),
@@ -234,7 +237,7 @@ struct State<'a> {
     waiting: &'a mut HashMap<ActionId, usize>,
     dependents: &'a HashMap<ActionId, Vec<ActionId>>,
     ready: &'a mut VecDeque<ActionId>,
-    keys: HashMap<ActionId, (Digest, KeyRecord, Vec<(Artifact, KeyInput)>)>,
+    keys: HashMap<ActionId, Keyed>,
 }
 
 impl State<'_> {

@@ -18,11 +18,11 @@
 //!   is stopped as soon as B has downloaded its first blob, while that action still runs,
 //!   so its upload and its dependent's lookup meet a stopped server.
 
+use kiln_testkit::Nginx;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use kiln_testkit::Nginx;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -328,7 +328,6 @@ impl Drop for KilnServe {
     }
 }
 
-
 impl Remote for Nginx {
     fn url(&self) -> String {
         Nginx::url(self)
@@ -346,11 +345,6 @@ impl Remote for Nginx {
         Nginx::stop(self)
     }
 }
-
-
-
-
-
 
 /// A server that answers every request with 500, on a thread that lives as long as the
 /// test process.

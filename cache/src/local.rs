@@ -156,6 +156,13 @@ impl LocalStore {
     /// digest. The file is gone from `path` afterwards.
     pub fn put_file_move(&self, path: &Path) -> Result<Digest> {
         let digest = Digest::of_file(path)?;
+        self.put_file_move_verified(path, digest)?;
+        Ok(digest)
+    }
+
+    /// Like [`LocalStore::put_file_move`] for a file whose digest the caller has just
+    /// checked while writing it (a verified download), so it is not hashed twice.
+    pub fn put_file_move_verified(&self, path: &Path, digest: Digest) -> Result<Digest> {
         let dest = self.blob_path(&digest);
         if dest.exists() {
             let _ = fs::remove_file(path);

@@ -314,6 +314,11 @@ impl Store for HttpStore {
         }
     }
 
+    /// Downloads are hashed while streaming and refused on a mismatch.
+    fn fetch_verifies(&self) -> bool {
+        true
+    }
+
     fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
         let digest = Digest::of_bytes(bytes);
         if !is_empty_blob(&digest) {

@@ -22,6 +22,12 @@ pub trait Store: Send + Sync {
     /// false if the store does not hold it.
     fn fetch(&self, digest: &Digest, dest: &Path) -> Result<bool>;
 
+    /// Whether [`Store::fetch`] checks the content against the digest as it writes it
+    /// (so a caller need not hash the file again).
+    fn fetch_verifies(&self) -> bool {
+        false
+    }
+
     /// Stores bytes; returns their digest.
     fn put_bytes(&self, bytes: &[u8]) -> Result<Digest>;
 

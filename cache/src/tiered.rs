@@ -15,8 +15,9 @@
 //!   garbage, a blob whose content does not match its digest) is a miss. The first failure
 //!   of a streak prints one `kiln: warning: remote cache …` line; after
 //!   [`FAILURE_LIMIT`] failures in a row the remote is switched off for the rest of the
-//!   process, said once. Blobs are verified again here when they enter the local store,
-//!   whatever the remote store is. With [`crate::HttpOptions`]' defaults, a remote that
+//!   process, said once. Blobs are verified when they enter the local store: hashed
+//!   again here, unless the remote's `fetch` already checked them while streaming
+//!   ([`Store::fetch_verifies`], as [`crate::HttpStore`] does). With [`crate::HttpOptions`]' defaults, a remote that
 //!   accepts connections and never answers costs at most 3 × 10 s (less when requests
 //!   overlap); one that is down costs milliseconds.
 //! * **A remote result is used only whole.** Its blobs are downloaded before the result is
@@ -147,7 +148,11 @@ impl Shared {
             fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
                 .map_err(|e| Error::io("chmod", &tmp, e))?;
         }
-        let got = self.local.put_file_move(&tmp)?;
+        let got = if self.remote.fetch_verifies() {
+            self.local.put_file_move_verified(&tmp, *digest)?
+        } else {
+            self.local.put_file_move(&tmp)?
+        };
         if got != *digest {
             let what = format!("verify blob {digest}: the remote sent content with digest {got}");
             self.breaker.fail(&what);
@@ -454,6 +459,10 @@ impl Store for ReadOnly {
 
     fn get_action(&self, key: &Digest) -> Result<Option<ActionResult>> {
         self.inner.get_action(key)
+    }
+
+    fn fetch_verifies(&self) -> bool {
+        self.inner.fetch_verifies()
     }
 
     fn put_action(&self, _key: &Digest, _result: &ActionResult) -> Result<()> {

@@ -218,7 +218,6 @@ fn stable_name(label: Option<&Label>, file: &Artifact) -> String {
 
 /// The builtin: copy every input to its name, then write the sums.
 fn run(ctx: &BuiltinCtx) -> std::result::Result<(), String> {
-    ensure_captures(ctx.root)?;
     let params: Params = serde_json::from_value(ctx.params.clone())
         .map_err(|e| format!("decode the checksums parameters: {e}"))?;
     let mut text = String::new();
@@ -230,20 +229,6 @@ fn run(ctx: &BuiltinCtx) -> std::result::Result<(), String> {
     }
     let sums = ctx.root.join(&params.sums);
     std::fs::write(&sums, text).map_err(|e| format!("write {}: {e}", sums.display()))
-}
-
-/// Creates the empty `.kiln/stdout` and `.kiln/stderr` that the executor stores after
-/// every action (a process writes them; a builtin prints nothing).
-pub(crate) fn ensure_captures(root: &Path) -> std::result::Result<(), String> {
-    let dir = root.join(".kiln");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    for name in ["stdout", "stderr"] {
-        let path = dir.join(name);
-        if !path.exists() {
-            std::fs::write(&path, b"").map_err(|e| format!("write {}: {e}", path.display()))?;
-        }
-    }
-    Ok(())
 }
 
 /// Copies a file with its mode.

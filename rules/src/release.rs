@@ -56,7 +56,7 @@ use kiln_engine::workspace::TargetDecl;
 use kiln_engine::{Error, ErrorKind, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::checksums::{copy, ensure_captures, sha256_file, src_groups, target_out_dir, SrcGroup};
+use crate::checksums::{copy, sha256_file, src_groups, target_out_dir, SrcGroup};
 
 const FIELDS: &[&str] = &["srcs", "version"];
 
@@ -252,7 +252,6 @@ impl Params {
 
 /// The builtin: copy the files, then write the statement.
 fn run(ctx: &BuiltinCtx) -> std::result::Result<(), String> {
-    ensure_captures(ctx.root)?;
     let params: Params = serde_json::from_value(ctx.params.clone())
         .map_err(|e| format!("decode the release parameters: {e}"))?;
     let mut subject = Vec::new();

@@ -441,3 +441,44 @@ tools = ["cat"]
     assert_eq!(ws.read("kiln-out/twice.txt"), "HELLO\nHELLO\n");
     assert!(blob.is_file(), "the blob is back, intact");
 }
+
+/// The example service's whole release (binaries for four platforms, stripped, packed,
+/// images, checksums, provenance) is reproducible, and its checksums verify.
+#[test]
+fn example_release_passes_verify_repro() {
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello-service");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("hello-service");
+    crate::support::copy_tree(&example, &root);
+    let cache = tmp.path().join("cache");
+    let out = crate::support::kiln_cmd(&root, &cache, &["verify-repro", "//:release"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("outputs compared, all identical"),
+        "{stderr}"
+    );
+    let release = root.join("kiln-out/release/v0.1.0");
+    for name in [
+        "server_linux_amd64",
+        "server_packed_linux_arm64",
+        "server_windows_amd64.exe",
+        "image_linux_amd64.tar",
+        "provenance.intoto.json",
+    ] {
+        assert!(release.join(name).is_file(), "{name} is released");
+    }
+    let check = std::process::Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&release)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}

@@ -110,25 +110,8 @@ pub fn builtin<P: Serialize>(
         version,
         params: serde_json::to_value(params).expect("parameters are plain data"),
         tools: Vec::new(),
-        run: Arc::new(move |ctx: &BuiltinCtx| {
-            ensure_captures(ctx.root)?;
-            run(ctx)
-        }),
+        run: Arc::new(run),
     })
-}
-
-/// Creates the empty `.kiln/stdout` and `.kiln/stderr` the executor stores after every
-/// action (an exec action's process writes them; a builtin has no output of its own).
-fn ensure_captures(root: &Path) -> Result<(), String> {
-    let dir = root.join(".kiln");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    for name in ["stdout", "stderr"] {
-        let path = dir.join(name);
-        if !path.exists() {
-            std::fs::write(&path, b"").map_err(|e| format!("write {}: {e}", path.display()))?;
-        }
-    }
-    Ok(())
 }
 
 pub fn layer_action(params: &LayerParams) -> ActionKind {

@@ -28,6 +28,7 @@ pub mod oci_push;
 pub mod oci_rules;
 pub mod release;
 pub mod strip;
+mod transform;
 pub mod upx;
 
 use kiln_engine::rule::RuleSet;

@@ -16,7 +16,7 @@
 //! (timestamp, section layout) in ways not proven reproducible; Go binaries for those
 //! systems drop their symbols with `ldflags = ["-s", "-w"]` instead.
 
-use kiln_engine::action::{Action, ActionKind, Artifact, ExecSpec, Tool};
+use kiln_engine::action::{Action, Artifact, Tool};
 use kiln_engine::label::Label;
 use kiln_engine::rule::{Analysis, Rule, TargetInfo};
 use kiln_engine::value::Spanned;
@@ -70,18 +70,5 @@ fn strip_action(target: &TargetDecl, tool: &Tool, input: Artifact, out: &str) ->
         out.to_string(),
         input.path.clone(),
     ];
-    Action {
-        owner: target.label.clone(),
-        mnemonic: "Strip".into(),
-        discriminator: input.platform.clone().unwrap_or_default(),
-        platform: input.platform.clone(),
-        inputs: vec![input],
-        outputs: vec![out.to_string()],
-        kind: ActionKind::Exec(ExecSpec {
-            argv,
-            tools: vec![tool.clone()],
-            ..ExecSpec::default()
-        }),
-        show_output: false,
-    }
+    crate::transform::file_transform(target, "Strip", tool, argv, input, out)
 }

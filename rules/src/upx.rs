@@ -19,7 +19,7 @@
 //! platform (as GoReleaser's upx step leaves binaries it does not match). An artifact with
 //! no platform is packed (assumed to be for the host).
 
-use kiln_engine::action::{Action, ActionKind, Artifact, ExecSpec, Tool};
+use kiln_engine::action::{Action, Artifact, Tool};
 use kiln_engine::label::Label;
 use kiln_engine::rule::{Analysis, Rule, TargetInfo};
 use kiln_engine::value::Spanned;
@@ -113,18 +113,5 @@ fn upx_action(
         out.to_string(),
         input.path.clone(),
     ]);
-    Action {
-        owner: target.label.clone(),
-        mnemonic: "Upx".into(),
-        discriminator: input.platform.clone().unwrap_or_default(),
-        platform: input.platform.clone(),
-        inputs: vec![input],
-        outputs: vec![out.to_string()],
-        kind: ActionKind::Exec(ExecSpec {
-            argv,
-            tools: vec![tool.clone()],
-            ..ExecSpec::default()
-        }),
-        show_output: false,
-    }
+    crate::transform::file_transform(target, "Upx", tool, argv, input, out)
 }

@@ -133,6 +133,11 @@ pub enum CacheCommand {
 }
 
 fn main() -> ExitCode {
+    // Like other command-line tools, end quietly when a reader stops reading
+    // (`kiln graph | head`) instead of failing to write.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let code = match commands::run(&cli) {
         Ok(code) => code,

@@ -122,8 +122,9 @@ impl Executor {
             return Ok(*d);
         }
         let digest = if tool.tree {
-            self.local.load_file_states(&tool.path)?;
-            crate::tree::tree_digest(&tool.path, self.local.file_states())?
+            let memo = self.local.root().join("trees");
+            let load = || Ok(self.local.load_file_states(&tool.path)?);
+            crate::tree::remembered_tree_digest(&tool.path, self.local.file_states(), &memo, load)?
         } else {
             let real = std::fs::canonicalize(&tool.path)
                 .map_err(|e| Error::io("resolve tool", &tool.path, e))?;

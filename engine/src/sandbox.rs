@@ -14,7 +14,8 @@
 //! Modes ([`SandboxMode`]): `dir` runs the process directly in that directory with an
 //! empty environment; `bwrap` also runs it under bubblewrap with no network (unless the
 //! action is a fixed-output one), the host file system read-only, and the workspace and
-//! cache directories hidden. `auto` picks bwrap if it works on this machine.
+//! cache directories hidden, and TMPDIR (`.kiln/tmp`) on a tmpfs. `auto` picks bwrap if
+//! it works on this machine.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -275,6 +276,8 @@ fn bwrap_command(
         cmd.arg("--bind").arg(&store).arg(&store);
     }
     cmd.arg("--bind").arg(root).arg(root);
+    // Scratch space in memory: nothing under TMPDIR is an output.
+    cmd.arg("--tmpfs").arg(root.join(".kiln/tmp"));
     cmd.arg("--chdir").arg(workdir);
     cmd.arg("--").arg(program);
     cmd

@@ -87,6 +87,9 @@ pub fn toolchain(ctx: &Analysis<'_>) -> Result<Tool> {
     }
     static FOUND: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
     let found = FOUND.get_or_init(|| {
+        if let Some(root) = goroot_of_binary() {
+            return Ok(root);
+        }
         host::output(&["go", "env", "GOROOT"], &ctx.workspace.root)
             .map(PathBuf::from)
             .map_err(|e| e.message)
@@ -103,6 +106,19 @@ pub fn toolchain(ctx: &Analysis<'_>) -> Result<Tool> {
         )
         .hint("put `go` on PATH, or set [go] root = \"/path/to/goroot\" in kiln.toml")),
     }
+}
+
+/// GOROOT read off the `go` on PATH when it is a real toolchain binary
+/// (`<GOROOT>/bin/go` next to `<GOROOT>/src/runtime`), without running it. A shim
+/// (pyenv, asdf, goenv) is not: then `go env GOROOT` answers, at the cost of a process
+/// (set `[go] root` in kiln.toml to skip it).
+fn goroot_of_binary() -> Option<PathBuf> {
+    let go = std::fs::canonicalize(kiln_engine::sandbox::find_on_path("go")?).ok()?;
+    let root = go.parent()?.parent()?;
+    (go.parent()?.file_name()? == "bin"
+        && root.join("src/runtime").is_dir()
+        && root.join("VERSION").is_file())
+    .then(|| root.to_path_buf())
 }
 
 /// The Go module of the target's package.
@@ -241,7 +257,9 @@ pub fn go_env(
     };
     set("PATH", "{tool:go}/bin");
     set("GOROOT", "{tool:go}");
-    set("GOCACHE", "{sandbox}/.kiln/gocache");
+    // Under TMPDIR, which bubblewrap sandboxes mount as tmpfs: Go creates 256
+    // directories in a fresh GOCACHE, costly on a disk file system for every action.
+    set("GOCACHE", "{sandbox}/.kiln/tmp/gocache");
     set("GOPATH", "{sandbox}/.kiln/gopath");
     match &module.modcache {
         Some(dir) => set("GOMODCACHE", &format!("{{sandbox}}/{dir}")),

@@ -10,8 +10,9 @@
 //! flaky_attempts = 2       # run a failing package up to this many times in all
 //! ```
 //!
-//! Each action runs `go test -json -count=1` (kiln caches results, Go's own test cache
-//! is off) in the module directory for one package; its inputs are that package's
+//! Each action runs `go test -json -count=1 -trimpath` (kiln caches results, Go's own
+//! test cache is off; `-trimpath` lets compiled module packages be shared between
+//! sandboxes) in the module directory for one package; its inputs are that package's
 //! transitive sources within the module, so an edit reruns exactly the packages that can
 //! reach it. Passing results are cached and replayed as `ok  pkg  (cached)`; failures
 //! are never cached. With `race`, GORACE=atexit_sleep_ms=0 drops the race runtime's
@@ -118,7 +119,11 @@ impl Rule for GoTest {
             env.insert("GORACE".into(), "atexit_sleep_ms=0".into());
             env.insert("CC".into(), "gcc".into());
         }
-        let mut go_args = vec!["test".to_string(), "-json".into(), "-count=1".into()];
+        // -trimpath: without it Go keys compiled module packages by their absolute
+        // directory, which is a new sandbox for every action, so nothing would be shared.
+        let mut go_args: Vec<String> = ["test", "-json", "-count=1", "-trimpath"]
+            .map(String::from)
+            .to_vec();
         if race {
             go_args.push("-race".into());
         }

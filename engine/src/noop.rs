@@ -12,9 +12,11 @@
 //! caller): the command and its patterns, the flags and environment variables that steer
 //! a build, and the kiln binary itself.
 //!
-//! No manifest is written when the build used stamp values (git state is not watched),
-//! when a watched file changed within the last [`RACY_NS`] (its next change might not
-//! move its mtime), or when anything failed. Any mismatch, missing file or unreadable
+//! A build that used stamp values records them with the `[stamp]` defaults it used; a
+//! replay first asks git again ([`crate::host::stamp_values`]: three quick git calls)
+//! and replays only if every value is the same. No manifest is written when a watched
+//! file changed within the last [`RACY_NS`] (its next change might not move its mtime),
+//! or when anything failed. Any mismatch, missing file or unreadable
 //! manifest falls back to the normal path, which is always correct.
 
 use std::collections::HashSet;
@@ -62,7 +64,16 @@ pub struct Manifest {
     pub remote: bool,
     /// Lines the build showed that must be shown again (test results).
     pub lines: Vec<String>,
+    /// The `[stamp]` defaults and the stamp values the build used, if it used any.
+    pub stamp: Option<Stamp>,
     files: Vec<(PathBuf, FileStamp)>,
+}
+
+/// Stamp values a recorded build used, and the defaults they were computed with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stamp {
+    pub defaults: std::collections::BTreeMap<String, String>,
+    pub values: std::collections::BTreeMap<String, String>,
 }
 
 /// Where the manifest of a request lives.
@@ -72,19 +83,34 @@ pub fn manifest_path(cache_dir: &Path, root: &Path, fingerprint: &str) -> PathBu
 }
 
 /// The manifest at `path`, if every file it watches is unchanged.
-pub fn check(path: &Path) -> Option<Manifest> {
+pub fn check(path: &Path, root: Option<&Path>) -> Option<Manifest> {
     let text = std::fs::read_to_string(path).ok()?;
     let manifest = parse(&text)?;
     let unchanged = manifest
         .files
         .par_iter()
         .all(|(p, stamp)| FileStamp::of(p).as_ref() == Some(stamp));
-    unchanged.then_some(manifest)
+    if !unchanged {
+        return None;
+    }
+    if let (Some(stamp), Some(root)) = (&manifest.stamp, root) {
+        if crate::host::stamp_values(root, &stamp.defaults) != stamp.values {
+            return None;
+        }
+    }
+    Some(manifest)
 }
 
 /// Records the files of a finished build at `path`; removes any old manifest when the
 /// build cannot be recorded (see the module comment).
-pub fn record(path: &Path, files: Vec<PathBuf>, total: usize, remote: bool, lines: Vec<String>) {
+pub fn record(
+    path: &Path,
+    files: Vec<PathBuf>,
+    total: usize,
+    remote: bool,
+    lines: Vec<String>,
+    stamp: Option<Stamp>,
+) {
     let _ = std::fs::remove_file(path);
     let now = now_ns();
     let stamped: Option<Vec<(PathBuf, FileStamp)>> = files
@@ -99,6 +125,7 @@ pub fn record(path: &Path, files: Vec<PathBuf>, total: usize, remote: bool, line
         total,
         remote,
         lines,
+        stamp,
         files,
     };
     let _ = write_atomically(path, &render(&manifest));
@@ -168,6 +195,10 @@ fn render(m: &Manifest) -> String {
             serde_json::to_string(line).expect("strings serialize")
         ));
     }
+    if let Some(stamp) = &m.stamp {
+        let json = serde_json::to_string(stamp).expect("stamps serialize");
+        out.push_str(&format!("S {json}\n"));
+    }
     for (p, s) in &m.files {
         out.push_str(&format!(
             "F {} {} {} {} {}\n",
@@ -192,11 +223,14 @@ fn parse(text: &str) -> Option<Manifest> {
         total,
         remote,
         lines: Vec::new(),
+        stamp: None,
         files: Vec::new(),
     };
     for line in lines {
         if let Some(json) = line.strip_prefix("L ") {
             manifest.lines.push(serde_json::from_str(json).ok()?);
+        } else if let Some(json) = line.strip_prefix("S ") {
+            manifest.stamp = Some(serde_json::from_str(json).ok()?);
         } else if let Some(rest) = line.strip_prefix("F ") {
             let mut parts = rest.splitn(5, ' ');
             let stamp = FileStamp {

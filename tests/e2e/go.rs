@@ -249,8 +249,23 @@ fn a_new_commit_changes_the_stamp_and_an_untouched_tree_does_not() {
         again.stderr
     );
 
+    // After the racy window, an unchanged tree and commit replay the build (the no-op
+    // fast path asks git for the stamp values again)...
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    ws.kiln(&["build"]).assert_ok();
+    let replay = ws.kiln(&["build"]);
+    assert!(
+        replay
+            .stderr
+            .contains("nothing changed since the last build"),
+        "{}",
+        replay.stderr
+    );
+
+    // ...and a new commit is a new stamp: relinked, not replayed.
     git(&ws, &["commit", "-q", "--allow-empty", "-m", "two"]);
     let run = ws.kiln(&["build"]);
+    assert!(!run.stderr.contains("nothing changed"), "{}", run.stderr);
     run.assert_ok();
     assert_eq!(
         run.ran(),

@@ -54,6 +54,7 @@ pub fn run(cli: &Cli, labels: &[String], mode: Mode, junit: Option<&Path>) -> Re
 /// `--json`, `--profile` or `--junit`, which want a full build's events.
 struct FastPath {
     manifest: PathBuf,
+    root: PathBuf,
 }
 
 impl FastPath {
@@ -92,13 +93,13 @@ impl FastPath {
             cli.remote_read_only
         );
         let manifest = noop::manifest_path(&kiln_cache::default_cache_dir(), &root, &fingerprint);
-        Ok(Some(FastPath { manifest }))
+        Ok(Some(FastPath { manifest, root }))
     }
 
     /// Replays the recorded build if nothing it depended on changed.
     fn replay(&self) -> Option<ExitCode> {
         let started = std::time::Instant::now();
-        let m = noop::check(&self.manifest)?;
+        let m = noop::check(&self.manifest, Some(&self.root))?;
         eprintln!("kiln: nothing changed since the last build");
         for line in &m.lines {
             eprint!("{line}");
@@ -119,7 +120,7 @@ impl FastPath {
     fn record(&self, ctx: &Context, exec: &Executor, plan: &Plan, report: &Report) {
         // Recorded only after a build that ran nothing, so that what `kiln explain` says
         // of the last build (nothing executed) stays true while builds are replayed.
-        if !report.ok() || exec.stamp_used() || report.executed > 0 {
+        if !report.ok() || report.executed > 0 {
             let _ = std::fs::remove_file(&self.manifest);
             return;
         }
@@ -130,6 +131,17 @@ impl FastPath {
                 lines.push(crate::progress::render_output(action, &stdout, true));
             }
         }
+        let stamp = match exec.stamp_used() {
+            true => {
+                let defaults = match ctx.workspace.section("stamp") {
+                    Ok(Some(t)) => t.str_map_self().unwrap_or_default(),
+                    _ => Default::default(),
+                };
+                let values = exec.stamp(&defaults).clone();
+                Some(noop::Stamp { defaults, values })
+            }
+            false => None,
+        };
         let files = noop::watched_files(&ctx.workspace, &plan.graph, report);
         noop::record(
             &self.manifest,
@@ -137,6 +149,7 @@ impl FastPath {
             report.total,
             ctx.remote_enabled,
             lines,
+            stamp,
         );
     }
 }

@@ -7,10 +7,10 @@
 //! the result. Machine A (cache dir A) populates the remote; machine B (cache dir B, empty)
 //! must then get everything from it.
 
+use kiln_testkit::Nginx;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use kiln_testkit::Nginx;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -185,10 +185,6 @@ fn kiln_server(dir: &Path, tweak: impl FnOnce(&mut ServeOptions)) -> ServerHandl
     tweak(&mut opts);
     Server::from_listener(listener, opts).unwrap().spawn()
 }
-
-
-
-
 
 /// A server that reads each request head and answers with `answer(head)`, forever.
 fn scripted_server(answer: fn(&str) -> Vec<u8>) -> SocketAddr {

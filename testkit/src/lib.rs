@@ -22,7 +22,10 @@ impl Nginx {
         let port = free_port();
         let conf = tmp.path().join("nginx.conf");
         std::fs::write(&conf, nginx_conf(tmp.path(), port)).unwrap();
-        let globals = format!("daemon off; pid {}/nginx.pid; error_log stderr;", tmp.path().display());
+        let globals = format!(
+            "daemon off; pid {}/nginx.pid; error_log stderr;",
+            tmp.path().display()
+        );
         let child = Command::new("nginx")
             .arg("-p")
             .arg(format!("{}/", tmp.path().display()))
@@ -31,8 +34,14 @@ impl Nginx {
             .args(["-g", &globals])
             .stdin(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("nginx is required for this test (run .ci/install-deps): {e}"));
-        let nginx = Nginx { tmp, child: Some(child), port };
+            .unwrap_or_else(|e| {
+                panic!("nginx is required for this test (run .ci/install-deps): {e}")
+            });
+        let nginx = Nginx {
+            tmp,
+            child: Some(child),
+            port,
+        };
         wait_for_port(port);
         nginx
     }
@@ -54,7 +63,10 @@ impl Nginx {
     /// Stops nginx as an outage would: SIGTERM to the master, which ends its workers.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
             let _ = child.wait();
         }
     }

@@ -7,7 +7,7 @@
 //! the result. Machine A (cache dir A) populates the remote; machine B (cache dir B, empty)
 //! must then get everything from it.
 
-use kiln_testkit::Nginx;
+use kiln_testkit::{silent_server, Nginx};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -227,19 +227,6 @@ fn answer_requests(conn: TcpStream, answer: fn(&str) -> Vec<u8>) {
             return;
         }
     }
-}
-
-/// A server that accepts connections and never answers.
-fn silent_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for conn in listener.incoming().flatten() {
-            held.push(conn);
-        }
-    });
-    addr
 }
 
 // ---------------------------------------------------------------------------------------

@@ -108,32 +108,23 @@ impl Trace {
     }
 }
 
+impl Trace {
+    fn with_span(&self, action: &Action, f: impl FnOnce(&mut Span)) {
+        f(self.open.lock().unwrap().entry(action.id()).or_default());
+    }
+}
+
 impl Reporter for Trace {
     fn lookup(&self, action: &Action) {
-        self.open
-            .lock()
-            .unwrap()
-            .entry(action.id())
-            .or_default()
-            .lookup = Some(Instant::now());
+        self.with_span(action, |s| s.lookup = Some(Instant::now()));
     }
 
     fn queued(&self, action: &Action) {
-        self.open
-            .lock()
-            .unwrap()
-            .entry(action.id())
-            .or_default()
-            .queued = Some(Instant::now());
+        self.with_span(action, |s| s.queued = Some(Instant::now()));
     }
 
     fn remote_hit(&self, action: &Action) {
-        self.open
-            .lock()
-            .unwrap()
-            .entry(action.id())
-            .or_default()
-            .remote = true;
+        self.with_span(action, |s| s.remote = true);
     }
 
     fn started(&self, action: &Action) {

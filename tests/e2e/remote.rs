@@ -393,17 +393,9 @@ fn read_head(reader: &mut impl BufRead) -> Option<u64> {
     }
 }
 
-/// A server that accepts connections and never answers.
+/// A server that accepts connections and never answers, as a URL.
 fn silent_server() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for conn in listener.incoming().flatten() {
-            held.push(conn);
-        }
-    });
-    format!("http://{addr}")
+    format!("http://{}", kiln_testkit::silent_server())
 }
 
 // ---------------------------------------------------------------------------------------

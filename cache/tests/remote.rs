@@ -308,14 +308,24 @@ fn blobs_the_remote_has_are_not_uploaded_again() {
         &work,
     );
     let log = nginx.access_log();
-    let puts = |what: &str| {
-        let text = std::fs::read_to_string(&log).unwrap();
-        text.lines()
-            .filter(|l| l.contains(&format!("\"PUT /{what}/")))
-            .count()
+    // nginx logs a request after answering it: give the log a moment to catch up with
+    // the count expected, then read it.
+    let puts = |what: &str, expected: usize| {
+        let count = || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.lines()
+                .filter(|l| l.contains(&format!("\"PUT /{what}/")))
+                .count()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while count() < expected && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        count()
     };
     assert_eq!(
-        puts("cas"),
+        puts("cas", 4 + 4 + 1 + 4),
         4 + 4 + 1 + 4,
         "each distinct blob is sent once"
     );
@@ -329,8 +339,8 @@ fn blobs_the_remote_has_are_not_uploaded_again() {
         run(&store, action, &c.work);
     }
     store.flush().unwrap();
-    assert_eq!(puts("cas"), 13, "no blob was sent again");
-    assert_eq!(puts("ac"), 8);
+    assert_eq!(puts("ac", 8), 8);
+    assert_eq!(puts("cas", 13), 13, "no blob was sent again");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -311,7 +311,20 @@ fn kill_during_a_build_leaves_a_usable_cache() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    // Kill it as soon as the first output is in place: some actions are done, others
+    // are running or waiting.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ws
+        .path("kiln-out")
+        .read_dir()
+        .is_ok_and(|mut d| d.next().is_some())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the build produced nothing"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     unsafe { libc_kill(child.id() as i32) };
     child.wait().unwrap();
     let run = ws.kiln(&["build"]);

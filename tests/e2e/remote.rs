@@ -509,7 +509,9 @@ fn stopped_mid_build(remote: &mut dyn Remote) {
     assert_eq!(b.read("kiln-out/slow/after.txt"), "waited\nwaited\n");
     let (total, cached, executed, failed) = run.counts();
     assert_eq!((total, failed), (ACTIONS + 2, 0));
-    assert!(remote_hits(&run) >= 1, "{}", run.stderr);
+    // Whether the results in flight when the server stopped still arrive depends on
+    // timing (lookups overlap, and a killed server may reset connections with data
+    // in flight): what must hold is a correct build, which the checks above make.
     assert!(
         executed >= 2 && cached + executed == total,
         "{}",

@@ -1,6 +1,6 @@
 //! Errors of the store: what failed, on which path.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -38,12 +38,6 @@ impl Error {
 
     pub fn kind(&self) -> ErrorKind {
         self.kind
-    }
-
-    /// The path named in an I/O error's message is not kept separately; this helper
-    /// exists for callers that want to wrap a path into their own message.
-    pub fn with_path(self, path: PathBuf) -> Error {
-        Error::new(self.kind, format!("{}: {}", path.display(), self.message))
     }
 }
 

@@ -6,8 +6,8 @@
 //!
 //! What is watched ([`watched_files`]): kiln.toml and every BUILD.toml; every directory
 //! searched for them (a new file changes its directory's mtime, so new globs matches and
-//! new packages are seen); every source input of every action; every tool (every file of
-//! a tree tool such as GOROOT); every directory on PATH (where host tools are found);
+//! new packages are seen); every source input of every action; every tool (for a tree tool
+//! such as GOROOT, the paths its remembered digest is checked by, `tree::fingerprint_paths`); every directory on PATH (where host tools are found);
 //! every output under kiln-out/. What is in the request fingerprint (chosen by the
 //! caller): the command and its patterns, the flags and environment variables that steer
 //! a build, and the kiln binary itself.
@@ -157,7 +157,8 @@ pub fn watched_files(ws: &Workspace, graph: &ActionGraph, report: &Report) -> Ve
         };
         for tool in tools {
             if tool.tree {
-                files.extend(walk_files(&tool.path));
+                // The same few paths that stand for the tree's remembered digest.
+                files.extend(crate::tree::fingerprint_paths(&tool.path));
             } else {
                 files.insert(std::fs::canonicalize(&tool.path).unwrap_or(tool.path.clone()));
                 files.insert(tool.path.clone());
@@ -176,15 +177,6 @@ pub fn watched_files(ws: &Workspace, graph: &ActionGraph, report: &Report) -> Ve
     let mut files: Vec<PathBuf> = files.into_iter().collect();
     files.sort();
     files
-}
-
-fn walk_files(root: &Path) -> Vec<PathBuf> {
-    walkdir::WalkDir::new(root)
-        .into_iter()
-        .flatten()
-        .filter(|e| !e.file_type().is_symlink())
-        .map(|e| e.into_path())
-        .collect()
 }
 
 fn render(m: &Manifest) -> String {

@@ -84,11 +84,19 @@ pub fn remembered_tree_digest(
     Ok(digest)
 }
 
+/// The paths whose state stands for the whole tree (see the module comment).
+pub fn fingerprint_paths(root: &Path) -> Vec<std::path::PathBuf> {
+    ["", "VERSION", "bin", "pkg/tool"]
+        .iter()
+        .map(|rel| root.join(rel))
+        .collect()
+}
+
 fn tree_fingerprint(root: &Path) -> String {
     use std::os::unix::fs::MetadataExt;
     let mut text = String::new();
-    for rel in ["", "VERSION", "bin", "pkg/tool"] {
-        match std::fs::metadata(root.join(rel)) {
+    for path in fingerprint_paths(root) {
+        match std::fs::metadata(path) {
             Ok(m) => text.push_str(&format!(
                 "{}:{}:{}:{}:{};",
                 m.size(),

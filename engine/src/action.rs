@@ -76,6 +76,60 @@ pub struct ExecSpec {
     /// cache from (its entries are keyed by everything that went into them, so sharing
     /// them keeps builds hermetic). Under bubblewrap that directory is bound read-write.
     pub store_access: bool,
+    /// Whether actions like this one may share a process (see [`Batch`]).
+    pub batch: Option<Batch>,
+}
+
+/// Exec actions that may share one process, as `go test` runs many packages at once.
+///
+/// Misses whose specs agree on everything but their last [`Batch::member_args`]
+/// arguments run as one process: the common arguments followed by every member's own.
+/// The rule's [`BatchSplit`] then tells each member's part of the output apart. Keys
+/// stay per member, the key the action has alone, so a batch is only a way of running:
+/// each member is cached, replayed and explained by itself.
+///
+/// The shared sandbox holds every member's inputs, so a member could read a file
+/// another member declared: rules batch only actions that cannot (a Go package's tests
+/// read their own package's files).
+#[derive(Clone)]
+pub struct Batch {
+    /// How many trailing `argv` entries are this member's own (e.g. a Go package).
+    pub member_args: usize,
+    /// Runs in all for a member that fails (1: no retry). A retry reruns only the
+    /// members that failed, together. It enters the key: it changes what is recorded.
+    pub attempts: u32,
+    pub split: Arc<dyn BatchSplit>,
+    /// False runs every member alone (as a batch of one), for members that might read
+    /// each other's inputs.
+    pub shared: bool,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Batch(member_args {}, attempts {})",
+            self.member_args, self.attempts
+        )
+    }
+}
+
+/// One member's part of a shared run's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberOutput {
+    pub stdout: Vec<u8>,
+    pub passed: bool,
+}
+
+/// How a rule reads a shared run's output back into its members'.
+pub trait BatchSplit: Send + Sync {
+    /// Each member's part of `stdout`, in the order of `members` (their
+    /// discriminators); None where the output says nothing of a member.
+    fn split(&self, stdout: &[u8], members: &[&str]) -> Vec<Option<MemberOutput>>;
+
+    /// The stdout recorded for a member that passed on attempt `failed.len() + 1`,
+    /// after the failed attempts' outputs `failed`.
+    fn retried(&self, failed: &[Vec<u8>], passed: &[u8]) -> Vec<u8>;
 }
 
 /// What a builtin action's function sees.
@@ -151,6 +205,46 @@ impl Action {
         } else {
             format!("{} {} [{}]", self.mnemonic, self.owner, self.discriminator)
         }
+    }
+
+    /// An error of this action: what progress lines call it, then `why`.
+    pub fn error(&self, why: &str) -> crate::Error {
+        crate::Error::new(
+            crate::ErrorKind::Action,
+            format!("{} {why}", self.describe()),
+        )
+    }
+
+    /// Actions with equal groups may run as one process (see [`Batch`]); None for an
+    /// action that runs alone. Equal groups mean equal specs but for the members' own
+    /// arguments.
+    pub fn batch_group(&self) -> Option<String> {
+        let ActionKind::Exec(spec) = &self.kind else {
+            return None;
+        };
+        let batch = spec.batch.as_ref()?;
+        let common = spec.argv.len().checked_sub(batch.member_args)?;
+        let tools: Vec<_> = spec
+            .tools
+            .iter()
+            .map(|t| (&t.name, &t.path, t.tree))
+            .collect();
+        let alone = if batch.shared {
+            ""
+        } else {
+            &self.discriminator
+        };
+        Some(format!(
+            "{} {alone} {} {:?} {:?} {tools:?} {:?} {:?} {} {}",
+            self.mnemonic,
+            batch.attempts,
+            &spec.argv[..common],
+            spec.env,
+            spec.workdir,
+            self.platform,
+            spec.network,
+            spec.store_access,
+        ))
     }
 
     /// The artifact this action writes at `path`.

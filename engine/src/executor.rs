@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use kiln_cache::{ActionResult, Digest, LocalStore, OutputFile, Store};
 
-use crate::action::{Action, ActionKind, Artifact, Builtin, BuiltinCtx, Tool};
+use crate::action::{Action, ActionKind, Artifact, Batch, Builtin, BuiltinCtx, ExecSpec, Tool};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{KeyInput, KeyRecord, KEY_SCHEMA};
 use crate::sandbox::{Hidden, Sandbox, SandboxMode};
@@ -23,6 +23,55 @@ pub enum Status {
     Cached,
     Executed,
     Failed,
+}
+
+/// What running an action ends with.
+pub type Outcome = std::result::Result<ActionResult, Box<Failure>>;
+
+/// The common arguments of a batch's members, then each member's own.
+fn shared_argv(spec: &ExecSpec, batch: &Batch, group: &[&Action]) -> Vec<String> {
+    let own = |spec: &ExecSpec| spec.argv.len().saturating_sub(batch.member_args);
+    let mut argv = spec.argv[..own(spec)].to_vec();
+    for action in group {
+        if let ActionKind::Exec(member) = &action.kind {
+            argv.extend_from_slice(&member.argv[own(member)..]);
+        }
+    }
+    argv
+}
+
+/// What the process wrote to the sandbox's `.kiln/stdout` or `.kiln/stderr`.
+fn capture(sandbox: &Sandbox, name: &str) -> Vec<u8> {
+    std::fs::read(sandbox.root().join(".kiln").join(name)).unwrap_or_default()
+}
+
+/// A failure of an action that ran, with what it printed (the sandbox's captures
+/// unless given).
+fn failure(
+    error: Error,
+    sandbox: &Sandbox,
+    captures: Option<(&[u8], &[u8])>,
+    exit_code: i32,
+) -> Box<Failure> {
+    let (stdout, stderr) = match captures {
+        Some((out, err)) => (out.to_vec(), err.to_vec()),
+        None => (capture(sandbox, "stdout"), capture(sandbox, "stderr")),
+    };
+    Box::new(Failure {
+        error,
+        stdout,
+        stderr,
+        exit_code: Some(exit_code),
+    })
+}
+
+fn fail(error: Error) -> Box<Failure> {
+    Box::new(Failure {
+        error,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+        exit_code: None,
+    })
 }
 
 /// An action that failed: why, and what it printed.
@@ -166,6 +215,7 @@ impl Executor {
                     outputs: action.outputs.clone(),
                     platform: action.platform.clone(),
                     network: spec.network,
+                    attempts: spec.batch.as_ref().map_or(1, |b| b.attempts),
                 }
             }
             ActionKind::Builtin(b) => KeyRecord {
@@ -181,6 +231,7 @@ impl Executor {
                 outputs: action.outputs.clone(),
                 platform: action.platform.clone(),
                 network: false,
+                attempts: 1,
             },
         };
         Ok(record)
@@ -199,23 +250,124 @@ impl Executor {
 
     /// Runs an action in a fresh sandbox and stores its outputs. On success returns the
     /// result (not yet written to the action cache).
-    pub fn execute(
-        &self,
-        action: &Action,
-        inputs: &[(Artifact, KeyInput)],
-    ) -> Result<ActionResult, Box<Failure>> {
-        let fail = |error: Error| {
-            Box::new(Failure {
-                error,
-                stdout: Vec::new(),
-                stderr: Vec::new(),
-                exit_code: None,
-            })
+    pub fn execute(&self, action: &Action, inputs: &[(Artifact, KeyInput)]) -> Outcome {
+        let started = Instant::now();
+        let sandbox = self.prepare(inputs.iter(), action.outputs.iter())?;
+        let exit_code = self.run(action, &action.kind, &sandbox)?;
+        let outcome = if exit_code != 0 {
+            let why = format!("failed with exit code {exit_code}");
+            Err(failure(action.error(&why), &sandbox, None, exit_code))
+        } else {
+            self.result(action, sandbox.root(), None, started)
+                .map_err(|e| failure(e, &sandbox, None, exit_code))
+        };
+        if outcome.is_err() {
+            self.maybe_keep(sandbox);
+        }
+        outcome
+    }
+
+    /// Runs the misses of one batch group (see [`crate::action::Batch`]) as one process
+    /// in one sandbox holding all their inputs, then reruns the members that failed,
+    /// together and in the same sandbox, up to the batch's attempts. Returns each
+    /// member's outcome, in order; results are not yet written to the action cache.
+    pub fn execute_batch(&self, members: &[(&Action, &[(Artifact, KeyInput)])]) -> Vec<Outcome> {
+        let (first, _) = members[0];
+        let (spec, batch) = match &first.kind {
+            ActionKind::Exec(spec @ ExecSpec { batch: Some(b), .. }) => (spec, b),
+            _ => return members.iter().map(|(a, i)| self.execute(a, i)).collect(),
         };
         let started = Instant::now();
+        let mut inputs: Vec<&(Artifact, KeyInput)> =
+            members.iter().flat_map(|(_, i)| i.iter()).collect();
+        inputs.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+        inputs.dedup_by(|a, b| a.0.path == b.0.path);
+        let outputs = members.iter().flat_map(|(a, _)| a.outputs.iter());
+        let sandbox = match self.prepare(inputs.into_iter(), outputs) {
+            Ok(sandbox) => sandbox,
+            Err(f) => return members.iter().map(|_| Err(f.clone())).collect(),
+        };
+        let attempts = batch.attempts.max(1);
+        let mut outcomes: Vec<Option<Outcome>> = members.iter().map(|_| None).collect();
+        let mut failed_runs: Vec<Vec<Vec<u8>>> = vec![Vec::new(); members.len()];
+        let mut remaining: Vec<usize> = (0..members.len()).collect();
+        for attempt in 1..=attempts {
+            let group: Vec<&Action> = remaining.iter().map(|&i| members[i].0).collect();
+            let kind = ActionKind::Exec(ExecSpec {
+                argv: shared_argv(spec, batch, &group),
+                ..spec.clone()
+            });
+            let exit_code = match self.run(first, &kind, &sandbox) {
+                Ok(code) => code,
+                Err(f) => {
+                    remaining
+                        .iter()
+                        .for_each(|&i| outcomes[i] = Some(Err(f.clone())));
+                    break;
+                }
+            };
+            let read = |name: &str| capture(&sandbox, name);
+            let (stdout, stderr) = (read("stdout"), read("stderr"));
+            let names: Vec<&str> = group.iter().map(|a| a.discriminator.as_str()).collect();
+            let mut parts = batch.split.split(&stdout, &names);
+            parts.resize(group.len(), None);
+            if exit_code != 0 && parts.iter().all(|p| p.as_ref().is_some_and(|p| p.passed)) {
+                // The process failed, yet every member says it passed: believe none.
+                parts.iter_mut().flatten().for_each(|p| p.passed = false);
+            }
+            let mut again = Vec::new();
+            for (&i, part) in remaining.iter().zip(parts) {
+                let action = members[i].0;
+                let (out, passed, why) = match part {
+                    Some(p) if p.passed && failed_runs[i].is_empty() => (p.stdout, true, ""),
+                    Some(p) if p.passed => {
+                        (batch.split.retried(&failed_runs[i], &p.stdout), true, "")
+                    }
+                    part if attempt < attempts => {
+                        failed_runs[i].push(part.map(|p| p.stdout).unwrap_or_default());
+                        again.push(i);
+                        continue;
+                    }
+                    Some(p) => (p.stdout, false, "failed"),
+                    None => (stdout.clone(), false, "reported no result"),
+                };
+                let captures = Some((out.as_slice(), stderr.as_slice()));
+                outcomes[i] = Some(match passed {
+                    true => self
+                        .result(action, sandbox.root(), captures, started)
+                        .map_err(|e| failure(e, &sandbox, captures, exit_code)),
+                    false => {
+                        let why = format!("{why} (exit code {exit_code})");
+                        Err(failure(action.error(&why), &sandbox, captures, exit_code))
+                    }
+                });
+            }
+            remaining = again;
+            if remaining.is_empty() {
+                break;
+            }
+        }
+        let outcomes: Vec<Outcome> = outcomes
+            .into_iter()
+            .map(|o| o.expect("every member of a batch has an outcome"))
+            .collect();
+        if outcomes.iter().any(Result::is_err) {
+            self.maybe_keep(sandbox);
+        }
+        outcomes
+    }
+
+    /// A fresh sandbox holding the inputs, with the outputs' directories made.
+    fn prepare<'a>(
+        &self,
+        inputs: impl Iterator<Item = &'a (Artifact, KeyInput)>,
+        outputs: impl Iterator<Item = &'a String>,
+    ) -> Result<Sandbox, Box<Failure>> {
         let sandbox = Sandbox::create(&self.local.tmp_dir()).map_err(fail)?;
-        self.stage_inputs(&sandbox, inputs).map_err(fail)?;
-        for out in &action.outputs {
+        for (artifact, key) in inputs {
+            self.stage_input(&sandbox, artifact, key).map_err(fail)?;
+        }
+        for out in outputs {
             let path = sandbox
                 .prepare_path(out.trim_end_matches('/'))
                 .map_err(fail)?;
@@ -223,68 +375,57 @@ impl Executor {
                 std::fs::create_dir_all(&path).map_err(|e| fail(Error::io("create", &path, e)))?;
             }
         }
-        let exit_code = match &action.kind {
+        Ok(sandbox)
+    }
+
+    /// Runs `kind` (the action's own, or a batch's shared process) in the sandbox;
+    /// returns its exit code.
+    fn run(
+        &self,
+        action: &Action,
+        kind: &ActionKind,
+        sandbox: &Sandbox,
+    ) -> Result<i32, Box<Failure>> {
+        match kind {
             ActionKind::Exec(spec) => {
                 let mode = self
                     .resolved_mode
                     .get_or_init(|| self.mode.resolve())
                     .clone()
                     .map_err(fail)?;
-                sandbox.run(spec, mode, &self.hidden).map_err(fail)?
+                sandbox.run(spec, mode, &self.hidden).map_err(fail)
             }
-            ActionKind::Builtin(b) => run_builtin(
-                b,
-                &sandbox,
-                action,
-                &self.tool_digests(&b.tools).map_err(fail)?,
-            )
-            .map_err(fail)?,
+            ActionKind::Builtin(b) => {
+                let digests = self.tool_digests(&b.tools).map_err(fail)?;
+                run_builtin(b, sandbox, action, &digests).map_err(fail)
+            }
+        }
+    }
+
+    /// The result of an action that succeeded in the sandbox at `root`: its declared
+    /// outputs, and its stdout and stderr (the sandbox's captures unless given).
+    fn result(
+        &self,
+        action: &Action,
+        root: &Path,
+        captures: Option<(&[u8], &[u8])>,
+        started: Instant,
+    ) -> Result<ActionResult> {
+        let outputs = self.collect_outputs(action, root)?;
+        let (stdout, stderr) = match captures {
+            Some((out, err)) => (self.local.put_bytes(out)?, self.local.put_bytes(err)?),
+            None => {
+                let put = |name: &str| self.local.put_file_move(&root.join(".kiln").join(name));
+                (put("stdout")?, put("stderr")?)
+            }
         };
-        let read =
-            |name: &str| std::fs::read(sandbox.root().join(".kiln").join(name)).unwrap_or_default();
-        if exit_code != 0 {
-            let error = Error::new(
-                ErrorKind::Action,
-                format!("{} failed with exit code {exit_code}", action.describe()),
-            );
-            let failure = Failure {
-                error,
-                stdout: read("stdout"),
-                stderr: read("stderr"),
-                exit_code: Some(exit_code),
-            };
-            self.maybe_keep(sandbox);
-            return Err(Box::new(failure));
-        }
-        match self.collect_outputs(action, &sandbox) {
-            Ok(outputs) => {
-                let put = |name: &str| {
-                    self.local
-                        .put_file_move(&sandbox.root().join(".kiln").join(name))
-                };
-                let (stdout, stderr) = match (put("stdout"), put("stderr")) {
-                    (Ok(o), Ok(e)) => (o, e),
-                    (Err(e), _) | (_, Err(e)) => return Err(fail(e.into())),
-                };
-                Ok(ActionResult {
-                    outputs,
-                    exit_code,
-                    stdout,
-                    stderr,
-                    duration_ms: started.elapsed().as_millis() as u64,
-                })
-            }
-            Err(error) => {
-                let failure = Failure {
-                    error,
-                    stdout: read("stdout"),
-                    stderr: read("stderr"),
-                    exit_code: Some(0),
-                };
-                self.maybe_keep(sandbox);
-                Err(Box::new(failure))
-            }
-        }
+        Ok(ActionResult {
+            outputs,
+            exit_code: 0,
+            stdout,
+            stderr,
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
     }
 
     fn maybe_keep(&self, sandbox: Sandbox) {
@@ -297,17 +438,15 @@ impl Executor {
         }
     }
 
-    fn stage_inputs(&self, sandbox: &Sandbox, inputs: &[(Artifact, KeyInput)]) -> Result<()> {
-        for (artifact, key) in inputs {
-            let dest = sandbox.prepare_path(&artifact.path)?;
-            if artifact.producer.is_none() {
-                let src = self.root.join(&artifact.path);
-                std::fs::copy(&src, &dest).map_err(|e| Error::io("copy input", &src, e))?;
-            } else {
-                self.fetch_input(&key.digest, &dest, key.executable)?;
-            }
+    fn stage_input(&self, sandbox: &Sandbox, artifact: &Artifact, key: &KeyInput) -> Result<()> {
+        let dest = sandbox.prepare_path(&artifact.path)?;
+        if artifact.producer.is_none() {
+            let src = self.root.join(&artifact.path);
+            std::fs::copy(&src, &dest).map_err(|e| Error::io("copy input", &src, e))?;
+            Ok(())
+        } else {
+            self.fetch_input(&key.digest, &dest, key.executable)
         }
-        Ok(())
     }
 
     fn fetch_input(&self, digest: &Digest, dest: &Path, executable: bool) -> Result<()> {
@@ -320,11 +459,11 @@ impl Executor {
         fix_mode(dest, executable)
     }
 
-    fn collect_outputs(&self, action: &Action, sandbox: &Sandbox) -> Result<Vec<OutputFile>> {
+    fn collect_outputs(&self, action: &Action, root: &Path) -> Result<Vec<OutputFile>> {
         let mut files: Vec<String> = Vec::new();
         let mut missing = Vec::new();
         for out in &action.outputs {
-            let path = sandbox.root().join(out.trim_end_matches('/'));
+            let path = root.join(out.trim_end_matches('/'));
             if out.ends_with('/') {
                 list_dir_files(&path, out, &mut files)?;
             } else if path.is_file() {
@@ -346,7 +485,7 @@ impl Executor {
         files
             .into_iter()
             .map(|rel| {
-                let path = sandbox.root().join(&rel);
+                let path = root.join(&rel);
                 let meta = std::fs::metadata(&path).map_err(|e| Error::io("stat", &path, e))?;
                 let executable = meta.mode() & 0o111 != 0;
                 let digest = self.local.put_file_move(&path)?;

@@ -15,9 +15,13 @@
 //! | `outputs`  | declared output paths                         | where the action must write                 |
 //! | `platform` | target platform, if any                       | one action per platform                     |
 //! | `network`  | whether the action may reach the network      | fixed-output actions are keyed apart        |
+//! | `attempts` | runs in all for a failing batch member (if >1) | a retried pass is recorded as flaky        |
 //!
 //! Not in the key: the workspace's absolute path, the cache directory, the time, the
 //! user, the host name. Two machines with the same inputs compute the same key.
+//!
+//! Not in the key either: whether the action ran alone or in a batch with others (see
+//! [`crate::action::Batch`]): the key is the one the action has alone.
 //!
 //! The record is a plain struct serialized to JSON (struct fields in declaration order,
 //! maps as `BTreeMap`s), so `kiln explain` can diff two records field by field.
@@ -53,6 +57,17 @@ pub struct KeyRecord {
     pub outputs: Vec<String>,
     pub platform: Option<String>,
     pub network: bool,
+    /// Left out of the encoding when 1, so actions without retries keep their keys.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub attempts: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 impl KeyRecord {
@@ -85,6 +100,7 @@ impl KeyRecord {
             ("declared outputs", old.outputs != self.outputs),
             ("platform", old.platform != self.platform),
             ("network access", old.network != self.network),
+            ("attempts", old.attempts != self.attempts),
             ("key schema", old.schema != self.schema),
         ];
         for (what, changed) in simple {

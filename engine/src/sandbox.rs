@@ -135,6 +135,8 @@ impl Sandbox {
         let root = self.root();
         for tool in spec.tools.iter().filter(|t| !t.tree) {
             let link = root.join(".kiln/bin").join(&tool.name);
+            // A process run again in the same sandbox (a batch's retry) links anew.
+            let _ = fs::remove_file(&link);
             std::os::unix::fs::symlink(&tool.path, &link)
                 .map_err(|e| Error::io("link", &link, e))?;
         }

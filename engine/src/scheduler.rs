@@ -5,8 +5,13 @@
 //! early cutoff), looks the key up (inline, or on a pool of lookup threads when the cache
 //! is remote, so round trips overlap), and on a miss hands the action to a worker. A
 //! failure stops new work unless `keep_going`.
+//!
+//! Misses of actions that may share a process (a [`crate::action::Batch`], such as one
+//! `go test` per package) wait until no lookup is outstanding, then go to one worker
+//! together, grouped by [`Action::batch_group`]; each member still finishes (and is
+//! cached) under its own key.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use kiln_cache::{ActionResult, Digest};
@@ -14,7 +19,7 @@ use rayon::prelude::*;
 
 use crate::action::{Action, ActionGraph, ActionId, Artifact};
 use crate::error::{Error, ErrorKind, Result};
-use crate::executor::{Executor, Failure, Status};
+use crate::executor::{Executor, Failure, Outcome, Status};
 use crate::key::{KeyInput, KeyRecord};
 
 /// What the scheduler tells the user interface.
@@ -78,9 +83,9 @@ impl Report {
     }
 }
 
+/// Actions for one worker: one, or the members of a batch.
 struct Job {
-    id: ActionId,
-    inputs: Vec<(Artifact, KeyInput)>,
+    members: Vec<(ActionId, Vec<(Artifact, KeyInput)>)>,
 }
 
 /// Runs `wanted` and everything they depend on. `done` holds results already known
@@ -122,11 +127,19 @@ pub fn run(
             let (job_rx, done_tx) = (job_rx.clone(), done_tx.clone());
             scope.spawn(move || {
                 for job in job_rx {
-                    let action = &graph.actions[job.id];
-                    reporter.started(action);
-                    let outcome = exec.execute(action, &job.inputs);
-                    if done_tx.send(Msg::Ran(job.id, outcome)).is_err() {
-                        break;
+                    let members: Vec<_> = job
+                        .members
+                        .iter()
+                        .map(|(id, inputs)| (&graph.actions[*id], inputs.as_slice()))
+                        .collect();
+                    for (action, _) in &members {
+                        reporter.started(action);
+                    }
+                    let outcomes = run_job(exec, &members);
+                    for ((id, _), outcome) in job.members.iter().zip(outcomes) {
+                        if done_tx.send(Msg::Ran(*id, outcome)).is_err() {
+                            return;
+                        }
                     }
                 }
             });
@@ -156,6 +169,8 @@ pub fn run(
             dependents: &dependents,
             ready: &mut ready,
             keys: HashMap::new(),
+            batches: BTreeMap::new(),
+            lookups: 0,
         };
         loop {
             while let Some(id) = state.ready.pop_front() {
@@ -179,16 +194,21 @@ pub fn run(
                         in_flight -= 1;
                     }
                 } else {
+                    state.lookups += 1;
                     lookup_tx
                         .send((id, key))
                         .expect("lookup threads outlive the loop");
                 }
+            }
+            if state.lookups == 0 {
+                in_flight -= state.dispatch_batches(&job_tx, stop);
             }
             if in_flight == 0 {
                 break;
             }
             match done_rx.recv().expect("workers send before exiting") {
                 Msg::Looked(id, found) => {
+                    state.lookups -= 1;
                     if state.looked(id, found, &job_tx)? {
                         in_flight -= 1;
                     }
@@ -238,6 +258,10 @@ struct State<'a> {
     dependents: &'a HashMap<ActionId, Vec<ActionId>>,
     ready: &'a mut VecDeque<ActionId>,
     keys: HashMap<ActionId, Keyed>,
+    /// Misses waiting to run together, by batch group.
+    batches: BTreeMap<String, Vec<ActionId>>,
+    /// Lookups sent to the lookup threads and not answered yet.
+    lookups: usize,
 }
 
 impl State<'_> {
@@ -262,13 +286,40 @@ impl State<'_> {
             }
             None => {
                 self.reporter.queued(action);
-                let inputs = self.keys[&id].2.clone();
-                job_tx
-                    .send(Job { id, inputs })
-                    .expect("workers outlive the loop");
+                match action.batch_group() {
+                    Some(group) => self.batches.entry(group).or_default().push(id),
+                    None => self.send(vec![id], job_tx),
+                }
                 Ok(false)
             }
         }
+    }
+
+    fn send(&self, ids: Vec<ActionId>, job_tx: &crossbeam_channel::Sender<Job>) {
+        let members = ids
+            .into_iter()
+            .map(|id| (id, self.keys[&id].2.clone()))
+            .collect();
+        job_tx
+            .send(Job { members })
+            .expect("workers outlive the loop");
+    }
+
+    /// Sends every waiting batch to the workers, or drops them all once the build
+    /// stops; returns how many actions were dropped.
+    fn dispatch_batches(&mut self, job_tx: &crossbeam_channel::Sender<Job>, stop: bool) -> usize {
+        let mut dropped = 0;
+        for (_, ids) in std::mem::take(&mut self.batches) {
+            if stop {
+                dropped += ids.len();
+                for id in &ids {
+                    self.keys.remove(id);
+                }
+            } else {
+                self.send(ids, job_tx);
+            }
+        }
+        dropped
     }
 
     fn finish(&mut self, id: ActionId, result: ActionResult, status: Status) -> Result<()> {
@@ -294,6 +345,38 @@ impl State<'_> {
         }
         Ok(())
     }
+}
+
+/// Runs one job's actions; a panic fails them (rather than leaving the build waiting
+/// for a worker that is gone).
+fn run_job(exec: &Executor, members: &[(&Action, &[(Artifact, KeyInput)])]) -> Vec<Outcome> {
+    let run = || match members[0].0.batch_group() {
+        Some(_) => exec.execute_batch(members),
+        None => vec![exec.execute(members[0].0, members[0].1)],
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let failure = Failure {
+            error: Error::new(
+                ErrorKind::Action,
+                format!(
+                    "kiln failed internally while running {}: {what}",
+                    members[0].0.describe()
+                ),
+            ),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            exit_code: None,
+        };
+        members
+            .iter()
+            .map(|_| Err(Box::new(failure.clone())))
+            .collect()
+    })
 }
 
 /// Digests of every source file the actions read, hashed in parallel.

@@ -84,6 +84,7 @@ impl Rule for Genrule {
                 workdir: String::new(),
                 network: false,
                 store_access: false,
+                batch: None,
             }),
             platform: None,
             show_output: false,

@@ -166,6 +166,89 @@ fn flaky_test_passes_on_retry_and_is_reported() {
     );
 }
 
+/// A test that fails, naming the process that ran its test binary (the go command).
+fn parent_test(pkg: &str) -> String {
+    format!(
+        "package {pkg}\n\nimport (\n\t\"os\"\n\t\"testing\"\n)\n\nfunc TestParent(t *testing.T) {{\n\tt.Fatalf(\"parent=%d.\", os.Getppid())\n}}\n"
+    )
+}
+
+/// The distinct `parent=N.` values in a run's output.
+fn parents(run: &crate::support::Run) -> std::collections::BTreeSet<String> {
+    run.stderr
+        .split("parent=")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('.').map(|(n, _)| n.to_string()))
+        .collect()
+}
+
+#[test]
+fn packages_that_miss_run_in_one_go_command_unless_batch_is_off() {
+    let builder = module()
+        .file("leaf/parent_test.go", &parent_test("leaf"))
+        .file("mid/parent_test.go", &parent_test("mid"))
+        .file("alone/parent_test.go", &parent_test("alone"));
+    let ws = builder.clone().build();
+    let (run, ran) = tested_packages(&ws, &["test", "--keep-going"]);
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    assert_eq!(ran.len(), 3, "{ran:?}");
+    assert_eq!(
+        run.stderr.matches("--- FAIL: TestParent").count(),
+        3,
+        "{}",
+        run.stderr
+    );
+    assert_eq!(parents(&run).len(), 1, "one go command: {}", run.stderr);
+
+    let ws = builder
+        .file(
+            "BUILD.toml",
+            "[go_test.unit]\npackages = [\"./...\"]\nbatch = false\n",
+        )
+        .build();
+    let run = ws.kiln(&["test", "--keep-going"]);
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    assert_eq!(parents(&run).len(), 3, "a go command each: {}", run.stderr);
+}
+
+#[test]
+fn a_package_that_fails_to_build_shows_the_compiler_and_spares_the_others() {
+    let ws = module()
+        .file("mid/broken.go", "package mid\n\nvar _ = nope\n")
+        .build();
+    let (run, ran) = tested_packages(&ws, &["test", "--keep-going"]);
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    assert_eq!(ran.len(), 3, "{ran:?}");
+    assert!(run.stderr.contains("undefined: nope"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("FAIL\texample.com/m/mid [build failed]"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("ok  \texample.com/m/leaf\t"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        run.stderr.matches("undefined: nope").count(),
+        1,
+        "only mid's output: {}",
+        run.stderr
+    );
+
+    // The packages that passed in the same run were cached; only mid runs again.
+    let (run, ran) = tested_packages(&ws, &["test", "--keep-going"]);
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    assert_eq!(ran, ["example.com/m/mid"]);
+    assert!(
+        run.stderr.contains("ok  \texample.com/m/alone\t(cached)"),
+        "{}",
+        run.stderr
+    );
+}
+
 fn elf_machine(bytes: &[u8]) -> u16 {
     assert_eq!(&bytes[..4], b"\x7fELF", "an ELF file");
     u16::from_le_bytes([bytes[18], bytes[19]])

@@ -19,6 +19,7 @@ pub fn workspace() -> Builder {
     }
 }
 
+#[derive(Clone)]
 pub struct Builder {
     files: Vec<(String, String)>,
 }

@@ -122,6 +122,7 @@ impl Rule for GoBinary {
                     workdir: module.dir.clone(),
                     network: false,
                     store_access: true,
+                    batch: None,
                 }),
                 platform: Some(platform.clone()),
                 show_output: false,

@@ -60,6 +60,7 @@ pub fn download(
             workdir: module.dir.clone(),
             network: true,
             store_access: false,
+            batch: None,
         }),
         platform: None,
         show_output: false,

@@ -103,6 +103,7 @@ pub fn list(ctx: &mut Analysis<'_>, module: &Module, platform: &str) -> Result<P
             workdir: module.dir.clone(),
             network: false,
             store_access: false,
+            batch: None,
         }),
         platform: None,
         show_output: false,

@@ -4,7 +4,14 @@
 //! A passing package shows its `ok` line, or `ok  <pkg>  (cached)` when replayed from the
 //! cache; a failing one shows its whole log. A package that passed only on a retry (see
 //! `flaky_attempts`) is marked `(flaky: passed on attempt N)`.
+//!
+//! [`Split`] cuts the output of one `go test -json` run over several packages into each
+//! package's own, as if it had run alone: its events, and for a package whose build
+//! failed, the compiler's output for the package that failed to build.
 
+use std::collections::HashMap;
+
+use kiln_engine::action::{BatchSplit, MemberOutput};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -67,6 +74,7 @@ pub fn parse(stdout: &[u8]) -> PackageReport {
                 };
             }
             ("kiln-flaky", _) => report.flaky_attempt = ev.attempt,
+            ("build-output", _) => report.other.push_str(&ev.output.unwrap_or_default()),
             ("output", test) => {
                 let out = ev.output.unwrap_or_default();
                 if let Some(name) = test {
@@ -97,6 +105,72 @@ pub fn parse(stdout: &[u8]) -> PackageReport {
         }
     }
     report
+}
+
+/// Splits a `go test -json` run over several packages; members are import paths.
+pub struct Split;
+
+/// The fields of a `go test -json` line that say whose it is.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Owner {
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    package: String,
+    #[serde(default)]
+    import_path: String,
+    #[serde(default)]
+    test: Option<String>,
+    #[serde(default)]
+    failed_build: String,
+}
+
+impl BatchSplit for Split {
+    fn split(&self, stdout: &[u8], members: &[&str]) -> Vec<Option<MemberOutput>> {
+        let mut events: HashMap<String, Vec<u8>> = HashMap::new();
+        let mut builds: HashMap<String, Vec<u8>> = HashMap::new();
+        let mut verdicts: HashMap<String, (bool, String)> = HashMap::new();
+        let mut other = Vec::new();
+        for line in stdout.split_inclusive(|b| *b == b'\n') {
+            match serde_json::from_slice::<Owner>(line) {
+                Ok(o) if !o.package.is_empty() => {
+                    if o.test.is_none() && matches!(o.action.as_str(), "pass" | "fail" | "skip") {
+                        let verdict = (o.action != "fail", o.failed_build);
+                        verdicts.insert(o.package.clone(), verdict);
+                    }
+                    events.entry(o.package).or_default().extend_from_slice(line);
+                }
+                Ok(o) if !o.import_path.is_empty() => builds
+                    .entry(o.import_path)
+                    .or_default()
+                    .extend_from_slice(line),
+                _ => other.extend_from_slice(line),
+            }
+        }
+        let part = |member: &str| {
+            let lines = events.get(member)?;
+            let (passed, failed_build) = verdicts.get(member).cloned().unwrap_or_default();
+            // After the package's own events, since a "start" event begins a new attempt.
+            let mut stdout = lines.clone();
+            if !passed {
+                stdout.extend_from_slice(&other);
+                stdout.extend_from_slice(builds.get(&failed_build).map_or(&[][..], Vec::as_slice));
+            }
+            Some(MemberOutput { stdout, passed })
+        };
+        members.iter().map(|m| part(m)).collect()
+    }
+
+    fn retried(&self, failed: &[Vec<u8>], passed: &[u8]) -> Vec<u8> {
+        let mut out = failed.concat();
+        out.extend_from_slice(passed);
+        let attempt = failed.len() + 1;
+        out.extend_from_slice(
+            format!("{{\"Action\":\"kiln-flaky\",\"Attempt\":{attempt}}}\n").as_bytes(),
+        );
+        out
+    }
 }
 
 /// What the user sees for one package.
@@ -192,6 +266,43 @@ mod tests {
         assert_eq!(render(&r, true), "ok  \tex/a\t(cached)\n");
         assert_eq!(render(&r, false), "ok  \tex/a\t0.011s\n");
         assert!(junit(&[r]).contains("<testcase classname=\"ex/a\" name=\"TestX\""));
+    }
+
+    /// `go test -json ./a ./b` where b does not compile (from Go 1.27).
+    const MIXED: &str = r##"{"ImportPath":"ex/b [ex/b.test]","Action":"build-output","Output":"# ex/b [ex/b.test]\n"}
+{"ImportPath":"ex/b [ex/b.test]","Action":"build-output","Output":"b/b.go:4:9: undefined: nope\n"}
+{"ImportPath":"ex/b [ex/b.test]","Action":"build-fail"}
+{"Action":"start","Package":"ex/a"}
+{"Action":"start","Package":"ex/b"}
+{"Action":"output","Package":"ex/b","Output":"FAIL\tex/b [build failed]\n"}
+{"Action":"fail","Package":"ex/b","Elapsed":0,"FailedBuild":"ex/b [ex/b.test]"}
+{"Action":"output","Package":"ex/a","Output":"ok  \tex/a\t0.003s\n"}
+{"Action":"pass","Package":"ex/a","Elapsed":0.004}
+"##;
+
+    #[test]
+    fn a_shared_run_splits_into_each_package_as_if_alone() {
+        let parts = Split.split(MIXED.as_bytes(), &["ex/a", "ex/b", "ex/c"]);
+        let a = parts[0].as_ref().expect("a ran");
+        assert!(a.passed);
+        let ra = parse(&a.stdout);
+        assert_eq!(render(&ra, false), "ok  \tex/a\t0.004s\n");
+        let b = parts[1].as_ref().expect("b ran");
+        assert!(!b.passed);
+        let shown = render(&parse(&b.stdout), false);
+        assert!(shown.contains("undefined: nope"), "{shown}");
+        assert!(shown.contains("FAIL\tex/b [build failed]"), "{shown}");
+        assert!(!String::from_utf8_lossy(&b.stdout).contains("ex/a"));
+        assert_eq!(parts[2], None, "c is not in the output");
+    }
+
+    #[test]
+    fn a_retried_member_keeps_its_attempts_and_is_flaky() {
+        let failing = PASS.replace("\"pass\"", "\"fail\"");
+        let out = Split.retried(&[failing.into_bytes()], PASS.as_bytes());
+        let r = parse(&out);
+        assert!(r.passed);
+        assert_eq!(r.flaky_attempt, Some(2));
     }
 
     #[test]

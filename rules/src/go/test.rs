@@ -18,11 +18,21 @@
 //! are never cached. With `race`, GORACE=atexit_sleep_ms=0 drops the race runtime's
 //! one-second pause at exit (races are still reported while tests run).
 //!
-//! With `flaky_attempts = N`, a failing package is run again up to N times in all inside
-//! the same action; one that passes only on a retry passes, and its output carries a
-//! `kiln: flaky` line that the report shows.
+//! The packages that miss the cache run together, as one `go test` over all of them
+//! (the engine's [`Batch`], split back per package by [`output::Split`]): the go command
+//! loads the module and links test binaries once per build, as `go test ./...` does,
+//! while each package keeps its own key, result and `(cached)` line. A test that reads
+//! files of another package by relative path (`../other/testdata`) sees them only when
+//! that package runs in the same batch: such a target should set `batch = false`, which
+//! runs each package in a sandbox of its own.
+//!
+//! With `flaky_attempts = N`, a failing package is run again up to N times in all
+//! (together with the others that failed); one that passes only on a retry passes, and
+//! its output carries a `kiln-flaky` event that the report shows.
 
-use kiln_engine::action::{Action, ActionKind, ExecSpec};
+use std::sync::Arc;
+
+use kiln_engine::action::{Action, ActionKind, Batch, ExecSpec};
 use kiln_engine::label::Label;
 use kiln_engine::rule::{Analysis, Rule, TargetInfo};
 use kiln_engine::value::Spanned;
@@ -30,6 +40,7 @@ use kiln_engine::workspace::TargetDecl;
 use kiln_engine::Result;
 
 use super::list::list;
+use super::output;
 use super::{cgo_tools, go_env, host_platform, toolchain, Module};
 
 const FIELDS: &[&str] = &[
@@ -39,6 +50,7 @@ const FIELDS: &[&str] = &[
     "timeout",
     "env",
     "flaky_attempts",
+    "batch",
 ];
 
 pub struct GoTest;
@@ -104,13 +116,12 @@ impl Rule for GoTest {
         if race {
             tools.extend(cgo_tools(ctx)?);
         }
-        if attempts > 1 {
-            tools.push(kiln_engine::action::Tool {
-                name: "sh".into(),
-                path: "/bin/sh".into(),
-                tree: false,
-            });
-        }
+        let batch = Batch {
+            member_args: 1,
+            attempts: attempts as u32,
+            split: Arc::new(output::Split),
+            shared: attrs.bool("batch")?.unwrap_or(true),
+        };
         let mut env = go_env(&module, &platform, race, true);
         for (k, v) in attrs.str_map("env")? {
             env.insert(k.value, v.value);
@@ -121,9 +132,10 @@ impl Rule for GoTest {
         }
         // -trimpath: without it Go keys compiled module packages by their absolute
         // directory, which is a new sandbox for every action, so nothing would be shared.
-        let mut go_args: Vec<String> = ["test", "-json", "-count=1", "-trimpath"]
-            .map(String::from)
-            .to_vec();
+        let mut go_args: Vec<String> =
+            ["{tool:go}/bin/go", "test", "-json", "-count=1", "-trimpath"]
+                .map(String::from)
+                .to_vec();
         if race {
             go_args.push("-race".into());
         }
@@ -156,12 +168,13 @@ impl Rule for GoTest {
                 inputs: packages.test_inputs(&module, &dir),
                 outputs: Vec::new(),
                 kind: ActionKind::Exec(ExecSpec {
-                    argv: test_argv(&args, attempts as u32),
+                    argv: args,
                     env: env.clone(),
                     tools: tools.clone(),
                     workdir: module.dir.clone(),
                     network: false,
                     store_access: true,
+                    batch: Some(batch.clone()),
                 }),
                 platform: Some(platform.clone()),
                 show_output: true,
@@ -170,26 +183,4 @@ impl Rule for GoTest {
         }
         Ok(TargetInfo::default())
     }
-}
-
-/// `go test …` directly, or a retry loop under /bin/sh for flaky packages.
-fn test_argv(args: &[String], attempts: u32) -> Vec<String> {
-    let mut argv = vec!["{tool:go}/bin/go".to_string()];
-    if attempts <= 1 {
-        argv.extend(args.iter().cloned());
-        return argv;
-    }
-    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
-    let script = format!(
-        "i=1; while :; do \"$0\" {args}; rc=$?; \
-         if [ $rc -eq 0 ]; then [ $i -gt 1 ] && echo '{{\"Action\":\"kiln-flaky\",\"Attempt\":'$i'}}'; exit 0; fi; \
-         [ $i -ge {attempts} ] && exit $rc; i=$((i+1)); done",
-        args = quoted.join(" ")
-    );
-    vec![
-        "/bin/sh".into(),
-        "-c".into(),
-        script,
-        "{tool:go}/bin/go".into(),
-    ]
 }

@@ -60,6 +60,10 @@
 //! * [`ServeStats::puts`] counts puts that were stored, [`ServeStats::hits`] gets answered
 //!   with a `DiskPath`.
 
+mod socket;
+
+pub use socket::{relay, Listener, SOCKET_ENV};
+
 use std::io::{self, BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -84,8 +88,19 @@ pub struct ServeStats {
     pub gets: u64,
     /// "get" requests answered with a cached body.
     pub hits: u64,
+    /// Of the hits, those whose entry came from a remote cache.
+    pub remote_hits: u64,
     /// "put" requests stored.
     pub puts: u64,
+}
+
+impl ServeStats {
+    pub fn add(&mut self, other: &ServeStats) {
+        self.gets += other.gets;
+        self.hits += other.hits;
+        self.remote_hits += other.remote_hits;
+        self.puts += other.puts;
+    }
 }
 
 /// Serves GOCACHEPROG requests from `input` until "close" or EOF, answering on `output`.
@@ -94,6 +109,18 @@ pub struct ServeStats {
 /// local store whose blob files are handed to Go as `DiskPath`s. Flushes `store` before
 /// returning.
 pub fn serve(
+    store: &dyn Store,
+    local: &LocalStore,
+    input: impl BufRead,
+    output: impl Write,
+) -> Result<ServeStats> {
+    let stats = serve_session(store, local, input, output)?;
+    store.flush()?;
+    Ok(stats)
+}
+
+/// [`serve`] without the flush at the end (the caller flushes the store once, later).
+fn serve_session(
     store: &dyn Store,
     local: &LocalStore,
     mut input: impl BufRead,
@@ -124,7 +151,6 @@ pub fn serve(
             break;
         }
     }
-    store.flush()?;
     Ok(server.stats)
 }
 
@@ -282,14 +308,17 @@ impl Server<'_> {
         self.stats.gets += 1;
         let action_id = decode_field("ActionID", req.action_id.as_deref())?;
         let key = cache_key(&action_id);
-        let found = self.store.get_action(&key).map_err(|e| e.to_string())?;
-        let Some(entry) = found.as_ref().and_then(Entry::from_result) else {
+        let found = self.store.lookup_action(&key).map_err(|e| e.to_string())?;
+        let Some((entry, remote)) =
+            found.and_then(|(r, remote)| Some((Entry::from_result(&r)?, remote)))
+        else {
             return Ok(Response::miss(req.id));
         };
         let Some(path) = self.local_blob(&entry.digest)? else {
             return Ok(Response::miss(req.id));
         };
         self.stats.hits += 1;
+        self.stats.remote_hits += u64::from(remote);
         Ok(Response {
             id: req.id,
             output_id: Some(base64::encode(&entry.output_id)),
@@ -750,6 +779,38 @@ mod tests {
     }
 
     #[test]
+    fn the_listener_serves_each_connection_as_a_session_of_one_store() {
+        use std::io::{Read, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(open(dir.path()));
+        let listener = Listener::start(store.clone(), store.clone()).unwrap();
+        let close = "{\"ID\":9,\"Command\":\"close\"}\n";
+        let talk = |input: String| -> Vec<Value> {
+            let mut conn = std::os::unix::net::UnixStream::connect(listener.path()).unwrap();
+            conn.write_all(input.as_bytes()).unwrap();
+            let mut out = String::new();
+            conn.read_to_string(&mut out).unwrap();
+            out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        };
+        let out = talk(put_lines(1, b"compile x", b"object code", "") + close);
+        assert_eq!(read_disk_path(&out[1]), b"object code");
+        // Another go process, another connection: the same store.
+        let out = talk(get_line(1, b"compile x") + close);
+        assert_eq!(read_disk_path(&out[1]), b"object code");
+        assert_eq!(out[2], json!({"ID": 9}));
+        let want = ServeStats {
+            gets: 1,
+            hits: 1,
+            puts: 1,
+            ..ServeStats::default()
+        };
+        assert_eq!(listener.stats(), want);
+        let socket = listener.path().to_path_buf();
+        drop(listener);
+        assert!(!socket.exists(), "the socket's directory goes with the listener");
+    }
+
+    #[test]
     fn handshake_comes_first_and_close_is_answered() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
@@ -785,6 +846,7 @@ mod tests {
             gets: 2,
             hits: 1,
             puts: 1,
+            ..ServeStats::default()
         };
         assert_eq!(stats, want);
     }
@@ -804,7 +866,7 @@ mod tests {
             ServeStats {
                 gets: 1,
                 hits: 1,
-                puts: 0
+                ..ServeStats::default()
             }
         );
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use kiln_cache::{HttpOptions, HttpStore, LocalStore, ReadOnly, Store, TieredStore};
-use kiln_engine::executor::Executor;
+use kiln_engine::executor::{Executor, SharedStore};
 use kiln_engine::rule::RuleSet;
 use kiln_engine::sandbox::SandboxMode;
 use kiln_engine::workspace::{find_root, Workspace};
@@ -18,6 +18,7 @@ pub struct Context {
     pub local: Arc<LocalStore>,
     pub store: Arc<dyn Store>,
     pub remote_enabled: bool,
+    remote: Option<RemoteConfig>,
 }
 
 /// Where the remote cache is and how to talk to it.
@@ -104,6 +105,7 @@ impl Context {
             local,
             store,
             remote_enabled: remote.is_some(),
+            remote,
         })
     }
 
@@ -116,7 +118,24 @@ impl Context {
             mode,
         )?;
         exec.keep_sandbox_on_failure = cli.keep_sandbox;
+        exec.shared_store = self.go_store()?;
         Ok(exec)
+    }
+
+    /// Go's compile cache when it is kept apart from the main store (`KILN_GO_CACHE`)
+    /// and a remote is configured: a store of its own, tiered over the same remote. (In
+    /// the main store it is the main store, remote and all; without a remote the
+    /// executor opens it itself.)
+    fn go_store(&self) -> Result<Option<SharedStore>> {
+        let dir = kiln_engine::sandbox::go_cache_dir();
+        let Some(remote) = self.remote.as_ref().filter(|_| dir != self.local.root()) else {
+            return Ok(None);
+        };
+        let local = Arc::new(LocalStore::open(&dir)?);
+        Ok(Some(SharedStore {
+            store: Arc::new(remote.tiered(local.clone())?),
+            local,
+        }))
     }
 
     pub fn out_dir(&self) -> PathBuf {

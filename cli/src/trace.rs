@@ -18,6 +18,7 @@ use std::thread::ThreadId;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
+use kiln_cache::gocacheprog::ServeStats;
 use kiln_cache::{ActionResult, Store};
 use kiln_engine::action::Action;
 use kiln_engine::executor::{Failure, Status};
@@ -204,7 +205,11 @@ impl Events {
         let _ = out.write_all(b"\n");
     }
 
-    pub fn finish(&self, report: &Report) {
+    /// The last event; `go_cache` is what Go's compile cache served, if any action used it.
+    pub fn finish(&self, report: &Report, go_cache: Option<ServeStats>) {
+        let go_cache = go_cache.map(|s| {
+            json!({"gets": s.gets, "hits": s.hits, "remote_hits": s.remote_hits, "puts": s.puts})
+        });
         self.emit(json!({
             "event": "build_finished",
             "total": report.total,
@@ -213,6 +218,7 @@ impl Events {
             "executed": report.executed,
             "failed": report.failed,
             "elapsed_s": report.elapsed.as_secs_f64(),
+            "go_cache": go_cache,
         }));
         let _ = self.out.lock().unwrap().flush();
     }

@@ -13,7 +13,6 @@
 //! | `{tool:NAME}` | the host path of the declared tool NAME                |
 //! | `{sandbox}`   | the absolute path of the sandbox root                  |
 //! | `{kiln}`      | the running kiln binary (for helpers like gocacheprog) |
-//! | `{gocache}`   | where `kiln gocacheprog` keeps Go's compile cache         |
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -72,9 +71,10 @@ pub struct ExecSpec {
     pub workdir: String,
     /// Network access (only for fixed-output actions whose outputs are verified).
     pub network: bool,
-    /// Whether the process may write to the store `kiln gocacheprog` serves Go's compile
-    /// cache from (its entries are keyed by everything that went into them, so sharing
-    /// them keeps builds hermetic). Under bubblewrap that directory is bound read-write.
+    /// Whether the process reaches the build's shared store (Go's compile cache, whose
+    /// entries are keyed by everything that went into them, so sharing them keeps builds
+    /// hermetic): `KILN_STORE_SOCKET` names the socket of the build's server for it, and
+    /// under bubblewrap its blob files are visible read-only.
     pub store_access: bool,
     /// Whether actions like this one may share a process (see [`Batch`]).
     pub batch: Option<Batch>,

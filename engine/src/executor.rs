@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use kiln_cache::gocacheprog::Listener;
 use kiln_cache::{ActionResult, Digest, LocalStore, OutputFile, Store};
 
 use crate::action::{Action, ActionKind, Artifact, Batch, Builtin, BuiltinCtx, ExecSpec, Tool};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{KeyInput, KeyRecord, KEY_SCHEMA};
-use crate::sandbox::{Hidden, Sandbox, SandboxMode};
+use crate::sandbox::{Hidden, Sandbox, SandboxMode, StoreAccess};
 
 /// How an action ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +102,18 @@ pub struct Executor {
     last_keys: HashMap<String, kiln_cache::KeyEntry>,
     key_prefix: String,
     stamp: std::sync::OnceLock<BTreeMap<String, String>>,
+    /// The store that actions with `store_access` reach through a socket (Go's compile
+    /// cache); None: the store at [`crate::sandbox::go_cache_dir`], which is this
+    /// executor's own when that is where its local store is.
+    pub shared_store: Option<SharedStore>,
+    listener: std::sync::OnceLock<std::result::Result<Listener, Error>>,
+}
+
+/// A store served to sandboxed actions (see [`kiln_cache::gocacheprog::Listener`]).
+#[derive(Clone)]
+pub struct SharedStore {
+    pub store: Arc<dyn Store>,
+    pub local: Arc<LocalStore>,
 }
 
 impl Executor {
@@ -129,6 +142,8 @@ impl Executor {
             last_keys,
             key_prefix,
             stamp: std::sync::OnceLock::new(),
+            shared_store: None,
+            listener: std::sync::OnceLock::new(),
         })
     }
 
@@ -147,6 +162,60 @@ impl Executor {
             let _ = self.store.put_bytes(text.as_bytes());
             values
         })
+    }
+
+    /// What an action with `store_access` is given: the socket of the shared store's
+    /// server (started by the first such action) and its blob files.
+    fn store_access(&self) -> Result<StoreAccess> {
+        let listener = self.listener.get_or_init(|| {
+            let shared = match &self.shared_store {
+                Some(shared) => shared.clone(),
+                None => self.default_shared_store()?,
+            };
+            Ok(Listener::start(shared.store, shared.local.clone())?)
+        });
+        let listener = listener.as_ref().map_err(Clone::clone)?;
+        let shared_root = match &self.shared_store {
+            Some(shared) => shared.local.root().to_path_buf(),
+            None => crate::sandbox::go_cache_dir(),
+        };
+        Ok(StoreAccess {
+            socket: listener.path().to_path_buf(),
+            socket_dir: listener.dir().to_path_buf(),
+            blobs: shared_root.join("cas"),
+        })
+    }
+
+    fn default_shared_store(&self) -> Result<SharedStore> {
+        let dir = crate::sandbox::go_cache_dir();
+        if dir == self.local.root() {
+            return Ok(SharedStore {
+                store: self.store.clone(),
+                local: self.local.clone(),
+            });
+        }
+        let local = Arc::new(LocalStore::open(&dir)?);
+        Ok(SharedStore {
+            store: local.clone(),
+            local,
+        })
+    }
+
+    /// How the shared store's server did in this build, if any action used it.
+    pub fn shared_store_stats(&self) -> Option<kiln_cache::gocacheprog::ServeStats> {
+        match self.listener.get() {
+            Some(Ok(listener)) => Some(listener.stats()),
+            _ => None,
+        }
+    }
+
+    /// Waits for the stores' background work (uploads).
+    pub fn flush(&self) -> Result<()> {
+        self.store.flush()?;
+        if let Some(Ok(listener)) = self.listener.get() {
+            listener.flush()?;
+        }
+        Ok(())
     }
 
     /// The digest of a workspace source file (through the file-state table).
@@ -393,7 +462,13 @@ impl Executor {
                     .get_or_init(|| self.mode.resolve())
                     .clone()
                     .map_err(fail)?;
-                sandbox.run(spec, mode, &self.hidden).map_err(fail)
+                let access = match spec.store_access {
+                    true => Some(self.store_access().map_err(fail)?),
+                    false => None,
+                };
+                sandbox
+                    .run(spec, mode, &self.hidden, access.as_ref())
+                    .map_err(fail)
             }
             ActionKind::Builtin(b) => {
                 let digests = self.tool_digests(&b.tools).map_err(fail)?;

@@ -90,6 +90,15 @@ pub struct Hidden {
     pub dirs: Vec<PathBuf>,
 }
 
+/// What an action with `store_access` sees of the shared store: the socket its
+/// `kiln gocacheprog` relays to, and the blob files handed out as `DiskPath`s.
+#[derive(Debug, Clone)]
+pub struct StoreAccess {
+    pub socket: PathBuf,
+    pub socket_dir: PathBuf,
+    pub blobs: PathBuf,
+}
+
 /// A prepared sandbox directory. Removed when dropped.
 pub struct Sandbox {
     dir: tempfile::TempDir,
@@ -131,7 +140,13 @@ impl Sandbox {
     }
 
     /// Runs the process; returns its exit code (stdout and stderr go to .kiln/).
-    pub fn run(&self, spec: &ExecSpec, mode: SandboxMode, hidden: &Hidden) -> Result<i32> {
+    pub fn run(
+        &self,
+        spec: &ExecSpec,
+        mode: SandboxMode,
+        hidden: &Hidden,
+        access: Option<&StoreAccess>,
+    ) -> Result<i32> {
         let root = self.root();
         for tool in spec.tools.iter().filter(|t| !t.tree) {
             let link = root.join(".kiln/bin").join(&tool.name);
@@ -157,11 +172,15 @@ impl Sandbox {
             "TMPDIR".into(),
             root.join(".kiln/tmp").display().to_string(),
         );
+        if let Some(access) = access {
+            let socket = access.socket.display().to_string();
+            env.insert(kiln_cache::gocacheprog::SOCKET_ENV.into(), socket);
+        }
         let argv: Vec<String> = spec.argv.iter().map(|a| expand(a)).collect();
         let program = resolve_program(&argv[0], &env["PATH"]);
         let workdir = root.join(&spec.workdir);
         let mut cmd = match mode {
-            SandboxMode::Bwrap => bwrap_command(root, &workdir, spec, hidden, &program),
+            SandboxMode::Bwrap => bwrap_command(root, &workdir, spec, hidden, access, &program),
             _ => Command::new(&program),
         };
         cmd.args(&argv[1..])
@@ -198,9 +217,6 @@ pub fn expand(s: &str, root: &Path, tools: &[Tool]) -> String {
         return s.to_string();
     }
     let mut out = s.replace("{sandbox}", &root.display().to_string());
-    if out.contains("{gocache}") {
-        out = out.replace("{gocache}", &go_cache_dir().display().to_string());
-    }
     if out.contains("{kiln}") {
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("kiln"));
         // Linux names a binary replaced while it runs "<path> (deleted)"; the new one
@@ -244,6 +260,7 @@ fn bwrap_command(
     workdir: &Path,
     spec: &ExecSpec,
     hidden: &Hidden,
+    access: Option<&StoreAccess>,
     program: &Path,
 ) -> Command {
     let bwrap = find_on_path("bwrap").unwrap_or_else(|| PathBuf::from("/usr/bin/bwrap"));
@@ -272,10 +289,12 @@ fn bwrap_command(
             cmd.arg("--ro-bind").arg(&tool.path).arg(&tool.path);
         }
     }
-    if spec.store_access {
-        let store = go_cache_dir();
-        let _ = std::fs::create_dir_all(&store);
-        cmd.arg("--bind").arg(&store).arg(&store);
+    if let Some(access) = access {
+        // The shared store's blob files, read-only (writes go through the socket).
+        cmd.arg("--ro-bind").arg(&access.blobs).arg(&access.blobs);
+        cmd.arg("--bind")
+            .arg(&access.socket_dir)
+            .arg(&access.socket_dir);
     }
     cmd.arg("--bind").arg(root).arg(root);
     // Scratch space in memory: nothing under TMPDIR is an output.

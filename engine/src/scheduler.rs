@@ -121,7 +121,6 @@ pub fn run(
     let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
     let (lookup_tx, lookup_rx) = crossbeam_channel::unbounded::<(ActionId, Digest)>();
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<Msg>();
-    let remote_before = exec.store.remote_hits();
     std::thread::scope(|scope| -> Result<()> {
         for _ in 0..opts.jobs.max(1) {
             let (job_rx, done_tx) = (job_rx.clone(), done_tx.clone());
@@ -243,8 +242,7 @@ pub fn run(
         drop(lookup_tx);
         Ok(())
     })?;
-    report.remote = (exec.store.remote_hits() - remote_before) as usize;
-    exec.store.flush()?;
+    exec.flush()?;
     report.elapsed = started.elapsed();
     Ok(report)
 }
@@ -277,6 +275,7 @@ impl State<'_> {
         match found? {
             Some((result, remote)) => {
                 if remote {
+                    self.report.remote += 1;
                     self.reporter.remote_hit(action);
                 }
                 let (key, record, _) = self.keys.remove(&id).expect("looked-up actions have keys");

@@ -728,3 +728,61 @@ fn read_only_mode_uploads_nothing() {
     assert_eq!(remote_hits(&run), ACTIONS);
     check_outputs(&c);
 }
+
+// ---------------------------------------------------------------------------------------
+// Go's compile cache through the remote.
+
+/// What Go's compile cache served in a build, from its `--json` events.
+fn go_cache_stats(events: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(events).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "build_finished", "{text}");
+    last["go_cache"].clone()
+}
+
+#[test]
+fn go_compile_cache_travels_through_the_remote() {
+    let server = KilnServe::start();
+    let main = |word: &str| format!("package main\n\nfunc main() {{ println(\"{word}\") }}\n");
+    let a = crate::support::go_workspace()
+        .file("cmd/app/main.go", &main("a"))
+        .file(
+            "BUILD.toml",
+            "[go_binary.app]\nmain = \"./cmd/app\"\nplatforms = [\"linux/amd64\"]\n",
+        )
+        .build();
+    // Each side starts with a Go compile cache of its own, empty: A compiles the
+    // runtime and puts it; B, at another path, must get it from the remote.
+    let build_go = |ws: &Workspace| {
+        let events = ws.path("../events.json");
+        let events_arg = events.to_str().unwrap().to_string();
+        let mut cmd = build_cmd(ws, &server.url(), &["--json", &events_arg]);
+        cmd.env("KILN_GO_CACHE", ws.path("../go-cache"));
+        let (run, _) = timed(cmd);
+        run.assert_ok();
+        (run, go_cache_stats(&events))
+    };
+    let (_, stats) = build_go(&a);
+    assert_eq!(stats["hits"], 0, "A's Go cache was empty: {stats}");
+    assert!(stats["puts"].as_u64().unwrap() > 20, "{stats}");
+
+    let b = a.copy();
+    b.write("cmd/app/main.go", &main("b"));
+    let (run, stats) = build_go(&b);
+    assert!(
+        run.ran().iter().any(|l| l.starts_with("GoBuild")),
+        "{}",
+        run.stderr
+    );
+    let remote = stats["remote_hits"].as_u64().unwrap();
+    assert!(remote > 20, "the runtime came from the remote: {stats}");
+    assert_eq!(stats["hits"].as_u64().unwrap(), remote, "{stats}");
+    assert!(
+        stats["puts"].as_u64().unwrap() < 10,
+        "B compiled only its main package: {stats}"
+    );
+    let out = Command::new(b.path("kiln-out/app/linux_amd64/app"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "b\n");
+}

@@ -196,7 +196,7 @@ pub fn build(
     }
     if let Some(events) = &events {
         emit_targets(events, &plan, &report);
-        events.finish(&report);
+        events.finish(&report, exec.shared_store_stats());
     }
     Ok((plan, report))
 }

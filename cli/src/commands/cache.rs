@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 
 use crate::context::{open_local, Context};
 use crate::Cli;
@@ -23,9 +23,17 @@ pub fn stats(json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Serves Go's GOCACHEPROG protocol on stdin/stdout from the store at `$KILN_CACHE`.
-/// With `KILN_GOCACHEPROG_STATS=1` it prints its counts to stderr when Go closes it.
+/// Serves Go's GOCACHEPROG protocol on stdin/stdout: inside a build's sandbox by
+/// relaying to the build's server (`KILN_STORE_SOCKET`), else from the store at
+/// `$KILN_CACHE`. With `KILN_GOCACHEPROG_STATS=1` the latter prints its counts to
+/// stderr when Go closes it.
 pub fn gocacheprog() -> Result<ExitCode> {
+    use kiln_cache::gocacheprog::{relay, SOCKET_ENV};
+    if let Some(socket) = std::env::var_os(SOCKET_ENV).filter(|s| !s.is_empty()) {
+        let socket = std::path::PathBuf::from(socket);
+        relay(&socket).with_context(|| format!("failed to relay to {}", socket.display()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let local = open_local()?;
     let stdin = std::io::stdin().lock();
     let stdout = std::io::stdout().lock();

@@ -13,7 +13,8 @@
 //!   `toolchain` line must not switch compilers), GOWORK=off, GOFLAGS=-mod=vendor when
 //!   vendor/ exists else -mod=mod, GOAMD64=v1 / GOARM64=v8.0 / GOARM=7 pinned, a fresh
 //!   GOCACHE per action and Go's compile cache shared through `kiln gocacheprog`
-//!   (GOCACHEPROG), which stores entries in kiln's store (`KILN_GO_CACHE` overrides where).
+//!   (GOCACHEPROG), which relays to the build's own server of kiln's store, and so to the
+//!   remote cache when one is configured (`KILN_GO_CACHE` moves the local part).
 //! * **Dependencies** ([`download`]): from vendor/ (GOFLAGS=-mod=vendor), or, when go.sum
 //!   lists modules, from one `GoModDownload` fixed-output action: `go mod download` with
 //!   the `[go] proxy` of kiln.toml (default `https://proxy.golang.org`), the only kind of
@@ -290,7 +291,6 @@ pub fn go_env(
     }
     if share_cache {
         set("GOCACHEPROG", "{kiln} gocacheprog");
-        set("KILN_CACHE", "{gocache}");
     }
     env
 }

@@ -1,0 +1,150 @@
+//! Go's compile cache served by the build itself, over a Unix socket.
+//!
+//! ```text
+//!  go ──stdin/stdout──▶ kiln gocacheprog (relay, in the sandbox) ──socket──▶ Listener
+//!                                                                (the kiln build: one
+//!                                                                 thread per session,
+//!                                                                 its store, its remote)
+//! ```
+//!
+//! A sandboxed action has no network and cannot write to the store, yet Go's compile
+//! cache should reach the remote cache and outlive the sandbox. So the build process,
+//! which holds the store (tiered over the remote when one is configured), listens on a
+//! socket in a private temporary directory; `GOCACHEPROG` runs `kiln gocacheprog`, which
+//! finds the socket in `KILN_STORE_SOCKET` and only copies bytes both ways ([`relay`]).
+//! The sandbox sees the socket and, read-only, the blob files handed to Go as
+//! `DiskPath`s. One store, opened once, serves every go process of the build.
+//!
+//! Sessions do not flush the store when they close (a remote upload would hold up the
+//! go command's exit); the build flushes it once, at its end ([`Listener::flush`]).
+
+use std::io::{self, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use super::{serve_session, ServeStats};
+use crate::error::{Error, Result};
+use crate::local::LocalStore;
+use crate::store::Store;
+
+/// The environment variable that tells `kiln gocacheprog` where the socket is.
+pub const SOCKET_ENV: &str = "KILN_STORE_SOCKET";
+
+/// A GOCACHEPROG server on a Unix socket. Stops listening when dropped.
+pub struct Listener {
+    dir: tempfile::TempDir,
+    path: PathBuf,
+    store: Arc<dyn Store>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<Mutex<ServeStats>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Listener {
+    /// Listens on a socket in a new private directory under the system's temporary
+    /// directory (socket paths are limited to about 100 bytes). Entries go to `store`;
+    /// `DiskPath`s are blob files of `local`.
+    pub fn start(store: Arc<dyn Store>, local: Arc<LocalStore>) -> Result<Listener> {
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-gocache-")
+            .tempdir()
+            .map_err(|e| Error::io("create", &std::env::temp_dir(), e))?;
+        let path = dir.path().join("socket");
+        let listener = UnixListener::bind(&path).map_err(|e| Error::io("listen on", &path, e))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(Mutex::new(ServeStats::default()));
+        let thread = {
+            let (store, stop, stats) = (store.clone(), stop.clone(), stats.clone());
+            std::thread::spawn(move || accept(listener, store, local, stop, stats))
+        };
+        Ok(Listener {
+            dir,
+            path,
+            store,
+            stop,
+            stats,
+            thread: Some(thread),
+        })
+    }
+
+    /// The socket, for [`SOCKET_ENV`].
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The private directory holding the socket (what a sandbox must see).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// What every session so far did, added up.
+    pub fn stats(&self) -> ServeStats {
+        *self.stats.lock().unwrap()
+    }
+
+    /// Waits for the store's background work (uploads of new entries).
+    pub fn flush(&self) -> Result<()> {
+        self.store.flush()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accepting thread, which then sees `stop`.
+        let _ = UnixStream::connect(&self.path);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn accept(
+    listener: UnixListener,
+    store: Arc<dyn Store>,
+    local: Arc<LocalStore>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<Mutex<ServeStats>>,
+) {
+    for conn in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(conn) = conn else { continue };
+        let (store, local, stats) = (store.clone(), local.clone(), stats.clone());
+        std::thread::spawn(move || {
+            let Ok(reader) = conn.try_clone() else { return };
+            // A broken session ends the go command's use of the cache; go reports it.
+            if let Ok(done) = serve_session(&*store, &local, BufReader::new(reader), &conn) {
+                stats.lock().unwrap().add(&done);
+            }
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+        });
+    }
+}
+
+/// Copies stdin to the socket and the socket to stdout until the server closes the
+/// session: the whole of `kiln gocacheprog` inside a sandbox.
+pub fn relay(socket: &Path) -> io::Result<()> {
+    let conn = UnixStream::connect(socket)?;
+    let mut to_server = conn.try_clone()?;
+    std::thread::spawn(move || {
+        let _ = io::copy(&mut io::stdin().lock(), &mut to_server);
+        let _ = to_server.shutdown(std::net::Shutdown::Write);
+    });
+    let mut from_server = &conn;
+    let mut stdout = io::stdout().lock();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = from_server.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        // Flushed at once: go waits for each response.
+        stdout.write_all(&buf[..n])?;
+        stdout.flush()?;
+    }
+}

@@ -790,7 +790,9 @@ mod tests {
             conn.write_all(input.as_bytes()).unwrap();
             let mut out = String::new();
             conn.read_to_string(&mut out).unwrap();
-            out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+            out.lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
         };
         let out = talk(put_lines(1, b"compile x", b"object code", "") + close);
         assert_eq!(read_disk_path(&out[1]), b"object code");
@@ -807,7 +809,10 @@ mod tests {
         assert_eq!(listener.stats(), want);
         let socket = listener.path().to_path_buf();
         drop(listener);
-        assert!(!socket.exists(), "the socket's directory goes with the listener");
+        assert!(
+            !socket.exists(),
+            "the socket's directory goes with the listener"
+        );
     }
 
     #[test]

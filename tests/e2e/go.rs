@@ -108,6 +108,50 @@ fn editing_a_package_reruns_its_tests_and_its_importers_only() {
 }
 
 #[test]
+fn go_list_runs_again_only_when_an_import_changes() {
+    let ws = module().build();
+    ws.kiln(&["test"]).assert_ok();
+    let listed = |run: &crate::support::Run| run.ran().iter().any(|l| l.starts_with("GoList //"));
+
+    ws.write(
+        "leaf/leaf.go",
+        "package leaf\n\nfunc Value() int { return 41 - 1 }\n",
+    );
+    let (run, ran) = tested_packages(&ws, &["test"]);
+    run.assert_ok();
+    assert!(
+        !listed(&run),
+        "a code edit needs no new listing: {}",
+        run.stderr
+    );
+    assert_eq!(ran, ["example.com/m/leaf", "example.com/m/mid"]);
+
+    // alone now imports leaf: listed again, and from now on leaf's edits rerun it.
+    ws.write(
+        "alone/alone.go",
+        "package alone\n\nimport \"example.com/m/leaf\"\n\nfunc Name() string { _ = leaf.Value(); return \"alone\" }\n",
+    );
+    let run = ws.kiln(&["test"]);
+    run.assert_ok();
+    assert!(listed(&run), "{}", run.stderr);
+    ws.write(
+        "leaf/leaf.go",
+        "package leaf\n\nfunc Value() int { return 42 - 2 }\n",
+    );
+    let (run, ran) = tested_packages(&ws, &["test"]);
+    run.assert_ok();
+    assert!(!listed(&run), "{}", run.stderr);
+    assert_eq!(
+        ran,
+        [
+            "example.com/m/alone",
+            "example.com/m/leaf",
+            "example.com/m/mid"
+        ]
+    );
+}
+
+#[test]
 fn failing_test_shows_its_log_exits_non_zero_and_is_not_cached() {
     let ws = module()
         .file(

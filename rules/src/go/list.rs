@@ -1,14 +1,26 @@
 //! `go list`: the packages of a module and what each one needs.
 //!
-//! One exec action per module runs `go list -e -json=… ./...` during analysis (cached,
-//! keyed by every file of the module, so an unchanged module never lists again). Its
-//! stdout is parsed into [`GoPackage`]s; [`Packages::test_inputs`] and
+//! Two actions per module, run during analysis:
+//!
+//! 1. `GoListInputs`, a builtin, copies every file of the module into
+//!    `kiln-out/<package>/.go-list/` as `go list` needs to see it: Go files reduced to
+//!    their [`super::header::skeleton`] (build constraints, package clause, imports,
+//!    `//go:embed` lines), go.mod, go.sum, vendor/modules.txt and downloaded modules'
+//!    metadata as they are, every other file empty (`go list` reads only their names).
+//! 2. `GoList` runs `go list -e -json=… ./...` over that copy, one per platform (build
+//!    constraints pick files per platform). Keyed by the copy, it does not run again
+//!    when an edit changes code but no import, build constraint, embed pattern or file
+//!    name: the common edit costs one builtin instead of one `go list` per platform.
+//!
+//! The listing is parsed into [`GoPackage`]s; [`Packages::test_inputs`] and
 //! [`Packages::build_inputs`] then compute each action's exact inputs: the package's own
 //! files and the non-test files of every module package it imports, transitively.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kiln_engine::action::{Action, ActionKind, Artifact, ExecSpec};
+use std::sync::Arc;
+
+use kiln_engine::action::{Action, ActionKind, Artifact, Builtin, BuiltinCtx, ExecSpec};
 use kiln_engine::rule::Analysis;
 use kiln_engine::{Error, ErrorKind, Result};
 use serde::Deserialize;
@@ -82,13 +94,23 @@ pub struct Packages {
 /// pick files per platform), with an action run during analysis.
 pub fn list(ctx: &mut Analysis<'_>, module: &Module, platform: &str) -> Result<Packages> {
     let go = toolchain(ctx)?;
+    let copy = format!("{}/.go-list/", ctx.out_path("").trim_end_matches('/'));
+    let (copy_id, _) = ctx.run_now(list_inputs(ctx, module, &copy))?;
     let mut env = go_env(module, platform, false, false);
     env.insert("GOFLAGS".into(), format!("{} -e", env["GOFLAGS"]));
+    if let Some(cache) = &module.modcache {
+        env.insert("GOMODCACHE".into(), format!("{{sandbox}}/{copy}{cache}"));
+    }
+    let inputs = module
+        .all
+        .iter()
+        .map(|a| ctx.output(copy_id, &format!("{copy}{}", a.path)))
+        .collect();
     let action = Action {
         owner: ctx.label().clone(),
         mnemonic: "GoList".into(),
         discriminator: platform.to_string(),
-        inputs: module.all.clone(),
+        inputs,
         outputs: Vec::new(),
         kind: ActionKind::Exec(ExecSpec {
             argv: vec![
@@ -100,7 +122,9 @@ pub fn list(ctx: &mut Analysis<'_>, module: &Module, platform: &str) -> Result<P
             ],
             env,
             tools: vec![go],
-            workdir: module.dir.clone(),
+            workdir: format!("{copy}{}", module.dir)
+                .trim_end_matches('/')
+                .to_string(),
             network: false,
             store_access: false,
             batch: None,
@@ -111,6 +135,55 @@ pub fn list(ctx: &mut Analysis<'_>, module: &Module, platform: &str) -> Result<P
     let (_, result) = ctx.run_now(action)?;
     let stdout = ctx.exec.store.read(&result.stdout)?.unwrap_or_default();
     parse(&stdout, module)
+}
+
+/// The builtin that writes what `go list` reads of the module's files under `copy`.
+fn list_inputs(ctx: &Analysis<'_>, module: &Module, copy: &str) -> Action {
+    let params = serde_json::json!({ "copy": copy, "modcache": module.modcache });
+    Action {
+        owner: ctx.label().clone(),
+        mnemonic: "GoListInputs".into(),
+        discriminator: String::new(),
+        inputs: module.all.clone(),
+        outputs: vec![copy.to_string()],
+        kind: ActionKind::Builtin(Builtin {
+            name: "go_list_inputs".into(),
+            version: 1,
+            params,
+            tools: Vec::new(),
+            run: Arc::new(write_list_inputs),
+        }),
+        platform: None,
+        show_output: false,
+    }
+}
+
+fn write_list_inputs(ctx: &BuiltinCtx) -> std::result::Result<(), String> {
+    let copy = ctx.params["copy"].as_str().unwrap_or_default();
+    let modcache = ctx.params["modcache"].as_str();
+    for input in ctx.inputs {
+        let dest = ctx.root.join(format!("{copy}{}", input.path));
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("create {}: {e}", parent.display()))?;
+        }
+        let name = input.file_name();
+        let read = || {
+            let src = ctx.root.join(&input.path);
+            std::fs::read(&src).map_err(|e| format!("read {}: {e}", src.display()))
+        };
+        let bytes = if name.ends_with(".go") {
+            super::header::skeleton(&read()?)
+        } else if matches!(name, "go.mod" | "go.sum" | "modules.txt")
+            || modcache.is_some_and(|m| input.path.starts_with(m))
+        {
+            read()?
+        } else {
+            Vec::new()
+        };
+        std::fs::write(&dest, bytes).map_err(|e| format!("write {}: {e}", dest.display()))?;
+    }
+    Ok(())
 }
 
 fn parse(stdout: &[u8], module: &Module) -> Result<Packages> {

@@ -25,6 +25,7 @@
 
 pub mod binary;
 pub mod download;
+mod header;
 pub mod list;
 pub mod output;
 pub mod test;

@@ -33,6 +33,11 @@
 //!   the wrong digest.
 //! * **The empty blob** (the stdout of most actions) is never sent or fetched: every store
 //!   holds it by definition, which saves two round trips per action.
+//! * **No thread or connection per request.** Host names go through
+//!   [`resolver::CachingResolver`] (ureq's own resolver starts a thread for every request
+//!   that has a timeout), and up to [`MAX_IDLE_CONNECTIONS`] connections stay open for
+//!   reuse, more than a build has requests in flight (ureq keeps 3 per host by default).
+//!   Both are built from ureq's `unversioned` API, which may change in a minor release.
 //! * Redirects are followed for reads (ureq's default); the token is not forwarded to
 //!   another host.
 
@@ -42,15 +47,25 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ureq::http::Response;
+use ureq::unversioned::transport::DefaultConnector;
 use ureq::{Agent, Body};
+
+use resolver::CachingResolver;
 
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::result::ActionResult;
 use crate::store::Store;
 
+mod resolver;
+
 /// The largest body [`Store::read`] accepts into memory (and the largest action result).
 pub const MAX_READ: u64 = 64 * 1024 * 1024;
+
+/// Idle connections kept open for reuse: more than the requests a build has in flight
+/// (its lookup threads, the tiered store's download and upload workers), so that no
+/// request pays for a new connection. ureq's default keeps 3 per host.
+const MAX_IDLE_CONNECTIONS: usize = 64;
 
 /// Connection settings of an [`HttpStore`].
 #[derive(Clone)]
@@ -110,15 +125,17 @@ impl HttpStore {
                 format!("use remote cache `{url}`: only http:// and https:// URLs are supported"),
             ));
         }
-        let agent: Agent = Agent::config_builder()
+        let config = Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(opts.connect_timeout))
             .timeout_recv_response(Some(opts.request_timeout))
             .timeout_per_read(Some(opts.request_timeout))
             .timeout_per_write(Some(opts.request_timeout))
+            .max_idle_connections(MAX_IDLE_CONNECTIONS)
+            .max_idle_connections_per_host(MAX_IDLE_CONNECTIONS)
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+            .build();
+        let agent = Agent::with_parts(config, DefaultConnector::new(), CachingResolver::default());
         let base = url.trim_end_matches('/').to_string();
         Ok(HttpStore {
             shown: redact(&base),

@@ -1,5 +1,6 @@
 //! The one interface to every store: local, remote, tiered.
 
+use std::fs::File;
 use std::path::Path;
 
 use crate::digest::Digest;
@@ -22,7 +23,12 @@ pub trait Store: Send + Sync {
     /// false if the store does not hold it.
     fn fetch(&self, digest: &Digest, dest: &Path) -> Result<bool>;
 
-    /// Whether [`Store::fetch`] checks the content against the digest as it writes it
+    /// Writes the blob's bytes to `out`, an empty file the caller made (a temporary file:
+    /// after an error or a false return it may hold part of the blob). Returns false if
+    /// the store does not hold it.
+    fn fetch_into(&self, digest: &Digest, out: &mut File) -> Result<bool>;
+
+    /// Whether [`Store::fetch`] and [`Store::fetch_into`] check the content against the digest as it writes it
     /// (so a caller need not hash the file again).
     fn fetch_verifies(&self) -> bool {
         false

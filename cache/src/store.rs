@@ -40,6 +40,13 @@ pub trait Store: Send + Sync {
     /// Stores a file's content; the file is left in place.
     fn put_file(&self, path: &Path) -> Result<Digest>;
 
+    /// Stores a file's content even where the store says it holds that digest already:
+    /// for a blob whose copy in this store was found damaged. Stores that cannot hold a
+    /// damaged copy need not override it.
+    fn put_file_replacing(&self, path: &Path) -> Result<Digest> {
+        self.put_file(path)
+    }
+
     /// The result stored under an action key.
     fn get_action(&self, key: &Digest) -> Result<Option<ActionResult>>;
 

@@ -30,6 +30,12 @@
 //!   read-only, and is renamed into `cas/` once its digest is checked. The local index
 //!   rows of a remote hit (its blobs, its result) are written at the flush, in one
 //!   transaction with the build's other index writes, not one commit per blob.
+//! * **A damaged remote copy is replaced.** A blob that failed verification when
+//!   downloaded is remembered; when this build uploads it (having run the action), it is
+//!   sent with [`Store::put_file_replacing`], without asking first whether the remote has
+//!   it (it does: the damaged copy). So nginx, which answers HEAD for any file, is repaired
+//!   by the next build that runs the action, as `kiln serve` (which drops a blob it finds
+//!   damaged while serving it) is.
 //! * **`contains` answers for the local tier only.** It is the cheap check a caller makes
 //!   before writing, and a blob serves a build only once it is local. [`Store::read`] and
 //!   [`Store::fetch`] do fall back to the remote.
@@ -51,7 +57,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::digest::Digest;
-use crate::error::Result;
+use crate::error::{ErrorKind, Result};
 use crate::local::LocalStore;
 use crate::result::ActionResult;
 use crate::store::Store;
@@ -81,6 +87,8 @@ struct Shared {
     breaker: Breaker,
     pending: Pending,
     uploaded: Uploaded,
+    /// Blobs the remote sent damaged: uploaded again without asking.
+    damaged: Mutex<HashSet<Digest>>,
 }
 
 struct Job {
@@ -104,6 +112,7 @@ impl TieredStore {
             breaker: Breaker::new(remote_name),
             pending: Pending::default(),
             uploaded: Uploaded::default(),
+            damaged: Mutex::new(HashSet::new()),
         });
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut workers: Vec<JoinHandle<()>> = (0..UPLOAD_WORKERS)
@@ -194,15 +203,18 @@ impl Shared {
     /// Downloads a blob the local store was just found to lack.
     fn download_missing(&self, digest: &Digest, executable: bool) -> Result<bool> {
         let mut tmp = self.local.blob_writer(executable)?;
-        let fetched = self
-            .breaker
-            .call(|| self.remote.fetch_into(digest, tmp.as_file_mut()));
+        let fetched = self.breaker.call(|| {
+            let fetched = self.remote.fetch_into(digest, tmp.as_file_mut());
+            self.note_if_damaged(digest, &fetched);
+            fetched
+        });
         if fetched != Some(true) {
             return Ok(false);
         }
         if !self.remote.fetch_verifies() {
             let got = Digest::of_file(tmp.path())?;
             if got != *digest {
+                self.damaged.lock().unwrap().insert(*digest);
                 let what =
                     format!("verify blob {digest}: the remote sent content with digest {got}");
                 self.breaker.fail(&what);
@@ -211,6 +223,13 @@ impl Shared {
         }
         self.local.adopt_blob(tmp, digest)?;
         Ok(true)
+    }
+
+    /// Remembers a blob the remote sent damaged, so that it is uploaded again.
+    fn note_if_damaged<T>(&self, digest: &Digest, got: &Result<T>) {
+        if got.as_ref().is_err_and(|e| e.kind() == ErrorKind::Corrupt) {
+            self.damaged.lock().unwrap().insert(*digest);
+        }
     }
 
     fn upload(&self, job: &Job) {
@@ -228,7 +247,17 @@ impl Shared {
             return true;
         }
         let path = self.local.blob_path(digest);
-        let sent = self.breaker.call(|| self.remote.put_file(&path)) == Some(*digest);
+        let damaged = self.damaged.lock().unwrap().contains(digest);
+        let sent = self.breaker.call(|| {
+            if damaged {
+                self.remote.put_file_replacing(&path)
+            } else {
+                self.remote.put_file(&path)
+            }
+        }) == Some(*digest);
+        if sent && damaged {
+            self.damaged.lock().unwrap().remove(digest);
+        }
         self.uploaded.finish(digest, sent);
         sent
     }
@@ -270,10 +299,16 @@ impl Store for TieredStore {
             return Ok(Some(bytes));
         }
         let shared = &self.shared;
-        let Some(Some(bytes)) = shared.breaker.call(|| shared.remote.read(digest)) else {
+        let read = shared.breaker.call(|| {
+            let read = shared.remote.read(digest);
+            shared.note_if_damaged(digest, &read);
+            read
+        });
+        let Some(Some(bytes)) = read else {
             return Ok(None);
         };
         if Digest::of_bytes(&bytes) != *digest {
+            shared.damaged.lock().unwrap().insert(*digest);
             shared
                 .breaker
                 .fail(&format!("verify blob {digest}: content does not match"));

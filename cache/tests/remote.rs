@@ -454,15 +454,33 @@ fn blobs_the_remote_has_are_not_uploaded_again() {
 // ---------------------------------------------------------------------------------------
 // Faults: each build still succeeds, with correct outputs, in bounded time.
 
-fn corrupted_blob(url: &str, root: &Path) {
+/// Flips a byte of a file on a server's disk; returns the damaged content's digest.
+fn damage(path: &Path) -> Digest {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(path, &bytes).unwrap();
+    Digest::of_bytes(&bytes)
+}
+
+/// How a server answers for a blob damaged on its disk.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Serves {
+    /// The damaged bytes, whole (nginx): the client's check refuses them.
+    Damaged,
+    /// A body cut short, and the blob removed (`kiln serve` checks what it sends).
+    CutShort,
+}
+
+/// A blob damaged on the server: B meets it, runs that action again (one warning) and
+/// uploads a good copy over it, so C then gets every result from the remote. A client
+/// on its own never takes the damaged bytes.
+fn corrupted_blob(url: &str, root: &Path, serves: Serves) {
     let work = actions(4, 64 * 1024);
     let a = machine();
     build(&tiered(&a, url, HttpOptions::default()), &a.work, &work);
     let victim = Digest::of_bytes(&work[2].outputs[0].1);
     let path = root.join("cas").join(victim.to_hex());
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes[100] ^= 0xff;
-    std::fs::write(&path, bytes).unwrap();
+    let bad = damage(&path);
 
     let b = machine();
     let store_b = tiered(&b, url, HttpOptions::default());
@@ -476,32 +494,55 @@ fn corrupted_blob(url: &str, root: &Path) {
     assert_eq!(store_b.remote_hits(), 3);
     assert_eq!(store_b.warnings(), 1);
     assert!(!store_b.remote_is_off());
-    // The client alone refuses the bad bytes too, leaving nothing behind.
-    let client = HttpStore::new(url, HttpOptions::default()).unwrap();
-    assert_eq!(client.read(&victim).unwrap_err().kind(), ErrorKind::Corrupt);
-    let dest = b.work.join("victim");
+    assert!(!b.local.contains(&bad).unwrap(), "bad bytes are not kept");
     assert_eq!(
-        client.fetch(&victim, &dest).unwrap_err().kind(),
-        ErrorKind::Corrupt
+        Digest::of_file(&path).unwrap(),
+        victim,
+        "B put a good copy back"
     );
+
+    let c = machine();
+    let store_c = tiered(&c, url, HttpOptions::default());
+    assert_eq!(
+        build(&store_c, &c.work, &work),
+        Tally {
+            cached: 4,
+            executed: 0
+        }
+    );
+    assert_eq!((store_c.remote_hits(), store_c.warnings()), (4, 0));
+
+    // A client alone refuses the bad bytes too, leaving nothing behind.
+    damage(&path);
+    let client = HttpStore::new(url, HttpOptions::default()).unwrap();
+    let dest = b.work.join("victim");
+    let err = client.read(&victim).unwrap_err();
+    match serves {
+        Serves::Damaged => {
+            assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+            let err = client.fetch(&victim, &dest).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        }
+        Serves::CutShort => {
+            assert_eq!(err.kind(), ErrorKind::Remote, "{err}");
+            assert!(!path.exists(), "the server removed the damaged blob");
+            assert!(!client.fetch(&victim, &dest).unwrap(), "now a plain miss");
+        }
+    }
     assert!(!dest.exists());
-    assert!(
-        !b.local.contains(&Digest::of_file(&path).unwrap()).unwrap(),
-        "bad bytes are not kept"
-    );
 }
 
 #[test]
-fn corrupted_blob_on_kiln_server_is_a_miss() {
+fn corrupted_blob_on_kiln_server_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let server = kiln_server(dir.path(), |_| {});
-    corrupted_blob(&server.url(), dir.path());
+    corrupted_blob(&server.url(), dir.path(), Serves::CutShort);
 }
 
 #[test]
-fn corrupted_blob_on_nginx_is_a_miss() {
+fn corrupted_blob_on_nginx_is_replaced() {
     let nginx = Nginx::start();
-    corrupted_blob(&nginx.url(), &nginx.root());
+    corrupted_blob(&nginx.url(), &nginx.root(), Serves::Damaged);
 }
 
 #[test]

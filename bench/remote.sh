@@ -19,9 +19,9 @@
 #                 blobs, action by action) one at a time on one connection
 #   curl-seq-par  the same requests, 16 at a time
 #
-# then prints the ratios, and splits the remote build's time into local work, bytes,
-# round trips and kiln's own per-request work, with the requests counted from the
-# `kiln serve` log lines of one extra remote build.
+# then prints the ratios, and splits the remote build's wall and CPU time into local
+# work, bytes and kiln's own work, with the requests counted from the `kiln serve` log
+# lines of one extra remote build.
 #
 # Decisions: the outputs are written by `yes <name> | head -c SIZE` (cheap to run, so
 # the cold build measures kiln rather than the tools); curl-par fetches exactly the cas/
@@ -29,7 +29,8 @@
 # entry; the curl-seq cases add the ac/ entries, so remote vs curl-seq is kiln's own
 # overhead over the same requests, and curl-seq vs curl-seq-par what concurrency buys.
 # The machine's load average is printed, as shared machines make the figures move.
-# KILN_BIN overrides the binary; KEEP=1 keeps the scratch directory.
+# KILN_BIN overrides the binary; KILN_SERVE_BIN the one that runs `kiln serve` (to tell
+# the client's changes from the server's); KEEP=1 keeps the scratch directory.
 
 set -euo pipefail
 
@@ -49,10 +50,13 @@ done
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 KILN=${KILN_BIN:-$ROOT/target/release/kiln}
-if [ ! -x "$KILN" ]; then
-    echo "remote.sh: $KILN is missing; run cargo build --release -p kiln" >&2
-    exit 1
-fi
+SERVE=${KILN_SERVE_BIN:-$KILN}
+for bin in "$KILN" "$SERVE"; do
+    if [ ! -x "$bin" ]; then
+        echo "remote.sh: $bin is missing; run cargo build --release -p kiln" >&2
+        exit 1
+    fi
+done
 for tool in hyperfine curl python3; do
     command -v "$tool" >/dev/null || { echo "remote.sh: $tool is required" >&2; exit 1; }
 done
@@ -105,7 +109,7 @@ ACTIONS=$((TARGETS + PACKAGES))
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 URL=http://127.0.0.1:$PORT
 SERVE_LOG=$WORK/serve.log
-"$KILN" serve --listen "127.0.0.1:$PORT" --dir "$WORK/server" >>"$SERVE_LOG" 2>&1 &
+"$SERVE" serve --listen "127.0.0.1:$PORT" --dir "$WORK/server" >>"$SERVE_LOG" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 1 100); do
     curl -s -o /dev/null "$URL/" && break
@@ -217,17 +221,22 @@ for k, n in sorted(kinds.items()):
     print("  %-20s %5d" % (k, n))
 
 # Split: kiln's local work is the `local` case; the bytes cost what curl-par takes; the
-# round trips are what curl-seq adds to that; the rest is kiln's own, per action.
+# rest is kiln's own (verifying, writing into its store, the GET /ac requests curl-par
+# does not send), wall and CPU (user + system of the client process, from hyperfine; the
+# server's CPU is in neither). With requests in flight the parts overlap, so the rest can
+# come out negative: kiln then hides its own work behind the transfer.
 actions = max(kinds.get("GET /ac 200", 0), 1)
+cpu = {name: r["user"] + r["system"] for name, r in results.items()}
 trips = max(t["curl-seq"] - t["curl-par"], 0.0)
-rest = t["remote"] - t["local"] - t["curl-par"] - trips
+rest = t["remote"] - t["local"] - t["curl-par"]
 print()
-print("split of the remote build (%.3f s):" % t["remote"])
-print("  local work (as local)                %7.3f s" % t["local"])
-print("  bytes (as curl-par, %5.0f MiB/s)     %7.3f s"
-      % (nbytes / t["curl-par"] / 2**20, t["curl-par"]))
-print("  round trips, one at a time          %7.3f s = %.2f ms per request"
+print("split of the remote build (%.3f s, client CPU %.3f s):" % (t["remote"], cpu["remote"]))
+print("  local work (as local)              %7.3f s   CPU %6.3f s" % (t["local"], cpu["local"]))
+print("  bytes (as curl-par, %5.0f MiB/s)   %7.3f s   CPU %6.3f s"
+      % (nbytes / t["curl-par"] / 2**20, t["curl-par"], cpu["curl-par"]))
+print("  kiln's own work                    %7.3f s   CPU %6.3f s = %.2f ms per action"
+      % (rest, cpu["remote"] - cpu["local"] - cpu["curl-par"],
+         1000 * (cpu["remote"] - cpu["local"] - cpu["curl-par"]) / actions))
+print("round trips, one at a time (curl-seq - curl-par): %.3f s = %.2f ms per request"
       % (trips, 1000 * trips / max(requests, 1)))
-print("  kiln's own work around each request  %7.3f s = %.2f ms per action"
-      % (rest, 1000 * rest / actions))
 PY

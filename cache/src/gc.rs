@@ -756,6 +756,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
         let gone = store.put_bytes(b"gone").unwrap();
+        store.flush().unwrap(); // blob rows are written by the flush
         fs::remove_file(store.blob_path(&gone)).unwrap();
         let stray = Digest::of_bytes(b"stray");
         let path = store.blob_path(&stray);

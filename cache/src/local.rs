@@ -9,8 +9,13 @@
 //!
 //! Several kiln processes may share one store: blobs appear atomically by rename, and
 //! SQLite serializes writers (with a busy timeout). Index writes that only record use
-//! (last-use times, file states, explain records) are batched and written by
-//! [`LocalStore::flush`].
+//! or can be rebuilt (last-use times, file states, explain records, the `blobs` rows of
+//! new blob files, results downloaded from a remote) are batched and written by
+//! [`LocalStore::flush`] in one transaction, or when the store is dropped. Losing them
+//! to a crash costs nothing but time: `kiln cache gc` gives a blob file without a row
+//! one, dated by the file's mtime and ctime, and a lost remote result is downloaded
+//! again. A result is still never written before its blobs are in place, and an executed
+//! action's result is written at once.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -19,7 +24,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use tempfile::NamedTempFile;
 
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
@@ -71,6 +77,10 @@ pub struct LocalStore {
     files: FileStates,
     touched_actions: Mutex<HashSet<Digest>>,
     pending_keys: Mutex<Vec<(String, KeyEntry, String)>>,
+    /// `blobs` rows of blob files written by this process: (digest, size, time).
+    pending_blobs: Mutex<Vec<(Digest, u64, i64)>>,
+    /// Results whose index row waits for the flush (see [`LocalStore::put_action_deferred`]).
+    pending_actions: Mutex<HashMap<Digest, ActionResult>>,
 }
 
 impl LocalStore {
@@ -92,6 +102,8 @@ impl LocalStore {
             files: FileStates::default(),
             touched_actions: Mutex::new(HashSet::new()),
             pending_keys: Mutex::new(Vec::new()),
+            pending_blobs: Mutex::new(Vec::new()),
+            pending_actions: Mutex::new(HashMap::new()),
         };
         store.put_bytes(b"")?;
         Ok(store)
@@ -172,12 +184,48 @@ impl LocalStore {
             .map_err(|e| Error::io("stat", path, e))?
             .len();
         make_read_only(path)?;
-        create_parent(&dest)?;
-        if fs::rename(path, &dest).is_err() {
+        if rename_into(path, &dest).is_err() {
+            create_parent(&dest)?;
             self.copy_in(path, &dest)?;
         }
-        self.note_blob(&digest, size)?;
+        self.note_blob(&digest, size);
         Ok(digest)
+    }
+
+    /// A new temporary file in the store, already read-only (and executable if asked),
+    /// for a blob the caller writes and then moves in with [`LocalStore::adopt_blob`].
+    pub fn blob_writer(&self, executable: bool) -> Result<NamedTempFile> {
+        let tmp_dir = self.tmp_dir();
+        let tmp = NamedTempFile::new_in(&tmp_dir)
+            .map_err(|e| Error::io("create a temporary file in", &tmp_dir, e))?;
+        let mode = if executable { 0o555 } else { 0o444 };
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io("chmod", tmp.path(), e))?;
+        Ok(tmp)
+    }
+
+    /// Moves in a blob written through [`LocalStore::blob_writer`] whose content the
+    /// caller has checked to have this digest (a verified download).
+    pub fn adopt_blob(&self, tmp: NamedTempFile, digest: &Digest) -> Result<()> {
+        let size = tmp
+            .as_file()
+            .metadata()
+            .map_err(|e| Error::io("stat", tmp.path(), e))?
+            .len();
+        let dest = self.blob_path(digest);
+        if let Err(e) = tmp.persist(&dest) {
+            // Only the first blob of each `cas/xx/` directory pays for a mkdir.
+            if e.error.kind() != std::io::ErrorKind::NotFound {
+                return Err(Error::io("rename into", &dest, e.error));
+            }
+            create_parent(&dest)?;
+            e.file
+                .persist(&dest)
+                .map_err(|e| Error::io("rename into", &dest, e.error))?;
+        }
+        self.note_blob(digest, size);
+        Ok(())
     }
 
     fn copy_in(&self, src: &Path, dest: &Path) -> Result<()> {
@@ -190,14 +238,22 @@ impl LocalStore {
         Ok(())
     }
 
-    fn note_blob(&self, digest: &Digest, size: u64) -> Result<()> {
-        let db = self.db.lock().unwrap();
-        db.prepare_cached(
-            "INSERT INTO blobs (digest, size, last_use) VALUES (?1, ?2, ?3)
-             ON CONFLICT(digest) DO UPDATE SET last_use = excluded.last_use",
-        )?
-        .execute(params![digest.to_hex(), size as i64, now_secs()])?;
-        Ok(())
+    /// Records a new blob file's `blobs` row, written at the flush.
+    fn note_blob(&self, digest: &Digest, size: u64) {
+        self.pending_blobs
+            .lock()
+            .unwrap()
+            .push((*digest, size, now_secs()));
+    }
+
+    /// Stores a result whose blobs are all in the store, like [`Store::put_action`], but
+    /// writes its index row at the flush: for results downloaded from a remote, which a
+    /// crash would only cost a download again. Lookups in this process find it at once.
+    pub fn put_action_deferred(&self, key: &Digest, result: &ActionResult) {
+        self.pending_actions
+            .lock()
+            .unwrap()
+            .insert(*key, result.clone());
     }
 
     /// Records the key an action had in this build and whether it executed, for
@@ -299,6 +355,17 @@ impl Store for LocalStore {
         Ok(true)
     }
 
+    fn fetch_into(&self, digest: &Digest, out: &mut fs::File) -> Result<bool> {
+        let path = self.blob_path(digest);
+        let mut blob = match fs::File::open(&path) {
+            Ok(blob) => blob,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::io("read", &path, e)),
+        };
+        std::io::copy(&mut blob, out).map_err(|e| Error::io("copy", &path, e))?;
+        Ok(true)
+    }
+
     fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
         let digest = Digest::of_bytes(bytes);
         let dest = self.blob_path(&digest);
@@ -313,7 +380,7 @@ impl Store for LocalStore {
         make_read_only(tmp.path())?;
         tmp.persist(&dest)
             .map_err(|e| Error::io("rename into", &dest, e.error))?;
-        self.note_blob(&digest, bytes.len() as u64)?;
+        self.note_blob(&digest, bytes.len() as u64);
         Ok(digest)
     }
 
@@ -326,12 +393,16 @@ impl Store for LocalStore {
             let size = fs::metadata(&dest)
                 .map_err(|e| Error::io("stat", &dest, e))?
                 .len();
-            self.note_blob(&digest, size)?;
+            self.note_blob(&digest, size);
         }
         Ok(digest)
     }
 
     fn get_action(&self, key: &Digest) -> Result<Option<ActionResult>> {
+        let pending = self.pending_actions.lock().unwrap().get(key).cloned();
+        if let Some(result) = pending {
+            return Ok(self.has_blobs(&result).then_some(result));
+        }
         let row: Option<(String, i64)> = {
             let db = self.db.lock().unwrap();
             let mut stmt =
@@ -352,13 +423,7 @@ impl Store for LocalStore {
             )
         })?;
         // A result whose blobs are gone (deleted by hand, say) is a miss, not an error.
-        // The empty blob (most stdout and stderr) is always there.
-        let empty = Digest::of_bytes(b"");
-        if !result
-            .blobs()
-            .filter(|d| *d != empty)
-            .all(|d| self.blob_path(&d).exists())
-        {
+        if !self.has_blobs(&result) {
             return Ok(None);
         }
         // Last-use times only steer eviction: refresh them at most once a day, so a no-op
@@ -370,6 +435,7 @@ impl Store for LocalStore {
     }
 
     fn put_action(&self, key: &Digest, result: &ActionResult) -> Result<()> {
+        self.pending_actions.lock().unwrap().remove(key);
         let text = serde_json::to_string(result).expect("action results serialize");
         let db = self.db.lock().unwrap();
         db.prepare_cached(
@@ -381,51 +447,157 @@ impl Store for LocalStore {
     }
 
     fn flush(&self) -> Result<()> {
-        let states = self.files.take_pending();
-        let touched: Vec<Digest> = self.touched_actions.lock().unwrap().drain().collect();
-        let keys = std::mem::take(&mut *self.pending_keys.lock().unwrap());
-        if states.is_empty() && touched.is_empty() && keys.is_empty() {
+        let pending = Pending {
+            states: self.files.take_pending(),
+            blobs: std::mem::take(&mut *self.pending_blobs.lock().unwrap()),
+            actions: std::mem::take(&mut *self.pending_actions.lock().unwrap()),
+            touched: self.touched_actions.lock().unwrap().drain().collect(),
+            keys: std::mem::take(&mut *self.pending_keys.lock().unwrap()),
+        };
+        self.write_pending(pending)
+    }
+}
+
+impl Drop for LocalStore {
+    /// Writes what a later build can use: blob rows and downloaded results (not explain
+    /// records or use times, which only a build that reached its flush records).
+    fn drop(&mut self) {
+        let pending = Pending {
+            blobs: std::mem::take(self.pending_blobs.get_mut().unwrap()),
+            actions: std::mem::take(self.pending_actions.get_mut().unwrap()),
+            ..Pending::default()
+        };
+        let _ = self.write_pending(pending);
+    }
+}
+
+/// Index writes batched until the flush.
+#[derive(Default)]
+struct Pending {
+    states: Vec<(PathBuf, FileState)>,
+    blobs: Vec<(Digest, u64, i64)>,
+    actions: HashMap<Digest, ActionResult>,
+    touched: Vec<Digest>,
+    keys: Vec<(String, KeyEntry, String)>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.states.is_empty()
+            && self.blobs.is_empty()
+            && self.actions.is_empty()
+            && self.touched.is_empty()
+            && self.keys.is_empty()
+    }
+}
+
+impl LocalStore {
+    /// Whether every blob a result names is in the store. The empty blob (most stdout
+    /// and stderr) is always there.
+    fn has_blobs(&self, result: &ActionResult) -> bool {
+        let empty = Digest::of_bytes(b"");
+        result
+            .blobs()
+            .filter(|d| *d != empty)
+            .all(|d| self.blob_path(&d).exists())
+    }
+
+    /// Writes batched index rows in one transaction, blob rows before the results that
+    /// name them.
+    fn write_pending(&self, pending: Pending) -> Result<()> {
+        if pending.is_empty() {
             return Ok(());
         }
         let mut db = self.db.lock().unwrap();
         let tx = db.transaction()?;
-        {
-            let mut put_state = tx.prepare_cached(
-                "INSERT OR REPLACE INTO file_states (path, size, mtime_ns, ctime_ns, ino, digest)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for (path, s) in &states {
-                put_state.execute(params![
-                    path.to_string_lossy(),
-                    s.size as i64,
-                    s.mtime_ns,
-                    s.ctime_ns,
-                    s.ino as i64,
-                    s.digest.to_hex()
-                ])?;
-            }
-            let now = now_secs();
-            let mut touch = tx.prepare_cached("UPDATE actions SET last_use = ?2 WHERE key = ?1")?;
-            for key in &touched {
-                touch.execute(params![key.to_hex(), now])?;
-            }
-            let mut put_key = tx.prepare_cached(
-                "INSERT INTO action_keys (id, key, prev_key, executed) VALUES (?1, ?2, NULL, ?3)
-                 ON CONFLICT(id) DO UPDATE SET
-                   prev_key = CASE WHEN action_keys.key != excluded.key
-                                   THEN action_keys.key ELSE action_keys.prev_key END,
-                   key = excluded.key, executed = excluded.executed",
-            )?;
-            let mut put_record = tx.prepare_cached(
-                "INSERT OR IGNORE INTO key_records (key, record) VALUES (?1, ?2)",
-            )?;
-            for (id, entry, record) in &keys {
-                put_key.execute(params![id, entry.key.to_hex(), entry.executed])?;
-                put_record.execute(params![entry.key.to_hex(), record])?;
-            }
-        }
+        write_states(&tx, &pending.states)?;
+        write_blobs(&tx, &pending.blobs)?;
+        write_actions(&tx, &pending.actions)?;
+        write_touched(&tx, &pending.touched)?;
+        write_keys(&tx, &pending.keys)?;
         tx.commit()?;
         Ok(())
+    }
+}
+
+fn write_states(tx: &Transaction<'_>, states: &[(PathBuf, FileState)]) -> Result<()> {
+    let mut put_state = tx.prepare_cached(
+        "INSERT OR REPLACE INTO file_states (path, size, mtime_ns, ctime_ns, ino, digest)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for (path, s) in states {
+        put_state.execute(params![
+            path.to_string_lossy(),
+            s.size as i64,
+            s.mtime_ns,
+            s.ctime_ns,
+            s.ino as i64,
+            s.digest.to_hex()
+        ])?;
+    }
+    Ok(())
+}
+
+fn write_blobs(tx: &Transaction<'_>, blobs: &[(Digest, u64, i64)]) -> Result<()> {
+    let mut put_blob = tx.prepare_cached(
+        "INSERT INTO blobs (digest, size, last_use) VALUES (?1, ?2, ?3)
+         ON CONFLICT(digest) DO UPDATE SET last_use = excluded.last_use",
+    )?;
+    for (digest, size, at) in blobs {
+        put_blob.execute(params![digest.to_hex(), *size as i64, at])?;
+    }
+    Ok(())
+}
+
+fn write_actions(tx: &Transaction<'_>, actions: &HashMap<Digest, ActionResult>) -> Result<()> {
+    let mut put_action = tx.prepare_cached(
+        "INSERT INTO actions (key, result, last_use) VALUES (?1, ?2, ?3)
+         ON CONFLICT(key) DO UPDATE SET result = excluded.result, last_use = excluded.last_use",
+    )?;
+    let now = now_secs();
+    for (key, result) in actions {
+        let text = serde_json::to_string(result).expect("action results serialize");
+        put_action.execute(params![key.to_hex(), text, now])?;
+    }
+    Ok(())
+}
+
+fn write_touched(tx: &Transaction<'_>, touched: &[Digest]) -> Result<()> {
+    let now = now_secs();
+    let mut touch = tx.prepare_cached("UPDATE actions SET last_use = ?2 WHERE key = ?1")?;
+    for key in touched {
+        touch.execute(params![key.to_hex(), now])?;
+    }
+    Ok(())
+}
+
+fn write_keys(tx: &Transaction<'_>, keys: &[(String, KeyEntry, String)]) -> Result<()> {
+    let mut put_key = tx.prepare_cached(
+        "INSERT INTO action_keys (id, key, prev_key, executed) VALUES (?1, ?2, NULL, ?3)
+         ON CONFLICT(id) DO UPDATE SET
+           prev_key = CASE WHEN action_keys.key != excluded.key
+                           THEN action_keys.key ELSE action_keys.prev_key END,
+           key = excluded.key, executed = excluded.executed",
+    )?;
+    let mut put_record =
+        tx.prepare_cached("INSERT OR IGNORE INTO key_records (key, record) VALUES (?1, ?2)")?;
+    for (id, entry, record) in keys {
+        put_key.execute(params![id, entry.key.to_hex(), entry.executed])?;
+        put_record.execute(params![entry.key.to_hex(), record])?;
+    }
+    Ok(())
+}
+
+/// Renames a file to a blob's path, creating its `cas/xx/` directory when missing (so
+/// only the first blob of each directory pays for a `mkdir`).
+fn rename_into(path: &Path, dest: &Path) -> Result<()> {
+    match fs::rename(path, dest) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            create_parent(dest)?;
+            fs::rename(path, dest).map_err(|e| Error::io("rename into", dest, e))
+        }
+        Err(e) => Err(Error::io("rename into", dest, e)),
     }
 }
 
@@ -449,6 +621,7 @@ fn now_secs() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn blobs_and_results_round_trip() {
@@ -476,5 +649,50 @@ mod tests {
         // A result whose blob vanished is a miss.
         fs::remove_file(store.blob_path(&d)).unwrap();
         assert!(store.get_action(&key).unwrap().is_none());
+    }
+
+    fn one_output(store: &LocalStore, bytes: &[u8]) -> ActionResult {
+        let mut tmp = store.blob_writer(true).unwrap();
+        tmp.write_all(bytes).unwrap();
+        let digest = Digest::of_bytes(bytes);
+        store.adopt_blob(tmp, &digest).unwrap();
+        let mode = fs::metadata(store.blob_path(&digest)).unwrap().mode();
+        assert_eq!(mode & 0o777, 0o555, "adopted blobs are read-only");
+        ActionResult {
+            outputs: vec![crate::OutputFile {
+                path: "out".into(),
+                digest,
+                size: bytes.len() as u64,
+                executable: true,
+            }],
+            exit_code: 0,
+            stdout: Digest::of_bytes(b""),
+            stderr: Digest::of_bytes(b""),
+            duration_ms: 1,
+        }
+    }
+
+    #[test]
+    fn deferred_results_are_found_at_once_and_written_by_flush_or_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let other = LocalStore::open(dir.path()).unwrap(); // another process, as it were
+        let (k1, k2) = (Digest::of_bytes(b"k1"), Digest::of_bytes(b"k2"));
+        let r1 = one_output(&store, b"first");
+        store.put_action_deferred(&k1, &r1);
+        assert_eq!(store.get_action(&k1).unwrap().as_ref(), Some(&r1));
+        assert!(other.get_action(&k1).unwrap().is_none(), "not written yet");
+        store.flush().unwrap();
+        assert_eq!(other.get_action(&k1).unwrap(), Some(r1));
+
+        let r2 = one_output(&store, b"second");
+        store.put_action_deferred(&k2, &r2);
+        drop(store);
+        assert_eq!(other.get_action(&k2).unwrap(), Some(r2));
+        assert_eq!(
+            other.stats().unwrap().blobs,
+            3,
+            "the empty blob and two outputs"
+        );
     }
 }

@@ -33,6 +33,11 @@
 //!   the wrong digest.
 //! * **The empty blob** (the stdout of most actions) is never sent or fetched: every store
 //!   holds it by definition, which saves two round trips per action.
+//! * **No thread or connection per request.** Host names go through
+//!   [`resolver::CachingResolver`] (ureq's own resolver starts a thread for every request
+//!   that has a timeout), and up to [`MAX_IDLE_CONNECTIONS`] connections stay open for
+//!   reuse, more than a build has requests in flight (ureq keeps 3 per host by default).
+//!   Both are built from ureq's `unversioned` API, which may change in a minor release.
 //! * Redirects are followed for reads (ureq's default); the token is not forwarded to
 //!   another host.
 
@@ -42,15 +47,28 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ureq::http::Response;
+use ureq::unversioned::transport::DefaultConnector;
 use ureq::{Agent, Body};
+
+use resolver::CachingResolver;
 
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::result::ActionResult;
 use crate::store::Store;
 
+mod resolver;
+
 /// The largest body [`Store::read`] accepts into memory (and the largest action result).
 pub const MAX_READ: u64 = 64 * 1024 * 1024;
+
+/// Idle connections kept open for reuse: more than the requests a build has in flight
+/// (its lookup threads, the tiered store's download and upload workers), so that no
+/// request pays for a new connection. ureq's default keeps 3 per host.
+const MAX_IDLE_CONNECTIONS: usize = 64;
+
+/// The size of the buffer a download streams through.
+const CHUNK: usize = 256 * 1024;
 
 /// Connection settings of an [`HttpStore`].
 #[derive(Clone)]
@@ -110,15 +128,17 @@ impl HttpStore {
                 format!("use remote cache `{url}`: only http:// and https:// URLs are supported"),
             ));
         }
-        let agent: Agent = Agent::config_builder()
+        let config = Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(opts.connect_timeout))
             .timeout_recv_response(Some(opts.request_timeout))
             .timeout_per_read(Some(opts.request_timeout))
             .timeout_per_write(Some(opts.request_timeout))
+            .max_idle_connections(MAX_IDLE_CONNECTIONS)
+            .max_idle_connections_per_host(MAX_IDLE_CONNECTIONS)
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+            .build();
+        let agent = Agent::with_parts(config, DefaultConnector::new(), CachingResolver::default());
         let base = url.trim_end_matches('/').to_string();
         Ok(HttpStore {
             shown: redact(&base),
@@ -201,19 +221,34 @@ impl HttpStore {
         }
     }
 
+    fn send_file(&self, path: &Path, digest: &Digest) -> Result<()> {
+        let file = File::open(path).map_err(|e| Error::io("read", path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat", path, e))?
+            .len();
+        self.put("cas", digest, PutBody::File(file, len))
+    }
+
     /// Streams a found blob into `dest`, verifying its digest before renaming it in.
     fn download_to(&self, digest: &Digest, resp: Response<Body>, dest: &Path) -> Result<()> {
-        let shown = self.shown_url("cas", digest);
         let dir = dest.parent().unwrap_or(Path::new("."));
         let mut tmp = tempfile::Builder::new()
             .prefix(".kiln-download-")
             .tempfile_in(dir)
             .map_err(|e| Error::io("create a temporary file in", dir, e))?;
-        let got = self.stream_body(resp, tmp.as_file_mut(), &shown)?;
-        check_digest(digest, &got, &shown)?;
+        self.download_into(digest, resp, tmp.as_file_mut())?;
         tmp.persist(dest)
             .map_err(|e| Error::io("rename into", dest, e.error))?;
         Ok(())
+    }
+
+    /// Streams a found blob into `out`; an error of kind [`ErrorKind::Corrupt`] if its
+    /// content does not match the digest.
+    fn download_into(&self, digest: &Digest, resp: Response<Body>, out: &mut File) -> Result<()> {
+        let shown = self.shown_url("cas", digest);
+        let got = self.stream_body(resp, out, &shown)?;
+        check_digest(digest, &got, &shown)
     }
 
     /// Copies a response body to `out`, hashing it, within the time its size allows.
@@ -222,24 +257,26 @@ impl HttpStore {
         let declared = resp.body().content_length();
         let mut reader = resp.into_body().into_reader();
         let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; 256 * 1024];
         let mut total = 0u64;
-        loop {
-            let n = reader
-                .read(&mut buf)
-                .map_err(|e| Error::new(ErrorKind::Remote, format!("download {shown}: {e}")))?;
-            if n == 0 {
-                break;
+        BUFFER.with_borrow_mut(|buf| {
+            buf.resize(CHUNK, 0);
+            loop {
+                let n = reader
+                    .read(buf)
+                    .map_err(|e| Error::new(ErrorKind::Remote, format!("download {shown}: {e}")))?;
+                if n == 0 {
+                    return Ok(());
+                }
+                total += n as u64;
+                hasher.update(&buf[..n]);
+                out.write_all(&buf[..n])
+                    .map_err(|e| Error::new(ErrorKind::Io, format!("write a download: {e}")))?;
+                if start.elapsed() > self.budget(declared.unwrap_or(total).max(total)) {
+                    let msg = format!("download {shown}: too slow, gave up after {total} bytes");
+                    return Err(Error::new(ErrorKind::Remote, msg));
+                }
             }
-            total += n as u64;
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n])
-                .map_err(|e| Error::new(ErrorKind::Io, format!("write a download: {e}")))?;
-            if start.elapsed() > self.budget(declared.unwrap_or(total).max(total)) {
-                let msg = format!("download {shown}: too slow, gave up after {total} bytes");
-                return Err(Error::new(ErrorKind::Remote, msg));
-            }
-        }
+        })?;
         if declared.is_some_and(|len| len != total) {
             let msg = format!("download {shown}: body ended after {total} bytes");
             return Err(Error::new(ErrorKind::Remote, msg));
@@ -264,6 +301,12 @@ impl HttpStore {
             .map_err(|e| remote_err("download", &shown, e))?;
         Ok(Some(bytes))
     }
+}
+
+thread_local! {
+    /// Each thread's download buffer, reused rather than allocated (and faulted in) anew
+    /// for every blob.
+    static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 enum PutBody<'a> {
@@ -314,6 +357,16 @@ impl Store for HttpStore {
         }
     }
 
+    fn fetch_into(&self, digest: &Digest, out: &mut File) -> Result<bool> {
+        if is_empty_blob(digest) {
+            return Ok(true);
+        }
+        match self.get("cas", digest, None)? {
+            Got::Found(resp) => self.download_into(digest, resp, out).map(|()| true),
+            Got::Missing => Ok(false),
+        }
+    }
+
     /// Downloads are hashed while streaming and refused on a mismatch.
     fn fetch_verifies(&self) -> bool {
         true
@@ -332,12 +385,16 @@ impl Store for HttpStore {
         if is_empty_blob(&digest) || self.head("cas", &digest)? {
             return Ok(digest);
         }
-        let file = File::open(path).map_err(|e| Error::io("read", path, e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io("stat", path, e))?
-            .len();
-        self.put("cas", &digest, PutBody::File(file, len))?;
+        self.send_file(path, &digest)?;
+        Ok(digest)
+    }
+
+    /// Sends the file without asking first: the copy the server has may be the damaged one.
+    fn put_file_replacing(&self, path: &Path) -> Result<Digest> {
+        let digest = Digest::of_file(path)?;
+        if !is_empty_blob(&digest) {
+            self.send_file(path, &digest)?;
+        }
         Ok(digest)
     }
 

@@ -9,8 +9,9 @@
 //! | request              | answer                                                     |
 //! |----------------------|------------------------------------------------------------|
 //! | GET/HEAD, present    | 200 and the bytes (streamed from the file)                 |
+//! | GET, damaged blob    | 200 and a body cut short; the blob is removed             |
 //! | GET/HEAD, absent     | 404                                                        |
-//! | PUT, stored          | 201 (200 if the blob was already there)                    |
+//! | PUT, stored          | 201 (200 if the blob was already there: it is replaced)    |
 //! | PUT, wrong content   | 400: a /cas body whose BLAKE3 digest is not the URL's      |
 //! | PUT, no/bad token    | 401 when a token is set (reads stay open)                  |
 //! | PUT, too large       | 413 past `max_body` (or past `max_size`), connection closed|
@@ -21,7 +22,10 @@
 //! upload is answered before its body is read and the connection is then closed, so a
 //! huge body costs nothing; every request is logged as one stderr line
 //! `kiln serve: <peer> <METHOD> <path> <status> <bytes>B <ms>ms`, bytes being the body
-//! received or sent. Storage and eviction are in [`disk`].
+//! received or sent, and a damaged blob found while serving it adds a line
+//! `kiln serve: removed damaged blob <path>: its content hashes to <digest>`. A blob is
+//! hashed each time it is served, as its uploads are: a server's disk is not trusted
+//! more than the network. Storage and eviction are in [`disk`].
 
 mod disk;
 mod http;
@@ -37,8 +41,8 @@ use std::time::{Duration, Instant};
 
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
-use disk::{Disk, Kind, Stored};
-use http::{Body, ReadError, Request, Response};
+use disk::{Disk, Entry, Kind, Stored};
+use http::{Body, Damaged, ReadError, Request, Response};
 
 /// Connections served at once; more are answered 503.
 pub const MAX_CONNECTIONS: usize = 512;
@@ -330,7 +334,10 @@ impl State {
     ) -> Outcome {
         let keep_alive = req.keep_alive();
         match self.disk.open_entry(kind, digest) {
-            Some((file, len)) => respond(
+            Some(entry) if kind == Kind::Cas && req.method == "GET" => {
+                self.send_blob(req, digest, entry, out)
+            }
+            Some(Entry { file, len, .. }) => respond(
                 out,
                 req,
                 Response {
@@ -340,6 +347,32 @@ impl State {
                 },
             ),
             None => respond(out, req, text(404, "not found", keep_alive)),
+        }
+    }
+
+    /// Sends a blob, verifying it as it goes; removes it if it turns out damaged.
+    fn send_blob(
+        &self,
+        req: &Request,
+        digest: &Digest,
+        mut entry: Entry,
+        out: &mut TcpStream,
+    ) -> Outcome {
+        let len = entry.len;
+        let resp = Response {
+            status: 200,
+            body: Body::Blob(&mut entry.file, len, *digest),
+            keep_alive: req.keep_alive(),
+        };
+        let written = http::write_response(out, resp, false);
+        if let Some(damaged) = written.as_ref().err().and_then(damaged) {
+            self.disk.remove_damaged(digest, &entry);
+            eprintln!("kiln serve: removed damaged blob {}: {damaged}", req.path);
+        }
+        Outcome {
+            status: 200,
+            bytes: len,
+            keep_alive: req.keep_alive() && written.is_ok(),
         }
     }
 
@@ -409,6 +442,11 @@ impl State {
             .and_then(|v| v.strip_prefix("Bearer "));
         given.is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
     }
+}
+
+/// The [`Damaged`] inside an error of [`http::write_response`], if that is what it was.
+fn damaged(err: &std::io::Error) -> Option<&Damaged> {
+    err.get_ref()?.downcast_ref::<Damaged>()
 }
 
 fn text(status: u16, message: &str, keep_alive: bool) -> Response<'_> {

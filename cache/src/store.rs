@@ -1,5 +1,6 @@
 //! The one interface to every store: local, remote, tiered.
 
+use std::fs::File;
 use std::path::Path;
 
 use crate::digest::Digest;
@@ -22,7 +23,12 @@ pub trait Store: Send + Sync {
     /// false if the store does not hold it.
     fn fetch(&self, digest: &Digest, dest: &Path) -> Result<bool>;
 
-    /// Whether [`Store::fetch`] checks the content against the digest as it writes it
+    /// Writes the blob's bytes to `out`, an empty file the caller made (a temporary file:
+    /// after an error or a false return it may hold part of the blob). Returns false if
+    /// the store does not hold it.
+    fn fetch_into(&self, digest: &Digest, out: &mut File) -> Result<bool>;
+
+    /// Whether [`Store::fetch`] and [`Store::fetch_into`] check the content against the digest as it writes it
     /// (so a caller need not hash the file again).
     fn fetch_verifies(&self) -> bool {
         false
@@ -33,6 +39,13 @@ pub trait Store: Send + Sync {
 
     /// Stores a file's content; the file is left in place.
     fn put_file(&self, path: &Path) -> Result<Digest>;
+
+    /// Stores a file's content even where the store says it holds that digest already:
+    /// for a blob whose copy in this store was found damaged. Stores that cannot hold a
+    /// damaged copy need not override it.
+    fn put_file_replacing(&self, path: &Path) -> Result<Digest> {
+        self.put_file(path)
+    }
 
     /// The result stored under an action key.
     fn get_action(&self, key: &Digest) -> Result<Option<ActionResult>>;

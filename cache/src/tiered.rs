@@ -2,8 +2,10 @@
 //!
 //! ```text
 //!  get_action(key) ─▶ local ──hit──▶ result
-//!                       └─miss─▶ remote AC ─▶ download each blob (verified) into local
-//!                                             ─▶ local.put_action ─▶ result (a remote hit)
+//!                       └─miss─▶ remote AC ─▶ download the missing blobs (verified) into
+//!                                             local, in parallel on the download workers
+//!                                             ─▶ local.put_action_deferred ─▶ result
+//!                                                (a remote hit)
 //!  put_action(key) ─▶ local.put_action ─▶ upload queue ─▶ workers: each blob put_file
 //!                                          (HEAD, PUT only if missing), then the AC entry
 //! ```
@@ -22,7 +24,18 @@
 //!   overlap); one that is down costs milliseconds.
 //! * **A remote result is used only whole.** Its blobs are downloaded before the result is
 //!   written locally (crash-safe: a result never names a missing blob); if any blob is
-//!   missing or bad, the action is a miss and runs.
+//!   missing or bad, the action is a miss and runs. The blobs of one result are fetched at
+//!   once: the looking-up thread takes one and [`DOWNLOAD_WORKERS`] threads the rest. Each
+//!   goes straight from the response into a temporary file of the local store, already
+//!   read-only, and is renamed into `cas/` once its digest is checked. The local index
+//!   rows of a remote hit (its blobs, its result) are written at the flush, in one
+//!   transaction with the build's other index writes, not one commit per blob.
+//! * **A damaged remote copy is replaced.** A blob that failed verification when
+//!   downloaded is remembered; when this build uploads it (having run the action), it is
+//!   sent with [`Store::put_file_replacing`], without asking first whether the remote has
+//!   it (it does: the damaged copy). So nginx, which answers HEAD for any file, is repaired
+//!   by the next build that runs the action, as `kiln serve` (which drops a blob it finds
+//!   damaged while serving it) is.
 //! * **`contains` answers for the local tier only.** It is the cheap check a caller makes
 //!   before writing, and a blob serves a build only once it is local. [`Store::read`] and
 //!   [`Store::fetch`] do fall back to the remote.
@@ -34,9 +47,8 @@
 //!   it the upload workers find nothing to do and send no request at all.
 //! * [`Store::flush`] (and dropping the store) waits for every queued upload.
 
-use std::collections::HashMap;
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -45,7 +57,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::digest::Digest;
-use crate::error::{Error, Result};
+use crate::error::{ErrorKind, Result};
 use crate::local::LocalStore;
 use crate::result::ActionResult;
 use crate::store::Store;
@@ -56,11 +68,15 @@ pub const FAILURE_LIMIT: u32 = 3;
 /// Threads uploading results in the background.
 const UPLOAD_WORKERS: usize = 4;
 
+/// Threads downloading the second and later blobs of a remote result.
+pub const DOWNLOAD_WORKERS: usize = 8;
+
 /// Local first, then remote. See the module comment.
 pub struct TieredStore {
     shared: Arc<Shared>,
     remote_hits: AtomicU64,
     queue: Option<Sender<Job>>,
+    downloads: Option<Sender<Download>>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -71,11 +87,20 @@ struct Shared {
     breaker: Breaker,
     pending: Pending,
     uploaded: Uploaded,
+    /// Blobs the remote sent damaged: uploaded again without asking.
+    damaged: Mutex<HashSet<Digest>>,
 }
 
 struct Job {
     key: Digest,
     result: ActionResult,
+}
+
+/// A blob for a download worker to make local; the answer goes to `done`.
+struct Download {
+    digest: Digest,
+    executable: bool,
+    done: Sender<Result<bool>>,
 }
 
 impl TieredStore {
@@ -87,15 +112,21 @@ impl TieredStore {
             breaker: Breaker::new(remote_name),
             pending: Pending::default(),
             uploaded: Uploaded::default(),
+            damaged: Mutex::new(HashSet::new()),
         });
         let (tx, rx) = crossbeam_channel::unbounded();
-        let workers = (0..UPLOAD_WORKERS)
+        let mut workers: Vec<JoinHandle<()>> = (0..UPLOAD_WORKERS)
             .map(|_| spawn_worker(shared.clone(), rx.clone()))
             .collect();
+        let (down_tx, down_rx) = crossbeam_channel::unbounded();
+        workers.extend(
+            (0..DOWNLOAD_WORKERS).map(|_| spawn_downloader(shared.clone(), down_rx.clone())),
+        );
         TieredStore {
             shared,
             remote_hits: AtomicU64::new(0),
             queue: Some(tx),
+            downloads: Some(down_tx),
             workers,
         }
     }
@@ -114,18 +145,49 @@ impl TieredStore {
         self.shared.breaker.warnings.load(Ordering::Relaxed)
     }
 
+    /// Makes every blob of a result local: true if they all could be had. The first
+    /// missing blob is fetched on this thread, the others on the download workers.
     fn download_result(&self, result: &ActionResult) -> Result<bool> {
-        for output in &result.outputs {
-            if !self.shared.download(&output.digest, output.executable)? {
-                return Ok(false);
+        let missing = self.missing_blobs(result)?;
+        let Some(((first, executable), rest)) = missing.split_first() else {
+            return Ok(true);
+        };
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        let queue = self.downloads.as_ref().expect("download workers run");
+        for &(digest, executable) in rest {
+            let job = Download {
+                digest,
+                executable,
+                done: done_tx.clone(),
+            };
+            queue.send(job).expect("download workers outlive the store");
+        }
+        drop(done_tx);
+        let mut whole = self.shared.download_missing(first, *executable);
+        for got in done_rx {
+            whole = match (whole, got) {
+                (Err(e), _) | (_, Err(e)) => Err(e),
+                (Ok(a), Ok(b)) => Ok(a && b),
+            };
+        }
+        whole
+    }
+
+    /// The distinct blobs of a result the local store lacks, with their executable bit.
+    fn missing_blobs(&self, result: &ActionResult) -> Result<Vec<(Digest, bool)>> {
+        let named = result
+            .outputs
+            .iter()
+            .map(|o| (o.digest, o.executable))
+            .chain([(result.stdout, false), (result.stderr, false)]);
+        let mut seen = HashSet::new();
+        let mut missing = Vec::new();
+        for (digest, executable) in named {
+            if seen.insert(digest) && !self.shared.local.contains(&digest)? {
+                missing.push((digest, executable));
             }
         }
-        for digest in [result.stdout, result.stderr] {
-            if !self.shared.download(&digest, false)? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        Ok(missing)
     }
 }
 
@@ -135,30 +197,39 @@ impl Shared {
         if self.local.contains(digest)? {
             return Ok(true);
         }
-        let tmp_dir = self.local.tmp_dir();
-        let tmp = tempfile::Builder::new()
-            .prefix("remote-")
-            .tempfile_in(&tmp_dir)
-            .map_err(|e| Error::io("create a temporary file in", &tmp_dir, e))?
-            .into_temp_path();
-        if self.breaker.call(|| self.remote.fetch(digest, &tmp)) != Some(true) {
+        self.download_missing(digest, executable)
+    }
+
+    /// Downloads a blob the local store was just found to lack.
+    fn download_missing(&self, digest: &Digest, executable: bool) -> Result<bool> {
+        let mut tmp = self.local.blob_writer(executable)?;
+        let fetched = self.breaker.call(|| {
+            let fetched = self.remote.fetch_into(digest, tmp.as_file_mut());
+            self.note_if_damaged(digest, &fetched);
+            fetched
+        });
+        if fetched != Some(true) {
             return Ok(false);
         }
-        if executable {
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
-                .map_err(|e| Error::io("chmod", &tmp, e))?;
+        if !self.remote.fetch_verifies() {
+            let got = Digest::of_file(tmp.path())?;
+            if got != *digest {
+                self.damaged.lock().unwrap().insert(*digest);
+                let what =
+                    format!("verify blob {digest}: the remote sent content with digest {got}");
+                self.breaker.fail(&what);
+                return Ok(false);
+            }
         }
-        let got = if self.remote.fetch_verifies() {
-            self.local.put_file_move_verified(&tmp, *digest)?
-        } else {
-            self.local.put_file_move(&tmp)?
-        };
-        if got != *digest {
-            let what = format!("verify blob {digest}: the remote sent content with digest {got}");
-            self.breaker.fail(&what);
-            return Ok(false);
-        }
+        self.local.adopt_blob(tmp, digest)?;
         Ok(true)
+    }
+
+    /// Remembers a blob the remote sent damaged, so that it is uploaded again.
+    fn note_if_damaged<T>(&self, digest: &Digest, got: &Result<T>) {
+        if got.as_ref().is_err_and(|e| e.kind() == ErrorKind::Corrupt) {
+            self.damaged.lock().unwrap().insert(*digest);
+        }
     }
 
     fn upload(&self, job: &Job) {
@@ -176,10 +247,32 @@ impl Shared {
             return true;
         }
         let path = self.local.blob_path(digest);
-        let sent = self.breaker.call(|| self.remote.put_file(&path)) == Some(*digest);
+        let damaged = self.damaged.lock().unwrap().contains(digest);
+        let sent = self.breaker.call(|| {
+            if damaged {
+                self.remote.put_file_replacing(&path)
+            } else {
+                self.remote.put_file(&path)
+            }
+        }) == Some(*digest);
+        if sent && damaged {
+            self.damaged.lock().unwrap().remove(digest);
+        }
         self.uploaded.finish(digest, sent);
         sent
     }
+}
+
+fn spawn_downloader(shared: Arc<Shared>, jobs: Receiver<Download>) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("kiln-download".into())
+        .spawn(move || {
+            for job in jobs {
+                let got = shared.download_missing(&job.digest, job.executable);
+                let _ = job.done.send(got);
+            }
+        })
+        .expect("spawn a download thread")
 }
 
 fn spawn_worker(shared: Arc<Shared>, jobs: Receiver<Job>) -> JoinHandle<()> {
@@ -206,10 +299,16 @@ impl Store for TieredStore {
             return Ok(Some(bytes));
         }
         let shared = &self.shared;
-        let Some(Some(bytes)) = shared.breaker.call(|| shared.remote.read(digest)) else {
+        let read = shared.breaker.call(|| {
+            let read = shared.remote.read(digest);
+            shared.note_if_damaged(digest, &read);
+            read
+        });
+        let Some(Some(bytes)) = read else {
             return Ok(None);
         };
         if Digest::of_bytes(&bytes) != *digest {
+            shared.damaged.lock().unwrap().insert(*digest);
             shared
                 .breaker
                 .fail(&format!("verify blob {digest}: content does not match"));
@@ -227,6 +326,13 @@ impl Store for TieredStore {
             return Ok(false);
         }
         self.shared.local.fetch(digest, dest)
+    }
+
+    fn fetch_into(&self, digest: &Digest, out: &mut File) -> Result<bool> {
+        if !self.shared.download(digest, false)? {
+            return Ok(false);
+        }
+        self.shared.local.fetch_into(digest, out)
     }
 
     fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
@@ -252,7 +358,7 @@ impl Store for TieredStore {
         if !self.download_result(&result)? {
             return Ok(None);
         }
-        shared.local.put_action(key, &result)?;
+        shared.local.put_action_deferred(key, &result);
         self.remote_hits.fetch_add(1, Ordering::Relaxed);
         Ok(Some((result, true)))
     }
@@ -286,6 +392,7 @@ impl Store for TieredStore {
 impl Drop for TieredStore {
     fn drop(&mut self) {
         self.queue = None;
+        self.downloads = None;
         for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
@@ -447,6 +554,10 @@ impl Store for ReadOnly {
 
     fn fetch(&self, digest: &Digest, dest: &Path) -> Result<bool> {
         self.inner.fetch(digest, dest)
+    }
+
+    fn fetch_into(&self, digest: &Digest, out: &mut File) -> Result<bool> {
+        self.inner.fetch_into(digest, out)
     }
 
     fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {

@@ -8,6 +8,7 @@
 //! must then get everything from it.
 
 use kiln_testkit::{silent_server, Nginx};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -198,22 +199,26 @@ fn scripted_server(answer: fn(&str) -> Vec<u8>) -> SocketAddr {
     addr
 }
 
+/// The next request head on a connection; None once the client is gone.
+fn read_head(reader: &mut BufReader<TcpStream>) -> Option<String> {
+    let mut head = String::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            return Some(head);
+        }
+        head.push_str(&line);
+    }
+}
+
 fn answer_requests(conn: TcpStream, answer: fn(&str) -> Vec<u8>) {
     let mut out = conn.try_clone().unwrap();
     let mut reader = BufReader::new(conn);
-    loop {
-        let mut head = String::new();
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            if line == "\r\n" {
-                break;
-            }
-            head.push_str(&line);
-        }
+    while let Some(head) = read_head(&mut reader) {
         let len = head
             .lines()
             .find_map(|l| {
@@ -224,6 +229,39 @@ fn answer_requests(conn: TcpStream, answer: fn(&str) -> Vec<u8>) {
             .unwrap_or(0);
         std::io::copy(&mut reader.by_ref().take(len), &mut std::io::sink()).unwrap();
         if out.write_all(&answer(&head)).is_err() {
+            return;
+        }
+    }
+}
+
+/// A server of fixed entries (path → body) that waits `delay` before each answer.
+fn slow_server(entries: HashMap<String, Vec<u8>>, delay: Duration) -> SocketAddr {
+    let entries = Arc::new(entries);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let entries = entries.clone();
+            std::thread::spawn(move || answer_slowly(conn, &entries, delay));
+        }
+    });
+    addr
+}
+
+fn answer_slowly(conn: TcpStream, entries: &HashMap<String, Vec<u8>>, delay: Duration) {
+    let mut out = conn.try_clone().unwrap();
+    let mut reader = BufReader::new(conn);
+    while let Some(head) = read_head(&mut reader) {
+        let path = head.split(' ').nth(1).unwrap_or_default();
+        std::thread::sleep(delay);
+        let answer = match entries.get(path) {
+            Some(body) => {
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                [head.as_bytes(), body].concat()
+            }
+            None => b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_vec(),
+        };
+        if out.write_all(&answer).is_err() {
             return;
         }
     }
@@ -297,6 +335,76 @@ fn round_trip_through_nginx_webdav() {
     assert_eq!(result.outputs.len(), 3);
 }
 
+/// An action with `n` outputs (every third executable) and a stdout; run in `m`, whose
+/// store then holds it. Returns the action and the server entries of its result.
+fn many_blob_action(n: usize, m: &Machine) -> (Action, HashMap<String, Vec<u8>>) {
+    let outputs = (0..n)
+        .map(|i| {
+            let bytes = noise(&format!("blob {i}"), 20_000 + i);
+            (format!("out/{i}"), bytes, i % 3 == 0)
+        })
+        .collect();
+    let action = Action {
+        key: Digest::of_bytes(b"many blobs"),
+        outputs,
+        stdout: b"many blobs\n".to_vec(),
+    };
+    std::fs::create_dir_all(&m.work).unwrap();
+    run(m.local.as_ref(), &action, &m.work);
+    let result = m.local.get_action(&action.key).unwrap().unwrap();
+    let mut entries = HashMap::new();
+    let ac = serde_json::to_vec(&result).unwrap();
+    entries.insert(format!("/ac/{}", action.key), ac);
+    for digest in result.blobs() {
+        let bytes = m.local.read(&digest).unwrap().unwrap();
+        entries.insert(format!("/cas/{digest}"), bytes);
+    }
+    (action, entries)
+}
+
+#[test]
+fn a_result_with_many_blobs_is_fetched_whole_and_at_once() {
+    const BLOBS: usize = 12;
+    const DELAY: Duration = Duration::from_millis(200);
+    let a = machine();
+    let (action, entries) = many_blob_action(BLOBS, &a);
+    let result = a.local.get_action(&action.key).unwrap().unwrap();
+
+    // One blob missing: a miss, and no result is kept.
+    let mut partial = entries.clone();
+    partial.remove(&format!("/cas/{}", result.outputs[5].digest));
+    let b = machine();
+    let url = format!("http://{}", slow_server(partial, DELAY));
+    let store = tiered(&b, &url, HttpOptions::default());
+    assert!(store.lookup_action(&action.key).unwrap().is_none());
+    store.flush().unwrap();
+    assert!(b.local.get_action(&action.key).unwrap().is_none());
+    assert_eq!(store.warnings(), 0, "a missing blob is a miss, not a fault");
+
+    // All there: a hit with every blob and executable bit, its 13 downloads overlapping
+    // (one after another they would take 13 × 200 ms after the result's own 200 ms).
+    let c = machine();
+    let url = format!("http://{}", slow_server(entries, DELAY));
+    let store = tiered(&c, &url, HttpOptions::default());
+    let start = Instant::now();
+    let (got, remote) = store.lookup_action(&action.key).unwrap().unwrap();
+    let took = start.elapsed();
+    assert!(remote);
+    assert_eq!(got, result);
+    std::fs::create_dir_all(&c.work).unwrap();
+    check_outputs(&store, &got, &action, &c.work);
+    assert!(
+        took < DELAY * (BLOBS as u32) / 2,
+        "took {took:?}: the blobs were fetched one after another"
+    );
+    // The result and its blobs' rows are in the index once the build flushes.
+    store.flush().unwrap();
+    drop(store);
+    let reopened = LocalStore::open(c.local.root()).unwrap();
+    assert_eq!(reopened.get_action(&action.key).unwrap(), Some(result));
+    assert_eq!(reopened.stats().unwrap().blobs, BLOBS as u64 + 2);
+}
+
 #[test]
 fn blobs_the_remote_has_are_not_uploaded_again() {
     let nginx = Nginx::start();
@@ -346,15 +454,33 @@ fn blobs_the_remote_has_are_not_uploaded_again() {
 // ---------------------------------------------------------------------------------------
 // Faults: each build still succeeds, with correct outputs, in bounded time.
 
-fn corrupted_blob(url: &str, root: &Path) {
+/// Flips a byte of a file on a server's disk; returns the damaged content's digest.
+fn damage(path: &Path) -> Digest {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(path, &bytes).unwrap();
+    Digest::of_bytes(&bytes)
+}
+
+/// How a server answers for a blob damaged on its disk.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Serves {
+    /// The damaged bytes, whole (nginx): the client's check refuses them.
+    Damaged,
+    /// A body cut short, and the blob removed (`kiln serve` checks what it sends).
+    CutShort,
+}
+
+/// A blob damaged on the server: B meets it, runs that action again (one warning) and
+/// uploads a good copy over it, so C then gets every result from the remote. A client
+/// on its own never takes the damaged bytes.
+fn corrupted_blob(url: &str, root: &Path, serves: Serves) {
     let work = actions(4, 64 * 1024);
     let a = machine();
     build(&tiered(&a, url, HttpOptions::default()), &a.work, &work);
     let victim = Digest::of_bytes(&work[2].outputs[0].1);
     let path = root.join("cas").join(victim.to_hex());
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes[100] ^= 0xff;
-    std::fs::write(&path, bytes).unwrap();
+    let bad = damage(&path);
 
     let b = machine();
     let store_b = tiered(&b, url, HttpOptions::default());
@@ -368,32 +494,55 @@ fn corrupted_blob(url: &str, root: &Path) {
     assert_eq!(store_b.remote_hits(), 3);
     assert_eq!(store_b.warnings(), 1);
     assert!(!store_b.remote_is_off());
-    // The client alone refuses the bad bytes too, leaving nothing behind.
-    let client = HttpStore::new(url, HttpOptions::default()).unwrap();
-    assert_eq!(client.read(&victim).unwrap_err().kind(), ErrorKind::Corrupt);
-    let dest = b.work.join("victim");
+    assert!(!b.local.contains(&bad).unwrap(), "bad bytes are not kept");
     assert_eq!(
-        client.fetch(&victim, &dest).unwrap_err().kind(),
-        ErrorKind::Corrupt
+        Digest::of_file(&path).unwrap(),
+        victim,
+        "B put a good copy back"
     );
+
+    let c = machine();
+    let store_c = tiered(&c, url, HttpOptions::default());
+    assert_eq!(
+        build(&store_c, &c.work, &work),
+        Tally {
+            cached: 4,
+            executed: 0
+        }
+    );
+    assert_eq!((store_c.remote_hits(), store_c.warnings()), (4, 0));
+
+    // A client alone refuses the bad bytes too, leaving nothing behind.
+    damage(&path);
+    let client = HttpStore::new(url, HttpOptions::default()).unwrap();
+    let dest = b.work.join("victim");
+    let err = client.read(&victim).unwrap_err();
+    match serves {
+        Serves::Damaged => {
+            assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+            let err = client.fetch(&victim, &dest).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        }
+        Serves::CutShort => {
+            assert_eq!(err.kind(), ErrorKind::Remote, "{err}");
+            assert!(!path.exists(), "the server removed the damaged blob");
+            assert!(!client.fetch(&victim, &dest).unwrap(), "now a plain miss");
+        }
+    }
     assert!(!dest.exists());
-    assert!(
-        !b.local.contains(&Digest::of_file(&path).unwrap()).unwrap(),
-        "bad bytes are not kept"
-    );
 }
 
 #[test]
-fn corrupted_blob_on_kiln_server_is_a_miss() {
+fn corrupted_blob_on_kiln_server_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let server = kiln_server(dir.path(), |_| {});
-    corrupted_blob(&server.url(), dir.path());
+    corrupted_blob(&server.url(), dir.path(), Serves::CutShort);
 }
 
 #[test]
-fn corrupted_blob_on_nginx_is_a_miss() {
+fn corrupted_blob_on_nginx_is_replaced() {
     let nginx = Nginx::start();
-    corrupted_blob(&nginx.url(), &nginx.root());
+    corrupted_blob(&nginx.url(), &nginx.root(), Serves::Damaged);
 }
 
 #[test]

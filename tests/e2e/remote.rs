@@ -560,6 +560,8 @@ fn server_that_never_answers_costs_bounded_time() {
 
 /// A's big output is damaged on the server's disk: B runs that one action, gets the rest
 /// from the remote, and its outputs are right.
+/// A blob damaged on the server's disk: B runs that action again (with a warning) and
+/// puts a good copy back, so C, later, gets everything from the remote.
 fn corrupted_blob(remote: &dyn Remote) {
     let a = service();
     build(&a, &remote.url());
@@ -579,6 +581,17 @@ fn corrupted_blob(remote: &dyn Remote) {
         "only the damaged action ran: {:?}",
         run.ran()
     );
+    assert!(
+        std::fs::read(&blob).unwrap() == big,
+        "B replaced the damaged copy"
+    );
+
+    let c = a.copy();
+    let run = build(&c, &remote.url());
+    assert_eq!(run.counts(), (ACTIONS, ACTIONS, 0, 0), "{}", run.stderr);
+    assert_eq!(remote_hits(&run), ACTIONS);
+    assert!(!warned(&run), "{}", run.stderr);
+    check_outputs(&c);
 }
 
 /// The file under `root/cas` holding exactly `content`.
@@ -592,12 +605,19 @@ fn find_blob(root: &Path, content: &[u8]) -> PathBuf {
 }
 
 #[test]
-fn corrupted_blob_on_kiln_serve_is_run_again() {
-    corrupted_blob(&KilnServe::start());
+fn corrupted_blob_on_kiln_serve_is_run_again_and_repaired() {
+    let server = KilnServe::start();
+    corrupted_blob(&server);
+    let removed = server
+        .requests()
+        .lines()
+        .filter(|l| l.contains("removed damaged blob /cas/"))
+        .count();
+    assert_eq!(removed, 1, "{}", server.requests());
 }
 
 #[test]
-fn corrupted_blob_on_nginx_is_run_again() {
+fn corrupted_blob_on_nginx_is_run_again_and_repaired() {
     corrupted_blob(&Nginx::start());
 }
 

@@ -8,9 +8,12 @@
 //!
 //! This is the layout nginx WebDAV writes for the same URLs, so a cache directory can
 //! move between `kiln serve` and nginx. Uploads go to `tmp/` and are renamed in, so a
-//! reader never sees a partial file. Files are not fsynced: after a power loss a file may
-//! be damaged, which clients detect (blobs by digest, results by decoding) and treat as a
-//! miss.
+//! reader never sees a partial file. Files are not fsynced: after a power loss (or a bad
+//! disk) a file may be damaged. A damaged blob is found when it is next served (the
+//! server hashes what it sends, see [`super::http`]) and removed with
+//! [`Disk::remove_damaged`], so the next client that runs the action uploads it again;
+//! an upload of a blob that is already there replaces it, its content having just been
+//! verified. A damaged result is detected by the client (it does not decode) and is a miss.
 //!
 //! The use order lives in memory (a map plus a tick-ordered tree) and is persisted as each
 //! file's mtime, which a hit refreshes; at start the directory is scanned and ordered by
@@ -20,6 +23,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -53,10 +57,18 @@ impl Kind {
 
 type Key = (Kind, Digest);
 
+/// An entry opened for reading.
+pub struct Entry {
+    pub file: File,
+    pub len: u64,
+    /// Its inode, so that removing it as damaged cannot remove a good copy uploaded since.
+    ino: u64,
+}
+
 /// How an upload ended.
 pub enum Stored {
     Created,
-    /// A blob with this digest was there already.
+    /// A blob with this digest was there already (it is replaced).
     Present,
     /// The content's digest is not the one in the URL.
     Mismatch(Digest),
@@ -134,13 +146,29 @@ impl Disk {
     }
 
     /// Opens an entry for reading and records the use. None if absent.
-    pub fn open_entry(&self, kind: Kind, digest: &Digest) -> Option<(File, u64)> {
+    pub fn open_entry(&self, kind: Kind, digest: &Digest) -> Option<Entry> {
         let key = (kind, *digest);
         let file = File::open(self.path(key)).ok()?;
-        let len = file.metadata().ok()?.len();
+        let meta = file.metadata().ok()?;
         let _ = file.set_modified(SystemTime::now());
-        self.lru.lock().unwrap().touch(key, len);
-        Some((file, len))
+        self.lru.lock().unwrap().touch(key, meta.len());
+        Some(Entry {
+            file,
+            len: meta.len(),
+            ino: meta.ino(),
+        })
+    }
+
+    /// Removes a blob found damaged while serving `entry`, unless the file under its name
+    /// is no longer that one (a good copy was uploaded meanwhile).
+    pub fn remove_damaged(&self, digest: &Digest, entry: &Entry) {
+        let key = (Kind::Cas, *digest);
+        let path = self.path(key);
+        let mut lru = self.lru.lock().unwrap();
+        if fs::metadata(&path).is_ok_and(|m| m.ino() == entry.ino) {
+            let _ = fs::remove_file(&path);
+            lru.remove(key);
+        }
     }
 
     /// Stores `len` bytes read from `body` under the key, verifying blobs, then evicts
@@ -165,15 +193,20 @@ impl Disk {
             return Ok(Stored::Mismatch(got));
         }
         let dest = self.path(key);
-        if kind == Kind::Cas && dest.exists() {
-            self.open_entry(kind, digest);
-            return Ok(Stored::Present);
-        }
+        let present = kind == Kind::Cas && dest.exists();
+        // Renamed in even over a blob that is there: that copy may be damaged, this one
+        // was just verified. Under the LRU lock, so that `remove_damaged` cannot remove it.
+        let mut lru = self.lru.lock().unwrap();
         tmp.persist(&dest)
             .map_err(|e| Error::io("rename into", &dest, e.error))?;
-        self.lru.lock().unwrap().touch(key, len);
+        lru.touch(key, len);
+        drop(lru);
         self.evict();
-        Ok(Stored::Created)
+        Ok(if present {
+            Stored::Present
+        } else {
+            Stored::Created
+        })
     }
 
     /// Deletes least recently used entries until the total fits the limit.
@@ -201,6 +234,13 @@ impl Lru {
 
     fn touch(&mut self, key: Key, size: u64) {
         self.insert(key, size);
+    }
+
+    fn remove(&mut self, key: Key) {
+        if let Some((size, tick)) = self.entries.remove(&key) {
+            self.order.remove(&tick);
+            self.total -= size;
+        }
     }
 
     fn pop_oldest(&mut self) -> Option<Key> {
@@ -275,6 +315,27 @@ mod tests {
         assert!(matches!(stored, Stored::Truncated));
         assert!(disk.open_entry(Kind::Cas, &d).is_none());
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn an_upload_replaces_a_damaged_copy_and_only_the_damaged_one_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::open(dir.path(), None).unwrap();
+        let good = [5u8; 100];
+        let d = put(&disk, &good);
+        let path = disk.path((Kind::Cas, d));
+        fs::write(&path, [6u8; 100]).unwrap();
+        let damaged = disk.open_entry(Kind::Cas, &d).unwrap();
+        let stored = disk.put(Kind::Cas, &d, &mut &good[..], 100).unwrap();
+        assert!(matches!(stored, Stored::Present));
+        assert_eq!(fs::read(&path).unwrap(), good);
+        // Found damaged by a reader that opened it before the good copy came.
+        disk.remove_damaged(&d, &damaged);
+        assert!(path.exists(), "the good copy stays");
+        let entry = disk.open_entry(Kind::Cas, &d).unwrap();
+        disk.remove_damaged(&d, &entry);
+        assert!(!path.exists());
+        assert_eq!((disk.total(), disk.entries()), (0, 0));
     }
 
     #[test]

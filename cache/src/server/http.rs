@@ -3,15 +3,31 @@
 //! persistent connections, `Expect: 100-continue`, and responses whose bodies stream
 //! from a file.
 //!
+//! A blob's body is hashed as it is sent, and its last piece is held back until the
+//! whole content has matched the digest it is served under: a damaged blob reaches the
+//! client as a body cut short (which every client rejects), never as a complete wrong
+//! one, and [`write_response`] reports it with [`Damaged`].
+//!
 //! Written by hand on `std::net` rather than taken from a server crate so that every
 //! limit is ours: header size, body size (answered with 413 and a closed connection,
 //! without reading the body), and how long a silent client may hold a connection.
 
+use std::cell::RefCell;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 
+use crate::digest::Digest;
+
 /// The most bytes a request line plus headers may take.
 const MAX_HEAD: u64 = 16 * 1024;
+
+/// The size of the pieces a blob is read, hashed and sent in.
+const CHUNK: usize = 256 * 1024;
+
+thread_local! {
+    /// Each connection thread's send buffer.
+    static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 /// A parsed request head; the body is still in the reader.
 pub struct Request {
@@ -124,16 +140,31 @@ pub struct Response<'a> {
 pub enum Body<'a> {
     Text(&'a str),
     File(std::fs::File, u64),
+    /// A file whose content must hash to the digest.
+    Blob(&'a mut std::fs::File, u64, Digest),
 }
 
 impl Body<'_> {
     pub fn len(&self) -> u64 {
         match self {
             Body::Text(text) => text.len() as u64,
-            Body::File(_, len) => *len,
+            Body::File(_, len) | Body::Blob(_, len, _) => *len,
         }
     }
 }
+
+/// The error [`write_response`] returns for a blob whose content is not its digest's:
+/// the response was cut short, and the connection must be closed.
+#[derive(Debug)]
+pub struct Damaged(pub Digest);
+
+impl std::fmt::Display for Damaged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "its content hashes to {}", self.0)
+    }
+}
+
+impl std::error::Error for Damaged {}
 
 /// Writes a response; for HEAD, only its headers.
 pub fn write_response(out: &mut TcpStream, resp: Response<'_>, head_only: bool) -> io::Result<()> {
@@ -149,17 +180,74 @@ pub fn write_response(out: &mut TcpStream, resp: Response<'_>, head_only: bool) 
         resp.body.len(),
         content_type(&resp.body),
     );
+    let body = match resp.body {
+        Body::Blob(file, len, digest) if !head_only => {
+            return write_blob(out, head.as_bytes(), file, len, &digest);
+        }
+        body => body,
+    };
     let mut out = io::BufWriter::with_capacity(256 * 1024, out);
     out.write_all(head.as_bytes())?;
     if !head_only {
-        match resp.body {
+        match body {
             Body::Text(text) => out.write_all(text.as_bytes())?,
             Body::File(file, len) => {
                 io::copy(&mut file.take(len), &mut out)?;
             }
+            Body::Blob(..) => unreachable!("blob bodies are written above"),
         }
     }
     out.flush()
+}
+
+/// Sends `head`, then `len` bytes of `file` in pieces, hashing them: the last piece goes
+/// out only once the whole content hashed to `want`. Otherwise an error carrying
+/// [`Damaged`], the body cut short.
+fn write_blob(
+    out: &mut TcpStream,
+    head: &[u8],
+    file: &mut std::fs::File,
+    len: u64,
+    want: &Digest,
+) -> io::Result<()> {
+    BUFFER.with_borrow_mut(|buf| {
+        let mut hasher = blake3::Hasher::new();
+        buf.clear();
+        buf.extend_from_slice(head);
+        let mut left = len;
+        loop {
+            let start = buf.len();
+            let room = CHUNK.min(usize::try_from(left).unwrap_or(CHUNK));
+            buf.resize(start + room, 0);
+            let n = read_full(file, &mut buf[start..])?;
+            buf.truncate(start + n);
+            hasher.update(&buf[start..]);
+            left -= n as u64;
+            if left == 0 || n < room {
+                let got = Digest::from_bytes(*hasher.finalize().as_bytes());
+                if left != 0 || got != *want {
+                    return Err(io::Error::other(Damaged(got)));
+                }
+                return out.write_all(buf);
+            }
+            out.write_all(buf)?;
+            buf.clear();
+        }
+    })
+}
+
+/// Reads until `buf` is full or the file ends; returns how much was read.
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Tells a client that sent `Expect: 100-continue` to go on with its body.
@@ -170,7 +258,7 @@ pub fn write_continue(out: &mut TcpStream) -> io::Result<()> {
 fn content_type(body: &Body<'_>) -> &'static str {
     match body {
         Body::Text(_) => "content-type: text/plain; charset=utf-8\r\n",
-        Body::File(..) => "content-type: application/octet-stream\r\n",
+        Body::File(..) | Body::Blob(..) => "content-type: application/octet-stream\r\n",
     }
 }
 

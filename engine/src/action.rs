@@ -134,13 +134,63 @@ pub trait BatchSplit: Send + Sync {
 
 /// What a builtin action's function sees.
 pub struct BuiltinCtx<'a> {
-    /// The sandbox root; inputs are at their workspace-relative paths below it.
+    /// The sandbox root: generated inputs (under `kiln-out/`) are at their
+    /// workspace-relative paths below it, and file outputs are written there.
     pub root: &'a Path,
+    /// The workspace root, where source inputs are read in place: a builtin never
+    /// writes its inputs, so they are not copied into the sandbox ([`BuiltinCtx::input`]).
+    pub sources: &'a Path,
     pub inputs: &'a [Artifact],
     pub outputs: &'a [String],
     pub params: &'a serde_json::Value,
     /// The digests of the builtin's declared tools, by name (e.g. for provenance).
     pub tool_digests: &'a BTreeMap<String, kiln_cache::Digest>,
+    emitted: std::sync::Mutex<Vec<(String, Vec<u8>)>>,
+}
+
+impl<'a> BuiltinCtx<'a> {
+    pub fn new(
+        root: &'a Path,
+        sources: &'a Path,
+        inputs: &'a [Artifact],
+        outputs: &'a [String],
+        params: &'a serde_json::Value,
+        tool_digests: &'a BTreeMap<String, kiln_cache::Digest>,
+    ) -> BuiltinCtx<'a> {
+        BuiltinCtx {
+            root,
+            sources,
+            inputs,
+            outputs,
+            params,
+            tool_digests,
+            emitted: Default::default(),
+        }
+    }
+
+    /// Where to read the input at workspace-relative `path`: generated files in the
+    /// sandbox, source files in the workspace.
+    pub fn input(&self, path: &str) -> PathBuf {
+        let generated = path
+            .strip_prefix(crate::workspace::OUT_DIR)
+            .is_some_and(|rest| rest.starts_with('/'));
+        match generated {
+            true => self.root.join(path),
+            false => self.sources.join(path),
+        }
+    }
+
+    /// An output given by its content instead of a file: it goes straight into the
+    /// store, so an output the store already holds costs no file at all. `path` is
+    /// a declared output or lies below a declared directory.
+    pub fn emit(&self, path: impl Into<String>, bytes: Vec<u8>) {
+        self.emitted.lock().unwrap().push((path.into(), bytes));
+    }
+
+    /// The outputs given by [`BuiltinCtx::emit`], in order.
+    pub fn take_emitted(&self) -> Vec<(String, Vec<u8>)> {
+        std::mem::take(&mut self.emitted.lock().unwrap())
+    }
 }
 
 pub type BuiltinFn = dyn Fn(&BuiltinCtx) -> Result<(), String> + Send + Sync;

@@ -321,13 +321,18 @@ impl Executor {
     /// result (not yet written to the action cache).
     pub fn execute(&self, action: &Action, inputs: &[(Artifact, KeyInput)]) -> Outcome {
         let started = Instant::now();
-        let sandbox = self.prepare(inputs.iter(), action.outputs.iter())?;
-        let exit_code = self.run(action, &action.kind, &sandbox)?;
+        // A builtin reads its source inputs in place (see `BuiltinCtx::input`).
+        let builtin = matches!(action.kind, ActionKind::Builtin(_));
+        let staged = inputs
+            .iter()
+            .filter(|(a, _)| !builtin || a.producer.is_some());
+        let sandbox = self.prepare(staged, action.outputs.iter())?;
+        let (exit_code, emitted) = self.run(action, &action.kind, &sandbox)?;
         let outcome = if exit_code != 0 {
             let why = format!("failed with exit code {exit_code}");
             Err(failure(action.error(&why), &sandbox, None, exit_code))
         } else {
-            self.result(action, sandbox.root(), None, started)
+            self.result(action, sandbox.root(), None, emitted, started)
                 .map_err(|e| failure(e, &sandbox, None, exit_code))
         };
         if outcome.is_err() {
@@ -367,7 +372,7 @@ impl Executor {
                 ..spec.clone()
             });
             let exit_code = match self.run(first, &kind, &sandbox) {
-                Ok(code) => code,
+                Ok((code, _)) => code,
                 Err(f) => {
                     remaining
                         .iter()
@@ -403,7 +408,7 @@ impl Executor {
                 let captures = Some((out.as_slice(), stderr.as_slice()));
                 outcomes[i] = Some(match passed {
                     true => self
-                        .result(action, sandbox.root(), captures, started)
+                        .result(action, sandbox.root(), captures, Vec::new(), started)
                         .map_err(|e| failure(e, &sandbox, captures, exit_code)),
                     false => {
                         let why = format!("{why} (exit code {exit_code})");
@@ -448,13 +453,13 @@ impl Executor {
     }
 
     /// Runs `kind` (the action's own, or a batch's shared process) in the sandbox;
-    /// returns its exit code.
+    /// returns its exit code and the outputs a builtin gave as bytes.
     fn run(
         &self,
         action: &Action,
         kind: &ActionKind,
         sandbox: &Sandbox,
-    ) -> Result<i32, Box<Failure>> {
+    ) -> Result<(i32, Emitted), Box<Failure>> {
         match kind {
             ActionKind::Exec(spec) => {
                 let mode = self
@@ -466,13 +471,12 @@ impl Executor {
                     true => Some(self.store_access().map_err(fail)?),
                     false => None,
                 };
-                sandbox
-                    .run(spec, mode, &self.hidden, access.as_ref())
-                    .map_err(fail)
+                let code = sandbox.run(spec, mode, &self.hidden, access.as_ref());
+                Ok((code.map_err(fail)?, Vec::new()))
             }
             ActionKind::Builtin(b) => {
                 let digests = self.tool_digests(&b.tools).map_err(fail)?;
-                run_builtin(b, sandbox, action, &digests).map_err(fail)
+                Ok(run_builtin(b, sandbox, &self.root, action, &digests))
             }
         }
     }
@@ -484,9 +488,10 @@ impl Executor {
         action: &Action,
         root: &Path,
         captures: Option<(&[u8], &[u8])>,
+        emitted: Emitted,
         started: Instant,
     ) -> Result<ActionResult> {
-        let outputs = self.collect_outputs(action, root)?;
+        let outputs = self.collect_outputs(action, root, emitted)?;
         let (stdout, stderr) = match captures {
             Some((out, err)) => (self.local.put_bytes(out)?, self.local.put_bytes(err)?),
             None => {
@@ -534,7 +539,19 @@ impl Executor {
         fix_mode(dest, executable)
     }
 
-    fn collect_outputs(&self, action: &Action, root: &Path) -> Result<Vec<OutputFile>> {
+    fn collect_outputs(
+        &self,
+        action: &Action,
+        root: &Path,
+        emitted: Emitted,
+    ) -> Result<Vec<OutputFile>> {
+        let declared = |rel: &str| {
+            let under = |out: &String| out.ends_with('/') && rel.starts_with(out.as_str());
+            action.outputs.iter().any(|out| out == rel || under(out))
+        };
+        if let Some((rel, _)) = emitted.iter().find(|(rel, _)| !declared(rel)) {
+            return Err(action.error(&format!("gave an undeclared output: {rel}")));
+        }
         let mut files: Vec<String> = Vec::new();
         let mut missing = Vec::new();
         for out in &action.outputs {
@@ -543,7 +560,7 @@ impl Executor {
                 list_dir_files(&path, out, &mut files)?;
             } else if path.is_file() {
                 files.push(out.clone());
-            } else {
+            } else if !emitted.iter().any(|(rel, _)| rel == out) {
                 missing.push(out.clone());
             }
         }
@@ -571,6 +588,14 @@ impl Executor {
                     executable,
                 })
             })
+            .chain(emitted.into_iter().map(|(rel, bytes)| {
+                Ok(OutputFile {
+                    digest: self.local.put_bytes(&bytes)?,
+                    path: rel,
+                    size: bytes.len() as u64,
+                    executable: false,
+                })
+            }))
             .collect()
     }
 
@@ -649,24 +674,31 @@ fn list_dir_files(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()>
     Ok(())
 }
 
+/// Runs a builtin: its exit code (1 with the message on stderr if it failed) and the
+/// outputs it gave as bytes.
 fn run_builtin(
     b: &Builtin,
     sandbox: &Sandbox,
+    sources: &Path,
     action: &Action,
     tool_digests: &BTreeMap<String, Digest>,
-) -> Result<i32> {
-    let ctx = BuiltinCtx {
-        root: sandbox.root(),
-        inputs: &action.inputs,
-        outputs: &action.outputs,
-        params: &b.params,
+) -> (i32, Emitted) {
+    let ctx = BuiltinCtx::new(
+        sandbox.root(),
+        sources,
+        &action.inputs,
+        &action.outputs,
+        &b.params,
         tool_digests,
-    };
+    );
     match (b.run)(&ctx) {
-        Ok(()) => Ok(0),
+        Ok(()) => (0, ctx.take_emitted()),
         Err(message) => {
             let _ = std::fs::write(sandbox.root().join(".kiln/stderr"), message.as_bytes());
-            Ok(1)
+            (1, Vec::new())
         }
     }
 }
+
+/// Outputs a builtin gave as bytes: (workspace-relative path, content).
+type Emitted = Vec<(String, Vec<u8>)>;

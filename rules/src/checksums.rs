@@ -222,7 +222,7 @@ fn run(ctx: &BuiltinCtx) -> std::result::Result<(), String> {
         .map_err(|e| format!("decode the checksums parameters: {e}"))?;
     let mut text = String::new();
     for entry in &params.files {
-        let input = ctx.root.join(&entry.input);
+        let input = ctx.input(&entry.input);
         let hex = sha256_file(&input)?;
         copy(&input, &ctx.root.join(&entry.output))?;
         text.push_str(&format!("{hex}  {}\n", entry.name));
@@ -307,13 +307,8 @@ mod tests {
             }],
         };
         let params = serde_json::to_value(&params).unwrap();
-        let ctx = BuiltinCtx {
-            root: dir.path(),
-            inputs: &[],
-            outputs: &[],
-            params: &params,
-            tool_digests: &BTreeMap::new(),
-        };
+        let tools = BTreeMap::new();
+        let ctx = BuiltinCtx::new(dir.path(), dir.path(), &[], &[], &params, &tools);
         run(&ctx).unwrap();
         let sums = std::fs::read_to_string(dir.path().join("out/SHA256SUMS")).unwrap();
         assert_eq!(

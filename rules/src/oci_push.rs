@@ -98,7 +98,7 @@ fn valid_tag(tag: &str) -> bool {
 }
 
 fn write_plan(ctx: &BuiltinCtx) -> std::result::Result<(), String> {
-    let digest = std::fs::read_to_string(ctx.root.join(&ctx.inputs[0].path))
+    let digest = std::fs::read_to_string(ctx.input(&ctx.inputs[0].path))
         .map_err(|e| format!("read the image digest: {e}"))?;
     let mut plan = ctx.params.clone();
     plan["digest"] = serde_json::Value::String(digest.trim().to_string());

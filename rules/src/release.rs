@@ -256,10 +256,10 @@ fn run(ctx: &BuiltinCtx) -> std::result::Result<(), String> {
         .map_err(|e| format!("decode the release parameters: {e}"))?;
     let mut subject = Vec::new();
     for file in &params.files {
-        let from = ctx.root.join(&file.input);
+        let from = ctx.input(&file.input);
         let hex = sha256_file(&from)?;
         for other in &file.same {
-            if sha256_file(&ctx.root.join(other))? != hex {
+            if sha256_file(&ctx.input(other))? != hex {
                 return Err(format!(
                     "release `{}` and `{other}` as `{}`: both would have that name and they differ",
                     file.input, file.name
@@ -283,7 +283,7 @@ fn statement<'a>(
 ) -> std::result::Result<Statement<'a>, String> {
     let mut deps = Vec::new();
     for source in &params.sources {
-        let hex = sha256_file(&ctx.root.join(source))?;
+        let hex = sha256_file(&ctx.input(source))?;
         deps.push(Resource::sha256(source, hex).kind("source"));
     }
     for tool in &params.tools {
@@ -435,13 +435,7 @@ mod tests {
         let value = serde_json::to_value(&params).unwrap();
         let go = kiln_cache::Digest::of_bytes(b"go");
         let tools = BTreeMap::from([("go".to_string(), go)]);
-        let ctx = BuiltinCtx {
-            root,
-            inputs: &[],
-            outputs: &[],
-            params: &value,
-            tool_digests: &tools,
-        };
+        let ctx = BuiltinCtx::new(root, root, &[], &[], &value, &tools);
         run(&ctx).unwrap();
         let text = std::fs::read_to_string(root.join("kiln-out/release/v1/provenance.intoto.json"))
             .unwrap();
@@ -499,13 +493,8 @@ mod tests {
                 builder: "https://kiln.build/kiln@0".into(),
             };
             let value = serde_json::to_value(&params).unwrap();
-            let ctx = BuiltinCtx {
-                root,
-                inputs: &[],
-                outputs: &[],
-                params: &value,
-                tool_digests: &BTreeMap::new(),
-            };
+            let tools = BTreeMap::new();
+            let ctx = BuiltinCtx::new(root, root, &[], &[], &value, &tools);
             run(&ctx)
         };
         run_with("b/x").unwrap();

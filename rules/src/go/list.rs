@@ -162,14 +162,9 @@ fn write_list_inputs(ctx: &BuiltinCtx) -> std::result::Result<(), String> {
     let copy = ctx.params["copy"].as_str().unwrap_or_default();
     let modcache = ctx.params["modcache"].as_str();
     for input in ctx.inputs {
-        let dest = ctx.root.join(format!("{copy}{}", input.path));
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("create {}: {e}", parent.display()))?;
-        }
         let name = input.file_name();
         let read = || {
-            let src = ctx.root.join(&input.path);
+            let src = ctx.input(&input.path);
             std::fs::read(&src).map_err(|e| format!("read {}: {e}", src.display()))
         };
         let bytes = if name.ends_with(".go") {
@@ -181,7 +176,8 @@ fn write_list_inputs(ctx: &BuiltinCtx) -> std::result::Result<(), String> {
         } else {
             Vec::new()
         };
-        std::fs::write(&dest, bytes).map_err(|e| format!("write {}: {e}", dest.display()))?;
+        // Given as bytes: an unchanged skeleton is already in the store and costs no file.
+        ctx.emit(format!("{copy}{}", input.path), bytes);
     }
     Ok(())
 }

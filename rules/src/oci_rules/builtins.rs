@@ -137,8 +137,8 @@ fn out(ctx: &BuiltinCtx, i: usize) -> PathBuf {
 fn run_layer(ctx: &BuiltinCtx) -> Result<(), String> {
     let p: LayerParams = params(ctx)?;
     let entries = match &p.users {
-        Some(users) => base_layer_entries(ctx.root, users, &p.files)?,
-        None => app_layer_entries(ctx.root, &p.files)?,
+        Some(users) => base_layer_entries(ctx, users, &p.files)?,
+        None => app_layer_entries(ctx, &p.files)?,
     };
     let info = write_layer(&entries, p.mtime, &out(ctx, 0)).map_err(|e| e.to_string())?;
     let record = LayerRecord {
@@ -149,7 +149,7 @@ fn run_layer(ctx: &BuiltinCtx) -> Result<(), String> {
 }
 
 fn base_layer_entries(
-    root: &Path,
+    ctx: &BuiltinCtx,
     users: &[UserParam],
     files: &[FileParam],
 ) -> Result<Vec<LayerEntry>, String> {
@@ -166,18 +166,18 @@ fn base_layer_entries(
         .iter()
         .map(|f| BaseFile {
             path: f.path.clone(),
-            source: root.join(&f.input),
+            source: ctx.input(&f.input),
             mode: f.mode.unwrap_or(0o644),
         })
         .collect();
     base_entries(&users, &files).map_err(|e| e.to_string())
 }
 
-fn app_layer_entries(root: &Path, files: &[FileParam]) -> Result<Vec<LayerEntry>, String> {
+fn app_layer_entries(ctx: &BuiltinCtx, files: &[FileParam]) -> Result<Vec<LayerEntry>, String> {
     files
         .iter()
         .map(|f| {
-            let source = root.join(&f.input);
+            let source = ctx.input(&f.input);
             let mode = match f.mode {
                 Some(m) => m,
                 None => default_mode(&source)?,
@@ -203,7 +203,7 @@ fn run_config(ctx: &BuiltinCtx) -> Result<(), String> {
     let layers = p
         .layers
         .iter()
-        .map(|l| layer_blob(ctx.root, l))
+        .map(|l| layer_blob(ctx, l))
         .collect::<Result<Vec<_>, _>>()?;
     let config = image_config(&p.config)?;
     let blobs = ctx.root.join(".kiln-blobs");
@@ -215,15 +215,15 @@ fn run_config(ctx: &BuiltinCtx) -> Result<(), String> {
     write_json(&out(ctx, 2), &descriptor)
 }
 
-fn layer_blob(root: &Path, layer: &LayerRef) -> Result<LayerBlob, String> {
+fn layer_blob(ctx: &BuiltinCtx, layer: &LayerRef) -> Result<LayerBlob, String> {
     let record = match (&layer.record, &layer.inline) {
-        (Some(path), _) => read_json::<LayerRecord>(&root.join(path))?,
+        (Some(path), _) => read_json::<LayerRecord>(&ctx.input(path))?,
         (None, Some(inline)) => inline.clone(),
         (None, None) => return Err(format!("layer {} has no record", layer.blob)),
     };
     Ok(LayerBlob {
         info: record.info,
-        path: root.join(&layer.blob),
+        path: ctx.input(&layer.blob),
         created_by: record.created_by,
     })
 }
@@ -250,11 +250,11 @@ fn run_layout(ctx: &BuiltinCtx) -> Result<(), String> {
     let descriptors = p
         .descriptors
         .iter()
-        .map(|d| read_json::<Descriptor>(&ctx.root.join(d)))
+        .map(|d| read_json::<Descriptor>(&ctx.input(d)))
         .collect::<Result<Vec<_>, _>>()?;
     let layout = out(ctx, 0);
     let index = write_index(&descriptors, &layout.join("blobs")).map_err(|e| e.to_string())?;
-    let blobs: Vec<PathBuf> = p.blobs.iter().map(|b| ctx.root.join(b)).collect();
+    let blobs: Vec<PathBuf> = p.blobs.iter().map(|b| ctx.input(b)).collect();
     write_layout(&layout, &index, &p.ref_name, &blobs).map_err(|e| e.to_string())?;
     std::fs::write(out(ctx, 1), format!("{}\n", index.digest))
         .map_err(|e| format!("write {}: {e}", out(ctx, 1).display()))?;
@@ -291,5 +291,5 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), String> {
 
 /// Copies the one input to the one output, keeping the executable bit.
 pub fn run_copy(ctx: &BuiltinCtx) -> Result<(), String> {
-    copy(&ctx.root.join(&ctx.inputs[0].path), &out(ctx, 0))
+    copy(&ctx.input(&ctx.inputs[0].path), &out(ctx, 0))
 }

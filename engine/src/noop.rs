@@ -140,6 +140,8 @@ pub fn watched_files(ws: &Workspace, graph: &ActionGraph, report: &Report) -> Ve
     if let Some(path) = std::env::var_os("PATH") {
         files.extend(std::env::split_paths(&path).filter(|d| d.is_dir()));
     }
+    // Each distinct tool once (a thousand actions share a handful of tools).
+    let mut tools_seen: HashSet<&Path> = HashSet::new();
     for (id, action) in graph.actions.iter().enumerate() {
         if !report.results.contains_key(&id) {
             continue;
@@ -155,7 +157,7 @@ pub fn watched_files(ws: &Workspace, graph: &ActionGraph, report: &Report) -> Ve
             ActionKind::Exec(spec) => &spec.tools,
             ActionKind::Builtin(b) => &b.tools,
         };
-        for tool in tools {
+        for tool in tools.iter().filter(|t| tools_seen.insert(&t.path)) {
             if tool.tree {
                 // The same few paths that stand for the tree's remembered digest.
                 files.extend(crate::tree::fingerprint_paths(&tool.path));

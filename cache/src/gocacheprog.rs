@@ -816,6 +816,15 @@ mod tests {
     }
 
     #[test]
+    fn a_listener_whose_socket_was_removed_still_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(open(dir.path()));
+        let listener = Listener::start(store.clone(), store).unwrap();
+        std::fs::remove_file(listener.path()).unwrap();
+        drop(listener); // returns: the accepting thread is woken without the path
+    }
+
+    #[test]
     fn handshake_comes_first_and_close_is_answered() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());

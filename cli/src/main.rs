@@ -138,6 +138,17 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // Run by `go test -exec` with a test binary's own flags: not parsed as kiln's.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("go-test-exec") {
+        return match commands::go_test_exec::run(&args[2..]) {
+            Ok(code) => code,
+            Err(err) => {
+                eprintln!("kiln: error: {err:#}");
+                ExitCode::from(3)
+            }
+        };
+    }
     let cli = Cli::parse();
     let code = match commands::run(&cli) {
         Ok(code) => code,

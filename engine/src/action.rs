@@ -88,9 +88,11 @@ pub struct ExecSpec {
 /// stay per member, the key the action has alone, so a batch is only a way of running:
 /// each member is cached, replayed and explained by itself.
 ///
-/// The shared sandbox holds every member's inputs, so a member could read a file
-/// another member declared: rules batch only actions that cannot (a Go package's tests
-/// read their own package's files).
+/// The shared sandbox holds every member's inputs. So that a member sees only its own,
+/// as alone, the process finds the members' own arguments and inputs in
+/// `.kiln/batch.json` ([`crate::executor::BatchFile`], path in `KILN_BATCH`): Go's
+/// tests run each test binary through a wrapper that copies its package's inputs apart
+/// (the kiln binary's `go-test-exec`).
 #[derive(Clone)]
 pub struct Batch {
     /// How many trailing `argv` entries are this member's own (e.g. a Go package).
@@ -145,7 +147,15 @@ pub struct BuiltinCtx<'a> {
     pub params: &'a serde_json::Value,
     /// The digests of the builtin's declared tools, by name (e.g. for provenance).
     pub tool_digests: &'a BTreeMap<String, kiln_cache::Digest>,
-    emitted: std::sync::Mutex<Vec<(String, Vec<u8>)>>,
+    emitted: std::sync::Mutex<Vec<(String, Emitted)>>,
+}
+
+/// An output a builtin gave without writing a file ([`BuiltinCtx::emit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Emitted {
+    Bytes(Vec<u8>),
+    /// The same content as this generated input (workspace-relative path).
+    SameAs(String),
 }
 
 impl<'a> BuiltinCtx<'a> {
@@ -184,11 +194,21 @@ impl<'a> BuiltinCtx<'a> {
     /// store, so an output the store already holds costs no file at all. `path` is
     /// a declared output or lies below a declared directory.
     pub fn emit(&self, path: impl Into<String>, bytes: Vec<u8>) {
-        self.emitted.lock().unwrap().push((path.into(), bytes));
+        self.emitted
+            .lock()
+            .unwrap()
+            .push((path.into(), Emitted::Bytes(bytes)));
     }
 
-    /// The outputs given by [`BuiltinCtx::emit`], in order.
-    pub fn take_emitted(&self) -> Vec<(String, Vec<u8>)> {
+    /// An output with the content of the generated input at `input` (under `kiln-out/`),
+    /// which the store holds already: nothing is read or written.
+    pub fn emit_input(&self, path: impl Into<String>, input: &str) {
+        let same = Emitted::SameAs(input.to_string());
+        self.emitted.lock().unwrap().push((path.into(), same));
+    }
+
+    /// The outputs given by [`BuiltinCtx::emit`] and [`BuiltinCtx::emit_input`], in order.
+    pub fn take_emitted(&self) -> Vec<(String, Emitted)> {
         std::mem::take(&mut self.emitted.lock().unwrap())
     }
 }

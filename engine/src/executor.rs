@@ -29,14 +29,65 @@ pub enum Status {
 /// What running an action ends with.
 pub type Outcome = std::result::Result<ActionResult, Box<Failure>>;
 
+/// Where a batch's shared process finds [`write_batch_file`]'s file.
+pub const BATCH_ENV: &str = "KILN_BATCH";
+const BATCH_FILE: &str = ".kiln/batch.json";
+
+/// A batch's members as the shared process may need them (see [`crate::action::Batch`]).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct BatchFile {
+    /// The sandbox-relative working directory of the process.
+    pub workdir: String,
+    pub members: Vec<BatchMember>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct BatchMember {
+    /// The member's own arguments.
+    pub args: Vec<String>,
+    /// Its inputs, sandbox-relative: what the sandbox would hold were it alone.
+    pub inputs: Vec<String>,
+}
+
+/// Writes `.kiln/batch.json` for the members about to run together.
+fn write_batch_file(
+    sandbox: &Sandbox,
+    spec: &ExecSpec,
+    batch: &Batch,
+    members: &[(&Action, &[(Artifact, KeyInput)])],
+) -> Result<()> {
+    let file = BatchFile {
+        workdir: spec.workdir.clone(),
+        members: members
+            .iter()
+            .map(|(action, inputs)| BatchMember {
+                args: own_args(action, batch).to_vec(),
+                inputs: inputs.iter().map(|(a, _)| a.path.clone()).collect(),
+            })
+            .collect(),
+    };
+    let path = sandbox.root().join(BATCH_FILE);
+    let json = serde_json::to_vec(&file).expect("batch files serialize");
+    std::fs::write(&path, json).map_err(|e| Error::io("write", &path, e))
+}
+
+/// A batch member's own arguments: the last `member_args` of its argv.
+fn own_args<'a>(action: &'a Action, batch: &Batch) -> &'a [String] {
+    match &action.kind {
+        ActionKind::Exec(spec) => &spec.argv[own_start(spec, batch)..],
+        ActionKind::Builtin(_) => &[],
+    }
+}
+
+fn own_start(spec: &ExecSpec, batch: &Batch) -> usize {
+    spec.argv.len().saturating_sub(batch.member_args)
+}
+
 /// The common arguments of a batch's members, then each member's own.
 fn shared_argv(spec: &ExecSpec, batch: &Batch, group: &[&Action]) -> Vec<String> {
-    let own = |spec: &ExecSpec| spec.argv.len().saturating_sub(batch.member_args);
-    let mut argv = spec.argv[..own(spec)].to_vec();
+    let mut argv = spec.argv[..own_start(spec, batch)].to_vec();
     for action in group {
-        if let ActionKind::Exec(member) = &action.kind {
-            argv.extend_from_slice(&member.argv[own(member)..]);
-        }
+        argv.extend_from_slice(own_args(action, batch));
     }
     argv
 }
@@ -320,6 +371,10 @@ impl Executor {
     /// Runs an action in a fresh sandbox and stores its outputs. On success returns the
     /// result (not yet written to the action cache).
     pub fn execute(&self, action: &Action, inputs: &[(Artifact, KeyInput)]) -> Outcome {
+        if action.batch_group().is_some() {
+            // A batch of one, so that it runs (and retries) as it would with others.
+            return self.execute_batch(&[(action, inputs)]).remove(0);
+        }
         let started = Instant::now();
         // A builtin reads its source inputs in place (see `BuiltinCtx::input`).
         let builtin = matches!(action.kind, ActionKind::Builtin(_));
@@ -328,6 +383,7 @@ impl Executor {
             .filter(|(a, _)| !builtin || a.producer.is_some());
         let sandbox = self.prepare(staged, action.outputs.iter())?;
         let (exit_code, emitted) = self.run(action, &action.kind, &sandbox)?;
+        let emitted = resolve_emitted(emitted, inputs, &sandbox).map_err(fail)?;
         let outcome = if exit_code != 0 {
             let why = format!("failed with exit code {exit_code}");
             Err(failure(action.error(&why), &sandbox, None, exit_code))
@@ -349,7 +405,7 @@ impl Executor {
         let (first, _) = members[0];
         let (spec, batch) = match &first.kind {
             ActionKind::Exec(spec @ ExecSpec { batch: Some(b), .. }) => (spec, b),
-            _ => return members.iter().map(|(a, i)| self.execute(a, i)).collect(),
+            _ => unreachable!("only batch members run in a batch"),
         };
         let started = Instant::now();
         let mut inputs: Vec<&(Artifact, KeyInput)> =
@@ -367,8 +423,18 @@ impl Executor {
         let mut remaining: Vec<usize> = (0..members.len()).collect();
         for attempt in 1..=attempts {
             let group: Vec<&Action> = remaining.iter().map(|&i| members[i].0).collect();
+            let listed: Vec<_> = remaining.iter().map(|&i| members[i]).collect();
+            if let Err(e) = write_batch_file(&sandbox, spec, batch, &listed) {
+                remaining
+                    .iter()
+                    .for_each(|&i| outcomes[i] = Some(Err(fail(e.clone()))));
+                break;
+            }
+            let mut env = spec.env.clone();
+            env.insert(BATCH_ENV.into(), format!("{{sandbox}}/{BATCH_FILE}"));
             let kind = ActionKind::Exec(ExecSpec {
                 argv: shared_argv(spec, batch, &group),
+                env,
                 ..spec.clone()
             });
             let exit_code = match self.run(first, &kind, &sandbox) {
@@ -405,7 +471,10 @@ impl Executor {
                     Some(p) => (p.stdout, false, "failed"),
                     None => (stdout.clone(), false, "reported no result"),
                 };
-                let captures = Some((out.as_slice(), stderr.as_slice()));
+                // The process's stderr is the batch's, not the member's: it is kept
+                // with the members that failed, where it may explain why.
+                let err = if passed { &[][..] } else { stderr.as_slice() };
+                let captures = Some((out.as_slice(), err));
                 outcomes[i] = Some(match passed {
                     true => self
                         .result(action, sandbox.root(), captures, Vec::new(), started)
@@ -459,7 +528,7 @@ impl Executor {
         action: &Action,
         kind: &ActionKind,
         sandbox: &Sandbox,
-    ) -> Result<(i32, Emitted), Box<Failure>> {
+    ) -> Result<(i32, Given), Box<Failure>> {
         match kind {
             ActionKind::Exec(spec) => {
                 let mode = self
@@ -588,11 +657,15 @@ impl Executor {
                     executable,
                 })
             })
-            .chain(emitted.into_iter().map(|(rel, bytes)| {
+            .chain(emitted.into_iter().map(|(rel, content)| {
+                let (digest, size) = match content {
+                    Content::Bytes(bytes) => (self.local.put_bytes(&bytes)?, bytes.len() as u64),
+                    Content::Blob(digest, size) => (digest, size),
+                };
                 Ok(OutputFile {
-                    digest: self.local.put_bytes(&bytes)?,
+                    digest,
                     path: rel,
-                    size: bytes.len() as u64,
+                    size,
                     executable: false,
                 })
             }))
@@ -682,7 +755,7 @@ fn run_builtin(
     sources: &Path,
     action: &Action,
     tool_digests: &BTreeMap<String, Digest>,
-) -> (i32, Emitted) {
+) -> (i32, Given) {
     let ctx = BuiltinCtx::new(
         sandbox.root(),
         sources,
@@ -700,5 +773,43 @@ fn run_builtin(
     }
 }
 
-/// Outputs a builtin gave as bytes: (workspace-relative path, content).
-type Emitted = Vec<(String, Vec<u8>)>;
+/// Outputs a builtin gave without files, as it gave them.
+type Given = Vec<(String, crate::action::Emitted)>;
+
+/// Outputs a builtin gave without files: (workspace-relative path, content).
+type Emitted = Vec<(String, Content)>;
+
+/// An emitted output's content: bytes to store, or a blob the store holds.
+enum Content {
+    Bytes(Vec<u8>),
+    Blob(Digest, u64),
+}
+
+/// Resolves outputs given as "the same as generated input X" to that input's blob.
+fn resolve_emitted(
+    given: Given,
+    inputs: &[(Artifact, KeyInput)],
+    sandbox: &Sandbox,
+) -> Result<Emitted> {
+    use crate::action::Emitted as E;
+    let resolve = |(rel, given): (String, E)| {
+        let content = match given {
+            E::Bytes(bytes) => Content::Bytes(bytes),
+            E::SameAs(input) => {
+                let staged = sandbox.root().join(&input);
+                let key = inputs
+                    .iter()
+                    .find(|(a, _)| a.path == input && a.producer.is_some())
+                    .map(|(_, key)| key.digest)
+                    .ok_or_else(|| {
+                        let why = format!("gives {rel} as {input}, which is not a generated input");
+                        Error::new(ErrorKind::Action, why)
+                    })?;
+                let meta = std::fs::metadata(&staged).map_err(|e| Error::io("stat", &staged, e))?;
+                Content::Blob(key, meta.len())
+            }
+        };
+        Ok((rel, content))
+    };
+    given.into_iter().map(resolve).collect()
+}

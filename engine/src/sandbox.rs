@@ -292,9 +292,10 @@ fn bwrap_command(
     if let Some(access) = access {
         // The shared store's blob files, read-only (writes go through the socket).
         cmd.arg("--ro-bind").arg(&access.blobs).arg(&access.blobs);
-        cmd.arg("--bind")
-            .arg(&access.socket_dir)
-            .arg(&access.socket_dir);
+        // Read-only too: connecting needs no write access, and the action must not be
+        // able to remove or replace the socket.
+        let dir = &access.socket_dir;
+        cmd.arg("--ro-bind").arg(dir).arg(dir);
     }
     cmd.arg("--bind").arg(root).arg(root);
     // Scratch space in memory: nothing under TMPDIR is an output.

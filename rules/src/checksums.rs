@@ -222,9 +222,10 @@ fn run(ctx: &BuiltinCtx) -> std::result::Result<(), String> {
         .map_err(|e| format!("decode the checksums parameters: {e}"))?;
     let mut text = String::new();
     for entry in &params.files {
-        let input = ctx.input(&entry.input);
-        let hex = sha256_file(&input)?;
-        copy(&input, &ctx.root.join(&entry.output))?;
+        // The copy is hashed, so that each line matches the file beside it.
+        let output = ctx.root.join(&entry.output);
+        copy(&ctx.input(&entry.input), &output)?;
+        let hex = sha256_file(&output)?;
         text.push_str(&format!("{hex}  {}\n", entry.name));
     }
     let sums = ctx.root.join(&params.sums);

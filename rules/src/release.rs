@@ -256,8 +256,10 @@ fn run(ctx: &BuiltinCtx) -> std::result::Result<(), String> {
         .map_err(|e| format!("decode the release parameters: {e}"))?;
     let mut subject = Vec::new();
     for file in &params.files {
-        let from = ctx.input(&file.input);
-        let hex = sha256_file(&from)?;
+        // The copy is hashed, so that the statement speaks of the file released.
+        let to = ctx.root.join(params.path(&file.name));
+        copy(&ctx.input(&file.input), &to)?;
+        let hex = sha256_file(&to)?;
         for other in &file.same {
             if sha256_file(&ctx.input(other))? != hex {
                 return Err(format!(
@@ -266,7 +268,6 @@ fn run(ctx: &BuiltinCtx) -> std::result::Result<(), String> {
                 ));
             }
         }
-        copy(&from, &ctx.root.join(params.path(&file.name)))?;
         subject.push(Resource::sha256(&file.name, hex));
     }
     let statement = statement(ctx, &params, subject)?;

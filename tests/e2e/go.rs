@@ -256,6 +256,42 @@ fn packages_that_miss_run_in_one_go_command_unless_batch_is_off() {
 }
 
 #[test]
+fn a_batched_test_sees_only_its_own_package_inputs() {
+    let read = |pkg: &str, path: &str| {
+        format!(
+            "package {pkg}\n\nimport (\n\t\"os\"\n\t\"testing\"\n)\n\nfunc TestRead(t *testing.T) {{\n\tif _, err := os.ReadFile(\"{path}\"); err != nil {{\n\t\tt.Fatal(err)\n\t}}\n}}\n"
+        )
+    };
+    let ws = module()
+        .file("leaf/testdata/x.txt", "leaf's own\n")
+        .file("leaf/read_test.go", &read("leaf", "testdata/x.txt"))
+        .file(
+            "alone/read_test.go",
+            &read("alone", "../leaf/testdata/x.txt"),
+        )
+        .build();
+    let (run, ran) = tested_packages(&ws, &["test", "--keep-going"]);
+    assert_eq!(ran.len(), 3, "leaf and alone ran together: {ran:?}");
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("ok  \texample.com/m/leaf\t"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("GoTest //:unit [example.com/m/alone] failed"),
+        "alone cannot read leaf's testdata, as alone it could not: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("no such file or directory"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
 fn a_package_that_fails_to_build_shows_the_compiler_and_spares_the_others() {
     let ws = module()
         .file("mid/broken.go", "package mid\n\nvar _ = nope\n")

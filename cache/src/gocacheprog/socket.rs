@@ -13,7 +13,8 @@
 //! socket in a private temporary directory; `GOCACHEPROG` runs `kiln gocacheprog`, which
 //! finds the socket in `KILN_STORE_SOCKET` and only copies bytes both ways ([`relay`]).
 //! The sandbox sees the socket and, read-only, the blob files handed to Go as
-//! `DiskPath`s. One store, opened once, serves every go process of the build.
+//! `DiskPath`s: it cannot remove or replace either, and entries arrive only through the
+//! protocol. One store, opened once, serves every go process of the build.
 //!
 //! Sessions do not flush the store when they close (a remote upload would hold up the
 //! go command's exit); the build flushes it once, at its end ([`Listener::flush`]).
@@ -40,6 +41,7 @@ pub struct Listener {
     store: Arc<dyn Store>,
     stop: Arc<AtomicBool>,
     stats: Arc<Mutex<ServeStats>>,
+    fd: std::os::fd::RawFd,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -54,6 +56,7 @@ impl Listener {
             .map_err(|e| Error::io("create", &std::env::temp_dir(), e))?;
         let path = dir.path().join("socket");
         let listener = UnixListener::bind(&path).map_err(|e| Error::io("listen on", &path, e))?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Mutex::new(ServeStats::default()));
         let thread = {
@@ -66,6 +69,7 @@ impl Listener {
             store,
             stop,
             stats,
+            fd,
             thread: Some(thread),
         })
     }
@@ -94,8 +98,12 @@ impl Listener {
 impl Drop for Listener {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wakes the accepting thread, which then sees `stop`.
-        let _ = UnixStream::connect(&self.path);
+        // Wakes the accepting thread, which then sees `stop`: shutting a listening
+        // socket down makes a blocked accept return on Linux, whatever became of the
+        // socket's path meanwhile. The thread still owns (and closes) the descriptor.
+        // SAFETY: `fd` belongs to the listener the accepting thread holds until it
+        // returns, which `join` below waits for.
+        unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -109,11 +117,16 @@ fn accept(
     stop: Arc<AtomicBool>,
     stats: Arc<Mutex<ServeStats>>,
 ) {
-    for conn in listener.incoming() {
+    loop {
+        let conn = listener.accept();
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        let Ok(conn) = conn else { continue };
+        let Ok((conn, _)) = conn else {
+            // E.g. out of file descriptors: try again soon rather than spin.
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            continue;
+        };
         let (store, local, stats) = (store.clone(), local.clone(), stats.clone());
         std::thread::spawn(move || {
             let Ok(reader) = conn.try_clone() else { return };

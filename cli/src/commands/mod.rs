@@ -4,6 +4,7 @@ mod build;
 mod cache;
 mod clean;
 mod explain;
+pub mod go_test_exec;
 mod graph;
 mod housekeeping;
 mod init;

@@ -5,8 +5,9 @@
 //! 1. `GoListInputs`, a builtin, copies every file of the module into
 //!    `kiln-out/<package>/.go-list/` as `go list` needs to see it: Go files reduced to
 //!    their [`super::header::skeleton`] (build constraints, package clause, imports,
-//!    `//go:embed` lines), go.mod, go.sum, vendor/modules.txt and downloaded modules'
-//!    metadata as they are, every other file empty (`go list` reads only their names).
+//!    `//go:embed` lines); go.mod, go.sum, vendor/modules.txt, C and assembly files
+//!    (go/build reads their build constraints) and the downloaded module cache as they
+//!    are; every other file empty (`go list` reads only its name, for embed patterns).
 //! 2. `GoList` runs `go list -e -json=… ./...` over that copy, one per platform (build
 //!    constraints pick files per platform). Keyed by the copy, it does not run again
 //!    when an edit changes code but no import, build constraint, embed pattern or file
@@ -139,7 +140,7 @@ pub fn list(ctx: &mut Analysis<'_>, module: &Module, platform: &str) -> Result<P
 
 /// The builtin that writes what `go list` reads of the module's files under `copy`.
 fn list_inputs(ctx: &Analysis<'_>, module: &Module, copy: &str) -> Action {
-    let params = serde_json::json!({ "copy": copy, "modcache": module.modcache });
+    let params = serde_json::json!({ "copy": copy });
     Action {
         owner: ctx.label().clone(),
         mnemonic: "GoListInputs".into(),
@@ -160,26 +161,54 @@ fn list_inputs(ctx: &Analysis<'_>, module: &Module, copy: &str) -> Action {
 
 fn write_list_inputs(ctx: &BuiltinCtx) -> std::result::Result<(), String> {
     let copy = ctx.params["copy"].as_str().unwrap_or_default();
-    let modcache = ctx.params["modcache"].as_str();
     for input in ctx.inputs {
-        let name = input.file_name();
+        let out = format!("{copy}{}", input.path);
         let read = || {
             let src = ctx.input(&input.path);
             std::fs::read(&src).map_err(|e| format!("read {}: {e}", src.display()))
         };
-        let bytes = if name.ends_with(".go") {
-            super::header::skeleton(&read()?)
-        } else if matches!(name, "go.mod" | "go.sum" | "modules.txt")
-            || modcache.is_some_and(|m| input.path.starts_with(m))
-        {
-            read()?
-        } else {
-            Vec::new()
-        };
-        // Given as bytes: an unchanged skeleton is already in the store and costs no file.
-        ctx.emit(format!("{copy}{}", input.path), bytes);
+        match ListedAs::of(input) {
+            ListedAs::Header => ctx.emit(out, super::header::skeleton(&read()?)),
+            ListedAs::Whole if input.producer.is_some() => ctx.emit_input(out, &input.path),
+            ListedAs::Whole => ctx.emit(out, read()?),
+            ListedAs::Name => ctx.emit(out, Vec::new()),
+        }
     }
     Ok(())
+}
+
+/// What `go list` reads of a file of the module.
+enum ListedAs {
+    /// A Go file of the module: its header.
+    Header,
+    /// The module's own files (go.mod, go.sum, vendor/modules.txt), the non-Go sources
+    /// whose build constraints go/build reads (C, assembly, ...), and everything a
+    /// download wrote into the module cache (given by reference, without reading).
+    Whole,
+    /// Anything else: only its name, for embed patterns.
+    Name,
+}
+
+impl ListedAs {
+    fn of(input: &Artifact) -> ListedAs {
+        const CONSTRAINED: &[&str] = &[
+            "c", "cc", "cpp", "cxx", "h", "hh", "hpp", "hxx", "m", "s", "S", "sx", "f", "F", "for",
+            "f90", "swig", "swigcxx",
+        ];
+        let name = input.file_name();
+        let ext = name.rsplit_once('.').map_or("", |(_, e)| e);
+        if input.producer.is_some() {
+            // Downloaded modules never change under an edit: read nothing of them.
+            ListedAs::Whole
+        } else if name.ends_with(".go") {
+            ListedAs::Header
+        } else if matches!(name, "go.mod" | "go.sum" | "modules.txt") || CONSTRAINED.contains(&ext)
+        {
+            ListedAs::Whole
+        } else {
+            ListedAs::Name
+        }
+    }
 }
 
 fn parse(stdout: &[u8], module: &Module) -> Result<Packages> {

@@ -21,9 +21,11 @@
 //! The packages that miss the cache run together, as one `go test` over all of them
 //! (the engine's [`Batch`], split back per package by [`output::Split`]): the go command
 //! loads the module and links test binaries once per build, as `go test ./...` does,
-//! while each package keeps its own key, result and `(cached)` line. A test that reads
-//! files of another package by relative path (`../other/testdata`) sees them only when
-//! that package runs in the same batch: such a target should set `batch = false`, which
+//! while each package keeps its own key, result and `(cached)` line. Each test binary
+//! runs through `go test -exec` in a copy of exactly its package's inputs, with its own
+//! HOME and TMPDIR (the kiln binary's `go-test-exec`), so a test that reads another
+//! package's files by relative path fails as it would alone. The members share the
+//! process tree and one network namespace, as under `go test ./...`; `batch = false`
 //! runs each package in a sandbox of its own.
 //!
 //! With `flaky_attempts = N`, a failing package is run again up to N times in all
@@ -132,10 +134,18 @@ impl Rule for GoTest {
         }
         // -trimpath: without it Go keys compiled module packages by their absolute
         // directory, which is a new sandbox for every action, so nothing would be shared.
-        let mut go_args: Vec<String> =
-            ["{tool:go}/bin/go", "test", "-json", "-count=1", "-trimpath"]
-                .map(String::from)
-                .to_vec();
+        // -exec: each test binary runs in a copy of its own package's inputs (see the
+        // kiln binary's `go-test-exec`), as it would in a sandbox of its own.
+        let mut go_args: Vec<String> = [
+            "{tool:go}/bin/go",
+            "test",
+            "-json",
+            "-count=1",
+            "-trimpath",
+            "-exec='{kiln}' go-test-exec",
+        ]
+        .map(String::from)
+        .to_vec();
         if race {
             go_args.push("-race".into());
         }

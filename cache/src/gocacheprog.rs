@@ -821,7 +821,13 @@ mod tests {
         let store = std::sync::Arc::new(open(dir.path()));
         let listener = Listener::start(store.clone(), store).unwrap();
         std::fs::remove_file(listener.path()).unwrap();
-        drop(listener); // returns: the accepting thread is woken without the path
+        let (done, stopped) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(listener);
+            let _ = done.send(());
+        });
+        let waited = stopped.recv_timeout(std::time::Duration::from_secs(10));
+        assert!(waited.is_ok(), "the accepting thread was not woken");
     }
 
     #[test]

@@ -58,11 +58,6 @@ pub trait Store: Send + Sync {
     /// Stores a result. Callers put every blob it names first.
     fn put_action(&self, key: &Digest, result: &ActionResult) -> Result<()>;
 
-    /// How many action results this store served from a remote (tiered stores).
-    fn remote_hits(&self) -> u64 {
-        0
-    }
-
     /// Waits for background work (uploads, deferred index writes) to finish.
     fn flush(&self) -> Result<()> {
         Ok(())

@@ -104,6 +104,11 @@ struct Download {
 }
 
 impl TieredStore {
+    /// How many action results this store served from the remote.
+    pub fn remote_hits(&self) -> u64 {
+        self.remote_hits.load(Ordering::Relaxed)
+    }
+
     /// `remote` is named `remote_name` (its URL) in warnings.
     pub fn new(local: Arc<LocalStore>, remote: Arc<dyn Store>, remote_name: &str) -> TieredStore {
         let shared = Arc::new(Shared {
@@ -382,10 +387,6 @@ impl Store for TieredStore {
         self.shared.local.flush()?;
         self.shared.pending.wait();
         Ok(())
-    }
-
-    fn remote_hits(&self) -> u64 {
-        self.remote_hits.load(Ordering::Relaxed)
     }
 }
 

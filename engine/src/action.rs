@@ -101,8 +101,8 @@ pub struct Batch {
     /// members that failed, together. It enters the key: it changes what is recorded.
     pub attempts: u32,
     pub split: Arc<dyn BatchSplit>,
-    /// False runs every member alone (as a batch of one), for members that might read
-    /// each other's inputs.
+    /// False runs every member alone (as a batch of one): a sandbox, network namespace
+    /// and process tree of its own.
     pub shared: bool,
 }
 
@@ -285,14 +285,21 @@ impl Action {
         )
     }
 
+    /// How the action may share a process with others, if it may.
+    pub fn batch(&self) -> Option<&Batch> {
+        match &self.kind {
+            ActionKind::Exec(spec) => spec.batch.as_ref(),
+            ActionKind::Builtin(_) => None,
+        }
+    }
+
     /// Actions with equal groups may run as one process (see [`Batch`]); None for an
     /// action that runs alone. Equal groups mean equal specs but for the members' own
     /// arguments.
     pub fn batch_group(&self) -> Option<String> {
-        let ActionKind::Exec(spec) = &self.kind else {
+        let (ActionKind::Exec(spec), Some(batch)) = (&self.kind, self.batch()) else {
             return None;
         };
-        let batch = spec.batch.as_ref()?;
         let common = spec.argv.len().checked_sub(batch.member_args)?;
         let tools: Vec<_> = spec
             .tools

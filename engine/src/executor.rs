@@ -157,7 +157,8 @@ pub struct Executor {
     /// cache); None: the store at [`crate::sandbox::go_cache_dir`], which is this
     /// executor's own when that is where its local store is.
     pub shared_store: Option<SharedStore>,
-    listener: std::sync::OnceLock<std::result::Result<Listener, Error>>,
+    /// The shared store's server and the directory of its blob files, once started.
+    listener: std::sync::OnceLock<std::result::Result<(Listener, PathBuf), Error>>,
 }
 
 /// A store served to sandboxed actions (see [`kiln_cache::gocacheprog::Listener`]).
@@ -218,22 +219,19 @@ impl Executor {
     /// What an action with `store_access` is given: the socket of the shared store's
     /// server (started by the first such action) and its blob files.
     fn store_access(&self) -> Result<StoreAccess> {
-        let listener = self.listener.get_or_init(|| {
+        let started = self.listener.get_or_init(|| {
             let shared = match &self.shared_store {
                 Some(shared) => shared.clone(),
                 None => self.default_shared_store()?,
             };
-            Ok(Listener::start(shared.store, shared.local.clone())?)
+            let blobs = shared.local.root().join("cas");
+            Ok((Listener::start(shared.store, shared.local)?, blobs))
         });
-        let listener = listener.as_ref().map_err(Clone::clone)?;
-        let shared_root = match &self.shared_store {
-            Some(shared) => shared.local.root().to_path_buf(),
-            None => crate::sandbox::go_cache_dir(),
-        };
+        let (listener, blobs) = started.as_ref().map_err(Clone::clone)?;
         Ok(StoreAccess {
             socket: listener.path().to_path_buf(),
             socket_dir: listener.dir().to_path_buf(),
-            blobs: shared_root.join("cas"),
+            blobs: blobs.clone(),
         })
     }
 
@@ -255,7 +253,7 @@ impl Executor {
     /// How the shared store's server did in this build, if any action used it.
     pub fn shared_store_stats(&self) -> Option<kiln_cache::gocacheprog::ServeStats> {
         match self.listener.get() {
-            Some(Ok(listener)) => Some(listener.stats()),
+            Some(Ok((listener, _))) => Some(listener.stats()),
             _ => None,
         }
     }
@@ -263,7 +261,7 @@ impl Executor {
     /// Waits for the stores' background work (uploads).
     pub fn flush(&self) -> Result<()> {
         self.store.flush()?;
-        if let Some(Ok(listener)) = self.listener.get() {
+        if let Some(Ok((listener, _))) = self.listener.get() {
             listener.flush()?;
         }
         Ok(())
@@ -371,7 +369,7 @@ impl Executor {
     /// Runs an action in a fresh sandbox and stores its outputs. On success returns the
     /// result (not yet written to the action cache).
     pub fn execute(&self, action: &Action, inputs: &[(Artifact, KeyInput)]) -> Outcome {
-        if action.batch_group().is_some() {
+        if action.batch().is_some() {
             // A batch of one, so that it runs (and retries) as it would with others.
             return self.execute_batch(&[(action, inputs)]).remove(0);
         }
@@ -383,7 +381,9 @@ impl Executor {
             .filter(|(a, _)| !builtin || a.producer.is_some());
         let sandbox = self.prepare(staged, action.outputs.iter())?;
         let (exit_code, emitted) = self.run(action, &action.kind, &sandbox)?;
-        let emitted = resolve_emitted(emitted, inputs, &sandbox).map_err(fail)?;
+        let emitted = self
+            .store_emitted(emitted, inputs, &sandbox)
+            .map_err(fail)?;
         let outcome = if exit_code != 0 {
             let why = format!("failed with exit code {exit_code}");
             Err(failure(action.error(&why), &sandbox, None, exit_code))
@@ -403,9 +403,8 @@ impl Executor {
     /// member's outcome, in order; results are not yet written to the action cache.
     pub fn execute_batch(&self, members: &[(&Action, &[(Artifact, KeyInput)])]) -> Vec<Outcome> {
         let (first, _) = members[0];
-        let (spec, batch) = match &first.kind {
-            ActionKind::Exec(spec @ ExecSpec { batch: Some(b), .. }) => (spec, b),
-            _ => unreachable!("only batch members run in a batch"),
+        let (ActionKind::Exec(spec), Some(batch)) = (&first.kind, first.batch()) else {
+            unreachable!("only batch members run in a batch")
         };
         let started = Instant::now();
         let mut inputs: Vec<&(Artifact, KeyInput)> =
@@ -422,8 +421,8 @@ impl Executor {
         let mut failed_runs: Vec<Vec<Vec<u8>>> = vec![Vec::new(); members.len()];
         let mut remaining: Vec<usize> = (0..members.len()).collect();
         for attempt in 1..=attempts {
-            let group: Vec<&Action> = remaining.iter().map(|&i| members[i].0).collect();
             let listed: Vec<_> = remaining.iter().map(|&i| members[i]).collect();
+            let group: Vec<&Action> = listed.iter().map(|(a, _)| *a).collect();
             if let Err(e) = write_batch_file(&sandbox, spec, batch, &listed) {
                 remaining
                     .iter()
@@ -557,7 +556,7 @@ impl Executor {
         action: &Action,
         root: &Path,
         captures: Option<(&[u8], &[u8])>,
-        emitted: Emitted,
+        emitted: Vec<OutputFile>,
         started: Instant,
     ) -> Result<ActionResult> {
         let outputs = self.collect_outputs(action, root, emitted)?;
@@ -575,6 +574,45 @@ impl Executor {
             stderr,
             duration_ms: started.elapsed().as_millis() as u64,
         })
+    }
+
+    /// The outputs a builtin gave without files, in the store: bytes are stored, and an
+    /// output "the same as generated input X" is that input's blob.
+    fn store_emitted(
+        &self,
+        given: Given,
+        inputs: &[(Artifact, KeyInput)],
+        sandbox: &Sandbox,
+    ) -> Result<Vec<OutputFile>> {
+        use crate::action::Emitted;
+        let generated: HashMap<&str, &Digest> = inputs
+            .iter()
+            .filter(|(a, _)| a.producer.is_some())
+            .map(|(a, key)| (a.path.as_str(), &key.digest))
+            .collect();
+        let store = |(path, given): (String, Emitted)| {
+            let (digest, size) = match given {
+                Emitted::Bytes(bytes) => (self.local.put_bytes(&bytes)?, bytes.len() as u64),
+                Emitted::SameAs(input) => {
+                    let digest = generated.get(input.as_str()).ok_or_else(|| {
+                        let why =
+                            format!("gives {path} as {input}, which is not a generated input");
+                        Error::new(ErrorKind::Action, why)
+                    })?;
+                    let staged = sandbox.root().join(&input);
+                    let meta =
+                        std::fs::metadata(&staged).map_err(|e| Error::io("stat", &staged, e))?;
+                    (**digest, meta.len())
+                }
+            };
+            Ok(OutputFile {
+                path,
+                digest,
+                size,
+                executable: false,
+            })
+        };
+        given.into_iter().map(store).collect()
     }
 
     fn maybe_keep(&self, sandbox: Sandbox) {
@@ -612,14 +650,14 @@ impl Executor {
         &self,
         action: &Action,
         root: &Path,
-        emitted: Emitted,
+        emitted: Vec<OutputFile>,
     ) -> Result<Vec<OutputFile>> {
         let declared = |rel: &str| {
             let under = |out: &String| out.ends_with('/') && rel.starts_with(out.as_str());
             action.outputs.iter().any(|out| out == rel || under(out))
         };
-        if let Some((rel, _)) = emitted.iter().find(|(rel, _)| !declared(rel)) {
-            return Err(action.error(&format!("gave an undeclared output: {rel}")));
+        if let Some(out) = emitted.iter().find(|o| !declared(&o.path)) {
+            return Err(action.error(&format!("gave an undeclared output: {}", out.path)));
         }
         let mut files: Vec<String> = Vec::new();
         let mut missing = Vec::new();
@@ -629,7 +667,7 @@ impl Executor {
                 list_dir_files(&path, out, &mut files)?;
             } else if path.is_file() {
                 files.push(out.clone());
-            } else if !emitted.iter().any(|(rel, _)| rel == out) {
+            } else if !emitted.iter().any(|o| o.path == *out) {
                 missing.push(out.clone());
             }
         }
@@ -657,18 +695,7 @@ impl Executor {
                     executable,
                 })
             })
-            .chain(emitted.into_iter().map(|(rel, content)| {
-                let (digest, size) = match content {
-                    Content::Bytes(bytes) => (self.local.put_bytes(&bytes)?, bytes.len() as u64),
-                    Content::Blob(digest, size) => (digest, size),
-                };
-                Ok(OutputFile {
-                    digest,
-                    path: rel,
-                    size,
-                    executable: false,
-                })
-            }))
+            .chain(emitted.into_iter().map(Ok))
             .collect()
     }
 
@@ -775,41 +802,3 @@ fn run_builtin(
 
 /// Outputs a builtin gave without files, as it gave them.
 type Given = Vec<(String, crate::action::Emitted)>;
-
-/// Outputs a builtin gave without files: (workspace-relative path, content).
-type Emitted = Vec<(String, Content)>;
-
-/// An emitted output's content: bytes to store, or a blob the store holds.
-enum Content {
-    Bytes(Vec<u8>),
-    Blob(Digest, u64),
-}
-
-/// Resolves outputs given as "the same as generated input X" to that input's blob.
-fn resolve_emitted(
-    given: Given,
-    inputs: &[(Artifact, KeyInput)],
-    sandbox: &Sandbox,
-) -> Result<Emitted> {
-    use crate::action::Emitted as E;
-    let resolve = |(rel, given): (String, E)| {
-        let content = match given {
-            E::Bytes(bytes) => Content::Bytes(bytes),
-            E::SameAs(input) => {
-                let staged = sandbox.root().join(&input);
-                let key = inputs
-                    .iter()
-                    .find(|(a, _)| a.path == input && a.producer.is_some())
-                    .map(|(_, key)| key.digest)
-                    .ok_or_else(|| {
-                        let why = format!("gives {rel} as {input}, which is not a generated input");
-                        Error::new(ErrorKind::Action, why)
-                    })?;
-                let meta = std::fs::metadata(&staged).map_err(|e| Error::io("stat", &staged, e))?;
-                Content::Blob(key, meta.len())
-            }
-        };
-        Ok((rel, content))
-    };
-    given.into_iter().map(resolve).collect()
-}

@@ -349,7 +349,7 @@ impl State<'_> {
 /// Runs one job's actions; a panic fails them (rather than leaving the build waiting
 /// for a worker that is gone).
 fn run_job(exec: &Executor, members: &[(&Action, &[(Artifact, KeyInput)])]) -> Vec<Outcome> {
-    let run = || match members[0].0.batch_group() {
+    let run = || match members[0].0.batch() {
         Some(_) => exec.execute_batch(members),
         None => vec![exec.execute(members[0].0, members[0].1)],
     };

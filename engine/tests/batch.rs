@@ -15,14 +15,16 @@ use kiln_engine::label::Label;
 use kiln_engine::sandbox::SandboxMode;
 use kiln_engine::scheduler::{self, Options, Quiet, Report};
 
-/// For every member name given, prints `NAME pid=PID ok` (or `fail`, for a member named
-/// `flaky` on its first run, marked in the sandbox's HOME), after reading `src/NAME`.
-/// Prints nothing for a member named `silent`.
+/// For every member name given, prints `NAME pid=PID ran=NAMES ok` (or `fail`, for a
+/// member named `flaky` on its first run, marked in the sandbox's HOME), after reading
+/// `src/NAME`; NAMES are the members run so far in this sandbox. Prints nothing for a
+/// member named `silent`.
 const SCRIPT: &str = r#"for n; do
   cat "src/$n" >/dev/null || exit 2
+  echo "$n" >> "$HOME/ran"
   if [ "$n" = silent ]; then continue; fi
   if [ "$n" = flaky ] && [ ! -e "$HOME/tried" ]; then : > "$HOME/tried"; echo "$n pid=$$ fail"; continue; fi
-  echo "$n pid=$$ ok"
+  echo "$n pid=$$ ran=$(echo $(cat "$HOME/ran")) ok"
 done"#;
 
 /// Splits `NAME ...` lines back to their members.
@@ -168,7 +170,7 @@ fn misses_share_one_process_and_are_cached_each_by_itself() {
     assert!(pids.iter().all(|p| *p == pids[0]), "one process: {pids:?}");
     assert_eq!(
         run.stdout["b"],
-        format!("b pid={} ok\n", pids[0]),
+        format!("b pid={} ran=a b ok\n", pids[0]),
         "b's part only"
     );
 
@@ -193,6 +195,10 @@ fn failed_members_are_retried_together_and_the_rest_run_once() {
         "{flaky}"
     );
     assert!(!run.stdout["a"].contains("retried"), "{}", run.stdout["a"]);
+    assert!(
+        flaky.contains(" ran=a flaky flaky ok\n"),
+        "only flaky ran again: {flaky}"
+    );
 }
 
 #[test]

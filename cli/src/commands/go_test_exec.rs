@@ -9,9 +9,8 @@
 //! the package's declared inputs (from the batch file the engine writes, `KILN_BATCH`)
 //! into a fresh directory under TMPDIR (memory, under bubblewrap), with its own HOME
 //! (kept across a failed package's retries) and TMPDIR, and runs the binary there, in
-//! the package's directory of that copy. The
-//! binary no longer sees GOCACHEPROG's settings either: Go's compile cache is the go
-//! command's, not the tests'.
+//! the package's directory of that copy. The binary no longer sees GOCACHEPROG's
+//! settings either: Go's compile cache is the go command's, not the tests'.
 //!
 //! What the members still share is the process tree and, under bubblewrap, one network
 //! namespace without outside access, as packages under `go test ./...` do.

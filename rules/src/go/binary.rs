@@ -28,7 +28,7 @@ use kiln_engine::value::Spanned;
 use kiln_engine::workspace::TargetDecl;
 use kiln_engine::{Error, ErrorKind, Result};
 
-use super::list::list;
+use super::list::Lister;
 use super::{go_env, host_platform, toolchain, Module, PLATFORMS};
 
 const FIELDS: &[&str] = &["main", "platforms", "ldflags", "x_defs", "tags"];
@@ -63,8 +63,9 @@ impl Rule for GoBinary {
             .collect();
         let mut info = TargetInfo::default();
         info.meta.insert("name".into(), target.label.name.clone());
+        let lister = Lister::new(ctx, &module)?;
         for platform in platforms {
-            let packages = list(ctx, &module, &platform)?;
+            let packages = lister.list(ctx, &module, &platform)?;
             let dirs = packages.matching(&main.value);
             let Some(dir) = dirs.first().filter(|_| !main.value.ends_with("...")) else {
                 return Err(Error::new(

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use std::sync::Arc;
 
-use kiln_engine::action::{Action, ActionKind, Artifact, Builtin, BuiltinCtx, ExecSpec};
+use kiln_engine::action::{Action, ActionId, ActionKind, Artifact, Builtin, BuiltinCtx, ExecSpec};
 use kiln_engine::rule::Analysis;
 use kiln_engine::{Error, ErrorKind, Result};
 use serde::Deserialize;
@@ -94,9 +94,43 @@ pub struct Packages {
 /// Lists the module's packages as seen when building for `platform` (build constraints
 /// pick files per platform), with an action run during analysis.
 pub fn list(ctx: &mut Analysis<'_>, module: &Module, platform: &str) -> Result<Packages> {
+    Lister::new(ctx, module)?.list(ctx, module, platform)
+}
+
+/// Lists a module for several platforms over one copy of what `go list` reads (the
+/// `GoListInputs` builtin runs once per target, not once per platform).
+pub struct Lister {
+    /// `kiln-out/<package>/.go-list/`.
+    copy: String,
+    copy_id: ActionId,
+}
+
+impl Lister {
+    pub fn new(ctx: &mut Analysis<'_>, module: &Module) -> Result<Lister> {
+        let copy = format!("{}/.go-list/", ctx.out_path("").trim_end_matches('/'));
+        let (copy_id, _) = ctx.run_now(list_inputs(ctx, module, &copy))?;
+        Ok(Lister { copy, copy_id })
+    }
+
+    /// The module's packages as seen when building for `platform`.
+    pub fn list(
+        &self,
+        ctx: &mut Analysis<'_>,
+        module: &Module,
+        platform: &str,
+    ) -> Result<Packages> {
+        list_copy(ctx, module, platform, &self.copy, self.copy_id)
+    }
+}
+
+fn list_copy(
+    ctx: &mut Analysis<'_>,
+    module: &Module,
+    platform: &str,
+    copy: &str,
+    copy_id: ActionId,
+) -> Result<Packages> {
     let go = toolchain(ctx)?;
-    let copy = format!("{}/.go-list/", ctx.out_path("").trim_end_matches('/'));
-    let (copy_id, _) = ctx.run_now(list_inputs(ctx, module, &copy))?;
     let mut env = go_env(module, platform, false, false);
     env.insert("GOFLAGS".into(), format!("{} -e", env["GOFLAGS"]));
     if let Some(cache) = &module.modcache {
@@ -169,8 +203,8 @@ fn write_list_inputs(ctx: &BuiltinCtx) -> std::result::Result<(), String> {
         };
         match ListedAs::of(input) {
             ListedAs::Header => ctx.emit(out, super::header::skeleton(&read()?)),
-            ListedAs::Whole if input.producer.is_some() => ctx.emit_input(out, &input.path),
             ListedAs::Whole => ctx.emit(out, read()?),
+            ListedAs::Downloaded => ctx.emit_input(out, &input.path),
             ListedAs::Name => ctx.emit(out, Vec::new()),
         }
     }
@@ -181,10 +215,12 @@ fn write_list_inputs(ctx: &BuiltinCtx) -> std::result::Result<(), String> {
 enum ListedAs {
     /// A Go file of the module: its header.
     Header,
-    /// The module's own files (go.mod, go.sum, vendor/modules.txt), the non-Go sources
-    /// whose build constraints go/build reads (C, assembly, ...), and everything a
-    /// download wrote into the module cache (given by reference, without reading).
+    /// The module's own files (go.mod, go.sum, vendor/modules.txt) and the non-Go
+    /// sources whose build constraints go/build reads (C, assembly, ...).
     Whole,
+    /// What a download wrote into the module cache: as it is, given by reference (it
+    /// never changes under an edit, so nothing of it is read).
+    Downloaded,
     /// Anything else: only its name, for embed patterns.
     Name,
 }
@@ -198,8 +234,7 @@ impl ListedAs {
         let name = input.file_name();
         let ext = name.rsplit_once('.').map_or("", |(_, e)| e);
         if input.producer.is_some() {
-            // Downloaded modules never change under an edit: read nothing of them.
-            ListedAs::Whole
+            ListedAs::Downloaded
         } else if name.ends_with(".go") {
             ListedAs::Header
         } else if matches!(name, "go.mod" | "go.sum" | "modules.txt") || CONSTRAINED.contains(&ext)

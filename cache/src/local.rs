@@ -56,8 +56,36 @@ pub struct KeyEntry {
     pub key: Digest,
     /// The key before it last changed, if it ever did.
     pub prev: Option<Digest>,
-    /// Whether the action executed (rather than came from the cache) in the last build.
-    pub executed: bool,
+    /// How the action ended in the last build.
+    pub outcome: KeyOutcome,
+}
+
+/// How an action ended in the build that recorded its key (stored as a number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOutcome {
+    /// Its result came from the cache.
+    Cached = 0,
+    Executed = 1,
+    /// It ran and failed (failures are not cached: the next build runs it again).
+    Failed = 2,
+    /// It ran again under the key with which it had failed.
+    RetriedAfterFailure = 3,
+}
+
+impl KeyOutcome {
+    fn from_i64(n: i64) -> KeyOutcome {
+        match n {
+            0 => KeyOutcome::Cached,
+            2 => KeyOutcome::Failed,
+            3 => KeyOutcome::RetriedAfterFailure,
+            _ => KeyOutcome::Executed,
+        }
+    }
+
+    /// Whether the action ran (rather than came from the cache).
+    pub fn ran(self) -> bool {
+        self != KeyOutcome::Cached
+    }
 }
 
 /// Counts shown by `kiln cache stats`.
@@ -256,13 +284,13 @@ impl LocalStore {
             .insert(*key, result.clone());
     }
 
-    /// Records the key an action had in this build and whether it executed, for
+    /// Records the key an action had in this build and how it ended, for
     /// `kiln explain`. Written at flush; the key it replaces becomes `prev`.
-    pub fn record_key(&self, id: &str, key: &Digest, record: String, executed: bool) {
+    pub fn record_key(&self, id: &str, key: &Digest, record: String, outcome: KeyOutcome) {
         let entry = KeyEntry {
             key: *key,
             prev: None,
-            executed,
+            outcome,
         };
         self.pending_keys
             .lock()
@@ -281,12 +309,12 @@ impl LocalStore {
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, Option<String>>(2)?,
-                r.get::<_, bool>(3)?,
+                r.get::<_, i64>(3)?,
             ))
         })?;
         let mut out = HashMap::new();
         for row in rows {
-            let (id, key, prev, executed) = row?;
+            let (id, key, prev, outcome) = row?;
             if let Ok(key) = key.parse() {
                 let prev = prev.and_then(|p| p.parse().ok());
                 out.insert(
@@ -294,7 +322,7 @@ impl LocalStore {
                     KeyEntry {
                         key,
                         prev,
-                        executed,
+                        outcome: KeyOutcome::from_i64(outcome),
                     },
                 );
             }
@@ -582,7 +610,7 @@ fn write_keys(tx: &Transaction<'_>, keys: &[(String, KeyEntry, String)]) -> Resu
     let mut put_record =
         tx.prepare_cached("INSERT OR IGNORE INTO key_records (key, record) VALUES (?1, ?2)")?;
     for (id, entry, record) in keys {
-        put_key.execute(params![id, entry.key.to_hex(), entry.executed])?;
+        put_key.execute(params![id, entry.key.to_hex(), entry.outcome as i64])?;
         put_record.execute(params![entry.key.to_hex(), record])?;
     }
     Ok(())

@@ -56,12 +56,20 @@ pub struct Cli {
 pub enum Command {
     /// Build targets (default //...).
     Build { labels: Vec<String> },
-    /// Run test targets (default //...): each Go package's tests as one cached action.
+    /// Run test targets (default //...): each Go package's tests built and run as
+    /// cached actions. Arguments after `--` are go test's test flags (-run, -short, -v,
+    /// -count, ...; a test binary's own flags after -args).
     Test {
         labels: Vec<String>,
         /// Write JUnit XML for CI systems.
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
+        /// Run tests even where their results are cached (as go test -count=1).
+        #[arg(long)]
+        rerun: bool,
+        /// go test's test flags, for every test.
+        #[arg(last = true)]
+        args: Vec<String>,
     },
     /// Build a target, then perform its run action (e.g. an oci_push).
     Run {

@@ -15,6 +15,8 @@ use kiln_engine::scheduler::{Report, Reporter};
 pub struct Progress {
     store: Arc<dyn Store>,
     tty: bool,
+    /// Test output as `go test -v` shows it.
+    verbose: bool,
     started: Instant,
     state: Mutex<State>,
 }
@@ -26,10 +28,11 @@ struct State {
 }
 
 impl Progress {
-    pub fn new(store: Arc<dyn Store>) -> Progress {
+    pub fn new(store: Arc<dyn Store>, verbose: bool) -> Progress {
         Progress {
             store,
             tty: std::io::stderr().is_terminal(),
+            verbose,
             started: Instant::now(),
             state: Mutex::new(State::default()),
         }
@@ -112,7 +115,7 @@ impl Reporter for Progress {
         state.done += 1;
         if let (Status::Failed, Some(f)) = (status, failure) {
             self.clear_line();
-            print_failure(action, f);
+            self.print_failure(action, f);
         } else if let (true, Some(r)) = (action.show_output, result) {
             let stdout = self
                 .store
@@ -123,39 +126,46 @@ impl Reporter for Progress {
             self.clear_line();
             eprint!(
                 "{}",
-                render_output(action, &stdout, status == Status::Cached)
+                self.render_output(action, &stdout, status == Status::Cached)
             );
         }
         self.redraw(&state);
     }
 }
 
-/// An action's stdout as the user should see it: `go test` output for GoTest actions.
-pub fn render_output(action: &Action, stdout: &[u8], cached: bool) -> String {
-    use kiln_rules::go::output;
-    if action.mnemonic == "GoTest" {
-        return output::render(&output::parse(stdout), cached);
+impl Progress {
+    /// An action's stdout as the user should see it: `go test` output for Go's test
+    /// actions.
+    pub fn render_output(&self, action: &Action, stdout: &[u8], cached: bool) -> String {
+        use kiln_rules::go::output;
+        if matches!(action.mnemonic.as_str(), "GoTest" | "GoTestBuild") {
+            return output::render(&output::parse(stdout), cached, self.verbose);
+        }
+        String::from_utf8_lossy(stdout).into_owned()
     }
-    String::from_utf8_lossy(stdout).into_owned()
-}
 
-fn print_failure(action: &Action, f: &Failure) {
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "kiln: error: {}", f.error);
-    let rendered;
-    let stdout = if action.show_output {
-        rendered = render_output(action, &f.stdout, false).into_bytes();
-        &rendered
-    } else {
-        &f.stdout
-    };
-    for (name, bytes) in [("stdout", stdout), ("stderr", &f.stderr)] {
-        if !bytes.is_empty() {
-            let _ = writeln!(err, "--- {name} ---");
-            let _ = err.write_all(bytes);
-            if !bytes.ends_with(b"\n") {
-                let _ = writeln!(err);
+    fn print_failure(&self, action: &Action, f: &Failure) {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "kiln: error: {}", f.error);
+        let rendered;
+        let stdout = if is_go_test(action) {
+            rendered = self.render_output(action, &f.stdout, false).into_bytes();
+            &rendered
+        } else {
+            &f.stdout
+        };
+        for (name, bytes) in [("stdout", stdout), ("stderr", &f.stderr)] {
+            if !bytes.is_empty() {
+                let _ = writeln!(err, "--- {name} ---");
+                let _ = err.write_all(bytes);
+                if !bytes.ends_with(b"\n") {
+                    let _ = writeln!(err);
+                }
             }
         }
     }
+}
+
+fn is_go_test(action: &Action) -> bool {
+    matches!(action.mnemonic.as_str(), "GoTest" | "GoTestBuild")
 }

@@ -78,6 +78,57 @@ pub struct ExecSpec {
     pub store_access: bool,
     /// Whether actions like this one may share a process (see [`Batch`]).
     pub batch: Option<Batch>,
+    /// A directory the process may read anything below, whose files join the key only
+    /// as far as the process read them (see [`Reads`]).
+    pub reads: Option<Reads>,
+    /// Whether it runs tests: `kiln test --rerun` runs it even when its result is
+    /// cached, as `go test -count=1` does.
+    pub test: bool,
+}
+
+/// Inputs an action discovers as it runs, as Go's test cache records what a test opened.
+///
+/// The process sees the workspace directory `dir` read-only at its place in the sandbox
+/// (a bind mount under bubblewrap, links in `dir` mode) and writes a log of what it read
+/// to `log` (sandbox-relative). The action's key is then two-level:
+///
+/// 1. the key of its declared inputs alone (`K1`) names a *read set*: the files and
+///    directories below `dir` that the last run read;
+/// 2. the result is stored under `K2`, the key record extended by the state of every
+///    entry of that read set (a file's digest, a directory's listing, or its absence).
+///
+/// A lookup finds the read set under `K1`, computes `K2` from the workspace as it is, and
+/// looks that up: an edit to a file the process never read reruns nothing. Reads
+/// outside `dir` are not keyed (the toolchain, the host's files, scratch space).
+#[derive(Clone)]
+pub struct Reads {
+    /// Workspace-relative directory ("" for the whole workspace, `kiln-out/` excluded).
+    pub dir: String,
+    /// Sandbox-relative path of the log.
+    pub log: String,
+    pub parse: Arc<dyn ReadLog>,
+}
+
+impl std::fmt::Debug for Reads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Reads({:?}, log {:?})", self.dir, self.log)
+    }
+}
+
+/// One entry of a read log, paths as the process gave them (relative ones resolve
+/// against the working directory of the time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogEntry {
+    Open(String),
+    Stat(String),
+    Chdir(String),
+    Getenv(String),
+}
+
+/// How a rule reads its actions' read logs.
+pub trait ReadLog: Send + Sync {
+    /// The entries of a log, in order; an error if it is malformed.
+    fn entries(&self, log: &[u8]) -> Result<Vec<LogEntry>, String>;
 }
 
 /// Exec actions that may share one process, as `go test` runs many packages at once.
@@ -283,6 +334,11 @@ impl Action {
             crate::ErrorKind::Action,
             format!("{} {why}", self.describe()),
         )
+    }
+
+    /// Whether it runs tests ([`ExecSpec::test`]).
+    pub fn is_test(&self) -> bool {
+        matches!(&self.kind, ActionKind::Exec(spec) if spec.test)
     }
 
     /// How the action may share a process with others, if it may.

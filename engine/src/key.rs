@@ -16,6 +16,14 @@
 //! | `platform` | target platform, if any                       | one action per platform                     |
 //! | `network`  | whether the action may reach the network      | fixed-output actions are keyed apart        |
 //! | `attempts` | runs in all for a failing batch member (if >1) | a retried pass is recorded as flaky        |
+//! | `reads`    | the directory an action may read at will (if any) | what it can see can change its output   |
+//! | `discovered` | what it read there: path → state digest (`K2` only) | only what it read (see below)         |
+//!
+//! An action with [`crate::action::Reads`] has two keys. `K1`, the record without
+//! `discovered`, names the set of paths its last run read below `reads`; `K2`, the record
+//! with `discovered` holding each of those paths with the digest of its state (a file's
+//! content, a directory's listing, or absence: [`ReadState`]), names its result. An edit
+//! to a file the action never read changes neither.
 //!
 //! Not in the key: the workspace's absolute path, the cache directory, the time, the
 //! user, the host name. Two machines with the same inputs compute the same key.
@@ -60,6 +68,45 @@ pub struct KeyRecord {
     /// Left out of the encoding when 1, so actions without retries keep their keys.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub attempts: u32,
+    /// The directory the action may read at will ([`crate::action::Reads`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reads: Option<String>,
+    /// What the action read there, with the digest of each path's state (`K2` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovered: Option<Vec<KeyInput>>,
+}
+
+/// The state of a path an action read, as it enters `discovered`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadState {
+    /// A file (or what a link leads to): its content.
+    File(Digest),
+    /// A directory that was listed: its entries' names and kinds.
+    Listing(Vec<(String, bool)>),
+    /// A directory that was only looked at.
+    Dir,
+    Missing,
+    /// Something else (a socket, a device): only its kind.
+    Other,
+}
+
+impl ReadState {
+    /// The digest that stands for the state in a key.
+    pub fn digest(&self) -> Digest {
+        match self {
+            ReadState::File(d) => *d,
+            ReadState::Listing(entries) => {
+                let text: String = entries
+                    .iter()
+                    .map(|(name, dir)| format!("{name}{}\n", if *dir { "/" } else { "" }))
+                    .collect();
+                Digest::of_bytes(format!("listing\n{text}").as_bytes())
+            }
+            ReadState::Dir => Digest::of_bytes(b"directory"),
+            ReadState::Missing => Digest::of_bytes(b"missing"),
+            ReadState::Other => Digest::of_bytes(b"other"),
+        }
+    }
 }
 
 fn one() -> u32 {
@@ -84,6 +131,9 @@ impl KeyRecord {
     pub fn diff(&self, old: &KeyRecord) -> Vec<String> {
         let mut out = Vec::new();
         diff_inputs(&old.inputs, &self.inputs, &mut out);
+        let none = Vec::new();
+        let read = |r: &KeyRecord| r.discovered.as_ref().unwrap_or(&none).clone();
+        diff_inputs(&read(old), &read(self), &mut out);
         diff_maps("tool", &old.tools, &self.tools, &mut out);
         diff_maps("env", &old.env, &self.env, &mut out);
         if old.argv != self.argv {
@@ -101,6 +151,7 @@ impl KeyRecord {
             ("platform", old.platform != self.platform),
             ("network access", old.network != self.network),
             ("attempts", old.attempts != self.attempts),
+            ("readable directory", old.reads != self.reads),
             ("key schema", old.schema != self.schema),
         ];
         for (what, changed) in simple {

@@ -28,6 +28,7 @@ pub mod key;
 pub mod label;
 pub mod noop;
 pub mod plan;
+pub mod reads;
 pub mod rule;
 pub mod sandbox;
 pub mod scheduler;

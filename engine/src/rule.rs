@@ -295,6 +295,16 @@ impl Analysis<'_> {
         self.graph.add(action)
     }
 
+    /// Adds an action that several targets may need once (a tool built from a
+    /// toolchain, say), or returns the one added before that writes the same outputs.
+    pub fn add_shared(&mut self, action: Action) -> ActionId {
+        let same = |a: &Action| a.mnemonic == action.mnemonic && a.outputs == action.outputs;
+        match self.graph.actions.iter().position(same) {
+            Some(id) => id,
+            None => self.graph.add(action),
+        }
+    }
+
     /// The artifact for an output of an action added earlier.
     pub fn output(&self, id: ActionId, path: &str) -> Artifact {
         self.graph.actions[id].output_artifact(id, path)
@@ -332,10 +342,16 @@ impl Analysis<'_> {
             .exec
             .key_record(&action, inputs.iter().map(|(_, k)| k.clone()).collect())?;
         let key = record.digest();
-        let (result, status) = match self.exec.store.get_action(&key)? {
-            Some(r) => (r, Status::Cached),
+        let (result, status) = match self.exec.lookup(&action, &key, &record)? {
+            Some(found) => {
+                let cached = kiln_cache::KeyOutcome::Cached;
+                self.exec
+                    .note_key(&action, &found.key, &found.record, cached);
+                (found.result, Status::Cached)
+            }
             None => {
-                let r = self.exec.execute(&action, &inputs).map_err(|f| {
+                let ran = self.exec.execute(&action, &inputs).map_err(|f| {
+                    self.exec.note_failure(&action, &key, &record, &f);
                     let stderr = String::from_utf8_lossy(&f.stderr).trim().to_string();
                     let mut e = f.error;
                     if !stderr.is_empty() {
@@ -343,13 +359,11 @@ impl Analysis<'_> {
                     }
                     e
                 })?;
-                self.exec.store.put_action(&key, &r)?;
-                (r, Status::Executed)
+                self.exec.store_ran(&action, &key, &record, &ran)?;
+                (ran.result, Status::Executed)
             }
         };
         self.exec.materialize(&result)?;
-        self.exec
-            .note_key(&action, &key, &record, status == Status::Executed);
         let id = self.graph.add(action);
         self.done.insert(id, (result.clone(), status));
         Ok((id, result))

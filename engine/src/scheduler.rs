@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use crate::action::{Action, ActionGraph, ActionId, Artifact};
 use crate::error::{Error, ErrorKind, Result};
-use crate::executor::{Executor, Failure, Outcome, Status};
+use crate::executor::{Executor, Failure, Found, Outcome, Status};
 use crate::key::{KeyInput, KeyRecord};
 
 /// What the scheduler tells the user interface.
@@ -52,6 +52,9 @@ pub struct Options {
     /// Threads that look keys up in the cache, so remote round trips overlap; 0 looks
     /// up on the scheduler thread (best for a local cache, where a lookup is microseconds).
     pub lookup_threads: usize,
+    /// Run test actions ([`crate::action::ExecSpec::test`]) even when their results are
+    /// cached (`kiln test --rerun`).
+    pub rerun_tests: bool,
 }
 
 /// An action between its key computation and its end: key, record, staged inputs.
@@ -59,8 +62,8 @@ type Keyed = (Digest, KeyRecord, Vec<(Artifact, KeyInput)>);
 
 /// What worker threads send back.
 enum Msg {
-    Looked(ActionId, kiln_cache::Result<Option<(ActionResult, bool)>>),
-    Ran(ActionId, std::result::Result<ActionResult, Box<Failure>>),
+    Looked(ActionId, Result<Option<Found>>),
+    Ran(ActionId, Outcome),
 }
 
 /// The outcome of running a set of actions.
@@ -119,7 +122,7 @@ pub fn run(
         }
     }
     let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
-    let (lookup_tx, lookup_rx) = crossbeam_channel::unbounded::<(ActionId, Digest)>();
+    let (lookup_tx, lookup_rx) = crossbeam_channel::unbounded::<(ActionId, Digest, KeyRecord)>();
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<Msg>();
     std::thread::scope(|scope| -> Result<()> {
         for _ in 0..opts.jobs.max(1) {
@@ -146,11 +149,9 @@ pub fn run(
         for _ in 0..opts.lookup_threads {
             let (lookup_rx, done_tx) = (lookup_rx.clone(), done_tx.clone());
             scope.spawn(move || {
-                for (id, key) in lookup_rx {
-                    if done_tx
-                        .send(Msg::Looked(id, exec.store.lookup_action(&key)))
-                        .is_err()
-                    {
+                for (id, key, record) in lookup_rx {
+                    let found = exec.lookup(&graph.actions[id], &key, &record);
+                    if done_tx.send(Msg::Looked(id, found)).is_err() {
                         break;
                     }
                 }
@@ -182,21 +183,26 @@ pub fn run(
                 }
                 let inputs = input_digests(graph, id, &sources, &state.report.results)?;
                 let key_inputs = inputs.iter().map(|(_, k)| k.clone()).collect();
-                let record = exec.key_record(&graph.actions[id], key_inputs)?;
+                let action = &graph.actions[id];
+                let record = exec.key_record(action, key_inputs)?;
                 let key = record.digest();
-                state.keys.insert(id, (key, record, inputs));
                 in_flight += 1;
-                reporter.lookup(&graph.actions[id]);
-                if opts.lookup_threads == 0 {
-                    let found = exec.store.lookup_action(&key);
+                reporter.lookup(action);
+                if opts.rerun_tests && action.is_test() {
+                    state.keys.insert(id, (key, record, inputs));
+                    state.looked(id, Ok(None), &job_tx)?;
+                } else if opts.lookup_threads == 0 {
+                    let found = exec.lookup(action, &key, &record);
+                    state.keys.insert(id, (key, record, inputs));
                     if state.looked(id, found, &job_tx)? {
                         in_flight -= 1;
                     }
                 } else {
                     state.lookups += 1;
                     lookup_tx
-                        .send((id, key))
+                        .send((id, key, record.clone()))
                         .expect("lookup threads outlive the loop");
+                    state.keys.insert(id, (key, record, inputs));
                 }
             }
             if state.lookups == 0 {
@@ -216,13 +222,14 @@ pub fn run(
                     in_flight -= 1;
                     let (key, record, _) =
                         state.keys.remove(&id).expect("running actions have keys");
-                    exec.note_key(&graph.actions[id], &key, &record, true);
+                    let action = &graph.actions[id];
                     match outcome {
-                        Ok(result) => {
-                            exec.store.put_action(&key, &result)?;
-                            state.finish(id, result, Status::Executed)?;
+                        Ok(ran) => {
+                            exec.store_ran(action, &key, &record, &ran)?;
+                            state.finish(id, ran.result, Status::Executed)?;
                         }
                         Err(failure) => {
+                            exec.note_failure(action, &key, &record, &failure);
                             state.report.failed += 1;
                             state.report.statuses.insert(id, Status::Failed);
                             reporter.finished(
@@ -268,19 +275,21 @@ impl State<'_> {
     fn looked(
         &mut self,
         id: ActionId,
-        found: kiln_cache::Result<Option<(ActionResult, bool)>>,
+        found: Result<Option<Found>>,
         job_tx: &crossbeam_channel::Sender<Job>,
     ) -> Result<bool> {
         let action = &self.graph.actions[id];
         match found? {
-            Some((result, remote)) => {
-                if remote {
+            Some(found) => {
+                if found.remote {
                     self.report.remote += 1;
                     self.reporter.remote_hit(action);
                 }
-                let (key, record, _) = self.keys.remove(&id).expect("looked-up actions have keys");
-                self.exec.note_key(action, &key, &record, false);
-                self.finish(id, result, Status::Cached)?;
+                self.keys.remove(&id).expect("looked-up actions have keys");
+                let cached = kiln_cache::KeyOutcome::Cached;
+                self.exec
+                    .note_key(action, &found.key, &found.record, cached);
+                self.finish(id, found.result, Status::Cached)?;
                 Ok(true)
             }
             None => {
@@ -370,6 +379,7 @@ fn run_job(exec: &Executor, members: &[(&Action, &[(Artifact, KeyInput)])]) -> V
             stdout: Vec::new(),
             stderr: Vec::new(),
             exit_code: None,
+            reads: None,
         };
         members
             .iter()

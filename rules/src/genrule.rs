@@ -85,6 +85,7 @@ impl Rule for Genrule {
                 network: false,
                 store_access: false,
                 batch: None,
+                ..Default::default()
             }),
             platform: None,
             show_output: false,

@@ -136,11 +136,19 @@ fn go_list_runs_again_only_when_an_import_changes() {
     assert!(listed(&run), "{}", run.stderr);
     ws.write(
         "leaf/leaf.go",
-        "package leaf\n\nfunc Value() int { return 42 - 2 }\n",
+        "package leaf\n\nfunc Value() int { v := 40; return v }\n",
     );
     let (run, ran) = tested_packages(&ws, &["test"]);
     run.assert_ok();
     assert!(!listed(&run), "{}", run.stderr);
+    assert_eq!(
+        built_packages(&run),
+        [
+            "example.com/m/alone",
+            "example.com/m/leaf",
+            "example.com/m/mid"
+        ]
+    );
     assert_eq!(
         ran,
         [
@@ -210,85 +218,67 @@ fn flaky_test_passes_on_retry_and_is_reported() {
     );
 }
 
-/// A test that fails, naming the process that ran its test binary (the go command).
-fn parent_test(pkg: &str) -> String {
-    format!(
-        "package {pkg}\n\nimport (\n\t\"os\"\n\t\"testing\"\n)\n\nfunc TestParent(t *testing.T) {{\n\tt.Fatalf(\"parent=%d.\", os.Getppid())\n}}\n"
-    )
-}
-
-/// The distinct `parent=N.` values in a run's output.
-fn parents(run: &crate::support::Run) -> std::collections::BTreeSet<String> {
-    run.stderr
-        .split("parent=")
-        .skip(1)
-        .filter_map(|rest| rest.split_once('.').map(|(n, _)| n.to_string()))
-        .collect()
+/// How many `go test` commands a run started (from the sandbox commands kiln prints
+/// with KILN_DEBUG_SANDBOX).
+fn go_test_commands(ws: &Workspace, args: &[&str]) -> (crate::support::Run, usize) {
+    let out = ws
+        .cmd(args)
+        .env("KILN_DEBUG_SANDBOX", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let n = stderr
+        .lines()
+        .filter(|l| l.starts_with("kiln: sandbox command:") && l.contains("\"test\", \"-json\""))
+        .count();
+    let run = crate::support::Run {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr,
+    };
+    (run, n)
 }
 
 #[test]
-fn packages_that_miss_run_in_one_go_command_unless_batch_is_off() {
-    let builder = module()
-        .file("leaf/parent_test.go", &parent_test("leaf"))
-        .file("mid/parent_test.go", &parent_test("mid"))
-        .file("alone/parent_test.go", &parent_test("alone"));
-    let ws = builder.clone().build();
-    let (run, ran) = tested_packages(&ws, &["test", "--keep-going"]);
-    assert_eq!(run.status, 1, "{}", run.stderr);
-    assert_eq!(ran.len(), 3, "{ran:?}");
+fn packages_that_miss_build_in_one_go_command_unless_batch_is_off() {
+    let ws = module().build();
+    let (run, commands) = go_test_commands(&ws, &["test"]);
+    run.assert_ok();
     assert_eq!(
-        run.stderr.matches("--- FAIL: TestParent").count(),
-        3,
+        commands, 1,
+        "one go test builds all four packages: {}",
+        run.stderr
+    );
+    assert_eq!(
+        run.stderr.matches("kiln: GoTestBuild ").count(),
+        4,
         "{}",
         run.stderr
     );
-    assert_eq!(parents(&run).len(), 1, "one go command: {}", run.stderr);
 
-    let ws = builder
+    let ws = module()
         .file(
             "BUILD.toml",
             "[go_test.unit]\npackages = [\"./...\"]\nbatch = false\n",
         )
         .build();
-    let run = ws.kiln(&["test", "--keep-going"]);
-    assert_eq!(run.status, 1, "{}", run.stderr);
-    assert_eq!(parents(&run).len(), 3, "a go command each: {}", run.stderr);
+    let (run, commands) = go_test_commands(&ws, &["test"]);
+    run.assert_ok();
+    assert_eq!(commands, 4, "a go command each: {}", run.stderr);
 }
 
-#[test]
-fn a_batched_test_sees_only_its_own_package_inputs() {
-    let read = |pkg: &str, path: &str| {
-        format!(
-            "package {pkg}\n\nimport (\n\t\"os\"\n\t\"testing\"\n)\n\nfunc TestRead(t *testing.T) {{\n\tif _, err := os.ReadFile(\"{path}\"); err != nil {{\n\t\tt.Fatal(err)\n\t}}\n}}\n"
-        )
-    };
-    let ws = module()
-        .file("leaf/testdata/x.txt", "leaf's own\n")
-        .file("leaf/read_test.go", &read("leaf", "testdata/x.txt"))
-        .file(
-            "alone/read_test.go",
-            &read("alone", "../leaf/testdata/x.txt"),
-        )
-        .build();
-    let (run, ran) = tested_packages(&ws, &["test", "--keep-going"]);
-    assert_eq!(ran.len(), 3, "leaf and alone ran together: {ran:?}");
-    assert_eq!(run.status, 1, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("ok  \texample.com/m/leaf\t"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr
-            .contains("GoTest //:unit [example.com/m/alone] failed"),
-        "alone cannot read leaf's testdata, as alone it could not: {}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("no such file or directory"),
-        "{}",
-        run.stderr
-    );
+/// The packages whose tests were built (`GoTestBuild`) in a run.
+fn built_packages(run: &crate::support::Run) -> Vec<String> {
+    let mut built: Vec<String> = run
+        .ran()
+        .into_iter()
+        .filter_map(|l| {
+            l.strip_prefix("GoTestBuild //:unit [")
+                .map(|p| p.trim_end_matches(']').to_string())
+        })
+        .collect();
+    built.sort();
+    built
 }
 
 #[test]
@@ -298,7 +288,12 @@ fn a_package_that_fails_to_build_shows_the_compiler_and_spares_the_others() {
         .build();
     let (run, ran) = tested_packages(&ws, &["test", "--keep-going"]);
     assert_eq!(run.status, 1, "{}", run.stderr);
-    assert_eq!(ran.len(), 3, "{ran:?}");
+    assert_eq!(built_packages(&run).len(), 4, "{}", run.stderr);
+    assert_eq!(
+        ran,
+        ["example.com/m/alone", "example.com/m/leaf"],
+        "mid never runs"
+    );
     assert!(run.stderr.contains("undefined: nope"), "{}", run.stderr);
     assert!(
         run.stderr
@@ -318,10 +313,11 @@ fn a_package_that_fails_to_build_shows_the_compiler_and_spares_the_others() {
         run.stderr
     );
 
-    // The packages that passed in the same run were cached; only mid runs again.
+    // The packages that passed in the same run were cached; only mid builds again.
     let (run, ran) = tested_packages(&ws, &["test", "--keep-going"]);
     assert_eq!(run.status, 1, "{}", run.stderr);
-    assert_eq!(ran, ["example.com/m/mid"]);
+    assert_eq!(built_packages(&run), ["example.com/m/mid"]);
+    assert!(ran.is_empty(), "{ran:?}");
     assert!(
         run.stderr.contains("ok  \texample.com/m/alone\t(cached)"),
         "{}",

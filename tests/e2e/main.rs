@@ -8,6 +8,7 @@
 //! - `errors`: messages for broken BUILD files, cycles, missing labels and files.
 //! - `go`: go_test and go_binary with the real Go toolchain.
 //! - `gocacheprog`: Go's compile cache served from kiln's store.
+//! - `gomod`: parity with `go test` on modules shaped like real ones; what reruns.
 //! - `image`: strip, upx and OCI images, checked with skopeo and umoci, pushed to a registry.
 //! - `insight`: explain, --profile, --json, verify-repro.
 //! - `release`: checksums, provenance, cache housekeeping.
@@ -17,6 +18,7 @@ mod core;
 mod errors;
 mod go;
 mod gocacheprog;
+mod gomod;
 mod image;
 mod insight;
 mod release;

@@ -184,6 +184,15 @@ pub fn go_root() -> &'static str {
     })
 }
 
+/// The host platform as go_binary names its output directory (`linux_amd64`).
+pub fn host_go_platform() -> String {
+    let arch = match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        _ => "amd64",
+    };
+    format!("linux_{arch}")
+}
+
 /// A workspace whose root is the Go module `example.com/m`, with `[go] root` set.
 pub fn go_workspace() -> Builder {
     workspace()

@@ -26,22 +26,50 @@ pub enum Mode {
     Test,
 }
 
-pub fn run(cli: &Cli, labels: &[String], mode: Mode, junit: Option<&Path>) -> Result<ExitCode> {
-    let fast = FastPath::new(cli, labels, mode, junit.is_none())?;
+/// What `kiln build` or `kiln test` was asked for, beyond the labels.
+#[derive(Debug, Default, Clone)]
+pub struct Request {
+    /// `kiln test`.
+    pub test: bool,
+    pub junit: Option<PathBuf>,
+    /// Run tests whose results are cached.
+    pub rerun: bool,
+    /// Test flags (`kiln test -- ARGS`).
+    pub args: Vec<String>,
+}
+
+impl Request {
+    fn mode(&self) -> Mode {
+        match self.test {
+            true => Mode::Test,
+            false => Mode::Build,
+        }
+    }
+
+    /// Whether test output is shown as `go test -v` shows it.
+    fn verbose(&self) -> bool {
+        kiln_rules::go::flags::TestArgs::parse(&self.args).is_ok_and(|a| a.verbose)
+    }
+}
+
+pub fn run(cli: &Cli, labels: &[String], request: &Request) -> Result<ExitCode> {
+    let mode = request.mode();
+    let fast = FastPath::new(cli, labels, request)?;
     if let Some(code) = fast.as_ref().and_then(FastPath::replay) {
         return Ok(code);
     }
     let ctx = Context::load(cli)?;
-    let progress = Progress::new(ctx.store.clone());
-    let exec = ctx.executor(cli)?;
+    let progress = Progress::new(ctx.store.clone(), request.verbose());
+    let mut exec = ctx.executor(cli)?;
+    exec.test_args = request.args.clone();
     let targets = select(&ctx, &super::default_labels(labels), mode)?;
-    let (plan, report) = build(cli, &ctx, &exec, targets, &progress)?;
-    if let Some(path) = junit {
+    let (plan, report) = build(cli, &ctx, &exec, targets, &progress, request.rerun)?;
+    if let Some(path) = &request.junit {
         write_junit(&ctx, &plan.graph, &report, path)?;
     }
     progress.summary(&report, ctx.remote_enabled);
     if let Some(fast) = fast {
-        fast.record(&ctx, &exec, &plan, &report);
+        fast.record(&ctx, &exec, &plan, &report, &progress);
     }
     Ok(if report.ok() {
         ExitCode::SUCCESS
@@ -58,7 +86,8 @@ struct FastPath {
 }
 
 impl FastPath {
-    fn new(cli: &Cli, labels: &[String], mode: Mode, plain: bool) -> Result<Option<FastPath>> {
+    fn new(cli: &Cli, labels: &[String], request: &Request) -> Result<Option<FastPath>> {
+        let plain = request.junit.is_none() && !request.rerun;
         if !plain || cli.json.is_some() || cli.profile.is_some() {
             return Ok(None);
         }
@@ -86,11 +115,8 @@ impl FastPath {
         .map(|k| (*k, std::env::var(k).ok()))
         .collect();
         let fingerprint = format!(
-            "{:?} {labels:?} {} {:?} {} {exe:?} {env:?}",
-            mode == Mode::Test,
-            cli.sandbox,
-            cli.remote_cache,
-            cli.remote_read_only
+            "{:?} {labels:?} {:?} {} {:?} {} {exe:?} {env:?}",
+            request.test, request.args, cli.sandbox, cli.remote_cache, cli.remote_read_only
         );
         let manifest = noop::manifest_path(&kiln_cache::default_cache_dir(), &root, &fingerprint);
         Ok(Some(FastPath { manifest, root }))
@@ -117,7 +143,14 @@ impl FastPath {
         Some(ExitCode::SUCCESS)
     }
 
-    fn record(&self, ctx: &Context, exec: &Executor, plan: &Plan, report: &Report) {
+    fn record(
+        &self,
+        ctx: &Context,
+        exec: &Executor,
+        plan: &Plan,
+        report: &Report,
+        progress: &Progress,
+    ) {
         // Recorded only after a build that ran nothing, so that what `kiln explain` says
         // of the last build (nothing executed) stays true while builds are replayed.
         if !report.ok() || report.executed > 0 {
@@ -128,7 +161,7 @@ impl FastPath {
         for (id, action) in plan.graph.actions.iter().enumerate() {
             if let (true, Some(r)) = (action.show_output, report.results.get(&id)) {
                 let stdout = ctx.store.read(&r.stdout).ok().flatten().unwrap_or_default();
-                lines.push(crate::progress::render_output(action, &stdout, true));
+                lines.push(progress.render_output(action, &stdout, true));
             }
         }
         let stamp = match exec.stamp_used() {
@@ -161,6 +194,7 @@ pub fn build(
     exec: &Executor,
     targets: Vec<Label>,
     progress: &Progress,
+    rerun_tests: bool,
 ) -> Result<(Plan, Report)> {
     let events = cli
         .json
@@ -179,6 +213,7 @@ pub fn build(
         jobs: jobs(cli),
         keep_going: cli.keep_going,
         lookup_threads: if ctx.remote_enabled { 16 } else { 0 },
+        rerun_tests,
     };
     let mut reporters: Vec<&dyn Reporter> = vec![progress];
     reporters.extend(events.as_ref().map(|e| e as &dyn Reporter));

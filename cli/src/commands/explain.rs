@@ -8,6 +8,7 @@
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Result};
+use kiln_cache::KeyOutcome;
 use kiln_engine::executor::key_prefix;
 use kiln_engine::key::KeyRecord;
 use kiln_engine::label::Label;
@@ -35,9 +36,22 @@ pub fn run(cli: &Cli, label: &str) -> Result<ExitCode> {
     }
     for (id, entry) in entries {
         let name = &id[ws_prefix.len()..];
-        if !entry.executed {
-            println!("{name}: cached in the last build, nothing ran");
-            continue;
+        match entry.outcome {
+            KeyOutcome::Cached => {
+                println!("{name}: cached in the last build, nothing ran");
+                continue;
+            }
+            KeyOutcome::Failed => {
+                println!("{name}: failed in the last build; failures are not cached, so the next build runs it again");
+                continue;
+            }
+            KeyOutcome::RetriedAfterFailure => {
+                println!(
+                    "{name}: executed because its previous run failed (failures are not cached)"
+                );
+                continue;
+            }
+            KeyOutcome::Executed => {}
         }
         let Some(prev) = entry.prev else {
             println!("{name}: executed: first build");

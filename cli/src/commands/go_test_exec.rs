@@ -1,43 +1,29 @@
-//! `kiln go-test-exec BINARY ARGS...`: runs one Go test binary of a batched `go test`
-//! (`go test -exec`) in the view its package would have had alone.
+//! `kiln go-test-exec BINARY ARGS...`: saves a Go test binary instead of running it.
 //!
-//! A batch of `go test` packages shares one sandbox holding every member's inputs (see
-//! `kiln_engine::action::Batch`). Go runs each package's test binary in that package's
-//! directory, so a test reading `../other/testdata/x` would find another member's file
-//! and pass where, alone, it would fail — and its result would be cached under its own
-//! key. This wrapper gives the binary what a sandbox of its own would hold: it copies
-//! the package's declared inputs (from the batch file the engine writes, `KILN_BATCH`)
-//! into a fresh directory under TMPDIR (memory, under bubblewrap), with its own HOME
-//! (kept across a failed package's retries) and TMPDIR, and runs the binary there, in
-//! the package's directory of that copy. The binary no longer sees GOCACHEPROG's
-//! settings either: Go's compile cache is the go command's, not the tests'.
-//!
-//! What the members still share is the process tree and, under bubblewrap, one network
-//! namespace without outside access, as packages under `go test ./...` do.
-//! `batch = false` runs each package alone.
+//! A go_test's build step runs `go test -exec "kiln go-test-exec" ./pkg …` (see
+//! `kiln_rules::go::test`): Go compiles, vets and links each package's test binary as
+//! `go test` does, then, instead of running it, hands it to this command in the
+//! package's directory. The command finds the package's member of the batch (the
+//! engine's batch file, `KILN_BATCH`) and copies the binary to that member's declared
+//! output, where the run step takes it from. It prints nothing and succeeds, so
+//! `go test` reports the package as passed; its verdict is the run step's.
 
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::path::Path;
+use std::process::ExitCode;
 
 use anyhow::{bail, Context as _, Result};
 use kiln_engine::executor::{BatchFile, BATCH_ENV};
 
 pub fn run(args: &[String]) -> Result<ExitCode> {
-    let Some((binary, rest)) = args.split_first() else {
+    let Some(binary) = args.first() else {
         bail!("usage: kiln go-test-exec BINARY [ARGS...]");
     };
-    let mut cmd = Command::new(binary);
-    cmd.args(rest);
-    if let Some(file) = std::env::var_os(BATCH_ENV).filter(|f| !f.is_empty()) {
-        isolate(&mut cmd, Path::new(&file))?;
-    }
-    let err = cmd.exec();
-    Err(err).with_context(|| format!("failed to run {binary}"))
-}
-
-/// Points `cmd` at a copy of its package's inputs.
-fn isolate(cmd: &mut Command, file: &Path) -> Result<()> {
+    let file = std::env::var_os(BATCH_ENV)
+        .filter(|f| !f.is_empty())
+        .with_context(|| {
+            format!("{BATCH_ENV} is not set: go-test-exec runs inside a go_test build")
+        })?;
+    let file = Path::new(&file);
     let text = std::fs::read(file).with_context(|| format!("failed to read {}", file.display()))?;
     let batch: BatchFile = serde_json::from_slice(&text)
         .with_context(|| format!("failed to read {}", file.display()))?;
@@ -61,35 +47,14 @@ fn isolate(cmd: &mut Command, file: &Path) -> Result<()> {
         .iter()
         .find(|m| m.args.last() == Some(&package))
         .with_context(|| format!("no member of the batch tests `{package}`"))?;
-    let tmp = std::env::var_os("TMPDIR").map_or_else(std::env::temp_dir, PathBuf::from);
-    let view = tempfile::Builder::new()
-        .prefix("kiln-test-")
-        .tempdir_in(&tmp)
-        .with_context(|| format!("failed to create a directory in {}", tmp.display()))?
-        .keep();
-    for input in &member.inputs {
-        let (from, to) = (root.join(input), view.join(input));
-        if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::copy(&from, &to).with_context(|| format!("failed to copy {input}"))?;
-    }
-    let dir = view.join(rel);
-    // HOME lives in the sandbox itself, so a retry of a failed package (flaky_attempts)
-    // finds what the attempt before left there, as one sandbox of its own would keep it.
-    let home = root.join(".kiln/homes").join(package.replace('/', "%"));
-    let scratch = view.join(".kiln/tmp");
-    for d in [&dir, &home, &scratch] {
-        std::fs::create_dir_all(d)?;
-    }
-    cmd.current_dir(&dir)
-        .env("PWD", &dir)
-        .env("HOME", &home)
-        .env("TMPDIR", &scratch)
-        .env_remove("GOCACHEPROG")
-        .env_remove(BATCH_ENV)
-        .env_remove(kiln_cache::gocacheprog::SOCKET_ENV);
-    Ok(())
+    let out = member
+        .outputs
+        .first()
+        .with_context(|| format!("`{package}` has no test binary to save"))?;
+    let dest = root.join(out);
+    std::fs::copy(binary, &dest)
+        .with_context(|| format!("failed to save {binary} as {}", dest.display()))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The `go test` argument naming the package in directory `rel` (sandbox-relative) of

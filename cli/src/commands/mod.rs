@@ -20,9 +20,20 @@ use crate::{CacheCommand, Cli, Command};
 
 pub fn run(cli: &Cli) -> Result<ExitCode> {
     match &cli.command {
-        Command::Build { labels } => build::run(cli, labels, build::Mode::Build, None),
-        Command::Test { labels, junit } => {
-            build::run(cli, labels, build::Mode::Test, junit.as_deref())
+        Command::Build { labels } => build::run(cli, labels, &build::Request::default()),
+        Command::Test {
+            labels,
+            junit,
+            rerun,
+            args,
+        } => {
+            let request = build::Request {
+                test: true,
+                junit: junit.clone(),
+                rerun: *rerun,
+                args: args.clone(),
+            };
+            build::run(cli, labels, &request)
         }
         Command::Run { label, args } => run::run(cli, label, args),
         Command::Explain { label } => explain::run(cli, label),

@@ -15,14 +15,14 @@ use crate::Cli;
 
 pub fn run(cli: &Cli, label: &str, args: &[String]) -> Result<ExitCode> {
     let ctx = Context::load(cli)?;
-    let progress = Progress::new(ctx.store.clone());
+    let progress = Progress::new(ctx.store.clone(), false);
     let exec = ctx.executor(cli)?;
     let label = Label::parse(label, "")
         .map_err(|e| anyhow!(kiln_engine::Error::new(kiln_engine::ErrorKind::Label, e)))?;
     if ctx.workspace.target(&label).is_none() {
         return Err(ctx.workspace.missing_target(&label).into());
     }
-    let (plan, report) = build(cli, &ctx, &exec, vec![label.clone()], &progress)?;
+    let (plan, report) = build(cli, &ctx, &exec, vec![label.clone()], &progress, false)?;
     progress.summary(&report, ctx.remote_enabled);
     if !report.ok() {
         return Ok(ExitCode::from(1));

@@ -30,10 +30,10 @@ use crate::Cli;
 
 pub fn run(cli: &Cli, labels: &[String], cold: bool) -> Result<ExitCode> {
     let ctx = Context::load(cli)?;
-    let progress = Progress::new(ctx.store.clone());
+    let progress = Progress::new(ctx.store.clone(), false);
     let exec = ctx.executor(cli)?;
     let targets = select(&ctx, &super::default_labels(labels), Mode::Build)?;
-    let (_, first) = build(cli, &ctx, &exec, targets.clone(), &progress)?;
+    let (_, first) = build(cli, &ctx, &exec, targets.clone(), &progress, false)?;
     progress.summary(&first, ctx.remote_enabled);
     if !first.ok() {
         return Ok(ExitCode::from(1));
@@ -56,6 +56,7 @@ pub fn run(cli: &Cli, labels: &[String], cold: bool) -> Result<ExitCode> {
         jobs: jobs(cli),
         keep_going: false,
         lookup_threads: 0,
+        rerun_tests: false,
     };
     let second = scheduler::run(
         &plan2.graph,

@@ -28,7 +28,7 @@ use kiln_engine::value::Spanned;
 use kiln_engine::workspace::TargetDecl;
 use kiln_engine::{Error, ErrorKind, Result};
 
-use super::list::Lister;
+use super::list::{Lister, Listing};
 use super::{go_env, host_platform, toolchain, Module, PLATFORMS};
 
 const FIELDS: &[&str] = &["main", "platforms", "ldflags", "x_defs", "tags"];
@@ -65,7 +65,13 @@ impl Rule for GoBinary {
         info.meta.insert("name".into(), target.label.name.clone());
         let lister = Lister::new(ctx, &module)?;
         for platform in platforms {
-            let packages = lister.list(ctx, &module, &platform)?;
+            let extra = outside_all(&main.value);
+            let listing = Listing {
+                platform: &platform,
+                tags: &tags,
+                extra: &extra,
+            };
+            let packages = lister.list(ctx, &module, &listing)?;
             let dirs = packages.matching(&main.value);
             let Some(dir) = dirs.first().filter(|_| !main.value.ends_with("...")) else {
                 return Err(Error::new(
@@ -124,6 +130,7 @@ impl Rule for GoBinary {
                     network: false,
                     store_access: true,
                     batch: None,
+                    ..Default::default()
                 }),
                 platform: Some(platform.clone()),
                 show_output: false,
@@ -132,6 +139,19 @@ impl Rule for GoBinary {
             info.files.push(ctx.output(id, &out));
         }
         Ok(info)
+    }
+}
+
+/// `main` when `./...` does not match it (a directory below one whose name starts with
+/// `_` or `.`, or `testdata`), so that it is listed by name, as `go build` would take it.
+fn outside_all(main: &str) -> Vec<String> {
+    let rel = main.trim_start_matches("./");
+    let hidden = rel
+        .split('/')
+        .any(|c| c.starts_with('_') || (c.starts_with('.') && c != ".") || c == "testdata");
+    match hidden {
+        true => vec![main.to_string()],
+        false => Vec::new(),
     }
 }
 

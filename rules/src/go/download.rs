@@ -61,6 +61,7 @@ pub fn download(
             network: true,
             store_access: false,
             batch: None,
+            ..Default::default()
         }),
         platform: None,
         show_output: false,

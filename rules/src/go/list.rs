@@ -93,8 +93,30 @@ pub struct Packages {
 
 /// Lists the module's packages as seen when building for `platform` (build constraints
 /// pick files per platform), with an action run during analysis.
-pub fn list(ctx: &mut Analysis<'_>, module: &Module, platform: &str) -> Result<Packages> {
-    Lister::new(ctx, module)?.list(ctx, module, platform)
+pub fn list(
+    ctx: &mut Analysis<'_>,
+    module: &Module,
+    platform: &str,
+    tags: &[String],
+) -> Result<Packages> {
+    Lister::new(ctx, module)?.list(
+        ctx,
+        module,
+        &Listing {
+            platform,
+            tags,
+            extra: &[],
+        },
+    )
+}
+
+/// What one listing sees: the platform and build tags (constraints pick files by
+/// both), and `extra` patterns beside `./...` (directories `./...` leaves out, such as
+/// `./_examples/server`, which go still builds when they are named).
+pub struct Listing<'a> {
+    pub platform: &'a str,
+    pub tags: &'a [String],
+    pub extra: &'a [String],
 }
 
 /// Lists a module for several platforms over one copy of what `go list` reads (the
@@ -112,24 +134,25 @@ impl Lister {
         Ok(Lister { copy, copy_id })
     }
 
-    /// The module's packages as seen when building for `platform`.
+    /// The module's packages as `listing` sees them.
     pub fn list(
         &self,
         ctx: &mut Analysis<'_>,
         module: &Module,
-        platform: &str,
+        listing: &Listing<'_>,
     ) -> Result<Packages> {
-        list_copy(ctx, module, platform, &self.copy, self.copy_id)
+        list_copy(ctx, module, listing, &self.copy, self.copy_id)
     }
 }
 
 fn list_copy(
     ctx: &mut Analysis<'_>,
     module: &Module,
-    platform: &str,
+    listing: &Listing<'_>,
     copy: &str,
     copy_id: ActionId,
 ) -> Result<Packages> {
+    let platform = listing.platform;
     let go = toolchain(ctx)?;
     let mut env = go_env(module, platform, false, false);
     env.insert("GOFLAGS".into(), format!("{} -e", env["GOFLAGS"]));
@@ -148,13 +171,17 @@ fn list_copy(
         inputs,
         outputs: Vec::new(),
         kind: ActionKind::Exec(ExecSpec {
-            argv: vec![
+            argv: [
                 "{tool:go}/bin/go".into(),
                 "list".into(),
                 "-e".into(),
                 format!("-json={FIELDS}"),
-                "./...".into(),
-            ],
+            ]
+            .into_iter()
+            .chain((!listing.tags.is_empty()).then(|| format!("-tags={}", listing.tags.join(","))))
+            .chain(["./...".to_string()])
+            .chain(listing.extra.iter().cloned())
+            .collect(),
             env,
             tools: vec![go],
             workdir: format!("{copy}{}", module.dir)
@@ -163,6 +190,7 @@ fn list_copy(
             network: false,
             store_access: false,
             batch: None,
+            ..Default::default()
         }),
         platform: None,
         show_output: false,
@@ -318,21 +346,14 @@ impl Packages {
             .collect()
     }
 
-    /// Inputs of the test action of the package in `dir`: its files (with tests and
-    /// testdata/), the build files of every module package it reaches, go.mod & co.
-    pub fn test_inputs(&self, module: &Module, dir: &str) -> Vec<Artifact> {
+    /// Inputs of building the tests of the package in `dir`: its files (with its test
+    /// files and what they embed), the build files of every module package it reaches,
+    /// go.mod & co. Not testdata/: what a test reads as it runs is the run's business.
+    pub fn test_build_inputs(&self, module: &Module, dir: &str) -> Vec<Artifact> {
         let pkg = &self.by_dir[dir];
         let mut inputs = module.common.clone();
         let own = pkg.build_files().chain(pkg.test_files()).cloned();
         inputs.extend(self.files_of(module, dir, own));
-        let testdata = module.file(&super::rel_join(dir, "testdata/"));
-        inputs.extend(
-            module
-                .all
-                .iter()
-                .filter(|a| a.path.starts_with(&testdata))
-                .cloned(),
-        );
         let imports = pkg
             .imports
             .iter()

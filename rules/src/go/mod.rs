@@ -25,10 +25,12 @@
 
 pub mod binary;
 pub mod download;
+pub mod flags;
 mod header;
 pub mod list;
 pub mod output;
 pub mod test;
+mod testlog;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -216,8 +218,8 @@ pub fn rel_join(dir: &str, rel: &str) -> String {
     }
 }
 
-/// Every file below the module directory, leaving out kiln-out/, hidden directories and
-/// nested modules.
+/// Every file below the module directory (and every link to a file), leaving out
+/// kiln-out/, hidden directories and nested modules.
 fn module_files(ctx: &Analysis<'_>, dir: &str) -> Result<Vec<Artifact>> {
     let base = ctx.workspace.root.join(dir);
     let walker = walkdir::WalkDir::new(&base)
@@ -234,7 +236,11 @@ fn module_files(ctx: &Analysis<'_>, dir: &str) -> Result<Vec<Artifact>> {
     for entry in walker {
         let entry = entry
             .map_err(|e| Error::new(ErrorKind::Io, format!("walk {}: {e}", base.display())))?;
-        if entry.file_type().is_file() {
+        // A link to a file is the file (a go.mod linked to vendor.mod, say); go does
+        // not descend into linked directories, and neither does this.
+        let file = entry.file_type().is_file()
+            || (entry.file_type().is_symlink() && entry.path().is_file());
+        if file {
             let rel = entry
                 .path()
                 .strip_prefix(&ctx.workspace.root)

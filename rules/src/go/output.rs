@@ -2,8 +2,12 @@
 //! them) and JUnit XML for CI systems.
 //!
 //! A passing package shows its `ok` line, or `ok  <pkg>  (cached)` when replayed from the
-//! cache; a failing one shows its whole log. A package that passed only on a retry (see
-//! `flaky_attempts`) is marked `(flaky: passed on attempt N)`.
+//! cache; a package without test files `?  <pkg>  [no test files]`; a failing one what
+//! `go test` shows of it: its output outside tests and each failed test's `--- FAIL`
+//! line and output (everything with `-v`), then `FAIL  <pkg>  <time>`. A package that
+//! passed only on a retry (see `flaky_attempts`) is marked
+//! `(flaky: passed on attempt N)`. A test that failed to start a program that is not a
+//! declared tool gets a hint naming it.
 //!
 //! [`Split`] cuts the output of one `go test -json` run over several packages into each
 //! package's own, as if it had run alone: its events, and for a package whose build
@@ -28,6 +32,8 @@ struct Event {
     elapsed: Option<f64>,
     #[serde(default)]
     attempt: Option<u32>,
+    #[serde(default)]
+    time: Option<String>,
 }
 
 /// One test function's outcome (of the last attempt).
@@ -44,17 +50,23 @@ pub struct TestCase {
 pub struct PackageReport {
     pub package: String,
     pub passed: bool,
+    /// Go said `[no test files]`.
+    pub no_tests: bool,
     pub elapsed: f64,
     pub tests: Vec<TestCase>,
     /// Every output line of the last attempt, as plain `go test -v` prints them.
     pub log: String,
+    /// Each output line of the last attempt with the test it belongs to.
+    lines: Vec<(Option<String>, String)>,
     /// The attempt that passed, if it was not the first.
     pub flaky_attempt: Option<u32>,
     /// Lines that were not test2json events (build errors, say).
     pub other: String,
+    /// The first and last event times (RFC 3339), for runs that report no elapsed time.
+    times: (Option<String>, Option<String>),
 }
 
-/// Parses the stdout of a GoTest action.
+/// Parses the stdout of a GoTest or GoTestBuild action.
 pub fn parse(stdout: &[u8]) -> PackageReport {
     let mut report = PackageReport::default();
     for line in String::from_utf8_lossy(stdout).lines() {
@@ -63,6 +75,10 @@ pub fn parse(stdout: &[u8]) -> PackageReport {
             report.other.push('\n');
             continue;
         };
+        if let Some(t) = &ev.time {
+            report.times.0.get_or_insert_with(|| t.clone());
+            report.times.1 = Some(t.clone());
+        }
         match (ev.action.as_str(), &ev.test) {
             ("start", None) => {
                 // A new attempt starts: forget the previous one.
@@ -70,6 +86,7 @@ pub fn parse(stdout: &[u8]) -> PackageReport {
                 report = PackageReport {
                     package: ev.package,
                     flaky_attempt: flaky,
+                    times: (ev.time.clone(), ev.time),
                     ..PackageReport::default()
                 };
             }
@@ -82,7 +99,9 @@ pub fn parse(stdout: &[u8]) -> PackageReport {
                         tc.output.push_str(&out);
                     }
                 }
+                report.no_tests |= test.is_none() && out.ends_with("[no test files]\n");
                 report.log.push_str(&out);
+                report.lines.push((test.clone(), out));
             }
             ("run", Some(name)) => report.tests.push(TestCase {
                 name: name.clone(),
@@ -99,12 +118,84 @@ pub fn parse(stdout: &[u8]) -> PackageReport {
             ("pass" | "fail" | "skip", None) => {
                 report.package = ev.package;
                 report.passed = ev.action != "fail";
-                report.elapsed = ev.elapsed.unwrap_or(0.0);
+                report.elapsed = ev.elapsed.unwrap_or_else(|| report.span());
             }
             _ => {}
         }
     }
     report
+}
+
+impl PackageReport {
+    /// Seconds between the first and the last event.
+    fn span(&self) -> f64 {
+        let secs = |t: &Option<String>| t.as_deref().and_then(seconds_of_day);
+        match (secs(&self.times.0), secs(&self.times.1)) {
+            (Some(a), Some(b)) if b >= a => b - a,
+            _ => 0.0,
+        }
+    }
+
+    /// What plain `go test` shows of a failed package: its output outside tests and,
+    /// for each failed test, its `--- FAIL` line, then its output.
+    fn failed_output(&self) -> String {
+        let failed = |name: &str| {
+            self.tests
+                .iter()
+                .any(|t| t.name == name && t.status == "fail")
+        };
+        let mut out = String::new();
+        let mut shown: Vec<&str> = Vec::new();
+        for (test, line) in &self.lines {
+            match test {
+                None if !is_frame(line) => out.push_str(line),
+                None => {}
+                Some(name) if failed(name) && !shown.contains(&name.as_str()) => {
+                    shown.push(name);
+                    out.push_str(&self.failed_test(name));
+                }
+                Some(_) => {}
+            }
+        }
+        out
+    }
+
+    /// A failed test's `--- FAIL` line and then what it printed.
+    fn failed_test(&self, name: &str) -> String {
+        let mine = || {
+            self.lines
+                .iter()
+                .filter(move |(t, _)| t.as_deref() == Some(name))
+        };
+        let mut out: String = mine()
+            .filter(|(_, l)| l.trim_start().starts_with("--- FAIL"))
+            .map(|(_, l)| l.as_str())
+            .collect();
+        out.extend(
+            mine()
+                .filter(|(_, l)| !is_frame(l) && !l.trim_start().starts_with("--- "))
+                .map(|(_, l)| l.as_str()),
+        );
+        out
+    }
+}
+
+/// A line the test framework writes around tests (`=== RUN`, `PASS`, `FAIL`, ...).
+fn is_frame(line: &str) -> bool {
+    let l = line.trim_start();
+    l.starts_with("=== ") || l == "PASS\n" || l == "FAIL\n"
+}
+
+/// Seconds since midnight of an RFC 3339 time (enough to subtract two close ones).
+fn seconds_of_day(t: &str) -> Option<f64> {
+    let clock = t.split_once('T')?.1;
+    let clock = clock.trim_end_matches('Z');
+    let clock = clock.split(['+', '-']).next()?;
+    let mut parts = clock.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
 }
 
 /// Splits a `go test -json` run over several packages; members are import paths.
@@ -173,14 +264,33 @@ impl BatchSplit for Split {
     }
 }
 
-/// What the user sees for one package.
-pub fn render(report: &PackageReport, cached: bool) -> String {
+/// What the user sees for one package: as `go test` shows it, or as `go test -v` with
+/// `verbose`.
+pub fn render(report: &PackageReport, cached: bool, verbose: bool) -> String {
+    if report.no_tests {
+        return format!("?   \t{}\t[no test files]\n", report.package);
+    }
+    let mut out = match verbose {
+        true => report.log.clone(),
+        false => String::new(),
+    };
     if !report.passed {
-        let mut out = report.other.clone();
-        out.push_str(&report.log);
-        if !report.log.contains("FAIL") && !report.package.is_empty() {
-            out.push_str(&format!("FAIL\t{}\n", report.package));
+        out = report.other.clone();
+        out.push_str(&match verbose {
+            true => report.log.clone(),
+            false => report.failed_output(),
+        });
+        let built = !report.log.contains("[build failed]");
+        if built && !report.package.is_empty() {
+            if !out.ends_with("FAIL\n") {
+                out.push_str("FAIL\n");
+            }
+            out.push_str(&format!(
+                "FAIL\t{}\t{:.3}s\n",
+                report.package, report.elapsed
+            ));
         }
+        out.push_str(&missing_tool_hint(&report.log));
         return out;
     }
     let timing = if cached {
@@ -192,7 +302,30 @@ pub fn render(report: &PackageReport, cached: bool) -> String {
         .flaky_attempt
         .map(|n| format!(" (flaky: passed on attempt {n})"))
         .unwrap_or_default();
-    format!("ok  \t{}\t{timing}{flaky}\n", report.package)
+    out.push_str(&format!("ok  \t{}\t{timing}{flaky}\n", report.package));
+    out
+}
+
+/// A hint for a test that could not start a program: `exec: "git": executable file not
+/// found in $PATH` means `git` is not a declared tool of the go_test.
+fn missing_tool_hint(log: &str) -> String {
+    const NOT_FOUND: &str = "\": executable file not found in $PATH";
+    let mut names: Vec<&str> = log
+        .match_indices(NOT_FOUND)
+        .filter_map(|(at, _)| log[..at].rsplit_once("exec: \"").map(|(_, name)| name))
+        .filter(|name| !name.contains(['"', '\n']))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+    format!(
+        "kiln: hint: a test ran {}, which the sandbox does not have: declare it with tools = [{}] on the go_test target\n",
+        names.join(", "),
+        list.join(", ")
+    )
 }
 
 /// JUnit XML over several packages' reports.
@@ -263,8 +396,8 @@ mod tests {
     fn renders_pass_and_cached() {
         let r = parse(PASS.as_bytes());
         assert!(r.passed);
-        assert_eq!(render(&r, true), "ok  \tex/a\t(cached)\n");
-        assert_eq!(render(&r, false), "ok  \tex/a\t0.011s\n");
+        assert_eq!(render(&r, true, false), "ok  \tex/a\t(cached)\n");
+        assert_eq!(render(&r, false, false), "ok  \tex/a\t0.011s\n");
         assert!(junit(&[r]).contains("<testcase classname=\"ex/a\" name=\"TestX\""));
     }
 
@@ -286,10 +419,10 @@ mod tests {
         let a = parts[0].as_ref().expect("a ran");
         assert!(a.passed);
         let ra = parse(&a.stdout);
-        assert_eq!(render(&ra, false), "ok  \tex/a\t0.004s\n");
+        assert_eq!(render(&ra, false, false), "ok  \tex/a\t0.004s\n");
         let b = parts[1].as_ref().expect("b ran");
         assert!(!b.passed);
-        let shown = render(&parse(&b.stdout), false);
+        let shown = render(&parse(&b.stdout), false, false);
         assert!(shown.contains("undefined: nope"), "{shown}");
         assert!(shown.contains("FAIL\tex/b [build failed]"), "{shown}");
         assert!(!String::from_utf8_lossy(&b.stdout).contains("ex/a"));
@@ -311,6 +444,6 @@ mod tests {
         let text = format!("{failing}{PASS}{{\"Action\":\"kiln-flaky\",\"Attempt\":2}}\n");
         let r = parse(text.as_bytes());
         assert!(r.passed);
-        assert!(render(&r, false).contains("(flaky: passed on attempt 2)"));
+        assert!(render(&r, false, false).contains("(flaky: passed on attempt 2)"));
     }
 }

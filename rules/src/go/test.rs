@@ -1,49 +1,64 @@
-//! `go_test`: one cached `go test` action per Go package.
+//! `go_test`: each Go package's tests as two cached steps, built and then run.
 //!
 //! ```toml
 //! [go_test.unit]
 //! packages = ["./..."]     # patterns as `go test` takes them; default ./...
-//! race = true              # -race (cgo, with the host's gcc as a tool of the action)
+//! race = true              # -race (cgo, with the host's gcc as a tool of the build)
 //! tags = ["integration"]   # build tags
 //! timeout = "5m"           # go test -timeout
 //! env = { APP_ENV = "test" }
+//! tools = ["git", "sh"]    # host programs the tests run (on PATH, hashed into keys)
 //! flaky_attempts = 2       # run a failing package up to this many times in all
 //! ```
 //!
-//! Each action runs `go test -json -count=1 -trimpath` (kiln caches results, Go's own
-//! test cache is off; `-trimpath` lets compiled module packages be shared between
-//! sandboxes) in the module directory for one package; its inputs are that package's
-//! transitive sources within the module, so an edit reruns exactly the packages that can
-//! reach it. Passing results are cached and replayed as `ok  pkg  (cached)`; failures
-//! are never cached. With `race`, GORACE=atexit_sleep_ms=0 drops the race runtime's
-//! one-second pause at exit (races are still reported while tests run).
+//! **Build** (`GoTestBuild`, one per package, with or without test files): `go test`
+//! with `-exec` pointing at kiln's `go-test-exec`, which saves the test binary as the
+//! action's output instead of running it. Go compiles, vets and links exactly as
+//! `go test` does, and reports a package without test files as
+//! `?  pkg [no test files]` (a package that does not compile fails here, as under
+//! `go test ./...`). Its inputs are the package's Go files and those of every module
+//! package it imports; the packages that miss the cache build together, as one `go
+//! test` ([`Batch`]), split back per package by [`output::Split`].
 //!
-//! The packages that miss the cache run together, as one `go test` over all of them
-//! (the engine's [`Batch`], split back per package by [`output::Split`]): the go command
-//! loads the module and links test binaries once per build, as `go test ./...` does,
-//! while each package keeps its own key, result and `(cached)` line. Each test binary
-//! runs through `go test -exec` in a copy of exactly its package's inputs, with its own
-//! HOME and TMPDIR (the kiln binary's `go-test-exec`), so a test that reads another
-//! package's files by relative path fails as it would alone. The members share the
-//! process tree and one network namespace, as under `go test ./...`; `batch = false`
-//! runs each package in a sandbox of its own.
+//! **Run** (`GoTest`, one per package with tests): the saved binary under `test2json`
+//! (built once from the toolchain), in the package's directory, with the whole module
+//! visible read-only, as under `go test`: files beside the package, `testdata/`,
+//! `../testdata/`, fixtures anywhere in the module. The binary writes Go's test log
+//! (`-test.testlogfile`), and the run is keyed as Go's own test cache keys it: by the
+//! binary, its flags and environment, and the state of exactly what the test opened or
+//! looked at in the module ([`kiln_engine::action::Reads`]). So an edit that leaves a
+//! binary unchanged (a comment) reruns nothing, and a fixture edit reruns only the
+//! tests that read it. Passing runs are cached and replayed as `ok  pkg  (cached)`;
+//! failures never are.
 //!
-//! With `flaky_attempts = N`, a failing package is run again up to N times in all
-//! (together with the others that failed); one that passes only on a retry passes, and
-//! its output carries a `kiln-flaky` event that the report shows.
+//! **Paths.** Under bubblewrap the module sits at `/kiln/ws/<dir>` and the toolchain at
+//! `/kiln/tools/go` for every build and checkout, so test binaries are built without
+//! `-trimpath`: `runtime.Caller` gives a test its real source path, and binaries (and so
+//! results) still match across machines. A test sees HOME (writable, its own), TMPDIR
+//! `/tmp` (private, so `t.TempDir()` paths are short enough for Unix sockets), USER and
+//! LOGNAME of the user running kiln (keyed only if read), PATH with the declared `tools`
+//! and the toolchain's `bin/`, and no network. In `dir` mode (no bubblewrap) binaries
+//! are built with `-trimpath`, and `runtime.Caller`-based lookups do not find files.
+//!
+//! `kiln test -- -run X -short -v` passes go test's test flags to every run
+//! ([`TestArgs`]); `kiln test --rerun` runs tests whose results are cached.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kiln_engine::action::{Action, ActionKind, Batch, ExecSpec};
+use kiln_engine::action::{Action, ActionKind, Artifact, Batch, ExecSpec, Reads, Tool};
 use kiln_engine::label::Label;
 use kiln_engine::rule::{Analysis, Rule, TargetInfo};
+use kiln_engine::sandbox::SandboxMode;
 use kiln_engine::value::Spanned;
-use kiln_engine::workspace::TargetDecl;
-use kiln_engine::Result;
+use kiln_engine::workspace::{TargetDecl, OUT_DIR};
+use kiln_engine::{Error, ErrorKind, Result};
 
-use super::list::list;
-use super::output;
-use super::{cgo_tools, go_env, host_platform, toolchain, Module};
+use super::flags::TestArgs;
+use super::list::{list, GoPackage, Packages};
+use super::testlog::TestLog;
+use super::{cgo_tools, go_env, host_platform, rel_join, toolchain, Module};
+use crate::go::output;
 
 const FIELDS: &[&str] = &[
     "packages",
@@ -51,9 +66,13 @@ const FIELDS: &[&str] = &[
     "tags",
     "timeout",
     "env",
+    "tools",
     "flaky_attempts",
     "batch",
 ];
+
+/// Where a run's test log is written, sandbox-relative.
+const TEST_LOG: &str = ".kiln/testlog.txt";
 
 pub struct GoTest;
 
@@ -76,7 +95,51 @@ impl Rule for GoTest {
     }
 
     fn analyze(&self, target: &TargetDecl, ctx: &mut Analysis<'_>) -> Result<TargetInfo> {
-        let attrs = &target.attrs;
+        let settings = Settings::read(ctx)?;
+        let module = Module::load(ctx)?;
+        let packages = list(ctx, &module, &settings.platform, &settings.tags)?;
+        let dirs = selected(ctx, &packages, &module)?;
+        let test2json = test2json(ctx, &module)?;
+        let steps = Steps {
+            settings: &settings,
+            module: &module,
+            packages: &packages,
+            test2json,
+        };
+        for dir in dirs {
+            let pkg = &packages.by_dir[&dir];
+            let binary = binary_path(ctx, &dir, pkg);
+            let build = ctx.add(steps.build(target, &dir, binary.as_deref()));
+            if let Some(binary) = binary {
+                let binary = ctx.output(build, &binary);
+                let run = steps.run(target, &dir, binary);
+                ctx.add(run);
+            }
+        }
+        Ok(TargetInfo::default())
+    }
+}
+
+/// A go_test's attributes, with the command line's test flags.
+struct Settings {
+    platform: String,
+    race: bool,
+    isolated: bool,
+    tags: Vec<String>,
+    timeout: String,
+    attempts: u32,
+    shared: bool,
+    env: BTreeMap<String, String>,
+    /// The build's tools: the toolchain, with the C toolchain for `-race`.
+    build_tools: Vec<Tool>,
+    /// The run's tools: the toolchain and the declared `tools`.
+    run_tools: Vec<Tool>,
+    args: TestArgs,
+}
+
+impl Settings {
+    fn read(ctx: &Analysis<'_>) -> Result<Settings> {
+        let attrs = ctx.attrs();
         let race = attrs.bool("race")?.unwrap_or(false);
         let attempts = attrs.int("flaky_attempts")?.unwrap_or(1);
         if !(1..=10).contains(&attempts) {
@@ -85,112 +148,247 @@ impl Rule for GoTest {
                 "`flaky_attempts` must be between 1 and 10",
             ));
         }
-        let module = Module::load(ctx)?;
-        let platform = host_platform();
-        let packages = list(ctx, &module, &platform)?;
-        let mut patterns = attrs.str_list("packages")?;
-        if patterns.is_empty() {
-            patterns.push(Spanned {
-                value: "./...".into(),
-                span: attrs.span.clone(),
-            });
-        }
-        let mut dirs = Vec::new();
-        for pattern in &patterns {
-            let matched = packages.matching(&pattern.value);
-            if matched.is_empty() {
-                return Err(kiln_engine::Error::new(
-                    kiln_engine::ErrorKind::Config,
-                    format!(
-                        "`{}` matches no Go package in module {}",
-                        pattern.value, module.path
-                    ),
-                )
-                .at(attrs.location(pattern.span.start))
-                .hint("patterns are relative to go.mod's directory, e.g. ./... or ./store"));
-            }
-            dirs.extend(matched);
-        }
-        dirs.sort();
-        dirs.dedup();
+        let args = TestArgs::parse(&ctx.exec.test_args).map_err(|e| {
+            Error::new(ErrorKind::Config, e)
+                .hint("for example: kiln test -- -run TestName -short -v")
+        })?;
         let go = toolchain(ctx)?;
-        let mut tools = vec![go];
+        let mut build_tools = vec![go.clone()];
         if race {
-            tools.extend(cgo_tools(ctx)?);
+            build_tools.extend(cgo_tools(ctx)?);
         }
-        let batch = Batch {
-            member_args: 1,
-            attempts: attempts as u32,
-            split: Arc::new(output::Split),
-            shared: attrs.bool("batch")?.unwrap_or(true),
+        let mut run_tools = vec![go.clone()];
+        for name in attrs.str_list("tools")? {
+            run_tools.push(ctx.host_tool(&name)?);
+        }
+        let timeout = match (&args.timeout, attrs.str("timeout")?) {
+            (Some(t), _) => t.clone(),
+            (None, Some(t)) => t.value,
+            (None, None) => "10m0s".into(),
         };
-        let mut env = go_env(&module, &platform, race, true);
-        for (k, v) in attrs.str_map("env")? {
-            env.insert(k.value, v.value);
+        Ok(Settings {
+            platform: host_platform(),
+            race,
+            isolated: ctx.exec.sandbox_mode()? == SandboxMode::Bwrap,
+            tags: attrs
+                .str_list("tags")?
+                .into_iter()
+                .map(|t| t.value)
+                .collect(),
+            timeout,
+            attempts: attempts as u32,
+            shared: attrs.bool("batch")?.unwrap_or(true),
+            env: attrs
+                .str_map("env")?
+                .into_iter()
+                .map(|(k, v)| (k.value, v.value))
+                .collect(),
+            build_tools,
+            run_tools,
+            args,
+        })
+    }
+}
+
+/// The module directories the target's patterns select, sorted.
+fn selected(ctx: &Analysis<'_>, packages: &Packages, module: &Module) -> Result<Vec<String>> {
+    let attrs = ctx.attrs();
+    let mut patterns = attrs.str_list("packages")?;
+    if patterns.is_empty() {
+        patterns.push(Spanned {
+            value: "./...".into(),
+            span: attrs.span.clone(),
+        });
+    }
+    let mut dirs = Vec::new();
+    for pattern in &patterns {
+        let matched = packages.matching(&pattern.value);
+        if matched.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "`{}` matches no Go package in module {}",
+                    pattern.value, module.path
+                ),
+            )
+            .at(attrs.location(pattern.span.start))
+            .hint("patterns are relative to go.mod's directory, e.g. ./... or ./store"));
         }
-        if race {
-            env.insert("GORACE".into(), "atexit_sleep_ms=0".into());
-            env.insert("CC".into(), "gcc".into());
+        dirs.extend(matched);
+    }
+    dirs.sort();
+    dirs.dedup();
+    Ok(dirs)
+}
+
+/// Where the test binary of the package in `dir` goes, if it has tests:
+/// `kiln-out/<package>/<target>/<dir>/<name>.test`, named as go names it.
+fn binary_path(ctx: &Analysis<'_>, dir: &str, pkg: &GoPackage) -> Option<String> {
+    if !pkg.has_tests() {
+        return None;
+    }
+    let base = pkg.import_path.rsplit('/').next().unwrap_or("pkg");
+    let file = rel_join(dir, &format!("{base}.test"));
+    Some(ctx.out_path(&format!("{}/{file}", ctx.label().name)))
+}
+
+/// `test2json` built from the toolchain (once for every go_test: newer toolchains do
+/// not ship it prebuilt), which turns a test binary's output into `go test -json` events.
+fn test2json(ctx: &mut Analysis<'_>, module: &Module) -> Result<Artifact> {
+    let go = toolchain(ctx)?;
+    let out = format!("{OUT_DIR}/.go-tools/test2json");
+    let mut env = go_env(module, &host_platform(), false, true);
+    env.insert("GOFLAGS".into(), String::new());
+    let action = Action {
+        owner: ctx.label().clone(),
+        mnemonic: "GoTool".into(),
+        discriminator: "test2json".into(),
+        inputs: Vec::new(),
+        outputs: vec![out.clone()],
+        kind: ActionKind::Exec(ExecSpec {
+            argv: [
+                "{tool:go}/bin/go",
+                "build",
+                "-trimpath",
+                "-o",
+                &format!("{{sandbox}}/{out}"),
+                "cmd/test2json",
+            ]
+            .map(String::from)
+            .to_vec(),
+            env,
+            tools: vec![go],
+            store_access: true,
+            ..Default::default()
+        }),
+        platform: None,
+        show_output: false,
+    };
+    let id = ctx.add_shared(action);
+    Ok(ctx.output(id, &out))
+}
+
+/// The build and run steps of the target's packages.
+struct Steps<'a> {
+    settings: &'a Settings,
+    module: &'a Module,
+    packages: &'a Packages,
+    test2json: Artifact,
+}
+
+impl Steps<'_> {
+    /// `go test -exec go-test-exec ./dir`: the package compiled, vetted and linked; its
+    /// test binary (if it has tests) saved at `binary`.
+    fn build(&self, target: &TargetDecl, dir: &str, binary: Option<&str>) -> Action {
+        let s = self.settings;
+        let mut argv: Vec<String> = ["{tool:go}/bin/go", "test", "-json", "-count=1"]
+            .map(String::from)
+            .to_vec();
+        if !s.isolated {
+            // Paths differ from sandbox to sandbox: keep them out of the binaries.
+            argv.push("-trimpath".into());
         }
-        // -trimpath: without it Go keys compiled module packages by their absolute
-        // directory, which is a new sandbox for every action, so nothing would be shared.
-        // -exec: each test binary runs in a copy of its own package's inputs (see the
-        // kiln binary's `go-test-exec`), as it would in a sandbox of its own.
-        let mut go_args: Vec<String> = [
-            "{tool:go}/bin/go",
-            "test",
-            "-json",
-            "-count=1",
-            "-trimpath",
-            "-exec='{kiln}' go-test-exec",
-        ]
-        .map(String::from)
-        .to_vec();
-        if race {
-            go_args.push("-race".into());
+        argv.push("-exec='{kiln}' go-test-exec".into());
+        if s.race {
+            argv.push("-race".into());
         }
-        let tags: Vec<String> = attrs
-            .str_list("tags")?
-            .into_iter()
-            .map(|t| t.value)
-            .collect();
-        if !tags.is_empty() {
-            go_args.push(format!("-tags={}", tags.join(",")));
+        if !s.tags.is_empty() {
+            argv.push(format!("-tags={}", s.tags.join(",")));
         }
-        if let Some(timeout) = attrs.str("timeout")? {
-            go_args.push(format!("-timeout={}", timeout.value));
-        }
-        for dir in dirs {
-            let pkg = &packages.by_dir[&dir];
-            if !pkg.has_tests() {
-                continue;
-            }
-            let mut args = go_args.clone();
-            args.push(if dir.is_empty() {
-                ".".into()
-            } else {
-                format!("./{dir}")
-            });
-            let action = Action {
-                owner: target.label.clone(),
-                mnemonic: "GoTest".into(),
-                discriminator: pkg.import_path.clone(),
-                inputs: packages.test_inputs(&module, &dir),
-                outputs: Vec::new(),
-                kind: ActionKind::Exec(ExecSpec {
-                    argv: args,
-                    env: env.clone(),
-                    tools: tools.clone(),
-                    workdir: module.dir.clone(),
-                    network: false,
-                    store_access: true,
-                    batch: Some(batch.clone()),
+        argv.push(package_arg(dir));
+        let pkg = &self.packages.by_dir[dir];
+        Action {
+            owner: target.label.clone(),
+            mnemonic: "GoTestBuild".into(),
+            discriminator: pkg.import_path.clone(),
+            inputs: self.packages.test_build_inputs(self.module, dir),
+            outputs: binary.map(String::from).into_iter().collect(),
+            kind: ActionKind::Exec(ExecSpec {
+                argv,
+                env: go_env(self.module, &s.platform, s.race, true),
+                tools: s.build_tools.clone(),
+                workdir: self.module.dir.clone(),
+                store_access: true,
+                batch: Some(Batch {
+                    member_args: 1,
+                    attempts: 1,
+                    split: Arc::new(output::Split),
+                    shared: s.shared,
                 }),
-                platform: Some(platform.clone()),
-                show_output: true,
-            };
-            ctx.add(action);
+                ..Default::default()
+            }),
+            platform: Some(s.platform.clone()),
+            // Shown for a package without tests: its `?  pkg [no test files]` line.
+            show_output: binary.is_none(),
         }
-        Ok(TargetInfo::default())
+    }
+
+    /// The test binary run under test2json in its package's directory.
+    fn run(&self, target: &TargetDecl, dir: &str, binary: Artifact) -> Action {
+        let s = self.settings;
+        let pkg = &self.packages.by_dir[dir];
+        let mut argv = vec![
+            format!("{{sandbox}}/{}", self.test2json.path),
+            "-t".into(),
+            "-p".into(),
+            pkg.import_path.clone(),
+            format!("{{sandbox}}/{}", binary.path),
+            "-test.v=test2json".into(),
+            "-test.paniconexit0".into(),
+            format!("-test.timeout={}", s.timeout),
+            format!("-test.testlogfile={{sandbox}}/{TEST_LOG}"),
+        ];
+        argv.extend(s.args.binary.iter().cloned());
+        Action {
+            owner: target.label.clone(),
+            mnemonic: "GoTest".into(),
+            discriminator: pkg.import_path.clone(),
+            inputs: vec![binary, self.test2json.clone()],
+            outputs: Vec::new(),
+            kind: ActionKind::Exec(ExecSpec {
+                argv,
+                env: self.run_env(),
+                tools: s.run_tools.clone(),
+                workdir: self.module.file(dir),
+                reads: Some(Reads {
+                    dir: self.module.dir.clone(),
+                    log: TEST_LOG.into(),
+                    parse: Arc::new(TestLog),
+                }),
+                test: true,
+                batch: Some(Batch {
+                    member_args: 0,
+                    attempts: s.attempts,
+                    split: Arc::new(output::Split),
+                    shared: false,
+                }),
+                ..Default::default()
+            }),
+            platform: Some(s.platform.clone()),
+            show_output: true,
+        }
+    }
+
+    /// A test's environment: what its go commands need (with no compile cache of
+    /// kiln's), the user's name, the target's `env`.
+    fn run_env(&self) -> BTreeMap<String, String> {
+        let s = self.settings;
+        let mut env = go_env(self.module, &s.platform, s.race, false);
+        env.insert("USER".into(), "{user}".into());
+        env.insert("LOGNAME".into(), "{user}".into());
+        if s.race {
+            // Drop the race runtime's one-second pause at exit (races are still reported).
+            env.insert("GORACE".into(), "atexit_sleep_ms=0".into());
+        }
+        env.extend(s.env.clone());
+        env
+    }
+}
+
+/// The `go test` argument naming the package in module-relative `dir`.
+fn package_arg(dir: &str) -> String {
+    match dir.is_empty() {
+        true => ".".into(),
+        false => format!("./{dir}"),
     }
 }

@@ -3,6 +3,13 @@
 //!
 //! Order of writes on success (crash-safe by construction): output blobs into the CAS,
 //! then stdout/stderr blobs, then the action result. Failures are never cached.
+//!
+//! Actions that discover their inputs as they run ([`crate::action::Reads`]) are looked
+//! up and stored through their read sets ([`discovered`]).
+
+mod discovered;
+
+pub use discovered::{Discovered, Found};
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -11,12 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use kiln_cache::gocacheprog::Listener;
-use kiln_cache::{ActionResult, Digest, LocalStore, OutputFile, Store};
+use kiln_cache::{ActionResult, Digest, KeyOutcome, LocalStore, OutputFile, Store};
 
 use crate::action::{Action, ActionKind, Artifact, Batch, Builtin, BuiltinCtx, ExecSpec, Tool};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{KeyInput, KeyRecord, KEY_SCHEMA};
-use crate::sandbox::{Hidden, Sandbox, SandboxMode, StoreAccess};
+use crate::sandbox::{Host, Sandbox, SandboxMode, StoreAccess};
 
 /// How an action ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +34,15 @@ pub enum Status {
 }
 
 /// What running an action ends with.
-pub type Outcome = std::result::Result<ActionResult, Box<Failure>>;
+pub type Outcome = std::result::Result<Ran, Box<Failure>>;
+
+/// An action that ran and succeeded: its result (not yet in the action cache) and,
+/// for an action with reads, what it read.
+#[derive(Debug, Clone)]
+pub struct Ran {
+    pub result: ActionResult,
+    pub reads: Option<Discovered>,
+}
 
 /// Where a batch's shared process finds [`write_batch_file`]'s file.
 pub const BATCH_ENV: &str = "KILN_BATCH";
@@ -47,6 +62,9 @@ pub struct BatchMember {
     pub args: Vec<String>,
     /// Its inputs, sandbox-relative: what the sandbox would hold were it alone.
     pub inputs: Vec<String>,
+    /// Its declared outputs, sandbox-relative.
+    #[serde(default)]
+    pub outputs: Vec<String>,
 }
 
 /// Writes `.kiln/batch.json` for the members about to run together.
@@ -63,6 +81,7 @@ fn write_batch_file(
             .map(|(action, inputs)| BatchMember {
                 args: own_args(action, batch).to_vec(),
                 inputs: inputs.iter().map(|(a, _)| a.path.clone()).collect(),
+                outputs: action.outputs.clone(),
             })
             .collect(),
     };
@@ -114,6 +133,7 @@ fn failure(
         stdout,
         stderr,
         exit_code: Some(exit_code),
+        reads: None,
     })
 }
 
@@ -123,6 +143,7 @@ fn fail(error: Error) -> Box<Failure> {
         stdout: Vec::new(),
         stderr: Vec::new(),
         exit_code: None,
+        reads: None,
     })
 }
 
@@ -133,6 +154,8 @@ pub struct Failure {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub exit_code: Option<i32>,
+    /// What it read, for an action with reads whose log could be read (for `explain`).
+    pub reads: Option<Discovered>,
 }
 
 /// Shared state for running actions.
@@ -144,11 +167,15 @@ pub struct Executor {
     /// that executes nothing never probes for bubblewrap.
     pub mode: SandboxMode,
     resolved_mode: std::sync::OnceLock<std::result::Result<SandboxMode, Error>>,
-    pub hidden: Hidden,
+    /// What sandboxes hide and where the workspace is.
+    pub host: Host,
     pub keep_sandbox_on_failure: bool,
     /// Whether outputs are placed under `kiln-out/` (off for `kiln verify-repro`'s
     /// second build, which must not touch the workspace).
     pub materialize: bool,
+    /// Arguments for test actions from the command line (`kiln test -- ARGS`), which
+    /// rules turn into their tests' flags.
+    pub test_args: Vec<String>,
     tool_digests: Mutex<HashMap<PathBuf, Digest>>,
     last_keys: HashMap<String, kiln_cache::KeyEntry>,
     key_prefix: String,
@@ -178,8 +205,9 @@ impl Executor {
         local.load_file_states(root)?;
         let key_prefix = key_prefix(root);
         let last_keys = local.last_keys(&key_prefix)?;
-        let hidden = Hidden {
-            dirs: vec![root.to_path_buf(), local.root().to_path_buf()],
+        let host = Host {
+            workspace: root.to_path_buf(),
+            cache: local.root().to_path_buf(),
         };
         Ok(Executor {
             root: root.to_path_buf(),
@@ -187,9 +215,10 @@ impl Executor {
             store,
             mode,
             resolved_mode: std::sync::OnceLock::new(),
-            hidden,
+            host,
             keep_sandbox_on_failure: false,
             materialize: true,
+            test_args: Vec::new(),
             tool_digests: Mutex::new(HashMap::new()),
             last_keys,
             key_prefix,
@@ -334,6 +363,8 @@ impl Executor {
                     platform: action.platform.clone(),
                     network: spec.network,
                     attempts: spec.batch.as_ref().map_or(1, |b| b.attempts),
+                    reads: spec.reads.as_ref().map(|r| r.dir.clone()),
+                    discovered: None,
                 }
             }
             ActionKind::Builtin(b) => KeyRecord {
@@ -350,20 +381,34 @@ impl Executor {
                 platform: action.platform.clone(),
                 network: false,
                 attempts: 1,
+                reads: None,
+                discovered: None,
             },
         };
         Ok(record)
     }
 
-    /// Remembers the key an action had in this build and whether it executed, for
+    /// Remembers the key an action had in this build and how it ended, for
     /// `kiln explain` (written only when that differs from what is recorded).
-    pub fn note_key(&self, action: &Action, key: &Digest, record: &KeyRecord, executed: bool) {
+    pub fn note_key(&self, action: &Action, key: &Digest, record: &KeyRecord, outcome: KeyOutcome) {
         let id = format!("{}{}", self.key_prefix, action.id());
         let known = self.last_keys.get(&id);
-        if known.is_none_or(|e| e.key != *key || e.executed != executed) {
+        let failed_before = known.is_some_and(|e| e.key == *key && e.outcome == KeyOutcome::Failed);
+        let outcome = match outcome {
+            KeyOutcome::Executed if failed_before => KeyOutcome::RetriedAfterFailure,
+            other => other,
+        };
+        if known.is_none_or(|e| e.key != *key || e.outcome != outcome) {
             let json = serde_json::to_string(record).expect("key records serialize");
-            self.local.record_key(&id, key, json, executed);
+            self.local.record_key(&id, key, json, outcome);
         }
+    }
+
+    /// The sandbox mode actions run in (`auto` resolved).
+    pub fn sandbox_mode(&self) -> Result<SandboxMode> {
+        self.resolved_mode
+            .get_or_init(|| self.mode.resolve())
+            .clone()
     }
 
     /// Runs an action in a fresh sandbox and stores its outputs. On success returns the
@@ -380,6 +425,7 @@ impl Executor {
             .iter()
             .filter(|(a, _)| !builtin || a.producer.is_some());
         let sandbox = self.prepare(staged, action.outputs.iter())?;
+        let since = now_ns();
         let (exit_code, emitted) = self.run(action, &action.kind, &sandbox)?;
         let emitted = self
             .store_emitted(emitted, inputs, &sandbox)
@@ -391,6 +437,7 @@ impl Executor {
             self.result(action, sandbox.root(), None, emitted, started)
                 .map_err(|e| failure(e, &sandbox, None, exit_code))
         };
+        let outcome = self.with_reads(action, &sandbox, since, outcome);
         if outcome.is_err() {
             self.maybe_keep(sandbox);
         }
@@ -416,6 +463,7 @@ impl Executor {
             Ok(sandbox) => sandbox,
             Err(f) => return members.iter().map(|_| Err(f.clone())).collect(),
         };
+        let since = now_ns();
         let attempts = batch.attempts.max(1);
         let mut outcomes: Vec<Option<Outcome>> = members.iter().map(|_| None).collect();
         let mut failed_runs: Vec<Vec<Vec<u8>>> = vec![Vec::new(); members.len()];
@@ -474,7 +522,7 @@ impl Executor {
                 // with the members that failed, where it may explain why.
                 let err = if passed { &[][..] } else { stderr.as_slice() };
                 let captures = Some((out.as_slice(), err));
-                outcomes[i] = Some(match passed {
+                let outcome = match passed {
                     true => self
                         .result(action, sandbox.root(), captures, Vec::new(), started)
                         .map_err(|e| failure(e, &sandbox, captures, exit_code)),
@@ -482,7 +530,8 @@ impl Executor {
                         let why = format!("{why} (exit code {exit_code})");
                         Err(failure(action.error(&why), &sandbox, captures, exit_code))
                     }
-                });
+                };
+                outcomes[i] = Some(self.with_reads(action, &sandbox, since, outcome));
             }
             remaining = again;
             if remaining.is_empty() {
@@ -497,6 +546,26 @@ impl Executor {
             self.maybe_keep(sandbox);
         }
         outcomes
+    }
+
+    /// An outcome with what the action read, for an action with reads (a read that
+    /// changed while it ran fails it).
+    fn with_reads(
+        &self,
+        action: &Action,
+        sandbox: &Sandbox,
+        since: i64,
+        outcome: std::result::Result<ActionResult, Box<Failure>>,
+    ) -> Outcome {
+        let reads = self.discover(action, sandbox, since);
+        match (outcome, reads) {
+            (Ok(result), Ok(reads)) => Ok(Ran { result, reads }),
+            (Ok(_), Err(e)) => Err(failure(e, sandbox, None, 0)),
+            (Err(mut f), reads) => {
+                f.reads = reads.ok().flatten();
+                Err(f)
+            }
+        }
     }
 
     /// A fresh sandbox holding the inputs, with the outputs' directories made.
@@ -530,16 +599,12 @@ impl Executor {
     ) -> Result<(i32, Given), Box<Failure>> {
         match kind {
             ActionKind::Exec(spec) => {
-                let mode = self
-                    .resolved_mode
-                    .get_or_init(|| self.mode.resolve())
-                    .clone()
-                    .map_err(fail)?;
+                let mode = self.sandbox_mode().map_err(fail)?;
                 let access = match spec.store_access {
                     true => Some(self.store_access().map_err(fail)?),
                     false => None,
                 };
-                let code = sandbox.run(spec, mode, &self.hidden, access.as_ref());
+                let code = sandbox.run(spec, mode, &self.host, access.as_ref());
                 Ok((code.map_err(fail)?, Vec::new()))
             }
             ActionKind::Builtin(b) => {
@@ -802,3 +867,10 @@ fn run_builtin(
 
 /// Outputs a builtin gave without files, as it gave them.
 type Given = Vec<(String, crate::action::Emitted)>;
+
+/// The time now, in nanoseconds since the epoch (as file times are compared).
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}

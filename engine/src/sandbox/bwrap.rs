@@ -1,0 +1,193 @@
+//! The bubblewrap command of a sandboxed process (see the parent module's table of what
+//! it sees).
+//!
+//! The new root is a tmpfs holding the host's top-level entries, bound read-only (links
+//! as links), except `/proc`, `/dev` and `/tmp`, which are the sandbox's own, and
+//! `/kiln`, where the sandbox root, tree tools and the kiln binary appear at fixed
+//! paths. The workspace and the cache are then covered by empty tmpfs mounts (a tool
+//! that lives below one is bound back, read-only). bwrap reads its arguments from a
+//! file descriptor, so the host paths they name are not in the sandbox's
+//! `/proc/1/cmdline`.
+
+use std::fs;
+use std::io::{Seek, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use super::{view_entries, Host, StoreAccess};
+use crate::action::{ExecSpec, Tool};
+
+/// The sandbox root, as the process sees it.
+pub const ROOT: &str = "/kiln/ws";
+/// The kiln binary, as the process sees it.
+pub const KILN: &str = "/kiln/bin/kiln";
+const TOOLS: &str = "/kiln/tools";
+/// Host top-level entries the sandbox has its own of.
+const OWN: &[&str] = &["proc", "dev", "tmp", "kiln"];
+
+/// Where a tool is seen: a tree at `/kiln/tools/NAME`, a file where it is.
+pub fn tool_path(tool: &Tool) -> PathBuf {
+    match tool.tree {
+        true => Path::new(TOOLS).join(&tool.name),
+        false => tool.path.clone(),
+    }
+}
+
+/// Whether bubblewrap can make the namespaces kiln asks for here.
+pub fn works() -> bool {
+    static WORKS: OnceLock<bool> = OnceLock::new();
+    *WORKS.get_or_init(|| {
+        Command::new(bwrap())
+            .args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"])
+            .args([
+                "--unshare-net",
+                "--unshare-pid",
+                "--unshare-ipc",
+                "--unshare-uts",
+            ])
+            .args(["--cap-drop", "ALL", "true"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+fn bwrap() -> PathBuf {
+    super::find_on_path("bwrap").unwrap_or_else(|| PathBuf::from("/usr/bin/bwrap"))
+}
+
+/// Arguments that add the host's top-level entries to the new root (computed once).
+fn host_root() -> &'static [String] {
+    static ARGS: OnceLock<Vec<String>> = OnceLock::new();
+    ARGS.get_or_init(|| {
+        let mut args = Vec::new();
+        let mut entries: Vec<_> = fs::read_dir("/").into_iter().flatten().flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if OWN.contains(&name.as_str()) {
+                continue;
+            }
+            let path = format!("/{name}");
+            match fs::read_link(&path) {
+                Ok(target) => args.extend(["--symlink".into(), target.display().to_string(), path]),
+                Err(_) => args.extend(["--ro-bind".into(), path.clone(), path]),
+            }
+        }
+        args
+    })
+}
+
+/// The bwrap arguments for one process.
+struct Args(Vec<String>);
+
+impl Args {
+    fn add(&mut self, args: &[&str]) {
+        self.0.extend(args.iter().map(|a| a.to_string()));
+    }
+
+    fn bind(&mut self, how: &str, from: &Path, to: &Path) {
+        self.add(&[how, &from.display().to_string(), &to.display().to_string()]);
+    }
+}
+
+/// The command that runs `program` (as the process sees it) under bubblewrap, and a
+/// descriptor to keep open until it has started.
+pub fn command(
+    root: &Path,
+    spec: &ExecSpec,
+    host: &Host,
+    access: Option<&StoreAccess>,
+    program: &str,
+) -> (Command, Option<OwnedFd>) {
+    let mut args = Args(host_root().to_vec());
+    args.add(&["--proc", "/proc", "--dev", "/dev"]);
+    args.add(&["--unshare-pid", "--unshare-ipc", "--unshare-uts"]);
+    args.add(&["--die-with-parent", "--new-session", "--cap-drop", "ALL"]);
+    match spec.network {
+        // A fixed-output action may read what the host keeps in /tmp (a `file://`
+        // module mirror, say), read-only; its scratch space is the sandbox's own.
+        true => args.add(&["--ro-bind", "/tmp", "/tmp"]),
+        false => args.add(&["--unshare-net", "--tmpfs", "/tmp"]),
+    }
+    let hidden = [&host.workspace, &host.cache];
+    for dir in hidden {
+        // Below a private /tmp it is hidden already.
+        if dir.exists() && (spec.network || !dir.starts_with("/tmp")) {
+            args.add(&["--tmpfs", &dir.display().to_string()]);
+        }
+    }
+    for tool in &spec.tools {
+        let seen = tool_path(tool);
+        if tool.tree || hidden.iter().any(|d| tool.path.starts_with(d)) {
+            args.bind("--ro-bind", &tool.path, &seen);
+        }
+    }
+    args.bind("--ro-bind", &super::kiln_exe(), Path::new(KILN));
+    if let Some(access) = access {
+        // The shared store's blob files, read-only (writes go through the socket), and
+        // the socket's directory, read-only too: connecting needs no write access, and
+        // the action must not be able to remove or replace the socket.
+        args.bind("--ro-bind", &access.blobs, &access.blobs);
+        args.bind("--ro-bind", &access.socket_dir, &access.socket_dir);
+    }
+    args.bind("--bind", root, Path::new(ROOT));
+    // Scratch space in memory (Go's GOCACHE): nothing under it is an output.
+    args.add(&["--tmpfs", &format!("{ROOT}/.kiln/tmp")]);
+    if let Some(reads) = &spec.reads {
+        for entry in view_entries(&host.workspace, reads).unwrap_or_default() {
+            let to = Path::new(ROOT).join(&entry);
+            args.bind("--ro-bind", &host.workspace.join(&entry), &to);
+        }
+    }
+    let workdir = Path::new(ROOT).join(&spec.workdir);
+    args.add(&["--chdir", &workdir.display().to_string()]);
+    let (mut cmd, fd) = with_args_fd(args.0);
+    cmd.args(["--", program]);
+    (cmd, fd)
+}
+
+/// `bwrap --args 3`, with the arguments (NUL-separated) in an anonymous memory file on
+/// descriptor 3; on the command line if no such file can be made. The returned
+/// descriptor must stay open until the command has started.
+fn with_args_fd(args: Vec<String>) -> (Command, Option<OwnedFd>) {
+    let mut bytes = Vec::new();
+    for a in &args {
+        bytes.extend_from_slice(a.as_bytes());
+        bytes.push(0);
+    }
+    let Some(fd) = memfd_with(&bytes) else {
+        let mut cmd = Command::new(bwrap());
+        cmd.args(args);
+        return (cmd, None);
+    };
+    let mut cmd = Command::new(bwrap());
+    cmd.args(["--args", "3"]);
+    let raw = fd.as_raw_fd();
+    // dup2 onto 3 clears close-on-exec for the child alone.
+    unsafe {
+        cmd.pre_exec(move || match libc::dup2(raw, 3) {
+            -1 => Err(std::io::Error::last_os_error()),
+            _ => Ok(()),
+        });
+    }
+    (cmd, Some(fd))
+}
+
+/// An anonymous memory file holding `bytes`, positioned at its start.
+fn memfd_with(bytes: &[u8]) -> Option<OwnedFd> {
+    let raw = unsafe { libc::memfd_create(c"kiln-bwrap-args".as_ptr(), libc::MFD_CLOEXEC) };
+    if raw < 0 {
+        return None;
+    }
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut file = fs::File::from(fd);
+    file.write_all(bytes).ok()?;
+    file.seek(std::io::SeekFrom::Start(0)).ok()?;
+    Some(OwnedFd::from(file))
+}

@@ -1,0 +1,400 @@
+//! Sandboxes: a fresh directory per action holding only its declared inputs.
+//!
+//! Layout of a sandbox root (a temporary directory inside the store's `tmp/`, so
+//! outputs can be renamed into the CAS):
+//!
+//! ```text
+//! <root>/pkg/in.txt                  inputs at their workspace-relative paths
+//! <root>/kiln-out/pkg/...            outputs are written here
+//! <root>/.kiln/bin/NAME -> host tool one link per declared tool (PATH)
+//! <root>/.kiln/home, .kiln/tmp       HOME, and scratch space (TMPDIR in dir mode)
+//! <root>/.kiln/stdout, .kiln/stderr  captured output
+//! ```
+//!
+//! Modes ([`SandboxMode`]): `dir` runs the process directly in that directory with an
+//! empty environment: no boundary, only a clean working directory. `bwrap` runs it under
+//! bubblewrap ([`bwrap`]), where what the process sees is the same on every machine and
+//! for every checkout:
+//!
+//! | path              | what                                                        |
+//! |-------------------|-------------------------------------------------------------|
+//! | `/kiln/ws`        | the sandbox root (`{sandbox}`): inputs at workspace paths    |
+//! | `/kiln/tools/NAME`| a tree tool, such as the Go toolchain (`{tool:go}`)         |
+//! | `/kiln/bin/kiln`  | the kiln binary (`{kiln}`), for helpers like gocacheprog    |
+//! | `/tmp`            | private scratch space in memory (TMPDIR)                    |
+//! | everything else   | the host's file system, read-only, without the workspace and the cache |
+//!
+//! Fixed paths are what let paths compiled into binaries (Go's test binaries keep
+//! their source paths so that `runtime.Caller` finds a test's files) be the same for
+//! everyone, so that the results keyed by those binaries are shared. The process has
+//! its own PID, IPC, UTS and (unless the action is a fixed-output one) network
+//! namespaces and no capabilities, even when kiln runs as root. `auto` picks bwrap
+//! where it works.
+//!
+//! An action with [`Reads`] also sees one workspace directory read-only at its place
+//! under the root (see [`crate::action::Reads`]).
+
+mod bwrap;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use crate::action::{ExecSpec, Reads, Tool};
+use crate::error::{Error, ErrorKind, Result};
+use crate::workspace::OUT_DIR;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxMode {
+    Auto,
+    Bwrap,
+    Dir,
+}
+
+impl std::str::FromStr for SandboxMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(SandboxMode::Auto),
+            "bwrap" => Ok(SandboxMode::Bwrap),
+            "dir" => Ok(SandboxMode::Dir),
+            _ => Err(format!("unknown sandbox `{s}` (auto, bwrap or dir)")),
+        }
+    }
+}
+
+impl SandboxMode {
+    /// The mode to use: `auto` becomes bwrap where it works.
+    pub fn resolve(self) -> Result<SandboxMode> {
+        match self {
+            SandboxMode::Dir => Ok(SandboxMode::Dir),
+            SandboxMode::Auto if bwrap::works() => Ok(SandboxMode::Bwrap),
+            SandboxMode::Auto => Ok(SandboxMode::Dir),
+            SandboxMode::Bwrap if bwrap::works() => Ok(SandboxMode::Bwrap),
+            SandboxMode::Bwrap => Err(Error::new(
+                ErrorKind::Action,
+                "use bubblewrap: `bwrap` is missing or cannot create namespaces here",
+            )
+            .hint("install bubblewrap, or pass --sandbox=dir")),
+        }
+    }
+}
+
+/// What of the host a sandbox hides: the workspace (whose files an action sees only as
+/// its inputs, or read-only through [`Reads`]) and kiln's cache.
+#[derive(Debug, Clone, Default)]
+pub struct Host {
+    pub workspace: PathBuf,
+    pub cache: PathBuf,
+}
+
+/// What an action with `store_access` sees of the shared store: the socket its
+/// `kiln gocacheprog` relays to, and the blob files handed out as `DiskPath`s.
+#[derive(Debug, Clone)]
+pub struct StoreAccess {
+    pub socket: PathBuf,
+    pub socket_dir: PathBuf,
+    pub blobs: PathBuf,
+}
+
+/// Where the process finds things: the placeholders' values in one mode.
+struct Seen {
+    root: PathBuf,
+    tmp: PathBuf,
+    kiln: PathBuf,
+    tools: Vec<(String, PathBuf)>,
+}
+
+impl Seen {
+    fn new(root: &Path, mode: SandboxMode, spec: &ExecSpec) -> Seen {
+        let tools = &spec.tools;
+        if mode == SandboxMode::Bwrap {
+            let root = PathBuf::from(bwrap::ROOT);
+            return Seen {
+                // The host's /tmp, where a fixed-output action sees it, is not its own.
+                tmp: match spec.network {
+                    true => root.join(".kiln/tmp"),
+                    false => PathBuf::from("/tmp"),
+                },
+                root,
+                kiln: PathBuf::from(bwrap::KILN),
+                tools: tools
+                    .iter()
+                    .map(|t| (t.name.clone(), bwrap::tool_path(t)))
+                    .collect(),
+            };
+        }
+        Seen {
+            root: root.to_path_buf(),
+            tmp: root.join(".kiln/tmp"),
+            kiln: kiln_exe(),
+            tools: tools
+                .iter()
+                .map(|t| (t.name.clone(), t.path.clone()))
+                .collect(),
+        }
+    }
+
+    /// Expands `{tool:NAME}`, `{sandbox}`, `{kiln}` and `{user}` placeholders.
+    fn expand(&self, s: &str) -> String {
+        if !s.contains('{') {
+            return s.to_string();
+        }
+        let mut out = s.replace("{sandbox}", &self.root.display().to_string());
+        out = out.replace("{kiln}", &self.kiln.display().to_string());
+        out = out.replace("{user}", host_user());
+        for (name, path) in &self.tools {
+            out = out.replace(&format!("{{tool:{name}}}"), &path.display().to_string());
+        }
+        out
+    }
+}
+
+/// The running kiln binary. Linux names a binary replaced while it runs
+/// "<path> (deleted)"; the new one at the same path serves as well.
+pub fn kiln_exe() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("kiln"));
+    PathBuf::from(exe.to_string_lossy().trim_end_matches(" (deleted)"))
+}
+
+/// The name of the user kiln runs as (`{user}`: USER and LOGNAME of tests, as `go test`
+/// passes them on). Not in keys: an action whose log says it read the variable is keyed
+/// by its value ([`crate::action::Reads`]).
+pub fn host_user() -> &'static str {
+    static USER: OnceLock<String> = OnceLock::new();
+    USER.get_or_init(|| {
+        std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| {
+                if unsafe { libc::getuid() } == 0 {
+                    "root"
+                } else {
+                    "nobody"
+                }
+                .into()
+            })
+    })
+}
+
+/// Whether an environment value holds a placeholder whose value is not in keys.
+pub fn is_volatile(value: &str) -> bool {
+    value.contains("{user}")
+}
+
+/// An environment value with the placeholders that are not in keys expanded.
+pub fn expand_volatile(value: &str) -> String {
+    value.replace("{user}", host_user())
+}
+
+/// A prepared sandbox directory. Removed when dropped.
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn create(tmp: &Path) -> Result<Sandbox> {
+        let dir = tempfile::Builder::new()
+            .prefix("sandbox-")
+            .tempdir_in(tmp)
+            .map_err(|e| Error::io("create a sandbox in", tmp, e))?;
+        for sub in [".kiln/bin", ".kiln/home", ".kiln/tmp"] {
+            let p = dir.path().join(sub);
+            fs::create_dir_all(&p).map_err(|e| Error::io("create", &p, e))?;
+        }
+        // Empty captures, so a builtin action that prints nothing has them too.
+        for capture in [".kiln/stdout", ".kiln/stderr"] {
+            open_capture(&dir.path().join(capture))?;
+        }
+        Ok(Sandbox { dir })
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The absolute path of a sandbox-relative path, creating its parent directory.
+    pub fn prepare_path(&self, rel: &str) -> Result<PathBuf> {
+        let path = self.root().join(rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
+        }
+        Ok(path)
+    }
+
+    /// Keeps the directory (for debugging a failed action); returns its path.
+    pub fn keep(self) -> PathBuf {
+        self.dir.keep()
+    }
+
+    /// The sandbox root as the process of an action run in `mode` sees it.
+    pub fn seen_root(&self, mode: SandboxMode) -> PathBuf {
+        Seen::new(self.root(), mode, &ExecSpec::default()).root
+    }
+
+    /// Runs the process; returns its exit code (stdout and stderr go to .kiln/).
+    pub fn run(
+        &self,
+        spec: &ExecSpec,
+        mode: SandboxMode,
+        host: &Host,
+        access: Option<&StoreAccess>,
+    ) -> Result<i32> {
+        let root = self.root();
+        self.link_tools(&spec.tools)?;
+        let seen = Seen::new(root, mode, spec);
+        let mut env: BTreeMap<String, String> = spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), seen.expand(v)))
+            .collect();
+        let bin = seen.root.join(".kiln/bin").display().to_string();
+        let path = match env.get("PATH") {
+            Some(p) if !p.is_empty() => format!("{bin}:{p}"),
+            _ => bin,
+        };
+        env.insert("PATH".into(), path);
+        let at = |rel: &str| seen.root.join(rel).display().to_string();
+        env.insert("HOME".into(), at(".kiln/home"));
+        env.insert("TMPDIR".into(), seen.tmp.display().to_string());
+        env.insert("PWD".into(), at(&spec.workdir));
+        if let Some(access) = access {
+            let socket = access.socket.display().to_string();
+            env.insert(kiln_cache::gocacheprog::SOCKET_ENV.into(), socket);
+        }
+        let argv: Vec<String> = spec.argv.iter().map(|a| seen.expand(a)).collect();
+        let (mut cmd, _args) = match mode {
+            SandboxMode::Bwrap => bwrap::command(root, spec, host, access, &argv[0]),
+            _ => {
+                if let Some(reads) = &spec.reads {
+                    link_view(root, &host.workspace, reads)?;
+                }
+                let mut cmd = Command::new(resolve_program(&argv[0], &env["PATH"]));
+                cmd.current_dir(root.join(&spec.workdir));
+                (cmd, None)
+            }
+        };
+        cmd.args(&argv[1..])
+            .env_clear()
+            .envs(&env)
+            .stdin(Stdio::null())
+            .stdout(open_capture(&root.join(".kiln/stdout"))?)
+            .stderr(open_capture(&root.join(".kiln/stderr"))?);
+        if std::env::var_os("KILN_DEBUG_SANDBOX").is_some() {
+            eprintln!("kiln: sandbox command: {cmd:?}");
+        }
+        let status = cmd
+            .status()
+            .map_err(|e| Error::new(ErrorKind::Action, format!("start `{}`: {e}", argv[0])))?;
+        Ok(exit_code(status))
+    }
+
+    /// One link per declared file tool in `.kiln/bin` (PATH).
+    fn link_tools(&self, tools: &[Tool]) -> Result<()> {
+        for tool in tools.iter().filter(|t| !t.tree) {
+            let link = self.root().join(".kiln/bin").join(&tool.name);
+            // A process run again in the same sandbox (a batch's retry) links anew.
+            let _ = fs::remove_file(&link);
+            std::os::unix::fs::symlink(&tool.path, &link)
+                .map_err(|e| Error::io("link", &link, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The workspace entries that make up the directory an action may read: the directory
+/// itself, or, for the whole workspace, each top-level entry but `kiln-out/` and the
+/// sandbox's own `.kiln/` (so that the sandbox's outputs and captures stay its own).
+fn view_entries(workspace: &Path, reads: &Reads) -> Result<Vec<String>> {
+    if !reads.dir.is_empty() {
+        return Ok(vec![reads.dir.clone()]);
+    }
+    let mut out = Vec::new();
+    let entries = fs::read_dir(workspace).map_err(|e| Error::io("list", workspace, e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name != OUT_DIR && name != ".kiln" {
+            out.push(name);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// `dir` mode's view of the readable directory: links into the workspace.
+fn link_view(root: &Path, workspace: &Path, reads: &Reads) -> Result<()> {
+    for entry in view_entries(workspace, reads)? {
+        let link = root.join(&entry);
+        if link.symlink_metadata().is_ok() {
+            continue;
+        }
+        if let Some(parent) = link.parent() {
+            fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
+        }
+        std::os::unix::fs::symlink(workspace.join(&entry), &link)
+            .map_err(|e| Error::io("link", &link, e))?;
+    }
+    Ok(())
+}
+
+fn open_capture(path: &Path) -> Result<fs::File> {
+    fs::File::create(path).map_err(|e| Error::io("create", path, e))
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// Where `kiln gocacheprog` keeps Go's compile cache: `$KILN_GO_CACHE`, else kiln's store.
+pub fn go_cache_dir() -> PathBuf {
+    std::env::var_os("KILN_GO_CACHE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(kiln_cache::default_cache_dir)
+}
+
+/// An absolute program path: as given if it contains a slash, else looked up on PATH.
+fn resolve_program(name: &str, path: &str) -> PathBuf {
+    if name.contains('/') {
+        return PathBuf::from(name);
+    }
+    for dir in path.split(':') {
+        let candidate = Path::new(dir).join(name);
+        if candidate.exists() {
+            return candidate;
+        }
+    }
+    PathBuf::from(name)
+}
+
+/// Finds a tool on the host PATH, as an absolute path (looked up once per process).
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    static FOUND: OnceLock<std::sync::Mutex<std::collections::HashMap<String, Option<PathBuf>>>> =
+        OnceLock::new();
+    let cache = FOUND.get_or_init(Default::default);
+    if let Some(found) = cache.lock().unwrap().get(name) {
+        return found.clone();
+    }
+    let found = search_path(name);
+    cache
+        .lock()
+        .unwrap()
+        .insert(name.to_string(), found.clone());
+    found
+}
+
+fn search_path(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return p.is_file().then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file() && fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o111 != 0))
+}

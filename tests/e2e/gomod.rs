@@ -1,0 +1,391 @@
+//! Real Go modules: `kiln test` agrees with `go test ./...` package by package on
+//! fixtures shaped like the modules kiln meets in the wild (code in the module root,
+//! data files beside the tests, `runtime.Caller` lookups, Unix sockets, tests that run
+//! programs, symlinked go.mod, vendor/, nested modules), and reruns exactly what a
+//! change can reach: a fixture edit only its readers, a comment edit nothing.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use crate::support::{go_root, go_workspace, Builder, Run, Workspace};
+
+/// Each package's verdict in `go test` output: `ok`, `FAIL` or `?`.
+fn verdicts(output: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for line in output.lines() {
+        let mut fields = line.split(['\t', ' ']).filter(|f| !f.is_empty());
+        let (Some(verdict), Some(pkg)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if matches!(verdict, "ok" | "FAIL" | "?") && pkg.contains('.') {
+            out.insert(pkg.to_string(), verdict.to_string());
+        }
+    }
+    out
+}
+
+/// `go test ./...` run offline in `dir` of the workspace, as a developer would.
+fn go_test(ws: &Workspace, dir: &str, flags: &[&str]) -> BTreeMap<String, String> {
+    let out = Command::new(format!("{}/bin/go", go_root()))
+        .arg("test")
+        .args(flags)
+        .arg("./...")
+        .current_dir(ws.path(dir))
+        .env("GOPROXY", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOWORK", "off")
+        .env("GOFLAGS", "")
+        .env(
+            "GOCACHE",
+            std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("go-build-cache"),
+        )
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    verdicts(&text)
+}
+
+/// kiln's verdicts, checked equal to go's.
+#[track_caller]
+fn agrees_with_go(ws: &Workspace, run: &Run, dirs: &[&str]) -> BTreeMap<String, String> {
+    let kiln = verdicts(&run.stderr);
+    let mut go = BTreeMap::new();
+    for dir in dirs {
+        go.extend(go_test(ws, dir, &[]));
+    }
+    assert!(!go.is_empty(), "go test said nothing");
+    assert_eq!(
+        kiln, go,
+        "kiln's verdicts differ from go test's:\n{}",
+        run.stderr
+    );
+    kiln
+}
+
+fn test_file(pkg: &str, imports: &[&str], body: &str) -> String {
+    let imports: String = imports.iter().map(|i| format!("\t\"{i}\"\n")).collect();
+    format!("package {pkg}\n\nimport (\n{imports}\t\"testing\"\n)\n\nfunc TestIt(t *testing.T) {{\n{body}\n}}\n")
+}
+
+/// A module shaped like small public libraries: code in its root, data beside tests.
+fn library() -> Builder {
+    go_workspace()
+        .file("go.mod", "module example.com/lib\n\ngo 1.23\n")
+        .file("lib.go", "package lib\n\n// Name is the library's name.\nfunc Name() string { return \"lib\" }\n")
+        .file(
+            "lib_test.go",
+            &test_file("lib", &["os"], "\tb, err := os.ReadFile(\"data.json\")\n\tif err != nil || Name() != \"lib\" {\n\t\tt.Fatal(err)\n\t}\n\t_ = b"),
+        )
+        .file("data.json", "{\"name\": \"lib\"}\n")
+        .file("internal/tls/tls.go", "package tls\n")
+        .file(
+            "internal/tls/tls_test.go",
+            &test_file(
+                "tls",
+                &["os", "path/filepath", "runtime"],
+                "\t_, file, _, _ := runtime.Caller(0)\n\tif _, err := os.ReadFile(filepath.Join(filepath.Dir(file), \"..\", \"testdata\", \"cert.pem\")); err != nil {\n\t\tt.Fatal(err)\n\t}",
+            ),
+        )
+        .file("internal/testdata/cert.pem", "-----BEGIN CERTIFICATE-----\n")
+        .file("sock/sock.go", "package sock\n")
+        .file(
+            "sock/sock_test.go",
+            &test_file(
+                "sock",
+                &["net", "path/filepath"],
+                "\tl, err := net.Listen(\"unix\", filepath.Join(t.TempDir(), \"a-rather-long-socket-name.sock\"))\n\tif err != nil {\n\t\tt.Fatal(err)\n\t}\n\tl.Close()",
+            ),
+        )
+        .file("run/run.go", "package run\n")
+        .file(
+            "run/run_test.go",
+            &test_file(
+                "run",
+                &["os/exec"],
+                "\tfor _, c := range [][]string{{\"git\", \"--version\"}, {\"sh\", \"-c\", \"echo hi\"}} {\n\t\tif out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {\n\t\t\tt.Fatal(err, string(out))\n\t\t}\n\t}",
+            ),
+        )
+        .file("notests/notests.go", "package notests\n")
+        .file(
+            "fails/fails_test.go",
+            &test_file("fails", &[], "\tt.Log(\"a log line of the failing test\")\n\tt.Fatal(\"it fails\")"),
+        )
+        .file("fails/fails.go", "package fails\n")
+        .file(
+            "fails/passes_test.go",
+            "package fails\n\nimport \"testing\"\n\nfunc TestPasses(t *testing.T) { t.Log(\"a passing test's log\") }\n",
+        )
+        .file(
+            "BUILD.toml",
+            "[go_test.unit]\npackages = [\"./...\"]\ntools = [\"git\", \"sh\"]\n",
+        )
+}
+
+#[test]
+fn verdicts_match_go_test_on_a_library_with_its_code_in_the_root() {
+    let ws = library().build();
+    let run = ws.kiln(&["test", "--keep-going"]);
+    assert_eq!(run.status, 1, "fails/ fails: {}", run.stderr);
+    let verdicts = agrees_with_go(&ws, &run, &[""]);
+    assert_eq!(
+        verdicts["example.com/lib"], "ok",
+        "the module-root package ran"
+    );
+    assert_eq!(verdicts["example.com/lib/notests"], "?");
+    assert!(
+        run.stderr
+            .contains("?   \texample.com/lib/notests\t[no test files]"),
+        "{}",
+        run.stderr
+    );
+    // A failing package shows its failing test, as go test does: not its passing ones.
+    assert!(run.stderr.contains("--- FAIL: TestIt"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("a log line of the failing test"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("a passing test's log"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("=== RUN"), "{}", run.stderr);
+
+    // -v shows everything; -run picks tests; both are the binaries' flags.
+    let run = ws.kiln(&["test", "--keep-going", "--", "-v", "-run", "TestPasses"]);
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("a passing test's log"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("=== RUN   TestPasses"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("it fails"), "{}", run.stderr);
+}
+
+#[test]
+fn a_test_running_an_undeclared_program_gets_a_hint_naming_it() {
+    let ws = library()
+        .file("BUILD.toml", "[go_test.unit]\npackages = [\"./run\"]\n")
+        .build();
+    let run = ws.kiln(&["test"]);
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("executable file not found in $PATH"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("declare it with tools = [\"git\"]"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn explain_says_a_failed_package_is_run_again_because_failures_are_not_cached() {
+    let ws = library()
+        .file("BUILD.toml", "[go_test.unit]\npackages = [\"./fails\"]\n")
+        .build();
+    assert_eq!(ws.kiln(&["test"]).status, 1);
+    let explain = ws.kiln(&["explain", "//:unit"]);
+    assert!(
+        explain.stdout.contains(
+            "GoTest example.com/lib/fails: failed in the last build; failures are not cached"
+        ),
+        "{}",
+        explain.stdout
+    );
+    assert_eq!(ws.kiln(&["test"]).status, 1);
+    let explain = ws.kiln(&["explain", "//:unit"]);
+    assert!(
+        !explain.stdout.contains("first build"),
+        "{}",
+        explain.stdout
+    );
+}
+
+/// Three packages: `a` reads its testdata, `b` a file elsewhere in the module, `c`
+/// nothing; `leaf` is imported by `a`.
+fn readers() -> Builder {
+    go_workspace()
+        .file("leaf/leaf.go", "package leaf\n\n// Value is a value.\n// It is forty.\nfunc Value() int { return 40 }\n")
+        .file("a/a.go", "package a\n\nimport \"example.com/m/leaf\"\n\nfunc A() int { return leaf.Value() }\n")
+        .file(
+            "a/a_test.go",
+            &test_file("a", &["os"], "\tif _, err := os.ReadFile(\"testdata/a.json\"); err != nil {\n\t\tt.Fatal(err)\n\t}\n\t_ = A()"),
+        )
+        .file("a/testdata/a.json", "{}\n")
+        .file("b/b.go", "package b\n")
+        .file(
+            "b/b_test.go",
+            &test_file("b", &["os"], "\tif _, err := os.ReadFile(\"../shared/b.json\"); err != nil {\n\t\tt.Fatal(err)\n\t}"),
+        )
+        .file("shared/b.json", "{}\n")
+        .file("c/c.go", "package c\n")
+        .file("c/c_test.go", &test_file("c", &[], "\t_ = 1"))
+        .file("BUILD.toml", "[go_test.unit]\n")
+}
+
+fn runs(run: &Run) -> Vec<String> {
+    run.ran()
+        .into_iter()
+        .filter_map(|l| {
+            l.strip_prefix("GoTest //:unit [")
+                .map(|p| p.trim_end_matches(']').to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn a_fixture_edit_reruns_only_the_tests_that_read_it() {
+    let ws = readers().build();
+    let run = ws.kiln(&["test"]);
+    run.assert_ok();
+    agrees_with_go(&ws, &run, &[""]);
+
+    ws.write("a/testdata/a.json", "{\"changed\": true}\n");
+    let run = ws.kiln(&["test"]);
+    run.assert_ok();
+    assert_eq!(runs(&run), ["example.com/m/a"], "{}", run.stderr);
+    let explain = ws.kiln(&["explain", "//:unit"]);
+    assert!(
+        explain.stdout.contains("input changed: a/testdata/a.json"),
+        "{}",
+        explain.stdout
+    );
+
+    ws.write("shared/b.json", "[]\n");
+    let run = ws.kiln(&["test"]);
+    assert_eq!(runs(&run), ["example.com/m/b"], "{}", run.stderr);
+
+    // A new file nobody reads, in a directory nobody lists, reruns nothing.
+    ws.write("shared/other.txt", "x\n");
+    let run = ws.kiln(&["test"]);
+    assert!(runs(&run).is_empty(), "{}", run.stderr);
+    // Taking a's fixture away fails a, as under go test.
+    std::fs::remove_file(ws.path("a/testdata/a.json")).unwrap();
+    let run = ws.kiln(&["test", "--keep-going"]);
+    assert_eq!(run.status, 1);
+    assert_eq!(runs(&run), ["example.com/m/a"], "{}", run.stderr);
+    agrees_with_go(&ws, &run, &[""]);
+}
+
+#[test]
+fn a_comment_only_edit_in_a_dependency_reruns_no_test() {
+    let ws = readers().build();
+    ws.kiln(&["test"]).assert_ok();
+    ws.write(
+        "leaf/leaf.go",
+        "package leaf\n\n// Value is the value.\n// It is 40.\nfunc Value() int { return 40 }\n",
+    );
+    let run = ws.kiln(&["test"]);
+    run.assert_ok();
+    assert!(
+        run.stderr
+            .contains("kiln: GoTestBuild //:unit [example.com/m/a]"),
+        "the binary is built again: {}",
+        run.stderr
+    );
+    assert!(
+        runs(&run).is_empty(),
+        "it is the same binary: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("ok  \texample.com/m/a\t(cached)"),
+        "{}",
+        run.stderr
+    );
+    // A code edit changes the binary: its tests and its importers' run again.
+    ws.write(
+        "leaf/leaf.go",
+        "package leaf\n\nfunc Value() int { return 41 }\n",
+    );
+    let run = ws.kiln(&["test"]);
+    assert_eq!(runs(&run), ["example.com/m/a"], "{}", run.stderr);
+}
+
+#[test]
+fn test_binaries_and_results_are_shared_across_checkouts_at_other_paths() {
+    let ws = library()
+        .file(
+            "BUILD.toml",
+            "[go_test.unit]\npackages = [\"./internal/...\", \".\"]\n",
+        )
+        .build();
+    ws.kiln(&["test"]).assert_ok();
+    // Another checkout, another cache directory, the same remote-less store of Go's
+    // compile cache: the same keys, so the first cache serves it whole.
+    let copy = ws.copy();
+    let run = crate::support::kiln_cmd(&copy.root, &ws.cache, &["test"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains(" 0 executed"), "{stderr}");
+    assert!(
+        stderr.contains("ok  \texample.com/lib/internal/tls\t(cached)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn symlinked_go_mod_vendor_nested_modules_and_mains_outside_dot_dot_dot() {
+    let ws = go_workspace()
+        .file("vendor.mod", "module example.com/big\n\ngo 1.23\n\nrequire example.com/dep v1.0.0\n")
+        .file("vendor/modules.txt", "# example.com/dep v1.0.0\n## explicit\nexample.com/dep\n")
+        .file("vendor/example.com/dep/dep.go", "package dep\n\nfunc Answer() int { return 42 }\n")
+        .file("use/use.go", "package use\n\nimport \"example.com/dep\"\n\nfunc Twice() int { return 2 * dep.Answer() }\n")
+        .file("use/use_test.go", &test_file("use", &[], "\tif Twice() != 84 {\n\t\tt.Fatal(Twice())\n\t}"))
+        .file("_examples/hello/main.go", "package main\n\nfunc main() { println(\"hello\") }\n")
+        .file("cmd/docs/main.go", "//go:build docsgen\n\npackage main\n\nfunc main() { println(\"docs\") }\n")
+        .file("nested/go.mod", "module example.com/nested\n\ngo 1.23\n")
+        .file("nested/n.go", "package nested\n\nfunc N() int { return 1 }\n")
+        .file("nested/n_test.go", &test_file("nested", &[], "\tif N() != 1 {\n\t\tt.Fatal()\n\t}"))
+        .file("nested/BUILD.toml", "[go_test.unit]\n")
+        .file(
+            "BUILD.toml",
+            "[go_test.unit]\n\n[go_binary.hello]\nmain = \"./_examples/hello\"\n\n[go_binary.docs]\nmain = \"./cmd/docs\"\ntags = [\"docsgen\"]\n",
+        )
+        .build();
+    std::fs::remove_file(ws.path("go.mod")).unwrap();
+    std::os::unix::fs::symlink("vendor.mod", ws.path("go.mod")).unwrap();
+    let run = ws.kiln(&["test", "//..."]);
+    run.assert_ok();
+    let kiln = verdicts(&run.stderr);
+    let mut go = go_test(&ws, "", &["-mod=vendor"]);
+    go.extend(go_test(&ws, "nested", &[]));
+    assert_eq!(kiln, go, "{}", run.stderr);
+    assert_eq!(kiln["example.com/nested"], "ok");
+    assert_eq!(kiln["example.com/big/use"], "ok");
+    let run = ws.kiln(&["build", "//:hello", "//:docs"]);
+    run.assert_ok();
+    let platform = crate::support::host_go_platform();
+    assert!(ws
+        .path(&format!("kiln-out/hello/{platform}/hello"))
+        .is_file());
+    assert!(ws.path(&format!("kiln-out/docs/{platform}/docs")).is_file());
+}
+
+#[test]
+fn rerun_runs_cached_tests_again() {
+    let ws = readers().build();
+    ws.kiln(&["test"]).assert_ok();
+    let run = ws.kiln(&["test"]);
+    assert!(runs(&run).is_empty(), "{}", run.stderr);
+    let run = ws.kiln(&["test", "--rerun"]);
+    run.assert_ok();
+    assert_eq!(runs(&run).len(), 3, "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("GoTestBuild"),
+        "binaries come from the cache: {}",
+        run.stderr
+    );
+}

@@ -145,6 +145,7 @@ fn go_list_runs_again_only_when_an_import_changes() {
         built_packages(&run),
         [
             "example.com/m/alone",
+            "example.com/m/cmd/app",
             "example.com/m/leaf",
             "example.com/m/mid"
         ]
@@ -229,7 +230,7 @@ fn go_test_commands(ws: &Workspace, args: &[&str]) -> (crate::support::Run, usiz
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let n = stderr
         .lines()
-        .filter(|l| l.starts_with("kiln: sandbox command:") && l.contains("\"test\", \"-json\""))
+        .filter(|l| l.starts_with("kiln: sandbox command:") && l.contains("\"test\" \"-json\""))
         .count();
     let run = crate::support::Run {
         status: out.status.code().unwrap_or(-1),
@@ -306,17 +307,28 @@ fn a_package_that_fails_to_build_shows_the_compiler_and_spares_the_others() {
         "{}",
         run.stderr
     );
+    // The compiler's output shows with each package that failed to build for it: mid
+    // and cmd/app, which imports it; never with the others.
+    assert!(
+        run.stderr
+            .contains("FAIL\texample.com/m/cmd/app [build failed]"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(
         run.stderr.matches("undefined: nope").count(),
-        1,
-        "only mid's output: {}",
+        run.stderr.matches("[build failed]").count(),
+        "{}",
         run.stderr
     );
 
     // The packages that passed in the same run were cached; only mid builds again.
     let (run, ran) = tested_packages(&ws, &["test", "--keep-going"]);
     assert_eq!(run.status, 1, "{}", run.stderr);
-    assert_eq!(built_packages(&run), ["example.com/m/mid"]);
+    assert_eq!(
+        built_packages(&run),
+        ["example.com/m/cmd/app", "example.com/m/mid"]
+    );
     assert!(ran.is_empty(), "{ran:?}");
     assert!(
         run.stderr.contains("ok  \texample.com/m/alone\t(cached)"),

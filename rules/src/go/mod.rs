@@ -11,7 +11,7 @@
 //!   module (plus go.mod, go.sum, vendor/ and, for tests, the package's testdata/).
 //! * **Environment** ([`go_env`]): GOPROXY=off, GOSUMDB=off, GOTOOLCHAIN=local (a go.mod
 //!   `toolchain` line must not switch compilers), GOWORK=off, GOFLAGS=-mod=vendor when
-//!   vendor/ exists else -mod=mod, GOAMD64=v1 / GOARM64=v8.0 / GOARM=7 pinned, a fresh
+//!   vendor/ exists else -mod=readonly, GOAMD64=v1 / GOARM64=v8.0 / GOARM=7 pinned, a fresh
 //!   GOCACHE per action and Go's compile cache shared through `kiln gocacheprog`
 //!   (GOCACHEPROG), which relays to the build's own server of kiln's store, and so to the
 //!   remote cache when one is configured (`KILN_GO_CACHE` moves the local part).
@@ -273,12 +273,14 @@ pub fn go_env(
         Some(dir) => set("GOMODCACHE", &format!("{{sandbox}}/{dir}")),
         None => set("GOMODCACHE", "{sandbox}/.kiln/gopath/pkg/mod"),
     }
+    // As go itself: vendor/ when there is one, else go.mod and go.sum as they are
+    // (a module whose go.mod needs updating fails, as under `go build`).
     set(
         "GOFLAGS",
         if module.vendored {
             "-mod=vendor"
         } else {
-            "-mod=mod"
+            "-mod=readonly"
         },
     );
     set("GOPROXY", "off");

@@ -139,10 +139,10 @@ impl PackageReport {
     /// What plain `go test` shows of a failed package: its output outside tests and,
     /// for each failed test, its `--- FAIL` line, then its output.
     fn failed_output(&self) -> String {
+        // A test still running when the binary ended (a panic, a timeout) failed too.
         let failed = |name: &str| {
-            self.tests
-                .iter()
-                .any(|t| t.name == name && t.status == "fail")
+            let ended_badly = |t: &TestCase| matches!(t.status.as_str(), "fail" | "run");
+            self.tests.iter().any(|t| t.name == name && ended_badly(t))
         };
         let mut out = String::new();
         let mut shown: Vec<&str> = Vec::new();
@@ -276,10 +276,10 @@ pub fn render(report: &PackageReport, cached: bool, verbose: bool) -> String {
     };
     if !report.passed {
         out = report.other.clone();
-        out.push_str(&match verbose {
-            true => report.log.clone(),
-            false => report.failed_output(),
-        });
+        let failed = report.failed_output();
+        // Whatever failed outside a test the filter knows of shows in the whole log.
+        let whole = verbose || !failed.contains("--- FAIL");
+        out.push_str(if whole { &report.log } else { &failed });
         let built = !report.log.contains("[build failed]");
         if built && !report.package.is_empty() {
             if !out.ends_with("FAIL\n") {

@@ -28,7 +28,7 @@ use kiln_engine::value::Spanned;
 use kiln_engine::workspace::TargetDecl;
 use kiln_engine::{Error, ErrorKind, Result};
 
-use super::list::Lister;
+use super::list::{Lister, Query};
 use super::{go_env, host_platform, toolchain, Module, PLATFORMS};
 
 const FIELDS: &[&str] = &["main", "platforms", "ldflags", "x_defs", "tags"];
@@ -64,8 +64,12 @@ impl Rule for GoBinary {
         let mut info = TargetInfo::default();
         info.meta.insert("name".into(), target.label.name.clone());
         let lister = Lister::new(ctx, &module)?;
+        let query = Query {
+            extra: skipped_by_all(&main.value).into_iter().collect(),
+            tags: tags.clone(),
+        };
         for platform in platforms {
-            let packages = lister.list(ctx, &module, &platform)?;
+            let packages = lister.list(ctx, &module, &platform, &query)?;
             let dirs = packages.matching(&main.value);
             let Some(dir) = dirs.first().filter(|_| !main.value.ends_with("...")) else {
                 return Err(Error::new(
@@ -133,6 +137,15 @@ impl Rule for GoBinary {
         }
         Ok(info)
     }
+}
+
+/// `main` when `./...` does not reach it (a directory starting with `_` or `.`, or
+/// testdata), so it must be listed by name.
+fn skipped_by_all(main: &str) -> Option<String> {
+    let hidden = |part: &str| part.starts_with(['_', '.']) && part != "." && part != "..";
+    main.split('/')
+        .any(|p| hidden(p) || p == "testdata")
+        .then(|| main.to_string())
 }
 
 fn platforms(ctx: &Analysis<'_>) -> Result<Vec<String>> {

@@ -9,7 +9,8 @@
 //!    (go/build reads their build constraints) and the downloaded module cache as they
 //!    are; every other file empty (`go list` reads only its name, for embed patterns).
 //! 2. `GoList` runs `go list -e -json=… ./...` over that copy, one per platform (build
-//!    constraints pick files per platform). Keyed by the copy, it does not run again
+//!    constraints pick files per platform); a go_binary's listing also has its tags and
+//!    names its main when `./...` skips it (`./_examples/foo`) ([`Query`]). Keyed by the copy, it does not run again
 //!    when an edit changes code but no import, build constraint, embed pattern or file
 //!    name: the common edit costs one builtin instead of one `go list` per platform.
 //!
@@ -94,7 +95,26 @@ pub struct Packages {
 /// Lists the module's packages as seen when building for `platform` (build constraints
 /// pick files per platform), with an action run during analysis.
 pub fn list(ctx: &mut Analysis<'_>, module: &Module, platform: &str) -> Result<Packages> {
-    Lister::new(ctx, module)?.list(ctx, module, platform)
+    Lister::new(ctx, module)?.list(ctx, module, platform, &Query::default())
+}
+
+/// What a build asks of `go list` besides `./...`: its build tags (they pick files, and
+/// so imports), and patterns `./...` skips (a main below `_examples/`).
+#[derive(Default)]
+pub struct Query {
+    pub tags: Vec<String>,
+    pub extra: Vec<String>,
+}
+
+impl Query {
+    fn args(&self) -> Vec<String> {
+        let tags = (!self.tags.is_empty()).then(|| format!("-tags={}", self.tags.join(",")));
+        let all = std::iter::once("./...".to_string());
+        tags.into_iter()
+            .chain(all)
+            .chain(self.extra.iter().cloned())
+            .collect()
+    }
 }
 
 /// Lists a module for several platforms over one copy of what `go list` reads (the
@@ -112,14 +132,15 @@ impl Lister {
         Ok(Lister { copy, copy_id })
     }
 
-    /// The module's packages as seen when building for `platform`.
+    /// The module's packages as seen when building for `platform` as `query` says.
     pub fn list(
         &self,
         ctx: &mut Analysis<'_>,
         module: &Module,
         platform: &str,
+        query: &Query,
     ) -> Result<Packages> {
-        list_copy(ctx, module, platform, &self.copy, self.copy_id)
+        list_copy(ctx, module, platform, (&self.copy, self.copy_id), query)
     }
 }
 
@@ -127,8 +148,8 @@ fn list_copy(
     ctx: &mut Analysis<'_>,
     module: &Module,
     platform: &str,
-    copy: &str,
-    copy_id: ActionId,
+    (copy, copy_id): (&str, ActionId),
+    query: &Query,
 ) -> Result<Packages> {
     let go = toolchain(ctx)?;
     let mut env = go_env(module, platform, false, false);
@@ -148,13 +169,11 @@ fn list_copy(
         inputs,
         outputs: Vec::new(),
         kind: ActionKind::Exec(ExecSpec {
-            argv: vec![
-                "{tool:go}/bin/go".into(),
-                "list".into(),
-                "-e".into(),
-                format!("-json={FIELDS}"),
-                "./...".into(),
-            ],
+            argv: ["{tool:go}/bin/go", "list", "-e", &format!("-json={FIELDS}")]
+                .map(String::from)
+                .into_iter()
+                .chain(query.args())
+                .collect(),
             env,
             tools: vec![go],
             workdir: format!("{copy}{}", module.dir)

@@ -216,8 +216,8 @@ pub fn rel_join(dir: &str, rel: &str) -> String {
     }
 }
 
-/// Every file below the module directory, leaving out kiln-out/, hidden directories and
-/// nested modules.
+/// Every file below the module directory (symlinks to files followed), leaving out
+/// kiln-out/, hidden directories and nested modules.
 fn module_files(ctx: &Analysis<'_>, dir: &str) -> Result<Vec<Artifact>> {
     let base = ctx.workspace.root.join(dir);
     let walker = walkdir::WalkDir::new(&base)
@@ -234,7 +234,11 @@ fn module_files(ctx: &Analysis<'_>, dir: &str) -> Result<Vec<Artifact>> {
     for entry in walker {
         let entry = entry
             .map_err(|e| Error::new(ErrorKind::Io, format!("walk {}: {e}", base.display())))?;
-        if entry.file_type().is_file() {
+        // A symlink to a file counts as that file (Go follows it: a go.mod linked to
+        // vendor.mod); it is staged in sandboxes as a copy of its target.
+        let file =
+            entry.file_type().is_file() || (entry.path_is_symlink() && entry.path().is_file());
+        if file {
             let rel = entry
                 .path()
                 .strip_prefix(&ctx.workspace.root)

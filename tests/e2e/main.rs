@@ -9,6 +9,7 @@
 //! - `go`: go_test and go_binary with the real Go toolchain.
 //! - `gocacheprog`: Go's compile cache served from kiln's store.
 //! - `image`: strip, upx and OCI images, checked with skopeo and umoci, pushed to a registry.
+//! - `init`: `kiln init` on modules shaped like public ones, checked by building them.
 //! - `insight`: explain, --profile, --json, verify-repro.
 //! - `release`: checksums, provenance, cache housekeeping.
 //! - `remote`: a cache shared through `kiln serve` and nginx WebDAV, and its faults.
@@ -18,6 +19,7 @@ mod errors;
 mod go;
 mod gocacheprog;
 mod image;
+mod init;
 mod insight;
 mod release;
 mod remote;

@@ -13,6 +13,18 @@ use super::module::Module;
 const FIELDS: &str =
     "ImportPath,Dir,Name,GoFiles,IgnoredGoFiles,TestGoFiles,XTestGoFiles,Error,DepsErrors";
 
+/// The environment of kiln's Go actions (see the rules' `go_env`) that decides what
+/// `go list` sees: offline, this toolchain only, no workspace, no cgo.
+const ENV: &[(&str, &str)] = &[
+    ("GOPROXY", "off"),
+    ("GOSUMDB", "off"),
+    ("GOTOOLCHAIN", "local"),
+    ("GOWORK", "off"),
+    ("GO111MODULE", "on"),
+    ("CGO_ENABLED", "0"),
+    ("GOTELEMETRY", "off"),
+];
+
 /// One package as `go list -e -json` reports it.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -54,8 +66,14 @@ impl GoError {
 }
 
 impl Package {
-    /// The module-relative directory ("" for the module's root package).
+    /// The module-relative directory ("" for the module's root package), from the import
+    /// path (a package whose module does not load has no `Dir`).
     pub fn rel(&self, module: &Module) -> String {
+        if let Some(rest) = self.import_path.strip_prefix(&module.path) {
+            if rest.is_empty() || rest.starts_with('/') {
+                return rest.trim_start_matches('/').to_string();
+            }
+        }
         let rel = self.dir.strip_prefix(&module.dir).unwrap_or(&self.dir);
         rel.to_string_lossy().into_owned()
     }
@@ -103,8 +121,7 @@ impl Go {
         patterns: &[String],
     ) -> Result<Vec<Package>> {
         let scratch = tempfile::tempdir()?;
-        let mut cmd = self.command(module, scratch.path())?;
-        cmd.args(["list", "-e", &format!("-json={FIELDS}")]);
+        let mut cmd = self.list_command(module, scratch.path())?;
         if !tags.is_empty() {
             cmd.arg(format!("-tags={}", tags.join(",")));
         }
@@ -118,9 +135,10 @@ impl Go {
         parse(&out.stdout)
     }
 
-    /// `go` in the module directory with the rules' environment, on a copy of go.mod
-    /// and go.sum in `scratch` (`-modfile`), so `-mod=mod` never edits the module's own.
-    fn command(&self, module: &Module, scratch: &Path) -> Result<Command> {
+    /// `go list` in the module directory with the rules' environment, on a copy of
+    /// go.mod and go.sum in `scratch` (`-modfile`), so `-mod=mod` never edits the
+    /// module's own.
+    fn list_command(&self, module: &Module, scratch: &Path) -> Result<Command> {
         let mod_file = scratch.join("go.mod");
         std::fs::copy(module.dir.join("go.mod"), &mod_file)?;
         if module.dir.join("go.sum").is_file() {
@@ -128,23 +146,12 @@ impl Go {
         }
         let mode = if module.vendored { "vendor" } else { "mod" };
         let mut cmd = Command::new(&self.bin);
-        cmd.current_dir(&module.dir)
+        cmd.args(["list", "-e", &format!("-json={FIELDS}")])
+            .arg(format!("-modfile={}", mod_file.display()))
+            .current_dir(&module.dir)
             .env("PWD", &module.dir)
-            .env(
-                "GOFLAGS",
-                format!("-mod={mode} -modfile={}", mod_file.display()),
-            )
-            .envs([
-                ("GOPROXY", "off"),
-                ("GOSUMDB", "off"),
-                ("GOTOOLCHAIN", "local"),
-            ])
-            .envs([
-                ("GOWORK", "off"),
-                ("GO111MODULE", "on"),
-                ("CGO_ENABLED", "0"),
-            ])
-            .env("GOTELEMETRY", "off")
+            .env("GOFLAGS", format!("-mod={mode}"))
+            .envs(ENV.iter().copied())
             .env_remove("GOOS")
             .env_remove("GOARCH");
         Ok(cmd)
@@ -155,10 +162,11 @@ fn configured_root(root: &Path) -> Result<Option<PathBuf>> {
     let Ok(text) = std::fs::read_to_string(root.join("kiln.toml")) else {
         return Ok(None);
     };
-    let doc: toml_edit::DocumentMut = text.parse().map_err(|e| {
+    let doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
+        let path = root.join("kiln.toml");
         Error::new(
             ErrorKind::Config,
-            format!("{}: {e}", root.join("kiln.toml").display()),
+            format!("parse {}: {}", path.display(), e.message()),
         )
     })?;
     let goroot = doc
@@ -204,4 +212,30 @@ fn parse(stdout: &[u8]) -> Result<Vec<Package>> {
         .into_iter::<Package>()
         .map(|p| p.context("failed to parse go list output"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_package_is_placed_by_its_import_path_even_without_a_dir() {
+        let module = Module {
+            dir: PathBuf::from("/src/m"),
+            rel: String::new(),
+            path: "example.com/m".into(),
+            vendored: false,
+        };
+        let pkg = |import_path: &str, dir: &str| Package {
+            import_path: import_path.into(),
+            dir: dir.into(),
+            ..Package::default()
+        };
+        assert_eq!(
+            pkg("example.com/m/internal/x", "").rel(&module),
+            "internal/x"
+        );
+        assert_eq!(pkg("example.com/m", "").rel(&module), "");
+        assert_eq!(pkg("example.com/mx", "/src/m/mx").rel(&module), "mx");
+    }
 }

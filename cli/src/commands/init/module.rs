@@ -12,6 +12,8 @@ pub struct Module {
     pub dir: PathBuf,
     /// The directory relative to where init runs ("" for the root module).
     pub rel: String,
+    /// The `module` path of go.mod ("" if it has none: go list then says what is wrong).
+    pub path: String,
     /// vendor/modules.txt exists: Go reads dependencies from vendor/.
     pub vendored: bool,
 }
@@ -19,8 +21,19 @@ pub struct Module {
 impl Module {
     fn at(dir: &Path, rel: String) -> Result<Module> {
         let dir = dir.canonicalize()?;
+        let go_mod = std::fs::read_to_string(dir.join("go.mod"))?;
+        let path = go_mod
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("module "))
+            .map(|m| m.trim().trim_matches('"').to_string())
+            .unwrap_or_default();
         let vendored = dir.join("vendor/modules.txt").is_file();
-        Ok(Module { dir, rel, vendored })
+        Ok(Module {
+            dir,
+            rel,
+            path,
+            vendored,
+        })
     }
 }
 

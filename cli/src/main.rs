@@ -88,7 +88,8 @@ pub enum Command {
         #[arg(long)]
         cold: bool,
     },
-    /// Write kiln.toml and a BUILD.toml for the Go module in the current directory.
+    /// Write kiln.toml and BUILD.toml files (targets that build) for the Go module in the
+    /// current directory and the modules nested in it.
     Init,
     /// Print the action graph.
     Graph {

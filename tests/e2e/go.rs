@@ -578,32 +578,3 @@ fn dependencies_come_from_a_download_verified_against_go_sum() {
     assert!(run.stderr.contains("GoModDownload"), "{}", run.stderr);
     assert!(run.stderr.contains("checksum mismatch"), "{}", run.stderr);
 }
-
-#[test]
-fn init_writes_a_workspace_for_an_existing_module() {
-    let ws = module().build();
-    std::fs::remove_file(ws.path("BUILD.toml")).unwrap();
-    std::fs::remove_file(ws.path("kiln.toml")).unwrap();
-    let run = crate::support::kiln_cmd(&ws.root, &ws.cache, &["init"])
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let build = ws.read("BUILD.toml");
-    assert!(build.contains("[go_test.unit]"), "{build}");
-    assert!(
-        build.contains("[go_binary.app]\nmain = \"./cmd/app\""),
-        "{build}"
-    );
-    assert!(ws.path("kiln.toml").is_file());
-    let run = ws.kiln(&["build"]);
-    run.assert_ok();
-    assert!(ws.path("kiln-out/app").is_dir());
-    let again = crate::support::kiln_cmd(&ws.root, &ws.cache, &["init"])
-        .output()
-        .unwrap();
-    assert_eq!(again.status.code(), Some(2), "never overwrites BUILD.toml");
-}

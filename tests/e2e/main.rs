@@ -10,6 +10,7 @@
 //! - `gocacheprog`: Go's compile cache served from kiln's store.
 //! - `gomod`: parity with `go test` on modules shaped like real ones; what reruns.
 //! - `image`: strip, upx and OCI images, checked with skopeo and umoci, pushed to a registry.
+//! - `init`: `kiln init` on modules shaped like public ones, checked by building them.
 //! - `insight`: explain, --profile, --json, verify-repro.
 //! - `release`: checksums, provenance, cache housekeeping.
 //! - `remote`: a cache shared through `kiln serve` and nginx WebDAV, and its faults.
@@ -20,6 +21,7 @@ mod go;
 mod gocacheprog;
 mod gomod;
 mod image;
+mod init;
 mod insight;
 mod release;
 mod remote;

@@ -14,6 +14,8 @@ pub enum ErrorKind {
     Corrupt,
     /// A remote store failed (network, protocol, refusal).
     Remote,
+    /// The caller asked for something that cannot work (a server nobody could write to).
+    Usage,
 }
 
 /// A store error: a message that reads well after "failed to …".

@@ -12,6 +12,7 @@
 //! - `insight`: explain, --profile, --json, verify-repro.
 //! - `release`: checksums, provenance, cache housekeeping.
 //! - `remote`: a cache shared through `kiln serve` and nginx WebDAV, and its faults.
+//! - `serve`: `kiln serve` against an attacker (slow connections, ambiguous lengths).
 
 mod core;
 mod errors;
@@ -21,4 +22,5 @@ mod image;
 mod insight;
 mod release;
 mod remote;
+mod serve;
 mod support;

@@ -8,6 +8,7 @@
 //! - `errors`: messages for broken BUILD files, cycles, missing labels and files.
 //! - `go`: go_test and go_binary with the real Go toolchain.
 //! - `gocacheprog`: Go's compile cache served from kiln's store.
+//! - `index`: a damaged cache index is moved aside and rebuilt.
 //! - `image`: strip, upx and OCI images, checked with skopeo and umoci, pushed to a registry.
 //! - `insight`: explain, --profile, --json, verify-repro.
 //! - `release`: checksums, provenance, cache housekeeping.
@@ -19,6 +20,7 @@ mod errors;
 mod go;
 mod gocacheprog;
 mod image;
+mod index;
 mod insight;
 mod release;
 mod remote;

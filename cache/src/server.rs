@@ -10,9 +10,12 @@
 //! [`MAX_CONNECTIONS`] slots, and one client (address) at most `max_per_client` of them;
 //! each request head must arrive whole within `head_timeout` ([`HEAD_TIMEOUT`]) of the
 //! connection being accepted or of the head's first byte, however the client spaces its
-//! bytes, or the connection is closed; and when the slots run out, a connection idle
-//! between requests or slow with its head gives its slot up to a newcomer. A connection
-//! that finds every slot it could have busy is answered 503 and closed.
+//! bytes, or the connection is closed; an upload's body must arrive at [`MIN_BODY_RATE`]
+//! on average, after a grace of `head_timeout`; and when the slots run out, a connection
+//! idle between requests (or lingering after its last answer) or slow with its head gives
+//! its slot up to a newcomer. A connection that finds every slot it could have busy is
+//! answered 503 and closed. (A client reading an answer slowly is bounded only by
+//! [`IDLE_TIMEOUT`] for each write that makes no progress.)
 //!
 //! | request              | answer                                                     |
 //! |----------------------|------------------------------------------------------------|
@@ -70,6 +73,15 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The default of how long a request head (request line and headers) may take to arrive.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The slowest an upload's body may arrive, on average, after a grace of the head timeout
+/// (kiln's own client gives up below 1 MiB/s).
+pub const MIN_BODY_RATE: u64 = 64 * 1024;
+
+/// How long a body of `len` bytes may take beyond the grace.
+fn body_time(len: u64) -> Duration {
+    Duration::from_secs(len / MIN_BODY_RATE)
+}
 
 /// The default limit of one upload's size.
 pub const DEFAULT_MAX_BODY: u64 = 4 << 30;
@@ -321,7 +333,7 @@ impl State {
                 Err(ReadError::Closed) => return,
                 Err(ReadError::Bad) => {
                     let _ = http::write_response(&mut out, text(400, "bad request", false), false);
-                    linger_close(&mut out, &mut reader);
+                    self.linger_close(id, &mut out, &mut reader);
                     return;
                 }
             };
@@ -329,7 +341,7 @@ impl State {
             let outcome = self.handle(&req, &mut reader, &mut out);
             log(&peer, &req, &outcome, start.elapsed());
             if !outcome.keep_alive {
-                linger_close(&mut out, &mut reader);
+                self.linger_close(id, &mut out, &mut reader);
                 return;
             }
         }
@@ -363,6 +375,13 @@ impl State {
         reader.get_mut().set_deadline(None);
         self.slots.set_phase(id, Phase::Busy);
         req
+    }
+
+    /// Closes a connection after its last answer (see [`linger_close`]); meanwhile it
+    /// may give its slot up to a newcomer, as an idle one would.
+    fn linger_close(&self, id: u64, out: &mut TcpStream, reader: &mut BufReader<Conn>) {
+        self.slots.set_phase(id, Phase::Idle(Instant::now()));
+        linger_close(out, reader);
     }
 
     fn handle(&self, req: &Request, body: &mut BufReader<Conn>, out: &mut TcpStream) -> Outcome {
@@ -452,7 +471,11 @@ impl State {
                 keep_alive: false,
             };
         }
-        let (status, message) = match self.disk.put(kind, digest, body, len) {
+        let deadline = Instant::now() + self.head_timeout + body_time(len);
+        body.get_mut().set_deadline(Some(deadline));
+        let stored = self.disk.put(kind, digest, body, len);
+        body.get_mut().set_deadline(None);
+        let (status, message) = match stored {
             Ok(Stored::Created) => (201, "stored".to_string()),
             Ok(Stored::Present) => (200, "already stored".to_string()),
             Ok(Stored::Mismatch(got)) => (400, format!("content has digest {got}, not {digest}")),

@@ -1116,3 +1116,37 @@ fn paths_outside_the_protocol_are_refused() {
     }
     assert_eq!(server.stored_entries(), 0);
 }
+
+#[test]
+fn an_upload_sent_a_byte_a_second_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = kiln_server(dir.path(), |o| o.head_timeout = Duration::from_secs(1));
+    let body = noise("slow body", 1000);
+    let put = format!(
+        "PUT /cas/{} HTTP/1.1\r\nHost: c\r\nContent-Length: 1000\r\n\r\n",
+        Digest::of_bytes(&body)
+    );
+    let mut conn = TcpStream::connect(server.addr()).unwrap();
+    conn.write_all(put.as_bytes()).unwrap();
+    let start = Instant::now();
+    let mut sent = 0;
+    // 1000 bytes get 1 s plus 1000 bytes at 64 KiB/s: cut off well before 10 s.
+    while sent < body.len() && conn.write_all(&body[sent..sent + 1]).is_ok() {
+        sent += 1;
+        if start.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        closed_within(&mut conn, Duration::from_secs(10)),
+        "still open after {:?} and {sent} bytes",
+        start.elapsed()
+    );
+    assert!(
+        sent < 30,
+        "cut off after {sent} bytes, {:?}",
+        start.elapsed()
+    );
+    assert_eq!(server.stored_entries(), 0);
+}

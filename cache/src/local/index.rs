@@ -6,8 +6,9 @@
 //! - **Checked on opening, cheaply.** Opening reads the header and the schema on the first
 //!   page, which is where SQLite notices a garbage head, and a file shorter than its
 //!   header says (a truncation); then the first row of each table, which reads its root.
-//!   No `PRAGMA quick_check`: it reads the whole file (80 ms for a 17 MB index), on every
-//!   command that opens the store.
+//!   That adds 0.05–0.08 ms to an open (about 0.25 ms before, on a 17 MB index with 20,000
+//!   results and 50,000 file states). No `PRAGMA quick_check`: it reads the whole file,
+//!   26–150 ms on that index, on every command that opens the store.
 //! - **Moved aside, rebuilt empty.** A damaged index is renamed to
 //!   `index.db.damaged-<unix time>` (its `-wal` and `-shm` follow it, under the names
 //!   SQLite gives them, so `sqlite3` opens the copy as it was) and a new, empty index is

@@ -10,10 +10,14 @@ pub enum ErrorKind {
     Io,
     /// The SQLite index failed.
     Database,
+    /// The SQLite index is damaged (SQLite says it is malformed, or not a database).
+    DamagedIndex,
     /// Stored data does not match its digest or cannot be decoded.
     Corrupt,
     /// A remote store failed (network, protocol, refusal).
     Remote,
+    /// The caller asked for something that cannot work (a server nobody could write to).
+    Usage,
 }
 
 /// A store error: a message that reads well after "failed to …".
@@ -39,10 +43,19 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl From<rusqlite::Error> for Error {
     fn from(err: rusqlite::Error) -> Error {
-        Error::new(ErrorKind::Database, format!("use the cache index: {err}"))
+        let kind = if crate::local::index::is_damage(&err) {
+            ErrorKind::DamagedIndex
+        } else {
+            ErrorKind::Database
+        };
+        Error::new(kind, format!("use the cache index: {err}"))
     }
 }

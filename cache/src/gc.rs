@@ -47,7 +47,11 @@
 //! transaction drops their `blobs` rows and every action result that names a removed blob,
 //! names a blob whose file is missing, or cannot be decoded. Files are removed before the
 //! results, so a build racing with verify can only re-write a good blob, never reuse a bad
-//! one.
+//! one. It also reports when the index was last rebuilt after damage, if it was (see
+//! `local::index`).
+//!
+//! Both name the index and leave it marked for the next open to move aside when a query
+//! finds it damaged, as every query of the store does.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -60,6 +64,7 @@ use rusqlite::{params, Connection, TransactionBehavior};
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::filestate::now_ns;
+use crate::local::index::Rebuild;
 use crate::local::LocalStore;
 use crate::result::ActionResult;
 
@@ -126,6 +131,8 @@ pub struct VerifyReport {
     pub dangling_removed: u64,
     /// Results removed because they could not be decoded.
     pub undecodable_removed: u64,
+    /// When the index was rebuilt after damage, if it was.
+    pub index_rebuilt: Option<Rebuild>,
 }
 
 impl VerifyReport {
@@ -139,6 +146,10 @@ impl VerifyReport {
 /// Evicts least recently used results and blobs until the store fits `opts.max_size`.
 /// See the module comment for the order and why it is safe while a build runs.
 pub fn gc(store: &LocalStore, opts: &GcOptions) -> Result<GcReport> {
+    store.checked(run_gc(store, opts))
+}
+
+fn run_gc(store: &LocalStore, opts: &GcOptions) -> Result<GcReport> {
     let now = now_ns() / 1_000_000_000;
     let mut db = open_index(store)?;
     let mut report = GcReport::default();
@@ -161,6 +172,12 @@ pub fn gc(store: &LocalStore, opts: &GcOptions) -> Result<GcReport> {
 
 /// Rehashes every blob and removes corrupt ones and the results that name them.
 pub fn verify(store: &LocalStore) -> Result<VerifyReport> {
+    let mut report = store.checked(run_verify(store))?;
+    report.index_rebuilt = store.last_rebuild()?;
+    Ok(report)
+}
+
+fn run_verify(store: &LocalStore) -> Result<VerifyReport> {
     let files = list_cas(store)?;
     let mut report = VerifyReport {
         blobs_checked: files.len() as u64,

@@ -39,6 +39,7 @@ pub mod time;
 pub use digest::Digest;
 pub use error::{Error, ErrorKind, Result};
 pub use filestate::{FileState, FileStates, HashedFile};
+pub use local::index::Rebuild;
 pub use local::{CacheStats, KeyEntry, KeyOutcome, LocalStore};
 pub use remote::{HttpOptions, HttpStore};
 pub use result::{ActionResult, OutputFile};

@@ -16,6 +16,11 @@
 //! one, dated by the file's mtime and ctime, and a lost remote result is downloaded
 //! again. A result is still never written before its blobs are in place, and an executed
 //! action's result is written at once.
+//!
+//! A damaged index is moved aside and started anew when the store is opened; damage a
+//! running command finds is one error naming the index (see [`index`]).
+
+pub(crate) mod index;
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -32,19 +37,6 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::filestate::{now_ns, FileState, FileStates};
 use crate::result::ActionResult;
 use crate::store::Store;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS actions (
-  key TEXT PRIMARY KEY, result TEXT NOT NULL, last_use INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS blobs (
-  digest TEXT PRIMARY KEY, size INTEGER NOT NULL, last_use INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS file_states (
-  path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
-  ctime_ns INTEGER NOT NULL, ino INTEGER NOT NULL, digest TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS action_keys (
-  id TEXT PRIMARY KEY, key TEXT NOT NULL, prev_key TEXT, executed INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS key_records (key TEXT PRIMARY KEY, record TEXT NOT NULL);
-";
 
 /// How stale an action's last-use time may get before a lookup refreshes it.
 const TOUCH_INTERVAL_SECS: i64 = 24 * 60 * 60;
@@ -102,6 +94,8 @@ pub struct CacheStats {
 pub struct LocalStore {
     root: PathBuf,
     db: Mutex<Connection>,
+    /// The inode of the index file opened, to mark it if a query finds it damaged.
+    index_ino: Option<u64>,
     files: FileStates,
     touched_actions: Mutex<HashSet<Digest>>,
     pending_keys: Mutex<Vec<(String, KeyEntry, String)>>,
@@ -118,15 +112,11 @@ impl LocalStore {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
         }
-        let db_path = root.join("index.db");
-        let conn = Connection::open(&db_path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(60))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.execute_batch(SCHEMA)?;
+        let conn = index::open(root)?;
         let store = LocalStore {
             root: root.to_path_buf(),
             db: Mutex::new(conn),
+            index_ino: index::inode(&index::path(root)),
             files: FileStates::default(),
             touched_actions: Mutex::new(HashSet::new()),
             pending_keys: Mutex::new(Vec::new()),
@@ -160,9 +150,12 @@ impl LocalStore {
 
     /// Loads the recorded states of every file below `dir` into memory.
     pub fn load_file_states(&self, dir: &Path) -> Result<()> {
+        self.query(|db| self.load_file_states_from(db, dir))
+    }
+
+    fn load_file_states_from(&self, db: &mut Connection, dir: &Path) -> Result<()> {
         let lo = format!("{}/", dir.display());
         let hi = format!("{}0", dir.display()); // '0' is the character after '/'
-        let db = self.db.lock().unwrap();
         let mut stmt = db.prepare_cached(
             "SELECT path, size, mtime_ns, ctime_ns, ino, digest FROM file_states
              WHERE path >= ?1 AND path < ?2",
@@ -300,59 +293,90 @@ impl LocalStore {
 
     /// The last recorded key of every action whose id starts with `prefix`.
     pub fn last_keys(&self, prefix: &str) -> Result<HashMap<String, KeyEntry>> {
-        let db = self.db.lock().unwrap();
-        let mut stmt = db.prepare_cached(
-            "SELECT id, key, prev_key, executed FROM action_keys WHERE substr(id, 1, ?2) = ?1",
-        )?;
-        let rows = stmt.query_map(params![prefix, prefix.chars().count() as i64], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })?;
-        let mut out = HashMap::new();
-        for row in rows {
-            let (id, key, prev, outcome) = row?;
-            if let Ok(key) = key.parse() {
-                let prev = prev.and_then(|p| p.parse().ok());
-                out.insert(
-                    id,
-                    KeyEntry {
-                        key,
-                        prev,
-                        outcome: KeyOutcome::from_i64(outcome),
-                    },
-                );
-            }
-        }
-        Ok(out)
+        self.query(|db| last_keys(db, prefix))
     }
 
     /// The key record stored for a key, if any.
     pub fn key_record(&self, key: &Digest) -> Result<Option<String>> {
-        let db = self.db.lock().unwrap();
-        let record = db
-            .prepare_cached("SELECT record FROM key_records WHERE key = ?1")?
-            .query_row(params![key.to_hex()], |r| r.get(0))
-            .optional()?;
-        Ok(record)
+        self.query(|db| {
+            let record = db
+                .prepare_cached("SELECT record FROM key_records WHERE key = ?1")?
+                .query_row(params![key.to_hex()], |r| r.get(0))
+                .optional()?;
+            Ok(record)
+        })
     }
 
     pub fn stats(&self) -> Result<CacheStats> {
-        let db = self.db.lock().unwrap();
-        let count = |sql: &str| -> Result<u64> {
-            Ok(db.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
-        };
-        Ok(CacheStats {
-            dir: self.root.clone(),
-            blobs: count("SELECT COUNT(*) FROM blobs")?,
-            blob_bytes: count("SELECT COALESCE(SUM(size), 0) FROM blobs")?,
-            actions: count("SELECT COUNT(*) FROM actions")?,
-            file_states: count("SELECT COUNT(*) FROM file_states")?,
+        self.query(|db| {
+            let count = |sql: &str| -> Result<u64> {
+                Ok(db.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
+            };
+            Ok(CacheStats {
+                dir: self.root.clone(),
+                blobs: count("SELECT COUNT(*) FROM blobs")?,
+                blob_bytes: count("SELECT COALESCE(SUM(size), 0) FROM blobs")?,
+                actions: count("SELECT COUNT(*) FROM actions")?,
+                file_states: count("SELECT COUNT(*) FROM file_states")?,
+            })
         })
     }
+
+    /// When this index was made to replace a damaged one, if it was.
+    pub fn last_rebuild(&self) -> Result<Option<index::Rebuild>> {
+        self.query(|db| index::last_rebuild(db))
+    }
+
+    /// Runs `f` on the index. Damage it finds becomes an error naming the index and
+    /// saying what to do, and marks the index for the next open to move aside.
+    fn query<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let result = f(&mut self.db.lock().unwrap());
+        self.checked(result)
+    }
+
+    /// `result`, with an error saying the index is damaged made clear (see
+    /// [`LocalStore::query`]). For queries on connections of the store's own.
+    pub(crate) fn checked<T>(&self, result: Result<T>) -> Result<T> {
+        result.map_err(|e| {
+            if e.kind() == ErrorKind::DamagedIndex {
+                if let Some(ino) = self.index_ino {
+                    index::mark(&self.root, ino);
+                }
+            }
+            e.at_index(&index::path(&self.root))
+        })
+    }
+}
+
+/// The last recorded key of every action whose id starts with `prefix`.
+fn last_keys(db: &Connection, prefix: &str) -> Result<HashMap<String, KeyEntry>> {
+    let mut stmt = db.prepare_cached(
+        "SELECT id, key, prev_key, executed FROM action_keys WHERE substr(id, 1, ?2) = ?1",
+    )?;
+    let rows = stmt.query_map(params![prefix, prefix.chars().count() as i64], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })?;
+    let mut out = HashMap::new();
+    for row in rows {
+        let (id, key, prev, outcome) = row?;
+        if let Ok(key) = key.parse() {
+            let prev = prev.and_then(|p| p.parse().ok());
+            out.insert(
+                id,
+                KeyEntry {
+                    key,
+                    prev,
+                    outcome: KeyOutcome::from_i64(outcome),
+                },
+            );
+        }
+    }
+    Ok(out)
 }
 
 impl Store for LocalStore {
@@ -431,16 +455,13 @@ impl Store for LocalStore {
         if let Some(result) = pending {
             return Ok(self.has_blobs(&result).then_some(result));
         }
-        let row: Option<(String, i64)> = {
-            let db = self.db.lock().unwrap();
+        let row: Option<(String, i64)> = self.query(|db| {
             let mut stmt =
                 db.prepare_cached("SELECT result, last_use FROM actions WHERE key = ?1")?;
-            #[allow(clippy::let_and_return)] // the statement borrows `db`
-            let row = stmt
+            Ok(stmt
                 .query_row(params![key.to_hex()], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            row
-        };
+                .optional()?)
+        })?;
         let Some((text, last_use)) = row else {
             return Ok(None);
         };
@@ -465,13 +486,14 @@ impl Store for LocalStore {
     fn put_action(&self, key: &Digest, result: &ActionResult) -> Result<()> {
         self.pending_actions.lock().unwrap().remove(key);
         let text = serde_json::to_string(result).expect("action results serialize");
-        let db = self.db.lock().unwrap();
-        db.prepare_cached(
-            "INSERT INTO actions (key, result, last_use) VALUES (?1, ?2, ?3)
-             ON CONFLICT(key) DO UPDATE SET result = excluded.result, last_use = excluded.last_use",
-        )?
-        .execute(params![key.to_hex(), text, now_secs()])?;
-        Ok(())
+        self.query(|db| {
+            db.prepare_cached(
+                "INSERT INTO actions (key, result, last_use) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(key) DO UPDATE SET result = excluded.result, last_use = excluded.last_use",
+            )?
+            .execute(params![key.to_hex(), text, now_secs()])?;
+            Ok(())
+        })
     }
 
     fn flush(&self) -> Result<()> {
@@ -536,15 +558,16 @@ impl LocalStore {
         if pending.is_empty() {
             return Ok(());
         }
-        let mut db = self.db.lock().unwrap();
-        let tx = db.transaction()?;
-        write_states(&tx, &pending.states)?;
-        write_blobs(&tx, &pending.blobs)?;
-        write_actions(&tx, &pending.actions)?;
-        write_touched(&tx, &pending.touched)?;
-        write_keys(&tx, &pending.keys)?;
-        tx.commit()?;
-        Ok(())
+        self.query(|db| {
+            let tx = db.transaction()?;
+            write_states(&tx, &pending.states)?;
+            write_blobs(&tx, &pending.blobs)?;
+            write_actions(&tx, &pending.actions)?;
+            write_touched(&tx, &pending.touched)?;
+            write_keys(&tx, &pending.keys)?;
+            tx.commit()?;
+            Ok(())
+        })
     }
 }
 

@@ -2,9 +2,20 @@
 //!
 //! It serves the protocol [`crate::HttpStore`] speaks (`HEAD/GET/PUT /cas/<hex>` and
 //! `/ac/<hex>`, under any path prefix), so the same client works against it and against
-//! nginx WebDAV. One thread accepts connections; each connection gets a thread of its own
-//! (at most [`MAX_CONNECTIONS`] at once, beyond which the server answers 503), which serves
-//! requests on it until the client closes it or stays silent for [`IDLE_TIMEOUT`].
+//! nginx WebDAV. One thread accepts connections; each connection gets a thread of its own,
+//! which serves requests on it until the client closes it or stays silent for
+//! [`IDLE_TIMEOUT`].
+//!
+//! Against slow and greedy clients (see [`slots`]): a connection holds one of at most
+//! [`MAX_CONNECTIONS`] slots, and one client (address) at most `max_per_client` of them;
+//! each request head must arrive whole within `head_timeout` ([`HEAD_TIMEOUT`]) of the
+//! connection being accepted or of the head's first byte, however the client spaces its
+//! bytes, or the connection is closed; an upload's body must arrive at [`MIN_BODY_RATE`]
+//! on average, after a grace of `head_timeout`; and when the slots run out, a connection
+//! idle between requests (or lingering after its last answer) or slow with its head gives
+//! its slot up to a newcomer. A connection that finds every slot it could have busy is
+//! answered 503 and closed. (A client reading an answer slowly is bounded only by
+//! [`IDLE_TIMEOUT`] for each write that makes no progress.)
 //!
 //! | request              | answer                                                     |
 //! |----------------------|------------------------------------------------------------|
@@ -16,6 +27,8 @@
 //! | PUT, no/bad token    | 401 when a token is set (reads stay open)                  |
 //! | PUT, too large       | 413 past `max_body` (or past `max_size`), connection closed|
 //! | PUT, chunked         | 411: a cache client knows its sizes                        |
+//! | ambiguous length     | 400: two Content-Length headers (even equal ones), a list, |
+//! |                      | a sign, or Content-Length with Transfer-Encoding; closed   |
 //!
 //! Decisions where the issue is silent: action results are stored as the client sent
 //! them (the server knows bytes, not results); the first request of a limit-breaking
@@ -27,28 +40,48 @@
 //! hashed each time it is served, as its uploads are: a server's disk is not trusted
 //! more than the network. Storage and eviction are in [`disk`].
 
+mod conn;
 mod disk;
 mod http;
+mod slots;
 
-use std::collections::HashMap;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
+use conn::Conn;
 use disk::{Disk, Entry, Kind, Stored};
 use http::{Body, Damaged, ReadError, Request, Response};
+use slots::{Phase, Slots};
 
 /// Connections served at once; more are answered 503.
 pub const MAX_CONNECTIONS: usize = 512;
 
+/// The default of how many of them one client (address) may hold: half, so that one
+/// client cannot take them all, yet a busy build machine (or a few behind one NAT
+/// address) has plenty.
+pub const DEFAULT_MAX_PER_CLIENT: usize = MAX_CONNECTIONS / 2;
+
 /// How long a connection may stay silent (between requests or inside a body).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default of how long a request head (request line and headers) may take to arrive.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The slowest an upload's body may arrive, on average, after a grace of the head timeout
+/// (kiln's own client gives up below 1 MiB/s).
+pub const MIN_BODY_RATE: u64 = 64 * 1024;
+
+/// How long a body of `len` bytes may take beyond the grace.
+fn body_time(len: u64) -> Duration {
+    Duration::from_secs(len / MIN_BODY_RATE)
+}
 
 /// The default limit of one upload's size.
 pub const DEFAULT_MAX_BODY: u64 = 4 << 30;
@@ -64,6 +97,11 @@ pub struct ServeOptions {
     pub token: Option<String>,
     /// The largest upload accepted.
     pub max_body: u64,
+    /// How long a request head may take, from the connection's accept or the head's
+    /// first byte.
+    pub head_timeout: Duration,
+    /// How many connections one client (an IPv4 address, an IPv6 /64) may hold.
+    pub max_per_client: usize,
 }
 
 impl ServeOptions {
@@ -75,6 +113,8 @@ impl ServeOptions {
             max_size: None,
             token: None,
             max_body: DEFAULT_MAX_BODY,
+            head_timeout: HEAD_TIMEOUT,
+            max_per_client: DEFAULT_MAX_PER_CLIENT,
         }
     }
 }
@@ -87,6 +127,8 @@ impl std::fmt::Debug for ServeOptions {
             .field("max_size", &self.max_size)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("max_body", &self.max_body)
+            .field("head_timeout", &self.head_timeout)
+            .field("max_per_client", &self.max_per_client)
             .finish()
     }
 }
@@ -115,11 +157,11 @@ struct State {
     token: Option<String>,
     max_body: u64,
     max_size: Option<u64>,
+    head_timeout: Duration,
     stopping: AtomicBool,
-    active: AtomicUsize,
-    next_id: AtomicU64,
-    /// Open connections, so stopping can close them as a dying process would.
-    conns: Mutex<HashMap<u64, TcpStream>>,
+    /// Open connections, so a newcomer can take an idle one's place and stopping can
+    /// close them as a dying process would.
+    slots: Slots,
 }
 
 impl Server {
@@ -132,6 +174,12 @@ impl Server {
 
     /// Serves on an already bound listener (`opts.listen` is ignored).
     pub fn from_listener(listener: TcpListener, opts: ServeOptions) -> Result<Server> {
+        if opts.token.as_ref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(Error::new(
+                ErrorKind::Usage,
+                "serve with an empty token: nobody could write",
+            ));
+        }
         let disk = Disk::open(&opts.dir, opts.max_size)?;
         let state = State {
             dir: opts.dir,
@@ -139,10 +187,9 @@ impl Server {
             token: opts.token,
             max_body: opts.max_body,
             max_size: opts.max_size,
+            head_timeout: opts.head_timeout,
             stopping: AtomicBool::new(false),
-            active: AtomicUsize::new(0),
-            next_id: AtomicU64::new(0),
-            conns: Mutex::new(HashMap::new()),
+            slots: Slots::new(MAX_CONNECTIONS, opts.max_per_client.max(1)),
         };
         Ok(Server {
             listener,
@@ -163,13 +210,7 @@ impl Server {
                 break;
             }
             let Ok(conn) = conn else { continue };
-            let state = self.state.clone();
-            let spawned = std::thread::Builder::new()
-                .name("kiln-serve-conn".into())
-                .spawn(move || state.serve_connection(conn));
-            if let Err(e) = spawned {
-                eprintln!("kiln serve: failed to start a connection thread: {e}");
-            }
+            self.state.accept(conn);
         }
     }
 
@@ -216,6 +257,11 @@ impl ServerHandle {
         self.state.disk.entries()
     }
 
+    /// Connections holding a slot.
+    pub fn connections(&self) -> usize {
+        self.state.slots.held()
+    }
+
     /// Stops accepting and closes every open connection.
     pub fn stop(mut self) {
         self.shut_down();
@@ -228,9 +274,7 @@ impl ServerHandle {
         self.state.stopping.store(true, Ordering::SeqCst);
         let _ = TcpStream::connect(self.addr); // wakes the accepting thread
         let _ = thread.join();
-        for conn in self.state.conns.lock().unwrap().values() {
-            let _ = conn.shutdown(Shutdown::Both);
-        }
+        self.state.slots.close_all();
     }
 }
 
@@ -248,67 +292,99 @@ struct Outcome {
 }
 
 impl State {
-    fn serve_connection(self: Arc<Self>, conn: TcpStream) {
-        let peer = conn
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| "?".into());
-        let _ = conn.set_read_timeout(Some(IDLE_TIMEOUT));
+    /// Gives a new connection a slot and a thread, or answers 503 and closes it.
+    fn accept(self: &Arc<Self>, conn: TcpStream) {
+        let (Ok(peer), Ok(handle)) = (conn.peer_addr(), conn.try_clone()) else {
+            return;
+        };
+        let accepted = Instant::now();
+        let Some(id) = self.slots.admit(handle, peer.ip(), accepted) else {
+            refuse(conn);
+            return;
+        };
+        let state = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("kiln-serve-conn".into())
+            .spawn(move || {
+                state.serve_requests(conn, peer, accepted, id);
+                state.slots.release(id);
+            });
+        if let Err(e) = spawned {
+            self.slots.release(id);
+            eprintln!("kiln serve: failed to start a connection thread: {e}");
+        }
+    }
+
+    fn serve_requests(&self, conn: TcpStream, peer: SocketAddr, accepted: Instant, id: u64) {
         let _ = conn.set_write_timeout(Some(IDLE_TIMEOUT));
         let _ = conn.set_nodelay(true);
-        let active = self.active.fetch_add(1, Ordering::SeqCst) + 1;
-        let id = self.register(&conn);
-        if active > MAX_CONNECTIONS {
-            let mut out = conn;
-            let _ = http::write_response(&mut out, text(503, "too many connections", false), false);
-        } else {
-            self.serve_requests(conn, &peer);
-        }
-        self.conns.lock().unwrap().remove(&id);
-        self.active.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    fn register(&self, conn: &TcpStream) -> u64 {
-        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        if let Ok(clone) = conn.try_clone() {
-            self.conns.lock().unwrap().insert(id, clone);
-        }
-        id
-    }
-
-    fn serve_requests(&self, conn: TcpStream, peer: &str) {
         let Ok(mut out) = conn.try_clone() else {
             return;
         };
-        let mut reader = BufReader::with_capacity(64 * 1024, conn);
+        let peer = peer.to_string();
+        let mut reader = BufReader::with_capacity(64 * 1024, Conn::new(conn, IDLE_TIMEOUT));
+        let mut first = Some(accepted);
         loop {
             if self.stopping.load(Ordering::SeqCst) {
                 return;
             }
-            let req = match http::read_request(&mut reader) {
+            let req = match self.read_head(&mut reader, id, first.take()) {
                 Ok(req) => req,
                 Err(ReadError::Closed) => return,
                 Err(ReadError::Bad) => {
                     let _ = http::write_response(&mut out, text(400, "bad request", false), false);
+                    self.linger_close(id, &mut out, &mut reader);
                     return;
                 }
             };
             let start = Instant::now();
             let outcome = self.handle(&req, &mut reader, &mut out);
-            log(peer, &req, &outcome, start.elapsed());
+            log(&peer, &req, &outcome, start.elapsed());
             if !outcome.keep_alive {
-                linger_close(&mut out, &mut reader);
+                self.linger_close(id, &mut out, &mut reader);
                 return;
             }
         }
     }
 
-    fn handle(
+    /// Reads the next request head, which must arrive whole within the head timeout: of
+    /// `accepted` for a connection's first request, else of the head's first byte (before
+    /// which the connection is idle, for up to [`IDLE_TIMEOUT`]).
+    fn read_head(
         &self,
-        req: &Request,
-        body: &mut BufReader<TcpStream>,
-        out: &mut TcpStream,
-    ) -> Outcome {
+        reader: &mut BufReader<Conn>,
+        id: u64,
+        accepted: Option<Instant>,
+    ) -> Result<Request, ReadError> {
+        let started = match accepted {
+            Some(at) => at,
+            None => {
+                self.slots.set_phase(id, Phase::Idle(Instant::now()));
+                if reader.fill_buf().map_or(true, |b| b.is_empty()) {
+                    return Err(ReadError::Closed);
+                }
+                let now = Instant::now();
+                self.slots.set_phase(id, Phase::Head(now));
+                now
+            }
+        };
+        reader
+            .get_mut()
+            .set_deadline(Some(started + self.head_timeout));
+        let req = http::read_request(reader);
+        reader.get_mut().set_deadline(None);
+        self.slots.set_phase(id, Phase::Busy);
+        req
+    }
+
+    /// Closes a connection after its last answer (see [`linger_close`]); meanwhile it
+    /// may give its slot up to a newcomer, as an idle one would.
+    fn linger_close(&self, id: u64, out: &mut TcpStream, reader: &mut BufReader<Conn>) {
+        self.slots.set_phase(id, Phase::Idle(Instant::now()));
+        linger_close(out, reader);
+    }
+
+    fn handle(&self, req: &Request, body: &mut BufReader<Conn>, out: &mut TcpStream) -> Outcome {
         let keep_alive = req.keep_alive();
         let Some((kind, digest)) = parse_path(&req.path) else {
             let status = if req.method == "PUT" { 400 } else { 404 };
@@ -381,7 +457,7 @@ impl State {
         req: &Request,
         kind: Kind,
         digest: &Digest,
-        body: &mut BufReader<TcpStream>,
+        body: &mut BufReader<Conn>,
         out: &mut TcpStream,
     ) -> Outcome {
         if let Some(refusal) = self.refuse_put(req) {
@@ -395,7 +471,11 @@ impl State {
                 keep_alive: false,
             };
         }
-        let (status, message) = match self.disk.put(kind, digest, body, len) {
+        let deadline = Instant::now() + self.head_timeout + body_time(len);
+        body.get_mut().set_deadline(Some(deadline));
+        let stored = self.disk.put(kind, digest, body, len);
+        body.get_mut().set_deadline(None);
+        let (status, message) = match stored {
             Ok(Stored::Created) => (201, "stored".to_string()),
             Ok(Stored::Present) => (200, "already stored".to_string()),
             Ok(Stored::Mismatch(got)) => (400, format!("content has digest {got}, not {digest}")),
@@ -488,10 +568,10 @@ fn parse_path(path: &str) -> Option<(Kind, Digest)> {
 /// Closes after a response the client may still be sending a body for: stops writing,
 /// then reads (and drops) what arrives for a moment, so the client's kernel does not
 /// receive a reset that would discard the response before the client reads it.
-fn linger_close(out: &mut TcpStream, reader: &mut BufReader<TcpStream>) {
+fn linger_close(out: &mut TcpStream, reader: &mut BufReader<Conn>) {
     let _ = out.flush();
     let _ = out.shutdown(Shutdown::Write);
-    let _ = out.set_read_timeout(Some(Duration::from_millis(500)));
+    reader.get_mut().set_idle(Duration::from_millis(500));
     let mut sink = [0u8; 64 * 1024];
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {
@@ -500,6 +580,21 @@ fn linger_close(out: &mut TcpStream, reader: &mut BufReader<TcpStream>) {
             Ok(_) => {}
         }
     }
+}
+
+/// Answers a connection that got no slot with 503 and closes it, from the accepting
+/// thread: without waiting for the client (the answer fits in the socket's buffer, and
+/// is lost if the client sent what it will not read).
+fn refuse(conn: TcpStream) {
+    let _ = conn.set_nonblocking(true);
+    let body = "too many connections";
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-length: {}\r\nconnection: close\r\n\
+         content-type: text/plain; charset=utf-8\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = (&conn).write_all(answer.as_bytes());
+    let _ = conn.shutdown(Shutdown::Write);
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -962,3 +962,191 @@ fn curl_speaks_to_kiln_server() {
     ];
     assert_eq!(curl(&chunked), "411");
 }
+
+// ---------------------------------------------------------------------------------------
+// The server against slow and greedy clients (a real `kiln serve` process faces hundreds
+// of slow connections in the kiln binary's e2e tests).
+
+/// Sends `request` on `conn` and reads one answer's status code and body (the answer
+/// must say its content-length).
+fn exchange(conn: &mut TcpStream, request: &str) -> (u16, String) {
+    conn.write_all(request.as_bytes()).unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let head = read_head(&mut reader).expect("an answer");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Whether the server closed the connection (within `within`).
+fn closed_within(conn: &mut TcpStream, within: Duration) -> bool {
+    conn.set_read_timeout(Some(within)).unwrap();
+    let mut sink = Vec::new();
+    conn.read_to_end(&mut sink).is_ok()
+}
+
+#[test]
+fn a_head_sent_a_byte_a_second_is_cut_off_at_the_head_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = kiln_server(dir.path(), |o| o.head_timeout = Duration::from_secs(1));
+    let addr: SocketAddr = server.addr();
+    let start = Instant::now();
+    let slow = kiln_testkit::SlowClients::open(addr, &[std::net::Ipv4Addr::LOCALHOST], 5);
+    assert_eq!(slow.open_count(), 5);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while slow.open_count() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} slow heads still open after {:?}",
+            slow.open_count(),
+            start.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(server.connections(), 0, "their slots are free");
+}
+
+#[test]
+fn a_kept_alive_connection_may_idle_longer_than_the_head_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = kiln_server(dir.path(), |o| o.head_timeout = Duration::from_secs(1));
+    let mut conn = TcpStream::connect(server.addr()).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let get = format!(
+        "GET /cas/{} HTTP/1.1\r\nHost: c\r\n\r\n",
+        Digest::of_bytes(b"x")
+    );
+    assert_eq!(exchange(&mut conn, &get).0, 404);
+    std::thread::sleep(Duration::from_millis(2500));
+    // The second head's clock starts at its first byte, not at the end of the first.
+    assert_eq!(exchange(&mut conn, &get).0, 404);
+}
+
+#[test]
+fn one_client_cannot_take_every_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = kiln_server(dir.path(), |o| o.max_per_client = 4);
+    let greedy = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let digest = Digest::of_bytes(b"never sent");
+    let put = format!("PUT /cas/{digest} HTTP/1.1\r\nHost: c\r\nContent-Length: 1000\r\n\r\n");
+    // Four uploads that never send their bodies: busy, so nobody takes their slots.
+    let mut held: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut conn = kiln_testkit::connect_from(greedy, server.addr()).unwrap();
+            conn.write_all(put.as_bytes()).unwrap();
+            conn
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut fifth = kiln_testkit::connect_from(greedy, server.addr()).unwrap();
+    fifth
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let get = format!("GET /cas/{digest} HTTP/1.1\r\nHost: c\r\n\r\n");
+    let _ = fifth.write_all(get.as_bytes());
+    let mut answer = String::new();
+    let _ = fifth.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    // Another client is served at once.
+    let other = std::net::Ipv4Addr::new(127, 0, 0, 3);
+    let mut conn = kiln_testkit::connect_from(other, server.addr()).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(exchange(&mut conn, &get).0, 404);
+    for conn in &mut held {
+        assert!(
+            !closed_within(conn, Duration::from_millis(50)),
+            "busy uploads are not cut"
+        );
+    }
+}
+
+#[test]
+fn two_hundred_clients_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = kiln_server(dir.path(), |_| {});
+    let url = server.url();
+    let barrier = Arc::new(std::sync::Barrier::new(200));
+    let threads: Vec<_> = (0..200)
+        .map(|t| {
+            let (url, barrier) = (url.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let store = HttpStore::new(&url, HttpOptions::default()).unwrap();
+                let bytes = noise(&format!("client {t}"), 5000);
+                barrier.wait();
+                let d = store.put_bytes(&bytes).unwrap();
+                assert_eq!(store.read(&d).unwrap().unwrap(), bytes);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(server.stored_entries(), 200);
+}
+
+#[test]
+fn paths_outside_the_protocol_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), b"not for clients").unwrap();
+    let server = kiln_server(dir.path().join("cache").as_path(), |_| {});
+    let hex = Digest::of_bytes(b"x").to_hex();
+    for (method, path, status) in [
+        ("GET", "/cas/../../secret".to_string(), 404),
+        ("GET", format!("/cas/../cas/{hex}/../../../secret"), 404),
+        ("GET", "/cas/%2e%2e/%2e%2e/secret".to_string(), 404),
+        ("PUT", format!("/ac/../../{hex}"), 400),
+        ("PUT", format!("/cas/{}", hex.to_uppercase()), 400),
+    ] {
+        let mut conn = TcpStream::connect(server.addr()).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let request = format!("{method} {path} HTTP/1.1\r\nHost: c\r\nContent-Length: 1\r\n\r\nx");
+        let (got, body) = exchange(&mut conn, &request);
+        assert_eq!(got, status, "{method} {path}: {body}");
+        assert!(!body.contains("not for clients"));
+    }
+    assert_eq!(server.stored_entries(), 0);
+}
+
+#[test]
+fn an_upload_sent_a_byte_a_second_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = kiln_server(dir.path(), |o| o.head_timeout = Duration::from_secs(1));
+    let body = noise("slow body", 1000);
+    let put = format!(
+        "PUT /cas/{} HTTP/1.1\r\nHost: c\r\nContent-Length: 1000\r\n\r\n",
+        Digest::of_bytes(&body)
+    );
+    let mut conn = TcpStream::connect(server.addr()).unwrap();
+    conn.write_all(put.as_bytes()).unwrap();
+    let start = Instant::now();
+    let mut sent = 0;
+    // 1000 bytes get 1 s plus 1000 bytes at 64 KiB/s: cut off well before 10 s.
+    while sent < body.len() && conn.write_all(&body[sent..sent + 1]).is_ok() {
+        sent += 1;
+        if start.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        closed_within(&mut conn, Duration::from_secs(10)),
+        "still open after {:?} and {sent} bytes",
+        start.elapsed()
+    );
+    assert!(
+        sent < 30,
+        "cut off after {sent} bytes, {:?}",
+        start.elapsed()
+    );
+    assert_eq!(server.stored_entries(), 0);
+}

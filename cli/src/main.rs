@@ -116,6 +116,9 @@ pub enum Command {
         /// Require `Authorization: Bearer $NAME` for writes.
         #[arg(long, value_name = "NAME")]
         token_env: Option<String>,
+        /// Connections one client address may hold at once (default 256 of 512).
+        #[arg(long, value_name = "N")]
+        max_client_connections: Option<usize>,
     },
     /// Serve Go's GOCACHEPROG protocol on stdin/stdout from kiln's store.
     #[command(hide = true)]

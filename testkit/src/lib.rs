@@ -1,5 +1,10 @@
 //! kiln-testkit: real servers for kiln's tests, started on loopback with free ports and
-//! stopped when dropped. Used by kiln-cache's and the kiln binary's tests alike.
+//! stopped when dropped. Used by kiln-cache's and the kiln binary's tests alike. Also
+//! [`SlowClients`], an attacker's slow connections against such a server.
+
+mod slow;
+
+pub use slow::{connect_from, SlowClients};
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

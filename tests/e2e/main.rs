@@ -9,11 +9,13 @@
 //! - `go`: go_test and go_binary with the real Go toolchain.
 //! - `gocacheprog`: Go's compile cache served from kiln's store.
 //! - `gomod`: parity with `go test` on modules shaped like real ones; what reruns.
+//! - `index`: a damaged cache index is moved aside and rebuilt.
 //! - `image`: strip, upx and OCI images, checked with skopeo and umoci, pushed to a registry.
 //! - `init`: `kiln init` on modules shaped like public ones, checked by building them.
 //! - `insight`: explain, --profile, --json, verify-repro.
 //! - `release`: checksums, provenance, cache housekeeping.
 //! - `remote`: a cache shared through `kiln serve` and nginx WebDAV, and its faults.
+//! - `serve`: `kiln serve` against an attacker (slow connections, ambiguous lengths).
 
 mod core;
 mod errors;
@@ -21,8 +23,10 @@ mod go;
 mod gocacheprog;
 mod gomod;
 mod image;
+mod index;
 mod init;
 mod insight;
 mod release;
 mod remote;
+mod serve;
 mod support;

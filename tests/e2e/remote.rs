@@ -21,13 +21,13 @@
 use kiln_testkit::Nginx;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{workspace, Run, Workspace, KILN};
+use crate::support::{workspace, KilnServe, Run, Workspace};
 
 /// The longest a build facing a broken remote may take.
 const BOUND: Duration = Duration::from_secs(40);
@@ -248,83 +248,21 @@ trait Remote {
     fn stop(&mut self);
 }
 
-/// A `kiln serve` process with its cache in a temp dir; stopped on drop.
-struct KilnServe {
-    tmp: tempfile::TempDir,
-    child: Option<Child>,
-    addr: SocketAddr,
-}
-
-impl KilnServe {
-    fn start() -> KilnServe {
-        KilnServe::start_with(&[], &[])
-    }
-
-    fn start_with(args: &[&str], env: &[(&str, &str)]) -> KilnServe {
-        let tmp = tempfile::tempdir().unwrap();
-        let log = std::fs::File::create(tmp.path().join("serve.log")).unwrap();
-        let child = Command::new(KILN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--dir"])
-            .arg(tmp.path().join("cache"))
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut server = KilnServe {
-            tmp,
-            child: Some(child),
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        server.addr = server.wait_for_address();
-        server
-    }
-
-    /// Reads the address from `kiln serve: listening on http://ADDR (cache in …)`.
-    fn wait_for_address(&self) -> SocketAddr {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let log = self.requests();
-            let addr = log
-                .lines()
-                .find_map(|l| l.strip_prefix("kiln serve: listening on http://"))
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|addr| addr.parse().ok());
-            if let Some(addr) = addr {
-                return addr;
-            }
-            assert!(Instant::now() < deadline, "kiln serve did not start: {log}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
 impl Remote for KilnServe {
     fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        KilnServe::url(self)
     }
 
     fn root(&self) -> PathBuf {
-        self.tmp.path().join("cache")
+        KilnServe::root(self)
     }
 
     fn requests(&self) -> String {
-        std::fs::read_to_string(self.tmp.path().join("serve.log")).unwrap_or_default()
+        self.log()
     }
 
     fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for KilnServe {
-    fn drop(&mut self) {
-        self.stop();
+        KilnServe::stop(self)
     }
 }
 

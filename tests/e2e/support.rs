@@ -1,8 +1,10 @@
 //! A small builder for test workspaces and a runner for the kiln binary, in the manner
 //! of cargo's `project().file(..).build()`.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
@@ -237,4 +239,90 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         i += 1;
     }
     out
+}
+
+/// A `kiln serve` process on a free loopback port, with its cache in a temp dir; stopped
+/// on drop.
+pub struct KilnServe {
+    tmp: tempfile::TempDir,
+    child: Option<Child>,
+    addr: SocketAddr,
+}
+
+impl KilnServe {
+    pub fn start() -> KilnServe {
+        KilnServe::start_with(&[], &[])
+    }
+
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> KilnServe {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = std::fs::File::create(tmp.path().join("serve.log")).unwrap();
+        let child = Command::new(KILN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(tmp.path().join("cache"))
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut server = KilnServe {
+            tmp,
+            child: Some(child),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        server.addr = server.wait_for_address();
+        server
+    }
+
+    /// Reads the address from `kiln serve: listening on http://ADDR (cache in …)`.
+    fn wait_for_address(&self) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            let addr = log
+                .lines()
+                .find_map(|l| l.strip_prefix("kiln serve: listening on http://"))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|addr| addr.parse().ok());
+            if let Some(addr) = addr {
+                return addr;
+            }
+            assert!(Instant::now() < deadline, "kiln serve did not start: {log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The directory holding `cas/` and `ac/`.
+    pub fn root(&self) -> PathBuf {
+        self.tmp.path().join("cache")
+    }
+
+    /// What the server printed so far (one line per request).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.tmp.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// Stops the server as an outage would.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for KilnServe {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

@@ -3,6 +3,14 @@
 //! persistent connections, `Expect: 100-continue`, and responses whose bodies stream
 //! from a file.
 //!
+//! A head whose body length could be read two ways is refused (400, and the connection
+//! closed), since a proxy in front may read it the other way and smuggle a request
+//! through: two `Content-Length` headers (equal or not) or a list in one, a length that
+//! is not plain digits, `Content-Length` together with `Transfer-Encoding`, a header
+//! name with white space before its colon, a header folded over two lines (RFC 9112
+//! §6.3, §5.1, §5.2). A GET or HEAD that declares a body is answered and its connection
+//! closed, its body never read.
+//!
 //! A blob's body is hashed as it is sent, and its last piece is held back until the
 //! whole content has matched the digest it is served under: a damaged blob reaches the
 //! client as a body cut short (which every client rejects), never as a complete wrong
@@ -13,7 +21,7 @@
 //! without reading the body), and how long a silent client may hold a connection.
 
 use std::cell::RefCell;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::net::TcpStream;
 
 use crate::digest::Digest;
@@ -36,6 +44,16 @@ pub struct Request {
     pub path: String,
     headers: Vec<(String, String)>,
     http10: bool,
+    framing: Framing,
+}
+
+/// How a request's head says its body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    None,
+    Length(u64),
+    /// A `Transfer-Encoding` (chunked or other): not read by this server.
+    Encoded,
 }
 
 impl Request {
@@ -48,6 +66,9 @@ impl Request {
 
     /// Whether the client wants the connection kept open after this request.
     pub fn keep_alive(&self) -> bool {
+        if self.method != "PUT" && self.has_body() {
+            return false; // its body is never read
+        }
         let connection = self.header("connection").unwrap_or("").to_ascii_lowercase();
         if self.http10 {
             connection.contains("keep-alive")
@@ -59,13 +80,15 @@ impl Request {
     /// The declared body length: Ok(None) if there is no body, Err if it is chunked or
     /// unreadable.
     pub fn content_length(&self) -> Result<Option<u64>, ()> {
-        if self.header("transfer-encoding").is_some() {
-            return Err(());
+        match self.framing {
+            Framing::None => Ok(None),
+            Framing::Length(len) => Ok(Some(len)),
+            Framing::Encoded => Err(()),
         }
-        match self.header("content-length") {
-            None => Ok(None),
-            Some(v) => v.trim().parse().map(Some).map_err(|_| ()),
-        }
+    }
+
+    fn has_body(&self) -> bool {
+        !matches!(self.framing, Framing::None | Framing::Length(0))
     }
 
     pub fn expects_continue(&self) -> bool {
@@ -83,7 +106,7 @@ pub enum ReadError {
 }
 
 /// Reads the next request head from a connection.
-pub fn read_request(reader: &mut BufReader<TcpStream>) -> Result<Request, ReadError> {
+pub fn read_request(reader: &mut impl BufRead) -> Result<Request, ReadError> {
     let mut head = reader.by_ref().take(MAX_HEAD);
     let line = read_line(&mut head)?.ok_or(ReadError::Closed)?;
     let mut parts = line.split(' ');
@@ -102,14 +125,51 @@ pub fn read_request(reader: &mut BufReader<TcpStream>) -> Result<Request, ReadEr
             break;
         }
         let (name, value) = line.split_once(':').ok_or(ReadError::Bad)?;
-        headers.push((name.trim().to_string(), value.trim().to_string()));
+        if !is_token(name) {
+            return Err(ReadError::Bad); // " x: y" (a folded line), "x : y", ""
+        }
+        headers.push((name.to_string(), value.trim().to_string()));
     }
+    let framing = framing(&headers).ok_or(ReadError::Bad)?;
     Ok(Request {
         method: method.to_string(),
         path,
         headers,
         http10: version == "HTTP/1.0",
+        framing,
     })
+}
+
+/// The body's framing, or None if the head leaves it ambiguous.
+fn framing(headers: &[(String, String)]) -> Option<Framing> {
+    let mut lengths = headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"));
+    let encoded = headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"));
+    match (lengths.next(), lengths.next(), encoded) {
+        (None, _, false) => Some(Framing::None),
+        (None, _, true) => Some(Framing::Encoded),
+        (Some((_, v)), None, false) => parse_length(v).map(Framing::Length),
+        _ => None,
+    }
+}
+
+/// `1*DIGIT`, as RFC 9110 §8.6 has it: no sign, no list, no white space inside.
+fn parse_length(v: &str) -> Option<u64> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
+/// A header name: one or more of RFC 9110's `tchar`s.
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// One CRLF-terminated line without its terminator; None at a clean end of stream.
@@ -276,5 +336,60 @@ fn reason(status: u16) -> &'static str {
         413 => "Content Too Large",
         503 => "Service Unavailable",
         _ => "Internal Server Error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(head: &str) -> Result<Request, ReadError> {
+        read_request(&mut head.as_bytes())
+    }
+
+    fn length_of(headers: &str) -> Option<Result<Option<u64>, ()>> {
+        let req = parse(&format!("PUT /cas/x HTTP/1.1\r\n{headers}\r\n")).ok()?;
+        Some(req.content_length())
+    }
+
+    #[test]
+    fn one_plain_length_is_read() {
+        assert_eq!(length_of("Content-Length: 12\r\n"), Some(Ok(Some(12))));
+        assert_eq!(length_of("content-length:7 \r\n"), Some(Ok(Some(7))));
+        assert_eq!(length_of(""), Some(Ok(None)));
+        assert_eq!(length_of("Transfer-Encoding: chunked\r\n"), Some(Err(())));
+    }
+
+    #[test]
+    fn ambiguous_lengths_are_bad_requests() {
+        for headers in [
+            "Content-Length: 5\r\nContent-Length: 6\r\n",
+            "Content-Length: 5\r\ncontent-length: 5\r\n",
+            "Content-Length: 5, 5\r\n",
+            "Content-Length: +5\r\n",
+            "Content-Length: -1\r\n",
+            "Content-Length: 0x5\r\n",
+            "Content-Length: \r\n",
+            "Content-Length: 99999999999999999999999\r\n",
+            "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+            "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+            "Content-Length : 5\r\n",
+            "Host: a\r\n Content-Length: 5\r\n",
+            ": 5\r\n",
+        ] {
+            assert!(length_of(headers).is_none(), "{headers:?}");
+        }
+    }
+
+    #[test]
+    fn a_get_with_a_body_ends_its_connection() {
+        let req = parse("GET /cas/x HTTP/1.1\r\nContent-Length: 3\r\n\r\n")
+            .ok()
+            .unwrap();
+        assert!(!req.keep_alive());
+        let req = parse("GET /cas/x HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+            .ok()
+            .unwrap();
+        assert!(req.keep_alive());
     }
 }

@@ -15,7 +15,9 @@
 //!   anything was corrupt (it was removed, and the next build re-runs the actions that
 //!   produced it), so CI can alert on a failing disk. Results that only named a missing
 //!   blob are removed and reported but do not fail verify: they were cache misses already.
-//!   3 when the store could not be read.
+//!   Nor does an index rebuilt after damage (it is reported, with when and where the
+//!   damaged one went): its results were lost, not wrong. 3 when the store could not be
+//!   read.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -132,6 +134,14 @@ fn print_verify(r: &VerifyReport) {
         println!(
             "removed {} action results that could not be decoded",
             r.undecodable_removed
+        );
+    }
+    if let Some(rebuild) = &r.index_rebuilt {
+        println!(
+            "the index was rebuilt empty at {} after it was found damaged (the damaged one \
+             was moved to {})",
+            kiln_cache::time::rfc3339(rebuild.at, None),
+            rebuild.moved_to.display()
         );
     }
 }

@@ -48,7 +48,14 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
             dir,
             max_size,
             token_env,
-        } => serve::run(*listen, dir, max_size.as_deref(), token_env.as_deref()),
+            max_client_connections,
+        } => serve::run(serve::Args {
+            listen: *listen,
+            dir,
+            max_size: max_size.as_deref(),
+            token_env: token_env.as_deref(),
+            max_client_connections: *max_client_connections,
+        }),
     }
 }
 

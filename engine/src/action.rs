@@ -155,6 +155,11 @@ pub struct Batch {
     /// False runs every member alone (as a batch of one): a sandbox, network namespace
     /// and process tree of its own.
     pub shared: bool,
+    /// Arguments (put before the members' own) that make the process write every
+    /// output itself, for members whose outputs it only named by digest
+    /// ([`MemberOutput::named`]) where the store no longer holds them. Not in the key:
+    /// they change how an output is made, not what it is.
+    pub fresh_args: Vec<String>,
 }
 
 impl std::fmt::Debug for Batch {
@@ -168,10 +173,23 @@ impl std::fmt::Debug for Batch {
 }
 
 /// One member's part of a shared run's output.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MemberOutput {
     pub stdout: Vec<u8>,
     pub passed: bool,
+    /// Outputs the process named by digest instead of writing them (it replayed its
+    /// result from a cache of its own): the store supplies those it holds.
+    pub named: Vec<NamedOutput>,
+}
+
+/// An output given by its digest, as a process reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedOutput {
+    /// Sandbox-relative; it must be one of the member's declared outputs.
+    pub path: String,
+    pub digest: kiln_cache::Digest,
+    pub size: u64,
+    pub executable: bool,
 }
 
 /// How a rule reads a shared run's output back into its members'.

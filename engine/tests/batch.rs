@@ -40,6 +40,7 @@ impl BatchSplit for Lines {
                 Some(MemberOutput {
                     stdout: format!("{line}\n").into_bytes(),
                     passed: line.ends_with(" ok"),
+                    named: Vec::new(),
                 })
             })
             .collect()
@@ -67,6 +68,7 @@ fn graph(members: &[&str], attempts: u32, script: &str) -> ActionGraph {
         attempts,
         split: Arc::new(Lines),
         shared: true,
+        fresh_args: Vec::new(),
     };
     let mut graph = ActionGraph::default();
     for name in members {

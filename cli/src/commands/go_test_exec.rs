@@ -5,14 +5,18 @@
 //! `go test` does, then, instead of running it, hands it to this command in the
 //! package's directory. The command finds the package's member of the batch (the
 //! engine's batch file, `KILN_BATCH`) and copies the binary to that member's declared
-//! output, where the run step takes it from. It prints nothing and succeeds, so
-//! `go test` reports the package as passed; its verdict is the run step's.
+//! output, where the run step takes it from, and prints a line naming it by digest
+//! (`kiln_rules::go::output::SAVED_BINARY`). It succeeds, so `go test` reports the
+//! package as passed (its verdict is the run step's) and keeps that line in Go's test
+//! cache: when the binary's link inputs are the same another time, go replays the line
+//! rather than linking again, and kiln takes the binary from its store.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _, Result};
 use kiln_engine::executor::{BatchFile, BATCH_ENV};
+use kiln_rules::go::output::SAVED_BINARY;
 
 pub fn run(args: &[String]) -> Result<ExitCode> {
     let Some(binary) = args.first() else {
@@ -54,6 +58,14 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     let dest = root.join(out);
     std::fs::copy(binary, &dest)
         .with_context(|| format!("failed to save {binary} as {}", dest.display()))?;
+    let digest = kiln_cache::Digest::of_file(&dest)?;
+    let size = std::fs::metadata(&dest)?.len();
+    println!("{SAVED_BINARY} {out} {digest} {size}");
+    // Go caches a test's output only when the test wrote its test log (which a binary
+    // run through -exec does not get told to): this one read nothing.
+    let log = Path::new(binary).with_file_name("testlog.txt");
+    std::fs::write(&log, "# test log\n")
+        .with_context(|| format!("failed to write {}", log.display()))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -7,8 +7,10 @@
 //! Actions that discover their inputs as they run ([`crate::action::Reads`]) are looked
 //! up and stored through their read sets ([`discovered`]).
 
+mod batch;
 mod discovered;
 
+pub use batch::{BatchFile, BatchMember, BATCH_ENV};
 pub use discovered::{Discovered, Found};
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,7 +22,7 @@ use std::time::Instant;
 use kiln_cache::gocacheprog::Listener;
 use kiln_cache::{ActionResult, Digest, KeyOutcome, LocalStore, OutputFile, Store};
 
-use crate::action::{Action, ActionKind, Artifact, Batch, Builtin, BuiltinCtx, ExecSpec, Tool};
+use crate::action::{Action, ActionKind, Artifact, Builtin, BuiltinCtx, Tool};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{KeyInput, KeyRecord, KEY_SCHEMA};
 use crate::sandbox::{Host, Sandbox, SandboxMode, StoreAccess};
@@ -42,73 +44,6 @@ pub type Outcome = std::result::Result<Ran, Box<Failure>>;
 pub struct Ran {
     pub result: ActionResult,
     pub reads: Option<Discovered>,
-}
-
-/// Where a batch's shared process finds [`write_batch_file`]'s file.
-pub const BATCH_ENV: &str = "KILN_BATCH";
-const BATCH_FILE: &str = ".kiln/batch.json";
-
-/// A batch's members as the shared process may need them (see [`crate::action::Batch`]).
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct BatchFile {
-    /// The sandbox-relative working directory of the process.
-    pub workdir: String,
-    pub members: Vec<BatchMember>,
-}
-
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct BatchMember {
-    /// The member's own arguments.
-    pub args: Vec<String>,
-    /// Its inputs, sandbox-relative: what the sandbox would hold were it alone.
-    pub inputs: Vec<String>,
-    /// Its declared outputs, sandbox-relative.
-    #[serde(default)]
-    pub outputs: Vec<String>,
-}
-
-/// Writes `.kiln/batch.json` for the members about to run together.
-fn write_batch_file(
-    sandbox: &Sandbox,
-    spec: &ExecSpec,
-    batch: &Batch,
-    members: &[(&Action, &[(Artifact, KeyInput)])],
-) -> Result<()> {
-    let file = BatchFile {
-        workdir: spec.workdir.clone(),
-        members: members
-            .iter()
-            .map(|(action, inputs)| BatchMember {
-                args: own_args(action, batch).to_vec(),
-                inputs: inputs.iter().map(|(a, _)| a.path.clone()).collect(),
-                outputs: action.outputs.clone(),
-            })
-            .collect(),
-    };
-    let path = sandbox.root().join(BATCH_FILE);
-    let json = serde_json::to_vec(&file).expect("batch files serialize");
-    std::fs::write(&path, json).map_err(|e| Error::io("write", &path, e))
-}
-
-/// A batch member's own arguments: the last `member_args` of its argv.
-fn own_args<'a>(action: &'a Action, batch: &Batch) -> &'a [String] {
-    match &action.kind {
-        ActionKind::Exec(spec) => &spec.argv[own_start(spec, batch)..],
-        ActionKind::Builtin(_) => &[],
-    }
-}
-
-fn own_start(spec: &ExecSpec, batch: &Batch) -> usize {
-    spec.argv.len().saturating_sub(batch.member_args)
-}
-
-/// The common arguments of a batch's members, then each member's own.
-fn shared_argv(spec: &ExecSpec, batch: &Batch, group: &[&Action]) -> Vec<String> {
-    let mut argv = spec.argv[..own_start(spec, batch)].to_vec();
-    for action in group {
-        argv.extend_from_slice(own_args(action, batch));
-    }
-    argv
 }
 
 /// What the process wrote to the sandbox's `.kiln/stdout` or `.kiln/stderr`.
@@ -442,110 +377,6 @@ impl Executor {
             self.maybe_keep(sandbox);
         }
         outcome
-    }
-
-    /// Runs the misses of one batch group (see [`crate::action::Batch`]) as one process
-    /// in one sandbox holding all their inputs, then reruns the members that failed,
-    /// together and in the same sandbox, up to the batch's attempts. Returns each
-    /// member's outcome, in order; results are not yet written to the action cache.
-    pub fn execute_batch(&self, members: &[(&Action, &[(Artifact, KeyInput)])]) -> Vec<Outcome> {
-        let (first, _) = members[0];
-        let (ActionKind::Exec(spec), Some(batch)) = (&first.kind, first.batch()) else {
-            unreachable!("only batch members run in a batch")
-        };
-        let started = Instant::now();
-        let mut inputs: Vec<&(Artifact, KeyInput)> =
-            members.iter().flat_map(|(_, i)| i.iter()).collect();
-        inputs.sort_by(|a, b| a.0.path.cmp(&b.0.path));
-        inputs.dedup_by(|a, b| a.0.path == b.0.path);
-        let outputs = members.iter().flat_map(|(a, _)| a.outputs.iter());
-        let sandbox = match self.prepare(inputs.into_iter(), outputs) {
-            Ok(sandbox) => sandbox,
-            Err(f) => return members.iter().map(|_| Err(f.clone())).collect(),
-        };
-        let since = now_ns();
-        let attempts = batch.attempts.max(1);
-        let mut outcomes: Vec<Option<Outcome>> = members.iter().map(|_| None).collect();
-        let mut failed_runs: Vec<Vec<Vec<u8>>> = vec![Vec::new(); members.len()];
-        let mut remaining: Vec<usize> = (0..members.len()).collect();
-        for attempt in 1..=attempts {
-            let listed: Vec<_> = remaining.iter().map(|&i| members[i]).collect();
-            let group: Vec<&Action> = listed.iter().map(|(a, _)| *a).collect();
-            if let Err(e) = write_batch_file(&sandbox, spec, batch, &listed) {
-                remaining
-                    .iter()
-                    .for_each(|&i| outcomes[i] = Some(Err(fail(e.clone()))));
-                break;
-            }
-            let mut env = spec.env.clone();
-            env.insert(BATCH_ENV.into(), format!("{{sandbox}}/{BATCH_FILE}"));
-            let kind = ActionKind::Exec(ExecSpec {
-                argv: shared_argv(spec, batch, &group),
-                env,
-                ..spec.clone()
-            });
-            let exit_code = match self.run(first, &kind, &sandbox) {
-                Ok((code, _)) => code,
-                Err(f) => {
-                    remaining
-                        .iter()
-                        .for_each(|&i| outcomes[i] = Some(Err(f.clone())));
-                    break;
-                }
-            };
-            let read = |name: &str| capture(&sandbox, name);
-            let (stdout, stderr) = (read("stdout"), read("stderr"));
-            let names: Vec<&str> = group.iter().map(|a| a.discriminator.as_str()).collect();
-            let mut parts = batch.split.split(&stdout, &names);
-            parts.resize(group.len(), None);
-            if exit_code != 0 && parts.iter().all(|p| p.as_ref().is_some_and(|p| p.passed)) {
-                // The process failed, yet every member says it passed: believe none.
-                parts.iter_mut().flatten().for_each(|p| p.passed = false);
-            }
-            let mut again = Vec::new();
-            for (&i, part) in remaining.iter().zip(parts) {
-                let action = members[i].0;
-                let (out, passed, why) = match part {
-                    Some(p) if p.passed && failed_runs[i].is_empty() => (p.stdout, true, ""),
-                    Some(p) if p.passed => {
-                        (batch.split.retried(&failed_runs[i], &p.stdout), true, "")
-                    }
-                    part if attempt < attempts => {
-                        failed_runs[i].push(part.map(|p| p.stdout).unwrap_or_default());
-                        again.push(i);
-                        continue;
-                    }
-                    Some(p) => (p.stdout, false, "failed"),
-                    None => (stdout.clone(), false, "reported no result"),
-                };
-                // The process's stderr is the batch's, not the member's: it is kept
-                // with the members that failed, where it may explain why.
-                let err = if passed { &[][..] } else { stderr.as_slice() };
-                let captures = Some((out.as_slice(), err));
-                let outcome = match passed {
-                    true => self
-                        .result(action, sandbox.root(), captures, Vec::new(), started)
-                        .map_err(|e| failure(e, &sandbox, captures, exit_code)),
-                    false => {
-                        let why = format!("{why} (exit code {exit_code})");
-                        Err(failure(action.error(&why), &sandbox, captures, exit_code))
-                    }
-                };
-                outcomes[i] = Some(self.with_reads(action, &sandbox, since, outcome));
-            }
-            remaining = again;
-            if remaining.is_empty() {
-                break;
-            }
-        }
-        let outcomes: Vec<Outcome> = outcomes
-            .into_iter()
-            .map(|o| o.expect("every member of a batch has an outcome"))
-            .collect();
-        if outcomes.iter().any(Result::is_err) {
-            self.maybe_keep(sandbox);
-        }
-        outcomes
     }
 
     /// An outcome with what the action read, for an action with reads (a read that

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 
-use kiln_engine::action::{BatchSplit, MemberOutput};
+use kiln_engine::action::{BatchSplit, MemberOutput, NamedOutput};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -248,7 +248,12 @@ impl BatchSplit for Split {
                 stdout.extend_from_slice(&other);
                 stdout.extend_from_slice(builds.get(&failed_build).map_or(&[][..], Vec::as_slice));
             }
-            Some(MemberOutput { stdout, passed })
+            let named = named_outputs(lines);
+            Some(MemberOutput {
+                stdout,
+                passed,
+                named,
+            })
         };
         members.iter().map(|m| part(m)).collect()
     }
@@ -262,6 +267,37 @@ impl BatchSplit for Split {
         );
         out
     }
+}
+
+/// What `kiln go-test-exec` prints when it saves a test binary: `PREFIX PATH DIGEST
+/// SIZE`. Go's test cache keeps the line as the "test's" output, so when Go replays it
+/// instead of linking the binary again, the line still names the binary.
+pub const SAVED_BINARY: &str = "kiln: saved test binary";
+
+/// The test binaries a package's `go test -json` events name (see [`SAVED_BINARY`]).
+fn named_outputs(events: &[u8]) -> Vec<NamedOutput> {
+    let mut out = Vec::new();
+    for line in events.split(|b| *b == b'\n') {
+        let Ok(ev) = serde_json::from_slice::<Event>(line) else {
+            continue;
+        };
+        let text = ev.output.unwrap_or_default();
+        let Some(rest) = text.trim_end().strip_prefix(SAVED_BINARY) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if let [path, digest, size] = fields[..] {
+            if let (Ok(digest), Ok(size)) = (digest.parse(), size.parse()) {
+                out.push(NamedOutput {
+                    path: path.to_string(),
+                    digest,
+                    size,
+                    executable: true,
+                });
+            }
+        }
+    }
+    out
 }
 
 /// What the user sees for one package: as `go test` shows it, or as `go test -v` with

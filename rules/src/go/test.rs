@@ -281,7 +281,10 @@ impl Steps<'_> {
     /// test binary (if it has tests) saved at `binary`.
     fn build(&self, target: &TargetDecl, dir: &str, binary: Option<&str>) -> Action {
         let s = self.settings;
-        let mut argv: Vec<String> = ["{tool:go}/bin/go", "test", "-json", "-count=1"]
+        // Go's own test cache stays on: when the test binary's link inputs are unchanged
+        // (a comment edit), go replays the line go-test-exec printed naming the binary
+        // instead of linking it again (see `output::SAVED_BINARY`).
+        let mut argv: Vec<String> = ["{tool:go}/bin/go", "test", "-json"]
             .map(String::from)
             .to_vec();
         if !s.isolated {
@@ -314,6 +317,8 @@ impl Steps<'_> {
                     attempts: 1,
                     split: Arc::new(output::Split),
                     shared: s.shared,
+                    // A binary the store no longer holds is linked again.
+                    fresh_args: vec!["-count=1".into()],
                 }),
                 ..Default::default()
             }),
@@ -361,6 +366,7 @@ impl Steps<'_> {
                     attempts: s.attempts,
                     split: Arc::new(output::Split),
                     shared: false,
+                    fresh_args: Vec::new(),
                 }),
                 ..Default::default()
             }),

@@ -115,7 +115,9 @@ impl Run<'_> {
         let (exit_code, stdout, stderr) = match self.run_process(which, extra) {
             Ok(done) => done,
             Err(f) => {
-                which.iter().for_each(|&i| self.outcomes[i] = Some(Err(f.clone())));
+                which
+                    .iter()
+                    .for_each(|&i| self.outcomes[i] = Some(Err(f.clone())));
                 return Vec::new();
             }
         };
@@ -196,9 +198,15 @@ impl Run<'_> {
         self.settle(i, Err(f));
     }
 
-    fn settle(&mut self, i: usize, outcome: std::result::Result<kiln_cache::ActionResult, Box<Failure>>) {
+    fn settle(
+        &mut self,
+        i: usize,
+        outcome: std::result::Result<kiln_cache::ActionResult, Box<Failure>>,
+    ) {
         let action = self.members[i].0;
-        let outcome = self.exec.with_reads(action, self.sandbox, self.since, outcome);
+        let outcome = self
+            .exec
+            .with_reads(action, self.sandbox, self.since, outcome);
         self.outcomes[i] = Some(outcome);
     }
 
@@ -214,7 +222,10 @@ impl Run<'_> {
                 continue;
             }
             if !self.exec.store.contains(&n.digest)? {
-                let why = format!("named {} as blob {}, which the cache no longer holds", n.path, n.digest);
+                let why = format!(
+                    "named {} as blob {}, which the cache no longer holds",
+                    n.path, n.digest
+                );
                 return Err(action.error(&why));
             }
             out.push(OutputFile {
@@ -229,7 +240,12 @@ impl Run<'_> {
 }
 
 /// Writes `.kiln/batch.json` for the members about to run together.
-fn write_batch_file(sandbox: &Sandbox, spec: &ExecSpec, batch: &Batch, members: &[&Action]) -> Result<()> {
+fn write_batch_file(
+    sandbox: &Sandbox,
+    spec: &ExecSpec,
+    batch: &Batch,
+    members: &[&Action],
+) -> Result<()> {
     let file = BatchFile {
         workdir: spec.workdir.clone(),
         members: members
@@ -266,4 +282,3 @@ fn shared_argv(spec: &ExecSpec, batch: &Batch, group: &[&Action], extra: &[Strin
     }
     argv
 }
-

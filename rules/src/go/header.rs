@@ -11,18 +11,60 @@
 //! `.`, `_` or a name before the path) and string literals. Anything it does not follow
 //! makes it keep the whole file, which is never wrong, only slower.
 
-/// The header of `src` (everything through its last import declaration), then every
-/// line that starts with a `//go:embed` directive outside string literals. The whole of
-/// `src` when the header does not scan.
+/// The header of `src` (everything through its last import declaration) with its plain
+/// comments emptied, then every line that starts with a `//go:embed` directive outside
+/// string literals. The whole of `src` when the header does not scan.
 pub fn skeleton(src: &[u8]) -> Vec<u8> {
     let Some(end) = header_end(src) else {
         return src.to_vec();
     };
-    let mut out = src[..end].to_vec();
+    let mut out = without_prose(&src[..end]);
     out.push(b'\n');
     for line in embed_lines(src, end) {
         out.extend_from_slice(line);
         out.push(b'\n');
+    }
+    out
+}
+
+/// A header with the text of its comments taken out, lines kept where they are, so that
+/// editing a doc comment does not change what `go list` is keyed by. Directives stay:
+/// `//go:…` lines (build constraints, embeds) and `// +build` lines. A file that imports
+/// "C" keeps its header whole: cgo reads the comment before that import.
+fn without_prose(header: &[u8]) -> Vec<u8> {
+    if find(header, b"\"C\"").is_some() {
+        return header.to_vec();
+    }
+    let mut out = Vec::with_capacity(header.len());
+    let mut pos = 0;
+    while let Some(&b) = header.get(pos) {
+        let rest = &header[pos..];
+        let len = match b {
+            b'/' if rest.starts_with(b"//") => {
+                let len = rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len());
+                let directive = rest.starts_with(b"//go:") || rest.starts_with(b"// +build");
+                out.extend_from_slice(if directive { &rest[..len] } else { b"//" });
+                len
+            }
+            b'/' if rest.starts_with(b"/*") => {
+                let len = find(&rest[2..], b"*/").map_or(rest.len(), |n| n + 4);
+                let lines = rest[..len].iter().filter(|&&c| c == b'\n').count();
+                out.extend_from_slice(b"/*");
+                out.extend(std::iter::repeat_n(b'\n', lines));
+                out.extend_from_slice(b"*/");
+                len
+            }
+            b'"' | b'`' => {
+                let len = string_len(rest, b).unwrap_or(rest.len());
+                out.extend_from_slice(&rest[..len]);
+                len
+            }
+            _ => {
+                out.push(b);
+                1
+            }
+        };
+        pos += len;
     }
     out
 }
@@ -199,10 +241,11 @@ mod tests {
     #[test]
     fn keeps_constraints_package_and_imports_and_drops_code() {
         let src = "//go:build linux\n\n// Package a does things.\npackage a\n\nimport (\n\t\"fmt\" // printing\n\tstr \"strings\"\n\t_ \"embed\"\n\t. `os`\n)\n\nimport \"sort\"\n\nfunc F() { fmt.Println(str.ToUpper(\"x\")) }\n";
-        let want = "//go:build linux\n\n// Package a does things.\npackage a\n\nimport (\n\t\"fmt\" // printing\n\tstr \"strings\"\n\t_ \"embed\"\n\t. `os`\n)\n\nimport \"sort\"\n";
+        let want = "//go:build linux\n\n//\npackage a\n\nimport (\n\t\"fmt\" //\n\tstr \"strings\"\n\t_ \"embed\"\n\t. `os`\n)\n\nimport \"sort\"\n";
         assert_eq!(sk(src), want);
-        // A change below the imports leaves the skeleton as it was.
+        // A change below the imports, or in a comment, leaves the skeleton as it was.
         assert_eq!(sk(&src.replace("ToUpper", "ToLower")), want);
+        assert_eq!(sk(&src.replace("does things", "does more")), want);
     }
 
     #[test]
@@ -237,8 +280,15 @@ mod tests {
         let src = "package e\n\n/* import \"x\" ) */\nimport (\n\t\"a/b\" /* ) */\n\t\"c\\\"d\"\n)\n\nvar importer = 1\n";
         assert_eq!(
             sk(src),
-            "package e\n\n/* import \"x\" ) */\nimport (\n\t\"a/b\" /* ) */\n\t\"c\\\"d\"\n)\n"
+            "package e\n\n/**/\nimport (\n\t\"a/b\" /**/\n\t\"c\\\"d\"\n)\n"
         );
+    }
+
+    #[test]
+    fn directives_and_line_breaks_survive_and_prose_does_not() {
+        let src =
+            "// Copyright 2026.\n\n// +build old\n\n/* two\nlines */\npackage f // import \"x\"\n";
+        assert_eq!(sk(src), "//\n\n// +build old\n\n/*\n*/\npackage f\n");
     }
 
     #[test]

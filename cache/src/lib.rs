@@ -43,7 +43,7 @@ pub use local::index::Rebuild;
 pub use local::{CacheStats, KeyEntry, KeyOutcome, LocalStore};
 pub use remote::{HttpOptions, HttpStore};
 pub use result::{ActionResult, OutputFile};
-pub use store::Store;
+pub use store::{Check, Store};
 pub use tiered::{ReadOnly, TieredStore};
 
 /// The default cache directory: `$KILN_CACHE`, else `$XDG_CACHE_HOME/kiln`, else

@@ -7,6 +7,9 @@ use crate::digest::Digest;
 use crate::error::Result;
 use crate::result::ActionResult;
 
+/// What a caller requires of a result it looks up: Ok, or why not.
+pub type Check<'a> = dyn Fn(&ActionResult) -> std::result::Result<(), String> + Sync + 'a;
+
 /// Blobs by digest and action results by key.
 ///
 /// Implementations must be safe to share between threads and between processes using
@@ -53,6 +56,17 @@ pub trait Store: Send + Sync {
     /// The result stored under an action key, and whether it came from a remote store.
     fn lookup_action(&self, key: &Digest) -> Result<Option<(ActionResult, bool)>> {
         Ok(self.get_action(key)?.map(|r| (r, false)))
+    }
+
+    /// The result stored under an action key if it passes `check` (which knows what the
+    /// action declared): a result that fails it is a miss. A remote's result that fails
+    /// it is never stored locally, and the remote is named in a warning.
+    fn lookup_checked(
+        &self,
+        key: &Digest,
+        check: &Check<'_>,
+    ) -> Result<Option<(ActionResult, bool)>> {
+        Ok(self.lookup_action(key)?.filter(|(r, _)| check(r).is_ok()))
     }
 
     /// Stores a result. Callers put every blob it names first.

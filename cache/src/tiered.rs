@@ -60,7 +60,7 @@ use crate::digest::Digest;
 use crate::error::{ErrorKind, Result};
 use crate::local::LocalStore;
 use crate::result::ActionResult;
-use crate::store::Store;
+use crate::store::{Check, Store};
 
 /// Failures in a row after which the remote is switched off.
 pub const FAILURE_LIMIT: u32 = 3;
@@ -353,13 +353,27 @@ impl Store for TieredStore {
     }
 
     fn lookup_action(&self, key: &Digest) -> Result<Option<(ActionResult, bool)>> {
+        self.lookup_checked(key, &|_| Ok(()))
+    }
+
+    fn lookup_checked(
+        &self,
+        key: &Digest,
+        check: &Check<'_>,
+    ) -> Result<Option<(ActionResult, bool)>> {
         let shared = &self.shared;
         if let Some(result) = shared.local.get_action(key)? {
-            return Ok(Some((result, false)));
+            return Ok(check(&result).is_ok().then_some((result, false)));
         }
         let Some(Some(result)) = shared.breaker.call(|| shared.remote.get_action(key)) else {
             return Ok(None);
         };
+        if let Err(why) = check(&result) {
+            shared
+                .breaker
+                .warn(&format!("ignored the result under {key}: {why}"));
+            return Ok(None);
+        }
         if !self.download_result(&result)? {
             return Ok(None);
         }
@@ -571,6 +585,18 @@ impl Store for ReadOnly {
 
     fn get_action(&self, key: &Digest) -> Result<Option<ActionResult>> {
         self.inner.get_action(key)
+    }
+
+    fn lookup_action(&self, key: &Digest) -> Result<Option<(ActionResult, bool)>> {
+        self.inner.lookup_action(key)
+    }
+
+    fn lookup_checked(
+        &self,
+        key: &Digest,
+        check: &Check<'_>,
+    ) -> Result<Option<(ActionResult, bool)>> {
+        self.inner.lookup_checked(key, check)
     }
 
     fn fetch_verifies(&self) -> bool {

@@ -354,6 +354,39 @@ impl Action {
         )
     }
 
+    /// Whether a result (from a cache, local or remote) is exactly this action's: its
+    /// outputs are the declared ones (each declared file once, files below a declared
+    /// directory), every path relative and normal, none twice, and it succeeded.
+    pub fn check_result(&self, result: &kiln_cache::ActionResult) -> Result<(), String> {
+        if result.exit_code != 0 {
+            return Err(format!("it records exit code {}", result.exit_code));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for out in &result.outputs {
+            if !is_normal(&out.path) {
+                return Err(format!(
+                    "output path `{}` is not a plain relative path",
+                    out.path
+                ));
+            }
+            let under = |d: &String| d.ends_with('/') && out.path.starts_with(d.as_str());
+            if !self.outputs.iter().any(|d| *d == out.path || under(d)) {
+                return Err(format!("output `{}` is not a declared output", out.path));
+            }
+            if !seen.insert(out.path.as_str()) {
+                return Err(format!("output `{}` is there twice", out.path));
+            }
+        }
+        match self
+            .outputs
+            .iter()
+            .find(|d| !d.ends_with('/') && !seen.contains(d.as_str()))
+        {
+            Some(missing) => Err(format!("declared output `{missing}` is missing")),
+            None => Ok(()),
+        }
+    }
+
     /// Whether it runs tests ([`ExecSpec::test`]).
     pub fn is_test(&self) -> bool {
         matches!(&self.kind, ActionKind::Exec(spec) if spec.test)
@@ -452,5 +485,76 @@ impl ActionGraph {
         }
         out.sort_unstable();
         out
+    }
+}
+
+/// Whether `path` is relative and normal: no leading `/`, no empty, `.` or `..` part.
+pub fn is_normal(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_cache::{ActionResult, Digest, OutputFile};
+
+    fn action(outputs: &[&str]) -> Action {
+        Action {
+            owner: Label::new("", "t"),
+            mnemonic: "T".into(),
+            discriminator: String::new(),
+            inputs: Vec::new(),
+            outputs: outputs.iter().map(|o| o.to_string()).collect(),
+            kind: ActionKind::Exec(ExecSpec::default()),
+            platform: None,
+            show_output: false,
+        }
+    }
+
+    fn result(paths: &[&str]) -> ActionResult {
+        let d = Digest::of_bytes(b"");
+        ActionResult {
+            outputs: paths
+                .iter()
+                .map(|p| OutputFile {
+                    path: p.to_string(),
+                    digest: d,
+                    size: 0,
+                    executable: false,
+                })
+                .collect(),
+            exit_code: 0,
+            stdout: d,
+            stderr: d,
+            duration_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_result_must_be_exactly_the_declared_outputs() {
+        let a = action(&["kiln-out/p/a.txt", "kiln-out/p/dir/"]);
+        assert!(a.check_result(&result(&["kiln-out/p/a.txt"])).is_ok());
+        assert!(a
+            .check_result(&result(&["kiln-out/p/a.txt", "kiln-out/p/dir/x/y"]))
+            .is_ok());
+        for bad in [
+            &["kiln-out/p/a.txt", "kiln-out/p/a.txt"][..],
+            &["kiln-out/p/a.txt", "kiln-out/../x"],
+            &["kiln-out/p/a.txt", "kiln-out/p/dir/../../a"],
+            &["kiln-out/p/a.txt", "/etc/passwd"],
+            &["kiln-out/p/a.txt", "kiln-out/p/b.txt"],
+            &["kiln-out/p/a.txt", "kiln-out/p/dir"],
+            &["kiln-out/p/dir/x"],
+            &["kiln-out/p/a.txt", "kiln-out/p/dir//x"],
+        ] {
+            assert!(a.check_result(&result(bad)).is_err(), "{bad:?}");
+        }
+        let mut failed = result(&["kiln-out/p/a.txt"]);
+        failed.exit_code = 1;
+        assert!(a.check_result(&failed).is_err());
     }
 }

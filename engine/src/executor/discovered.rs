@@ -62,12 +62,19 @@ impl Executor {
             key,
             record,
         };
-        let Some(first) = self.store.lookup_action(key)? else {
+        let valid = |r: &ActionResult| action.check_result(r);
+        if reads_of(action).is_none() {
+            let hit = self.store.lookup_checked(key, &valid)?;
+            return Ok(hit.map(|first| found(first, *key, record.clone())));
+        }
+        // The first level holds a read set: no outputs, the set as its stdout.
+        let index = |r: &ActionResult| match r.outputs.is_empty() && r.exit_code == 0 {
+            true => Ok(()),
+            false => Err("a read set with outputs".to_string()),
+        };
+        let Some(first) = self.store.lookup_checked(key, &index)? else {
             return Ok(None);
         };
-        if reads_of(action).is_none() {
-            return Ok(Some(found(first, *key, record.clone())));
-        }
         let (index, remote) = first;
         let Some(set) = self
             .store
@@ -85,7 +92,7 @@ impl Executor {
         let key = record.digest();
         Ok(self
             .store
-            .lookup_action(&key)?
+            .lookup_checked(&key, &valid)?
             .map(|(result, r)| found((result, r || remote), key, record)))
     }
 

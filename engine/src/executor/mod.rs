@@ -405,11 +405,20 @@ impl Executor {
         inputs: impl Iterator<Item = &'a (Artifact, KeyInput)>,
         outputs: impl Iterator<Item = &'a String>,
     ) -> Result<Sandbox, Box<Failure>> {
-        let sandbox = Sandbox::create(&self.local.tmp_dir()).map_err(fail)?;
+        let mut sandbox = Sandbox::create(&self.local.tmp_dir()).map_err(fail)?;
+        // Generated inputs are the store's own files: hard links that no process may
+        // write, under bubblewrap (read-only binds), or copies.
+        let copies = self.sandbox_mode().map_err(fail)? != SandboxMode::Bwrap;
+        let mut generated = Vec::new();
         for (artifact, key) in inputs {
-            self.stage_input(&sandbox, artifact, key).map_err(fail)?;
+            self.stage_input(&sandbox, artifact, key, copies)
+                .map_err(fail)?;
+            if artifact.producer.is_some() {
+                generated.push(artifact.path.as_str());
+            }
         }
-        for out in outputs {
+        let outputs: Vec<&String> = outputs.collect();
+        for out in &outputs {
             let path = sandbox
                 .prepare_path(out.trim_end_matches('/'))
                 .map_err(fail)?;
@@ -417,6 +426,7 @@ impl Executor {
                 std::fs::create_dir_all(&path).map_err(|e| fail(Error::io("create", &path, e)))?;
             }
         }
+        sandbox.seal(seal_roots(&generated, &outputs));
         Ok(sandbox)
     }
 
@@ -521,25 +531,51 @@ impl Executor {
         }
     }
 
-    fn stage_input(&self, sandbox: &Sandbox, artifact: &Artifact, key: &KeyInput) -> Result<()> {
+    /// Places an input in the sandbox: a source file copied (and checked to be what
+    /// was hashed), a generated one linked from the store, or copied (`copy`).
+    fn stage_input(
+        &self,
+        sandbox: &Sandbox,
+        artifact: &Artifact,
+        key: &KeyInput,
+        copy: bool,
+    ) -> Result<()> {
         let dest = sandbox.prepare_path(&artifact.path)?;
         if artifact.producer.is_none() {
             let src = self.root.join(&artifact.path);
             std::fs::copy(&src, &dest).map_err(|e| Error::io("copy input", &src, e))?;
-            Ok(())
-        } else {
-            self.fetch_input(&key.digest, &dest, key.executable)
+            return self.check_unchanged(&src, &artifact.path, &key.digest);
         }
+        let fetched = match copy {
+            true => self.copy_blob(&key.digest, &dest)?,
+            false => self.store.fetch(&key.digest, &dest)?,
+        };
+        if !fetched {
+            let why = format!("find blob {} in the cache", key.digest);
+            return Err(Error::new(ErrorKind::Cache, why));
+        }
+        fix_mode(&dest, key.executable)
     }
 
-    fn fetch_input(&self, digest: &Digest, dest: &Path, executable: bool) -> Result<()> {
-        if !self.store.fetch(digest, dest)? {
-            return Err(Error::new(
-                ErrorKind::Cache,
-                format!("find blob {digest} in the cache"),
-            ));
+    /// A new file at `dest` with a blob's content (not a link to the store's file).
+    fn copy_blob(&self, digest: &Digest, dest: &Path) -> Result<bool> {
+        let mut file = std::fs::File::create(dest).map_err(|e| Error::io("create", dest, e))?;
+        Ok(self.store.fetch_into(digest, &mut file)?)
+    }
+
+    /// Fails if the source at `src` is no longer as it was when it was hashed (it was
+    /// edited while the build ran): the action would run on other bytes than its key
+    /// names.
+    fn check_unchanged(&self, src: &Path, rel: &str, digest: &Digest) -> Result<()> {
+        let meta = std::fs::metadata(src).map_err(|e| Error::io("stat", src, e))?;
+        match self.local.file_states().lookup(src, &meta) {
+            Some(d) if d == *digest => Ok(()),
+            _ => Err(Error::new(
+                ErrorKind::Action,
+                format!("source file `{rel}` changed during the build"),
+            )
+            .hint("run the build again")),
         }
-        fix_mode(dest, executable)
     }
 
     fn collect_outputs(
@@ -559,12 +595,15 @@ impl Executor {
         let mut missing = Vec::new();
         for out in &action.outputs {
             let path = root.join(out.trim_end_matches('/'));
-            if out.ends_with('/') {
-                list_dir_files(&path, out, &mut files)?;
-            } else if path.is_file() {
-                files.push(out.clone());
-            } else if !emitted.iter().any(|o| o.path == *out) {
-                missing.push(out.clone());
+            // Never followed: a link could lead anywhere on the host.
+            match (std::fs::symlink_metadata(&path), out.ends_with('/')) {
+                (Ok(meta), true) if meta.is_dir() => {
+                    list_dir_files(action, &path, out, &mut files)?
+                }
+                (Ok(meta), false) if meta.is_file() => files.push(out.clone()),
+                (Ok(meta), _) => return Err(not_regular(action, out, &meta)),
+                (Err(_), _) if emitted.iter().any(|o| o.path == *out) => {}
+                (Err(_), _) => missing.push(out.clone()),
             }
         }
         if !missing.is_empty() {
@@ -581,9 +620,15 @@ impl Executor {
             .into_iter()
             .map(|rel| {
                 let path = root.join(&rel);
-                let meta = std::fs::metadata(&path).map_err(|e| Error::io("stat", &path, e))?;
+                let meta =
+                    std::fs::symlink_metadata(&path).map_err(|e| Error::io("stat", &path, e))?;
                 let executable = meta.mode() & 0o111 != 0;
-                let digest = self.local.put_file_move(&path)?;
+                // A file with other names (a link to an input, or to a host file where
+                // nothing stops that) is copied: moving and sealing it would change them.
+                let digest = match meta.nlink() {
+                    1 => self.local.put_file_move(&path)?,
+                    _ => self.local.put_file(&path)?,
+                };
                 Ok(OutputFile {
                     path: rel,
                     digest,
@@ -601,16 +646,18 @@ impl Executor {
             return Ok(());
         }
         for out in &result.outputs {
-            if !out.path.starts_with(crate::workspace::OUT_DIR) {
+            let in_out_dir = out
+                .path
+                .strip_prefix(crate::workspace::OUT_DIR)
+                .is_some_and(|rest| rest.starts_with('/'));
+            if !in_out_dir || !crate::action::is_normal(&out.path) {
                 continue;
             }
             let dest = self.root.join(&out.path);
             if self.is_materialized(&dest, out) {
                 continue;
             }
-            if let Some(parent) = dest.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
-            }
+            real_dirs(&self.root, &out.path)?;
             if !self.store.fetch(&out.digest, &dest)? {
                 return Err(Error::new(
                     ErrorKind::Cache,
@@ -638,6 +685,56 @@ impl Executor {
     }
 }
 
+/// What to make read-only in a sandbox so that no generated input can be written: for
+/// each, the highest directory below `kiln-out/` that holds no output (or the input
+/// itself), each once (a tree of downloaded modules is one mount, not thousands).
+fn seal_roots(generated: &[&str], outputs: &[&String]) -> Vec<String> {
+    let holds_output = |dir: &str| {
+        outputs.iter().any(|o| {
+            let o = o.trim_end_matches('/');
+            o == dir || o.starts_with(&format!("{dir}/")) || dir.starts_with(&format!("{o}/"))
+        })
+    };
+    let mut roots: Vec<String> = Vec::new();
+    for path in generated {
+        let mut top = path.to_string();
+        while let Some((parent, _)) = top.rsplit_once('/') {
+            if parent == crate::workspace::OUT_DIR || holds_output(parent) {
+                break;
+            }
+            top = parent.to_string();
+        }
+        roots.push(top);
+    }
+    roots.sort();
+    roots.dedup();
+    let mut out: Vec<String> = Vec::new();
+    for root in roots {
+        if !out.iter().any(|r| root.starts_with(&format!("{r}/"))) {
+            out.push(root);
+        }
+    }
+    out
+}
+
+/// Makes every directory of `rel`'s parent below `root` a real directory: one that is
+/// a link or a file is replaced, so that what is placed at `rel` lands below `root`
+/// (kiln-out/ is kiln's own).
+fn real_dirs(root: &Path, rel: &str) -> Result<()> {
+    let mut dir = root.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').collect();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        dir.push(part);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.is_dir() => continue,
+            Ok(_) => std::fs::remove_file(&dir).map_err(|e| Error::io("remove", &dir, e))?,
+            Err(_) => {}
+        }
+        std::fs::create_dir(&dir).map_err(|e| Error::io("create", &dir, e))?;
+    }
+    Ok(())
+}
+
 /// The prefix of the ids under which a workspace's last action keys are recorded.
 pub fn key_prefix(root: &Path) -> String {
     format!("{}\t", root.display())
@@ -658,16 +755,45 @@ fn fix_mode(path: &Path, executable: bool) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))
 }
 
-fn list_dir_files(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
+/// The files below a directory output, as outputs; anything but files and directories
+/// (a link, a fifo) fails the action.
+fn list_dir_files(action: &Action, dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
     for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
         let entry =
             entry.map_err(|e| Error::new(ErrorKind::Io, format!("walk {}: {e}", dir.display())))?;
+        let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
+        let name = format!("{prefix}{}", rel.display());
         if entry.file_type().is_file() {
-            let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
-            out.push(format!("{prefix}{}", rel.display()));
+            out.push(name);
+        } else if !entry.file_type().is_dir() {
+            let meta = std::fs::symlink_metadata(entry.path())
+                .map_err(|e| Error::io("stat", entry.path(), e))?;
+            return Err(not_regular(action, &name, &meta));
         }
     }
     Ok(())
+}
+
+/// An output that is not a regular file (or, for a directory output, a directory).
+fn not_regular(action: &Action, output: &str, meta: &std::fs::Metadata) -> Error {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    let what = if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a fifo"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "a regular file where a directory was declared"
+    };
+    action.error(&format!(
+        "wrote {output} as {what}; outputs must be regular files (a directory output, declared with a trailing /, a directory of them)"
+    ))
 }
 
 /// Runs a builtin: its exit code (1 with the message on stderr if it failed) and the
@@ -704,4 +830,34 @@ fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_inputs_are_sealed_by_their_highest_directory_without_outputs() {
+        let outs = [
+            "kiln-out/p/t/out.txt".to_string(),
+            "kiln-out/p/gen/".to_string(),
+        ];
+        let outs: Vec<&String> = outs.iter().collect();
+        let generated = [
+            "kiln-out/p/.gomodcache/a/b.go",
+            "kiln-out/p/.gomodcache/c.go",
+            "kiln-out/p/t/in.txt",
+            "kiln-out/q/x/bin",
+            "kiln-out/top.txt",
+        ];
+        assert_eq!(
+            seal_roots(&generated, &outs),
+            [
+                "kiln-out/p/.gomodcache",
+                "kiln-out/p/t/in.txt",
+                "kiln-out/q",
+                "kiln-out/top.txt"
+            ]
+        );
+    }
 }

@@ -103,6 +103,7 @@ pub fn command(
     spec: &ExecSpec,
     host: &Host,
     access: Option<&StoreAccess>,
+    sealed: &[String],
     program: &str,
 ) -> (Command, Option<OwnedFd>) {
     let mut args = Args(host_root().to_vec());
@@ -139,6 +140,10 @@ pub fn command(
     args.bind("--bind", root, Path::new(ROOT));
     // Scratch space in memory (Go's GOCACHE): nothing under it is an output.
     args.add(&["--tmpfs", &format!("{ROOT}/.kiln/tmp")]);
+    for rel in sealed {
+        let at = Path::new(ROOT).join(rel);
+        args.bind("--ro-bind", &root.join(rel), &at);
+    }
     if let Some(reads) = &spec.reads {
         for entry in view_entries(&host.workspace, reads).unwrap_or_default() {
             let to = Path::new(ROOT).join(&entry);

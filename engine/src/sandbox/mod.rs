@@ -192,6 +192,8 @@ pub fn expand_volatile(value: &str) -> String {
 /// A prepared sandbox directory. Removed when dropped.
 pub struct Sandbox {
     dir: tempfile::TempDir,
+    /// Sandbox-relative paths the process may not write (see [`Sandbox::seal`]).
+    sealed: Vec<String>,
 }
 
 impl Sandbox {
@@ -208,7 +210,16 @@ impl Sandbox {
         for capture in [".kiln/stdout", ".kiln/stderr"] {
             open_capture(&dir.path().join(capture))?;
         }
-        Ok(Sandbox { dir })
+        Ok(Sandbox {
+            dir,
+            sealed: Vec::new(),
+        })
+    }
+
+    /// Paths (files or directories) that bubblewrap mounts read-only for the process:
+    /// the store's files linked in as inputs.
+    pub fn seal(&mut self, paths: Vec<String>) {
+        self.sealed = paths;
     }
 
     pub fn root(&self) -> &Path {
@@ -266,7 +277,7 @@ impl Sandbox {
         }
         let argv: Vec<String> = spec.argv.iter().map(|a| seen.expand(a)).collect();
         let (mut cmd, _args) = match mode {
-            SandboxMode::Bwrap => bwrap::command(root, spec, host, access, &argv[0]),
+            SandboxMode::Bwrap => bwrap::command(root, spec, host, access, &self.sealed, &argv[0]),
             _ => {
                 if let Some(reads) = &spec.reads {
                     link_view(root, &host.workspace, reads)?;

@@ -94,6 +94,7 @@ impl Context {
         let rules = kiln_rules::all();
         let workspace = Workspace::load(&root, &rules.names(), &rules.sections())?;
         let local = Arc::new(open_local()?);
+        crate::signals::flush_on_interrupt(&local);
         let remote = RemoteConfig::resolve(cli, &workspace)?;
         let store: Arc<dyn Store> = match &remote {
             Some(r) => Arc::new(r.tiered(local.clone())?),

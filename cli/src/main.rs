@@ -2,11 +2,13 @@
 //!
 //! Exit codes (decided only in [`exit_code`]): 0 success, 1 a build or test failed,
 //! 2 bad usage or configuration (a BUILD.toml error, an unknown label), 3 an internal or
-//! cache error.
+//! cache error; 130 and 143 after SIGINT and SIGTERM (see [`signals`]).
 
 mod commands;
 mod context;
+mod environ;
 mod progress;
+mod signals;
 mod trace;
 
 use std::path::PathBuf;
@@ -147,6 +149,7 @@ pub enum CacheCommand {
 fn main() -> ExitCode {
     // Like other command-line tools, end quietly when a reader stops reading
     // (`kiln graph | head`) instead of failing to write.
+    environ::scrub();
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
@@ -161,6 +164,7 @@ fn main() -> ExitCode {
             }
         };
     }
+    signals::install();
     let cli = Cli::parse();
     let code = match commands::run(&cli) {
         Ok(code) => code,

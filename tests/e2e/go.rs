@@ -88,9 +88,10 @@ fn editing_a_package_reruns_its_tests_and_its_importers_only() {
         run.stderr
     );
 
+    // Code that changes the binary (a constant folded to the same value would not).
     ws.write(
         "leaf/leaf.go",
-        "package leaf\n\nfunc Value() int { return 40 + 0 }\n",
+        "package leaf\n\nvar calls int\n\nfunc Value() int { calls++; return 40 }\n",
     );
     let (run, ran) = tested_packages(&ws, &["test"]);
     run.assert_ok();
@@ -115,7 +116,7 @@ fn go_list_runs_again_only_when_an_import_changes() {
 
     ws.write(
         "leaf/leaf.go",
-        "package leaf\n\nfunc Value() int { return 41 - 1 }\n",
+        "package leaf\n\nvar calls int\n\nfunc Value() int { calls++; return 40 }\n",
     );
     let (run, ran) = tested_packages(&ws, &["test"]);
     run.assert_ok();
@@ -136,7 +137,7 @@ fn go_list_runs_again_only_when_an_import_changes() {
     assert!(listed(&run), "{}", run.stderr);
     ws.write(
         "leaf/leaf.go",
-        "package leaf\n\nfunc Value() int { v := 40; return v }\n",
+        "package leaf\n\nvar calls int\n\nfunc Value() int { calls += 2; return 40 }\n",
     );
     let (run, ran) = tested_packages(&ws, &["test"]);
     run.assert_ok();
@@ -240,9 +241,28 @@ fn go_test_commands(ws: &Workspace, args: &[&str]) -> (crate::support::Run, usiz
     (run, n)
 }
 
+/// A module no other run has built: Go's test cache (shared by the tests through their
+/// one Go compile cache) holds none of its binaries.
+fn unique_module() -> Builder {
+    let nonce = format!(
+        "{}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+        std::process::id()
+    );
+    let file = |pkg: &str| {
+        format!("package {pkg}\n\n// Nonce makes this module's binaries its own (init keeps it in them).\nvar Nonce = \"{nonce}\"\n\nfunc init() {{\n\tif Nonce == \"\" {{\n\t\tpanic(\"no nonce\")\n\t}}\n}}\n")
+    };
+    module()
+        .file("leaf/nonce.go", &file("leaf"))
+        .file("alone/nonce.go", &file("alone"))
+}
+
 #[test]
 fn packages_that_miss_build_in_one_go_command_unless_batch_is_off() {
-    let ws = module().build();
+    let ws = unique_module().build();
     let (run, commands) = go_test_commands(&ws, &["test"]);
     run.assert_ok();
     assert_eq!(
@@ -257,7 +277,7 @@ fn packages_that_miss_build_in_one_go_command_unless_batch_is_off() {
         run.stderr
     );
 
-    let ws = module()
+    let ws = unique_module()
         .file(
             "BUILD.toml",
             "[go_test.unit]\npackages = [\"./...\"]\nbatch = false\n",

@@ -219,7 +219,7 @@ fn readers() -> Builder {
         .file("a/a.go", "package a\n\nimport \"example.com/m/leaf\"\n\nfunc A() int { return leaf.Value() }\n")
         .file(
             "a/a_test.go",
-            &test_file("a", &["os"], "\tif _, err := os.ReadFile(\"testdata/a.json\"); err != nil {\n\t\tt.Fatal(err)\n\t}\n\t_ = A()"),
+            &test_file("a", &["os"], "\tif _, err := os.ReadFile(\"testdata/a.json\"); err != nil {\n\t\tt.Fatal(err)\n\t}\n\tt.Log(A())"),
         )
         .file("a/testdata/a.json", "{}\n")
         .file("b/b.go", "package b\n")

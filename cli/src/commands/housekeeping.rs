@@ -36,6 +36,8 @@ pub fn gc(max_size: &str) -> Result<ExitCode> {
         ..GcOptions::new(max_size)
     };
     let store = open_local()?;
+    // Sandboxes of kilns that were killed (kill -9) go first.
+    kiln_engine::sandbox::remove_abandoned(&store.tmp_dir());
     let report = kiln_cache::gc::gc(&store, &opts)?;
     print_gc(&report, &opts);
     Ok(ExitCode::SUCCESS)

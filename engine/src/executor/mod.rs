@@ -138,6 +138,7 @@ impl Executor {
         mode: SandboxMode,
     ) -> Result<Executor> {
         local.load_file_states(root)?;
+        crate::sandbox::remove_abandoned(&local.tmp_dir());
         let key_prefix = key_prefix(root);
         let last_keys = local.last_keys(&key_prefix)?;
         let host = Host {

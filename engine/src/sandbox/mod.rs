@@ -35,10 +35,14 @@
 //! under the root (see [`crate::action::Reads`]).
 
 mod bwrap;
+mod running;
+
+pub use running::{kill_all, Running};
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -72,7 +76,12 @@ impl SandboxMode {
         match self {
             SandboxMode::Dir => Ok(SandboxMode::Dir),
             SandboxMode::Auto if bwrap::works() => Ok(SandboxMode::Bwrap),
-            SandboxMode::Auto => Ok(SandboxMode::Dir),
+            SandboxMode::Auto => {
+                eprintln!(
+                    "kiln: warning: bubblewrap is missing or cannot make namespaces here: actions run in plain directories, with no boundary (--sandbox=dir); their results are kept apart from isolated ones and not uploaded"
+                );
+                Ok(SandboxMode::Dir)
+            }
             SandboxMode::Bwrap if bwrap::works() => Ok(SandboxMode::Bwrap),
             SandboxMode::Bwrap => Err(Error::new(
                 ErrorKind::Action,
@@ -190,30 +199,45 @@ pub fn expand_volatile(value: &str) -> String {
 }
 
 /// A prepared sandbox directory. Removed when dropped.
+///
+/// Beside it lies `<name>.lock`, locked while the sandbox is in use, so that one left
+/// by a kiln that was killed is told apart from one a running build uses
+/// ([`remove_abandoned`]).
 pub struct Sandbox {
-    dir: tempfile::TempDir,
+    dir: Option<PathBuf>,
     /// Sandbox-relative paths the process may not write (see [`Sandbox::seal`]).
     sealed: Vec<String>,
+    lock: Option<(fs::File, PathBuf)>,
 }
 
 impl Sandbox {
     pub fn create(tmp: &Path) -> Result<Sandbox> {
-        let dir = tempfile::Builder::new()
+        let (lock, lock_path) = tempfile::Builder::new()
             .prefix("sandbox-")
-            .tempdir_in(tmp)
-            .map_err(|e| Error::io("create a sandbox in", tmp, e))?;
+            .suffix(".lock")
+            .tempfile_in(tmp)
+            .map_err(|e| Error::io("create a sandbox in", tmp, e))?
+            .keep()
+            .map_err(|e| Error::io("create a sandbox in", tmp, e.error))?;
+        // SAFETY: flock(2) on a descriptor this process owns.
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+        let path = PathBuf::from(lock_path.to_string_lossy().trim_end_matches(".lock"));
+        fs::create_dir(&path).map_err(|e| Error::io("create", &path, e))?;
+        registry::add(&path);
+        let sandbox = Sandbox {
+            dir: Some(path),
+            sealed: Vec::new(),
+            lock: Some((lock, lock_path)),
+        };
         for sub in [".kiln/bin", ".kiln/home", ".kiln/tmp"] {
-            let p = dir.path().join(sub);
+            let p = sandbox.root().join(sub);
             fs::create_dir_all(&p).map_err(|e| Error::io("create", &p, e))?;
         }
         // Empty captures, so a builtin action that prints nothing has them too.
         for capture in [".kiln/stdout", ".kiln/stderr"] {
-            open_capture(&dir.path().join(capture))?;
+            open_capture(&sandbox.root().join(capture))?;
         }
-        Ok(Sandbox {
-            dir,
-            sealed: Vec::new(),
-        })
+        Ok(sandbox)
     }
 
     /// Paths (files or directories) that bubblewrap mounts read-only for the process:
@@ -223,7 +247,9 @@ impl Sandbox {
     }
 
     pub fn root(&self) -> &Path {
-        self.dir.path()
+        self.dir
+            .as_ref()
+            .expect("a sandbox has its directory until dropped")
     }
 
     /// The absolute path of a sandbox-relative path, creating its parent directory.
@@ -236,8 +262,13 @@ impl Sandbox {
     }
 
     /// Keeps the directory (for debugging a failed action); returns its path.
-    pub fn keep(self) -> PathBuf {
-        self.dir.keep()
+    pub fn keep(mut self) -> PathBuf {
+        let dir = self
+            .dir
+            .take()
+            .expect("a sandbox has its directory until dropped");
+        registry::remove(&dir);
+        dir
     }
 
     /// The sandbox root as the process of an action run in `mode` sees it.
@@ -296,9 +327,17 @@ impl Sandbox {
         if std::env::var_os("KILN_DEBUG_SANDBOX").is_some() {
             eprintln!("kiln: sandbox command: {cmd:?}");
         }
-        let status = cmd
-            .status()
+        // A group of its own, so that every process it leaves behind ends with it (under
+        // bubblewrap its PID namespace does that).
+        cmd.process_group(0);
+        let mut child = cmd
+            .spawn()
             .map_err(|e| Error::new(ErrorKind::Action, format!("start `{}`: {e}", argv[0])))?;
+        let running = Running::register(child.id());
+        let status = child.wait();
+        running.kill_group();
+        let status = status
+            .map_err(|e| Error::new(ErrorKind::Action, format!("wait for `{}`: {e}", argv[0])))?;
         Ok(exit_code(status))
     }
 
@@ -312,6 +351,94 @@ impl Sandbox {
                 .map_err(|e| Error::io("link", &link, e))?;
         }
         Ok(())
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            remove_tree(&dir);
+            registry::remove(&dir);
+        }
+        if let Some((lock, path)) = self.lock.take() {
+            let _ = fs::remove_file(path);
+            drop(lock);
+        }
+    }
+}
+
+/// Removes the sandboxes in `tmp` that no running kiln holds (left by one that was
+/// killed): those whose lock can be taken. Cheap when there are none.
+pub fn remove_abandoned(tmp: &Path) {
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("sandbox-") && name.ends_with(".lock")) {
+            continue;
+        }
+        let lock_path = entry.path();
+        let Ok(lock) = fs::File::open(&lock_path) else {
+            continue;
+        };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&lock);
+        // SAFETY: flock(2) on a descriptor this process owns.
+        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            continue;
+        }
+        let dir = tmp.join(name.trim_end_matches(".lock"));
+        remove_tree(&dir);
+        let _ = fs::remove_file(&lock_path);
+    }
+}
+
+/// Removes a directory tree, making read-only directories writable on the way.
+pub fn remove_tree(dir: &Path) {
+    if fs::remove_dir_all(dir).is_ok() || !dir.exists() {
+        return;
+    }
+    for entry in walkdir::WalkDir::new(dir).into_iter().flatten() {
+        if entry.file_type().is_dir() {
+            let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o755));
+        }
+    }
+    let _ = fs::remove_dir_all(dir);
+}
+
+/// The sandboxes in use by this process, so that an interrupted build removes them.
+pub mod registry {
+    use std::collections::HashSet;
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static SANDBOXES: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+
+    pub(super) fn add(path: &Path) {
+        let mut set = SANDBOXES.lock().unwrap();
+        set.get_or_insert_with(HashSet::new)
+            .insert(path.to_path_buf());
+    }
+
+    pub(super) fn remove(path: &Path) {
+        if let Some(set) = SANDBOXES.lock().unwrap().as_mut() {
+            set.remove(path);
+        }
+    }
+
+    /// Removes every sandbox in use (their processes killed first: see
+    /// [`super::kill_all`]).
+    pub fn remove_all() {
+        let paths: Vec<PathBuf> = SANDBOXES
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        for path in paths {
+            super::remove_tree(&path);
+            let _ = std::fs::remove_file(format!("{}.lock", path.display()));
+        }
     }
 }
 

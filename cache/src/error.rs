@@ -56,6 +56,34 @@ impl From<rusqlite::Error> for Error {
         } else {
             ErrorKind::Database
         };
-        Error::new(kind, format!("use the cache index: {err}"))
+        let full = matches!(
+            err.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure)
+        ) && disk_full_hint();
+        match full {
+            true => Error::new(
+                kind,
+                format!("use the cache index: {err}: the disk holding the cache is full (no space left on device)"),
+            ),
+            false => Error::new(kind, format!("use the cache index: {err}")),
+        }
+    }
+}
+
+/// Whether the disk holding the cache directory has no space left.
+fn disk_full_hint() -> bool {
+    disk_full(&crate::default_cache_dir())
+}
+
+/// Whether the file system holding `path` has no space left for this user.
+pub fn disk_full(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statvfs(3) fills the struct it is given; the path is NUL-terminated.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        libc::statvfs(c.as_ptr(), &mut st) == 0 && st.f_bavail == 0
     }
 }

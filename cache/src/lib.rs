@@ -37,7 +37,7 @@ mod tiered;
 pub mod time;
 
 pub use digest::Digest;
-pub use error::{Error, ErrorKind, Result};
+pub use error::{disk_full, Error, ErrorKind, Result};
 pub use filestate::{FileState, FileStates, HashedFile};
 pub use local::index::Rebuild;
 pub use local::{CacheStats, KeyEntry, KeyOutcome, LocalStore};

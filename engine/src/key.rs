@@ -18,6 +18,7 @@
 //! | `attempts` | runs in all for a failing batch member (if >1) | a retried pass is recorded as flaky        |
 //! | `reads`    | the directory an action may read at will (if any) | what it can see can change its output   |
 //! | `discovered` | what it read there: path → state digest (`K2` only) | only what it read (see below)         |
+//! | `unisolated` | an exec action run without bubblewrap (`dir` mode) | its result is no evidence for isolated builds |
 //!
 //! An action with [`crate::action::Reads`] has two keys. `K1`, the record without
 //! `discovered`, names the set of paths its last run read below `reads`; `K2`, the record
@@ -74,6 +75,13 @@ pub struct KeyRecord {
     /// What the action read there, with the digest of each path's state (`K2` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discovered: Option<Vec<KeyInput>>,
+    /// Whether the process ran without isolation (`--sandbox=dir`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub unisolated: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 /// The state of a path an action read, as it enters `discovered`.
@@ -152,6 +160,7 @@ impl KeyRecord {
             ("network access", old.network != self.network),
             ("attempts", old.attempts != self.attempts),
             ("readable directory", old.reads != self.reads),
+            ("isolation", old.unisolated != self.unisolated),
             ("key schema", old.schema != self.schema),
         ];
         for (what, changed) in simple {

@@ -106,8 +106,13 @@ impl Executor {
         record: &KeyRecord,
         ran: &Ran,
     ) -> Result<()> {
+        // Results of unisolated runs stay on this machine.
+        let store: &dyn kiln_cache::Store = match record.unisolated {
+            true => self.local.as_ref(),
+            false => self.store.as_ref(),
+        };
         let Some(reads) = &ran.reads else {
-            self.store.put_action(key, &ran.result)?;
+            store.put_action(key, &ran.result)?;
             self.note_key(action, key, record, KeyOutcome::Executed);
             return Ok(());
         };
@@ -121,13 +126,13 @@ impl Executor {
         let index = ActionResult {
             outputs: Vec::new(),
             exit_code: 0,
-            stdout: self.store.put_bytes(&reads::encode(&reads.set))?,
-            stderr: self.store.put_bytes(b"")?,
+            stdout: store.put_bytes(&reads::encode(&reads.set))?,
+            stderr: store.put_bytes(b"")?,
             duration_ms: 0,
         };
         // The result first: a read set is only ever found with its result in place.
-        self.store.put_action(&final_key, &ran.result)?;
-        self.store.put_action(key, &index)?;
+        store.put_action(&final_key, &ran.result)?;
+        store.put_action(key, &index)?;
         self.note_key(action, &final_key, &record, KeyOutcome::Executed);
         Ok(())
     }

@@ -51,18 +51,45 @@ fn capture(sandbox: &Sandbox, name: &str) -> Vec<u8> {
     std::fs::read(sandbox.root().join(".kiln").join(name)).unwrap_or_default()
 }
 
+/// How much of a failed action's stdout or stderr kiln keeps to show: the end of it.
+pub const SHOWN_OUTPUT: usize = 1 << 20;
+
 /// A failure of an action that ran, with what it printed (the sandbox's captures
-/// unless given).
+/// unless given). Output beyond [`SHOWN_OUTPUT`] is cut to its end; the whole of it is
+/// kept in the cache's `logs/`, and the error says where.
 fn failure(
-    error: Error,
+    mut error: Error,
     sandbox: &Sandbox,
     captures: Option<(&[u8], &[u8])>,
     exit_code: i32,
 ) -> Box<Failure> {
-    let (stdout, stderr) = match captures {
-        Some((out, err)) => (out.to_vec(), err.to_vec()),
-        None => (capture(sandbox, "stdout"), capture(sandbox, "stderr")),
+    let mut kept = Vec::new();
+    let mut shown = |name: &str, given: Option<&[u8]>| {
+        let path = sandbox.root().join(".kiln").join(name);
+        let (bytes, log) = match given {
+            Some(bytes) => cap_bytes(sandbox, name, bytes),
+            None => cap_file(sandbox, name, &path),
+        };
+        kept.extend(log);
+        bytes
     };
+    let stdout = shown("stdout", captures.map(|c| c.0));
+    let stderr = shown("stderr", captures.map(|c| c.1));
+    if kiln_cache::disk_full(sandbox.root()) {
+        // The action's own message may be lost with it (its captures could not be
+        // written either).
+        error.message.push_str(&format!(
+            "; the disk holding {} is full (no space left on device)",
+            sandbox.root().parent().unwrap_or(sandbox.root()).display()
+        ));
+    }
+    for log in kept {
+        error.message.push_str(&format!(
+            "; its output was cut to the last {} MiB, the whole of it is in {}",
+            SHOWN_OUTPUT >> 20,
+            log.display()
+        ));
+    }
     Box::new(Failure {
         error,
         stdout,
@@ -70,6 +97,41 @@ fn failure(
         exit_code: Some(exit_code),
         reads: None,
     })
+}
+
+/// Where the whole of a cut output is kept: `<cache>/logs/` (the sandbox lies in
+/// `<cache>/tmp/`).
+fn log_path(sandbox: &Sandbox, name: &str) -> Option<PathBuf> {
+    let cache = sandbox.root().parent()?.parent()?;
+    let logs = cache.join("logs");
+    std::fs::create_dir_all(&logs).ok()?;
+    let stem = sandbox.root().file_name()?.to_string_lossy().into_owned();
+    Some(logs.join(format!("{stem}.{name}")))
+}
+
+/// A capture file's end, and where the whole of it was moved if it was too long.
+fn cap_file(sandbox: &Sandbox, name: &str, path: &Path) -> (Vec<u8>, Option<PathBuf>) {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = std::fs::metadata(path).map_or(0, |m| m.len());
+    if len as usize <= SHOWN_OUTPUT {
+        return (std::fs::read(path).unwrap_or_default(), None);
+    }
+    let mut tail = Vec::new();
+    if let Ok(mut file) = std::fs::File::open(path) {
+        let _ = file.seek(SeekFrom::Start(len - SHOWN_OUTPUT as u64));
+        let _ = file.take(SHOWN_OUTPUT as u64).read_to_end(&mut tail);
+    }
+    let log = log_path(sandbox, name).filter(|log| std::fs::rename(path, log).is_ok());
+    (tail, log)
+}
+
+/// Captured bytes' end, and where the whole of them was written if they were too long.
+fn cap_bytes(sandbox: &Sandbox, name: &str, bytes: &[u8]) -> (Vec<u8>, Option<PathBuf>) {
+    if bytes.len() <= SHOWN_OUTPUT {
+        return (bytes.to_vec(), None);
+    }
+    let log = log_path(sandbox, name).filter(|log| std::fs::write(log, bytes).is_ok());
+    (bytes[bytes.len() - SHOWN_OUTPUT..].to_vec(), log)
 }
 
 fn fail(error: Error) -> Box<Failure> {
@@ -185,10 +247,14 @@ impl Executor {
     /// server (started by the first such action) and its blob files.
     fn store_access(&self) -> Result<StoreAccess> {
         let started = self.listener.get_or_init(|| {
-            let shared = match &self.shared_store {
+            let mut shared = match &self.shared_store {
                 Some(shared) => shared.clone(),
                 None => self.default_shared_store()?,
             };
+            if !self.isolated()? {
+                // What unisolated processes put stays on this machine.
+                shared.store = shared.local.clone();
+            }
             let blobs = shared.local.root().join("cas");
             Ok((Listener::start(shared.store, shared.local)?, blobs))
         });
@@ -301,6 +367,7 @@ impl Executor {
                     attempts: spec.batch.as_ref().map_or(1, |b| b.attempts),
                     reads: spec.reads.as_ref().map(|r| r.dir.clone()),
                     discovered: None,
+                    unisolated: !self.isolated()?,
                 }
             }
             ActionKind::Builtin(b) => KeyRecord {
@@ -319,6 +386,7 @@ impl Executor {
                 attempts: 1,
                 reads: None,
                 discovered: None,
+                unisolated: false,
             },
         };
         Ok(record)
@@ -338,6 +406,13 @@ impl Executor {
             let json = serde_json::to_string(record).expect("key records serialize");
             self.local.record_key(&id, key, json, outcome);
         }
+    }
+
+    /// Whether actions run isolated (under bubblewrap). Results of unisolated runs are
+    /// keyed apart (`unisolated` in their key records), so they are never served to
+    /// isolated builds, and they are not uploaded.
+    pub fn isolated(&self) -> Result<bool> {
+        Ok(self.sandbox_mode()? == SandboxMode::Bwrap)
     }
 
     /// The sandbox mode actions run in (`auto` resolved).

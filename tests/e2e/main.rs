@@ -16,6 +16,7 @@
 //! - `release`: checksums, provenance, cache housekeeping.
 //! - `remote`: a cache shared through `kiln serve` and nginx WebDAV, and its faults.
 //! - `serve`: `kiln serve` against an attacker (slow connections, ambiguous lengths).
+//! - `trust`: attacks by actions, remotes, edits and signals, and their defences.
 
 mod core;
 mod errors;
@@ -30,3 +31,4 @@ mod release;
 mod remote;
 mod serve;
 mod support;
+mod trust;

@@ -1,0 +1,408 @@
+//! kiln against an attacker and against accidents: no action, remote, edit or signal
+//! can poison the cache, escape the sandbox or write outside kiln-out. Each attack here
+//! succeeded on kiln before its defence; CI runs them as root, and the ones where
+//! bubblewrap behaves differently without root run as `nobody` too.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{workspace, KilnServe, Run, Workspace};
+
+fn run_of(out: std::process::Output) -> Run {
+    Run {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// kiln as the unprivileged user `nobody`, on a workspace and cache it owns.
+fn as_nobody(ws: &Workspace, args: &[&str]) -> Run {
+    let tmp = ws.root.parent().unwrap();
+    let chown = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(tmp)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(crate::support::KILN)
+        .args(args)
+        .current_dir(&ws.root)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("HOME", tmp)
+        .env("KILN_CACHE", &ws.cache);
+    run_of(cmd.output().unwrap())
+}
+
+/// As root and, where bubblewrap differs without root, as nobody: both sandbox modes.
+fn each_mode() -> [&'static str; 2] {
+    ["--sandbox=bwrap", "--sandbox=dir"]
+}
+
+fn genrule(cmd: &str, tools: &[&str], srcs: &[&str]) -> String {
+    format!(
+        "[genrule.out]\nsrcs = {srcs:?}\nouts = [\"out.txt\"]\ncmd = {cmd:?}\ntools = {tools:?}\n"
+    )
+}
+
+#[test]
+fn a_remote_result_naming_paths_outside_its_outputs_is_ignored() {
+    let server = KilnServe::start();
+    let ws = workspace()
+        .file("BUILD.toml", &genrule("echo honest > $OUT", &["sh"], &[]))
+        .build();
+    let run = ws.kiln(&["build", "--remote-cache", &server.url()]);
+    run.assert_ok();
+    // A writer to the remote (or anyone on the wire of a plain-http cache) rewrites
+    // the result to put its blob outside kiln-out, next to the workspace.
+    let ac = server.root().join("ac");
+    let entry = std::fs::read_dir(&ac)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let key = entry.file_name().unwrap().to_string_lossy().into_owned();
+    let mut result: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&entry).unwrap()).unwrap();
+    let honest = result["outputs"][0].clone();
+    let mut escape = honest.clone();
+    escape["path"] = "kiln-out/../../escaped.txt".into();
+    result["outputs"] = serde_json::json!([honest, escape]);
+    put(
+        &server,
+        &format!("/ac/{key}"),
+        &serde_json::to_vec(&result).unwrap(),
+    );
+
+    let other = ws.copy();
+    let run = other.kiln(&[
+        "build",
+        "--remote-cache",
+        &server.url(),
+        "--remote-read-only",
+    ]);
+    run.assert_ok();
+    let outside = other.root.parent().unwrap().join("escaped.txt");
+    assert!(!outside.exists(), "the remote wrote {}", outside.display());
+    assert_eq!(other.read("kiln-out/out.txt"), "honest\n");
+    assert_eq!(
+        run.executed(),
+        1,
+        "the bad result is a miss: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("remote cache {}", server.url()))
+            && run.stderr.contains("kiln-out/../../escaped.txt"),
+        "one warning naming the remote: {}",
+        run.stderr
+    );
+}
+
+/// A PUT to the server, as any client with write access could send it.
+fn put(server: &KilnServe, path: &str, body: &[u8]) {
+    let mut conn = TcpStream::connect(server.addr()).unwrap();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: cache\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).unwrap();
+    conn.write_all(body).unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 2"), "{answer}");
+}
+
+/// What an action finds of the kiln that runs it: processes whose command line says
+/// `build`, and a token from kiln's environment.
+const SNOOP: &str = "(grep -l 'bui[l]d' /proc/[0-9]*/cmdline; cat /proc/[0-9]*/environ | tr '\\0' '\\n' | grep 'sec[r]et-token-value') > $OUT 2>/dev/null; true";
+
+#[test]
+fn an_action_sees_no_other_process_and_no_token_of_kiln() {
+    for mode in each_mode() {
+        let ws = workspace()
+            .file(
+                "BUILD.toml",
+                &genrule(SNOOP, &["sh", "grep", "cat", "tr"], &[]),
+            )
+            .build();
+        let run = run_of(
+            ws.cmd(&["build", mode])
+                .env("KILN_REMOTE_TOKEN", "secret-token-value")
+                .output()
+                .unwrap(),
+        );
+        run.assert_ok();
+        let seen = ws.read("kiln-out/out.txt");
+        assert!(!seen.contains("secret-token-value"), "{mode}: {seen}");
+        if mode == "--sandbox=bwrap" {
+            assert_eq!(seen, "", "{mode}: kiln's own process is out of sight");
+        }
+    }
+    // Without root, bubblewrap works through a user namespace: the same holds.
+    let ws = workspace()
+        .file(
+            "BUILD.toml",
+            &genrule(SNOOP, &["sh", "grep", "cat", "tr"], &[]),
+        )
+        .build();
+    let run = as_nobody(&ws, &["build", "--sandbox=bwrap"]);
+    run.assert_ok();
+    assert_eq!(ws.read("kiln-out/out.txt"), "");
+}
+
+#[test]
+fn a_symlink_output_fails_and_what_it_points_at_is_left_alone() {
+    let victim_dir = tempfile::tempdir().unwrap();
+    let victim = victim_dir.path().join("key");
+    std::fs::write(&victim, "private\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cmd = format!("ln -s {} $OUT", victim.display());
+    for mode in each_mode() {
+        let ws = workspace()
+            .file("BUILD.toml", &genrule(&cmd, &["ln"], &[]))
+            .build();
+        let run = ws.kiln(&["build", mode]);
+        assert_eq!(run.status, 1, "{mode}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("kiln-out/out.txt as a symbolic link"),
+            "{mode}: {}",
+            run.stderr
+        );
+        let meta = std::fs::metadata(&victim).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{mode}");
+        assert!(!ws.path("kiln-out/out.txt").exists(), "{mode}");
+    }
+}
+
+#[test]
+fn an_action_cannot_rewrite_a_generated_input_for_the_actions_after_it() {
+    for mode in each_mode() {
+        let ws = workspace()
+            .file(
+                "BUILD.toml",
+                r#"
+[genrule.good]
+outs = ["good.txt"]
+cmd = "echo good > $OUT"
+
+[genrule.evil]
+srcs = [":good"]
+outs = ["evil.txt"]
+cmd = "chmod u+w $SRCS; echo POISON > $SRCS; echo done > $OUT; true"
+tools = ["chmod"]
+
+[genrule.later]
+srcs = [":good", ":evil"]
+outs = ["later.txt"]
+cmd = "cat kiln-out/good.txt > $OUT"
+tools = ["cat"]
+"#,
+            )
+            .build();
+        ws.kiln(&["build", mode, "//:good", "//:evil"]).assert_ok();
+        ws.kiln(&["build", mode, "//:later"]).assert_ok();
+        assert_eq!(ws.read("kiln-out/later.txt"), "good\n", "{mode}");
+        assert_eq!(ws.read("kiln-out/good.txt"), "good\n", "{mode}");
+        let verify = ws.kiln(&["cache", "verify"]);
+        assert!(
+            verify.stdout.contains("removed 0 corrupt blobs"),
+            "{mode}: {}",
+            verify.stdout
+        );
+    }
+}
+
+#[test]
+fn processes_an_action_leaves_behind_end_with_it() {
+    for (mode, marker) in [("--sandbox=bwrap", "7.71"), ("--sandbox=dir", "7.72")] {
+        let cmd = format!("sleep {marker} & (sleep 1; echo POISON > $OUT) & echo good > $OUT");
+        let ws = workspace()
+            .file("BUILD.toml", &genrule(&cmd, &["sh", "sleep"], &[]))
+            .build();
+        ws.kiln(&["build", mode]).assert_ok();
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(ws.read("kiln-out/out.txt"), "good\n", "{mode}");
+        let left = Command::new("pgrep")
+            .args(["-f", &format!("sleep {marker}")])
+            .output()
+            .unwrap();
+        assert!(left.stdout.is_empty(), "{mode}: still running");
+        // The stored output is what the action wrote, not what came later.
+        std::fs::remove_dir_all(ws.path("kiln-out")).unwrap();
+        ws.kiln(&["build", mode]).assert_ok();
+        assert_eq!(ws.read("kiln-out/out.txt"), "good\n", "{mode}");
+    }
+}
+
+#[test]
+fn a_source_edited_during_the_build_is_never_cached_under_its_old_key() {
+    let ws = workspace()
+        .file("in.txt", "original\n")
+        .file(
+            "BUILD.toml",
+            r#"
+[genrule.slow]
+outs = ["slow.txt"]
+cmd = "sleep 2; echo > $OUT"
+tools = ["sleep"]
+
+[genrule.copy]
+srcs = ["in.txt", ":slow"]
+outs = ["copy.txt"]
+cmd = "cat in.txt > $OUT"
+tools = ["cat"]
+"#,
+        )
+        .build();
+    let child = ws.cmd(&["build"]).stderr(Stdio::piped()).spawn().unwrap();
+    // Hashed when the build starts; copied into the sandbox once `slow` is done.
+    std::thread::sleep(Duration::from_millis(800));
+    ws.write("in.txt", "edited\n");
+    let run = run_of(child.wait_with_output().unwrap());
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("source file `in.txt` changed during the build"),
+        "{}",
+        run.stderr
+    );
+    ws.write("in.txt", "original\n");
+    ws.kiln(&["build"]).assert_ok();
+    assert_eq!(ws.read("kiln-out/copy.txt"), "original\n");
+}
+
+/// Waits until the build has a sandbox in the cache's tmp/ (its action started).
+fn sandboxes(cache: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(cache.join("tmp"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with("sandbox-")
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn started_build(ws: &Workspace, mode: &str) -> std::process::Child {
+    let child = ws
+        .cmd(&["build", mode])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sandboxes(&ws.cache).is_empty() {
+        assert!(Instant::now() < deadline, "the action never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child
+}
+
+#[test]
+fn sigint_and_sigterm_stop_the_actions_and_remove_their_sandboxes() {
+    for (signal, code, mode, marker) in [
+        (libc::SIGTERM, 143, "--sandbox=bwrap", "31.41"),
+        (libc::SIGINT, 130, "--sandbox=dir", "31.42"),
+    ] {
+        let cmd = format!("sleep {marker}; echo > $OUT");
+        let ws = workspace()
+            .file("BUILD.toml", &genrule(&cmd, &["sleep"], &[]))
+            .build();
+        let mut child = started_build(&ws, mode);
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(code), "{mode}");
+        let left = Command::new("pgrep")
+            .args(["-f", &format!("sleep {marker}")])
+            .output()
+            .unwrap();
+        assert!(left.stdout.is_empty(), "{mode}: the action still runs");
+        assert!(
+            sandboxes(&ws.cache).is_empty(),
+            "{mode}: {:?}",
+            sandboxes(&ws.cache)
+        );
+    }
+}
+
+#[test]
+fn sandboxes_of_a_killed_kiln_are_removed_by_the_next_build() {
+    let ws = workspace()
+        .file(
+            "BUILD.toml",
+            &genrule("sleep 29.3; echo > $OUT", &["sleep"], &[]),
+        )
+        .file(
+            "other/BUILD.toml",
+            "[genrule.quick]\nouts = [\"q.txt\"]\ncmd = \"echo > $OUT\"\n",
+        )
+        .build();
+    let mut child = started_build(&ws, "--sandbox=bwrap");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !sandboxes(&ws.cache).is_empty(),
+        "kill -9 leaves its sandbox"
+    );
+    ws.kiln(&["build", "//other:quick"]).assert_ok();
+    assert!(
+        sandboxes(&ws.cache).is_empty(),
+        "{:?}",
+        sandboxes(&ws.cache)
+    );
+}
+
+#[test]
+fn a_failing_action_s_flood_of_output_is_cut_and_kept_whole_in_a_file() {
+    let ws = workspace()
+        .file(
+            "BUILD.toml",
+            &genrule(
+                "head -c 3000000 /dev/zero | tr '\\0' x; echo; echo the end; exit 1",
+                &["head", "tr", "sh"],
+                &[],
+            ),
+        )
+        .build();
+    let run = ws.kiln(&["build"]);
+    assert_eq!(run.status, 1);
+    assert!(
+        run.stderr.len() < 1_200_000,
+        "{} bytes shown",
+        run.stderr.len()
+    );
+    assert!(run.stderr.contains("the end"), "the end of it is shown");
+    let kept = run
+        .stderr
+        .split("the whole of it is in ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no log named: {}", &run.stderr[..200]));
+    let kept = kept.trim_end_matches(';');
+    assert_eq!(std::fs::metadata(kept).unwrap().len(), 3_000_000 + 9);
+}
+
+#[test]
+fn results_of_unisolated_runs_are_not_served_to_isolated_builds() {
+    let ws = workspace()
+        .file("BUILD.toml", &genrule("echo hi > $OUT", &["sh"], &[]))
+        .build();
+    assert_eq!(ws.kiln(&["build", "--sandbox=dir"]).executed(), 1);
+    assert_eq!(ws.kiln(&["build", "--sandbox=bwrap"]).executed(), 1);
+    assert_eq!(ws.kiln(&["build", "--sandbox=dir"]).executed(), 0);
+}

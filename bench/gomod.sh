@@ -45,7 +45,8 @@
 # exports per scenario and round), bench/out/gomod/logs/ (every run's report).
 # Environment: PACKAGES (100), ROUNDS (6), RUNS (3), JOBS (2), SCENARIOS (all four, in
 # the order above), KILN_FLAGS (extra global kiln flags), KILN_BIN (time this kiln binary
-# instead of building target/release/kiln), FRESH.
+# instead of building target/release/kiln), CACHES (the directory of the three caches,
+# bench/out/gomod; e.g. a tmpfs, to see what the disk costs each side), FRESH.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -63,8 +64,9 @@ RUNS=${RUNS:-3}
 SCENARIOS=${SCENARIOS:-edit-test comment-test doc-test edit-build4}
 KILN_FLAGS=${KILN_FLAGS:-}
 PLATFORMS="linux/amd64 linux/arm64 darwin/arm64 windows/amd64"
-export KILN_CACHE=$W/cache
-export KILN_GO_CACHE=$W/gocache
+CACHES=${CACHES:-$W}
+export KILN_CACHE=$CACHES/cache
+export KILN_GO_CACHE=$CACHES/gocache
 export GIT_CEILING_DIRECTORIES=$W
 
 die() {
@@ -80,7 +82,7 @@ GO=$(go env GOROOT)/bin/go
 GOBIN=$(dirname "$GO")
 # The environment of kiln's Go actions for the host (rules/src/go/mod.rs `go_env`), with
 # go's own GOCACHE.
-GOENV="GOCACHE=$W/gocache-go GOFLAGS=-mod=readonly GOPROXY=off GOSUMDB=off GOTOOLCHAIN=local"
+GOENV="GOCACHE=$CACHES/gocache-go GOFLAGS=-mod=readonly GOPROXY=off GOSUMDB=off GOTOOLCHAIN=local"
 GOENV+=" GOWORK=off GO111MODULE=on GOTELEMETRY=off CGO_ENABLED=0"
 
 mkdir -p "$W"
@@ -93,7 +95,7 @@ else
 fi
 if [[ ${FRESH:-} == 1 ]]; then
     echo "== FRESH=1: deleting the caches" >&2
-    rm -rf "$KILN_CACHE" "$KILN_GO_CACHE" "$W/gocache-go"
+    rm -rf "$KILN_CACHE" "$KILN_GO_CACHE" "$CACHES/gocache-go"
 fi
 
 echo "== module: $PACKAGES packages in $MOD" >&2

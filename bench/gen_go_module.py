@@ -2,7 +2,8 @@
 """Generate a kiln workspace holding a layered Go module, for benchmarks.
 
     python3 bench/gen_go_module.py OUTDIR [--packages 200] [--layers L] [--seed 1]
-    python3 bench/gen_go_module.py OUTDIR --touch-leaf [PKGDIR] [--touch-kind append|body]
+    python3 bench/gen_go_module.py OUTDIR --touch-leaf [PKGDIR]
+        [--touch-kind append|body|comment|doc] [--touch-number N]
 
 The first form writes OUTDIR/kiln.toml, BUILD.toml, go.mod (module
 example.com/benchmod, standard library only, `go 1.23`, no toolchain line),
@@ -10,8 +11,9 @@ N packages under pkg/l<layer>/p<index>/ and cmd/app, and prints a JSON summary
 (including the line cmd/app prints). The second form edits one leaf package
 of an existing generated workspace (PKGDIR, e.g. pkg/l0/p000; by default the
 first leaf) so a benchmark can time the run after a one-package edit, and
-prints one JSON object naming the touched file and how many packages import
-the leaf, i.e. how many test actions a source-keyed build system reruns.
+prints one JSON object naming the touched file, how many packages import
+the leaf (i.e. how many test actions a source-keyed build system reruns) and
+whether cmd/app is one of them.
 
 Touch kinds:
 - append (the default): append a new, unused function to b.go. The package's
@@ -22,6 +24,16 @@ Touch kinds:
 - body: make Value() store the edit number in a package variable. Results do
   not change, so all tests still pass, but the code importers link does, so
   `go test` reruns the leaf and every package importing it: the usual edit.
+- comment: rewrite the number in the comment on the first line of Value()'s
+  body. Every line stays where it is and nothing after the comment moves, so
+  Go's compiled output is unchanged: go recompiles and vets the leaf, and
+  replays every link and test result from its cache.
+- doc: rewrite the number in the second line of the package doc comment
+  (above the package clause, so in the part of the file `go list` reads).
+  Otherwise as comment.
+Each kind writes its previous number + 1, or --touch-number N; a benchmark
+whose caches outlive the module seeds each kind once with a number never used
+before (the time, say), so no cache has seen the edited file.
 
 Shape of the module (decisions the brief left open):
 - Packages are spread evenly over layers (default round(N ** 0.4), 8 for 200).
@@ -32,7 +44,9 @@ Shape of the module (decisions the brief left open):
   cone of packages, not the whole module, as in real code bases; with random
   imports nearly every package would depend on every leaf.
 - cmd/app imports every package of the top layer. Packages that nobody
-  imports are the roots.
+  imports are the roots. BUILD.toml builds it as //:app (linux/amd64) and as
+  //:app4 (linux/amd64, linux/arm64, darwin/arm64, windows/amd64, with
+  ldflags -s -w).
 - Each package has a.go (Value, Mix, Label), b.go (Counter, Join, Sum) and
   p_test.go whose expected values are computed here, so the tests check real
   results. The tests take microseconds.
@@ -133,6 +147,7 @@ def source_a(pkg):
     paths = [d.import_path for d in pkg.deps] + ["strconv"]
     value = " + ".join(["Base"] + [f"{d.name}.Value()" for d in pkg.deps])
     return f"""// Package {pkg.name} is generated benchmark code (layer {pkg.layer}).
+// Revision 0: gen_go_module.py --touch-kind doc rewrites this number.
 package {pkg.name}
 
 {import_block(paths)}
@@ -141,6 +156,7 @@ const Base = {pkg.base}
 
 // Value adds Base to the values of the packages this one imports.
 func Value() int {{
+\t// Note 0: gen_go_module.py --touch-kind comment rewrites this number.
 \treturn {value}
 }}
 
@@ -251,6 +267,11 @@ packages = ["./..."]
 [go_binary.app]
 main = "./cmd/app"
 platforms = ["linux/amd64"]
+
+[go_binary.app4]
+main = "./cmd/app"
+platforms = ["linux/amd64", "linux/arm64", "darwin/arm64", "windows/amd64"]
+ldflags = ["-s", "-w"]
 """,
     "go.mod": f"module {MODULE}\n\ngo 1.23\n",
 }
@@ -318,7 +339,7 @@ def dependents(graph, target):
     return sorted(found)
 
 
-def append_function(pkg_dir):
+def append_function(pkg_dir, number=None):
     """Append a new, unused function to b.go; return the edit's number."""
     path = pkg_dir / "b.go"
     text = path.read_text()
@@ -332,7 +353,7 @@ func Touched{n}() int {{
     return path, n
 
 
-def edit_body(pkg_dir):
+def edit_body(pkg_dir, number=None):
     """Make Value() store the edit's number in a package variable.
 
     Value's result stays the same, so every test still passes, but the code
@@ -341,20 +362,44 @@ def edit_body(pkg_dir):
     path = pkg_dir / "a.go"
     text = path.read_text()
     found = re.search(r"^\tlastEdit = (\d+)\n", text, re.M)
-    n = int(found.group(1)) + 1 if found else 1
     if found:
+        n = number if number is not None else int(found.group(1)) + 1
         text = text.replace(found.group(0), f"\tlastEdit = {n}\n")
     else:
-        text = text.replace("func Value() int {\n", "func Value() int {\n\tlastEdit = 1\n")
+        n = number if number is not None else 1
+        text = text.replace("func Value() int {\n", f"func Value() int {{\n\tlastEdit = {n}\n")
         text += "\n// lastEdit is written by Value; gen_go_module.py --touch-kind body bumps it.\nvar lastEdit int\n"
     path.write_text(text)
     return path, n
 
 
-TOUCHES = {"append": append_function, "body": edit_body}
+def rewrite_number(pkg_dir, pattern, number):
+    """Replace the number `pattern` (one group) finds in a.go, in place."""
+    path = pkg_dir / "a.go"
+    text = path.read_text()
+    found = re.search(pattern, text, re.M)
+    if not found:
+        sys.exit(f"gen_go_module: {path} has no line matching {pattern!r} (generated by an older version?)")
+    n = number if number is not None else int(found.group(1)) + 1
+    start, end = found.span(1)
+    path.write_text(text[:start] + str(n) + text[end:])
+    return path, n
 
 
-def touch_leaf(out, leaf, kind):
+def edit_comment(pkg_dir, number=None):
+    """Rewrite the comment inside Value()'s body: every line stays where it is."""
+    return rewrite_number(pkg_dir, r"^\t// Note (\d+): ", number)
+
+
+def edit_doc(pkg_dir, number=None):
+    """Rewrite the second line of the package doc comment, above the package clause."""
+    return rewrite_number(pkg_dir, r"^// Revision (\d+): ", number)
+
+
+TOUCHES = {"append": append_function, "body": edit_body, "comment": edit_comment, "doc": edit_doc}
+
+
+def touch_leaf(out, leaf, kind, number=None):
     """Edit one leaf package and report which packages depend on it."""
     if not (out / "cmd/app/main.go").is_file():
         sys.exit(f"gen_go_module: {out} holds no generated module")
@@ -362,11 +407,12 @@ def touch_leaf(out, leaf, kind):
     leaf = leaf or next(p for p in graph if p.startswith("pkg/l0/"))
     if graph.get(leaf) != []:
         sys.exit(f"gen_go_module: {leaf} is not a leaf package of {out}")
-    path, n = TOUCHES[kind](out / leaf)
+    path, n = TOUCHES[kind](out / leaf, number)
     deps = dependents(graph, leaf)
     print(json.dumps({"touched": str(path), "package": f"{MODULE}/{leaf}",
                       "kind": kind, "edit": n, "dependents": len(deps),
-                      "affected_packages": 1 + len(deps), "total_packages": len(graph)}))
+                      "affected_packages": 1 + len(deps), "total_packages": len(graph),
+                      "reaches_main": "cmd/app" in deps}))
 
 
 def parse_args(argv):
@@ -379,8 +425,15 @@ def parse_args(argv):
                     help="edit a leaf package of an existing generated workspace")
     ap.add_argument("--touch-kind", choices=sorted(TOUCHES), default="append",
                     help="append: add an unused function (default); "
-                         "body: change code that importers link")
+                         "body: change code that importers link; "
+                         "comment: change a comment inside a function body; "
+                         "doc: change the package doc comment")
+    ap.add_argument("--touch-number", type=int, metavar="N",
+                    help="write N as the edit's number instead of the previous one + 1 "
+                         "(body, comment, doc)")
     args = ap.parse_args(argv)
+    if args.touch_number is not None and args.touch_kind == "append":
+        ap.error("--touch-number goes with --touch-kind body, comment or doc")
     if args.packages < 2:
         ap.error("--packages must be at least 2")
     args.layers = args.layers or max(2, round(args.packages ** 0.4))
@@ -392,7 +445,7 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     if args.touch_leaf is not None:
-        touch_leaf(args.outdir, args.touch_leaf, args.touch_kind)
+        touch_leaf(args.outdir, args.touch_leaf, args.touch_kind, args.touch_number)
     else:
         generate(args.outdir, args.packages, args.layers, args.seed)
 

@@ -229,6 +229,9 @@ impl LocalStore {
     /// Moves in a blob written through [`LocalStore::blob_writer`] whose content the
     /// caller has checked to have this digest (a verified download).
     pub fn adopt_blob(&self, tmp: NamedTempFile, digest: &Digest) -> Result<()> {
+        tmp.as_file()
+            .set_modified(sealed_time())
+            .map_err(|e| Error::io("set the time of", tmp.path(), e))?;
         let size = tmp
             .as_file()
             .metadata()
@@ -544,12 +547,41 @@ impl Pending {
 impl LocalStore {
     /// Whether every blob a result names is in the store. The empty blob (most stdout
     /// and stderr) is always there.
+    /// Whether every blob of a result is here and intact: a result whose blob is gone
+    /// or was changed is a miss.
     fn has_blobs(&self, result: &ActionResult) -> bool {
         let empty = Digest::of_bytes(b"");
-        result
-            .blobs()
-            .filter(|d| *d != empty)
-            .all(|d| self.blob_path(&d).exists())
+        let sized = result.outputs.iter().map(|o| (o.digest, Some(o.size)));
+        let captures = [result.stdout, result.stderr].map(|d| (d, None));
+        sized
+            .chain(captures)
+            .filter(|(d, _)| *d != empty)
+            .all(|(d, size)| self.blob_intact(&d, size))
+    }
+
+    /// Whether the blob file is there and still holds its digest's content. A stat
+    /// answers for an untouched blob (its size, and the fixed [`BLOB_MTIME`]); one whose
+    /// time moved is hashed again, and removed if it no longer matches.
+    pub fn blob_intact(&self, digest: &Digest, size: Option<u64>) -> bool {
+        let path = self.blob_path(digest);
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            return false;
+        };
+        let sized = size.is_none_or(|s| s == meta.len());
+        if meta.is_file() && sized && meta.modified().ok() == Some(sealed_time()) {
+            return true;
+        }
+        let intact = meta.is_file() && sized && Digest::of_file(&path).ok() == Some(*digest);
+        match intact {
+            true => set_sealed_time(&path).is_ok(),
+            false => {
+                eprintln!(
+                    "kiln: warning: blob {digest} in the cache was changed on disk (edited through kiln-out/?); removed, its results run again"
+                );
+                let _ = fs::remove_file(&path);
+                false
+            }
+        }
     }
 
     /// Writes batched index rows in one transaction, blob rows before the results that
@@ -657,12 +689,29 @@ fn create_parent(path: &Path) -> Result<()> {
     fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))
 }
 
+/// The modification time of every blob file: one second past the epoch (as in Nix's
+/// store). Writing a blob in place (through a link in kiln-out/, say) moves it, so a
+/// stat tells a blob that may have been changed ([`LocalStore::blob_intact`]).
+pub const BLOB_MTIME: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn sealed_time() -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + BLOB_MTIME
+}
+
+/// Makes a file about to become a blob read-only, with the blobs' fixed mtime.
 fn make_read_only(path: &Path) -> Result<()> {
     let meta = fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;
     let exec = meta.permissions().mode() & 0o111 != 0;
     let mode = if exec { 0o555 } else { 0o444 };
+    set_sealed_time(path)?;
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .map_err(|e| Error::io("chmod", path, e))
+}
+
+fn set_sealed_time(path: &Path) -> Result<()> {
+    let file = fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+    file.set_modified(sealed_time())
+        .map_err(|e| Error::io("set the time of", path, e))
 }
 
 fn now_secs() -> i64 {

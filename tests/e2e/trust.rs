@@ -223,6 +223,28 @@ tools = ["cat"]
 }
 
 #[test]
+fn a_kiln_out_file_edited_in_place_is_not_served_from_the_cache() {
+    let ws = workspace()
+        .file(
+            "BUILD.toml",
+            "[genrule.good]\nouts = [\"good.txt\"]\ncmd = \"echo good > $OUT\"\n\n[genrule.later]\nsrcs = [\":good\"]\nouts = [\"later.txt\"]\ncmd = \"cat $SRCS > $OUT\"\ntools = [\"cat\"]\n",
+        )
+        .build();
+    ws.kiln(&["build", "//:good"]).assert_ok();
+    // kiln-out/ holds links to the cache's read-only files; a user (or a script) makes
+    // one writable and edits it in place, which writes the cache's own file.
+    let out = ws.path("kiln-out/good.txt");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&out, "POISON\n").unwrap();
+    let run = ws.kiln(&["build", "//:later"]);
+    run.assert_ok();
+    assert_eq!(ws.read("kiln-out/later.txt"), "good\n", "{}", run.stderr);
+    assert_eq!(ws.read("kiln-out/good.txt"), "good\n");
+    assert!(run.stderr.contains("was changed on disk"), "{}", run.stderr);
+}
+
+#[test]
 fn processes_an_action_leaves_behind_end_with_it() {
     for (mode, marker) in [("--sandbox=bwrap", "7.71"), ("--sandbox=dir", "7.72")] {
         let cmd = format!("sleep {marker} & (sleep 1; echo POISON > $OUT) & echo good > $OUT");

@@ -627,7 +627,7 @@ mod tests {
                 .map(|(i, d)| OutputFile {
                     path: format!("out{i}"),
                     digest: *d,
-                    size: 0,
+                    size: fs::metadata(store.blob_path(d)).map_or(0, |m| m.len()),
                     executable: false,
                 })
                 .collect(),

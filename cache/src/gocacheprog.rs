@@ -333,7 +333,7 @@ impl Server<'_> {
     /// only there. None if neither has it.
     fn local_blob(&self, digest: &Digest) -> Result<Option<PathBuf>, String> {
         let path = self.local.blob_path(digest);
-        if path.exists() {
+        if self.local.blob_intact(digest, None) {
             return Ok(Some(path));
         }
         let tmp = temp_path(&self.local.tmp_dir())?;

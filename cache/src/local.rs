@@ -567,13 +567,16 @@ impl LocalStore {
         let Ok(meta) = fs::symlink_metadata(&path) else {
             return false;
         };
+        // A size other than the result says makes the result wrong, not the blob.
         let sized = size.is_none_or(|s| s == meta.len());
-        if meta.is_file() && sized && meta.modified().ok() == Some(sealed_time()) {
-            return true;
+        if !meta.is_file() {
+            return false;
         }
-        let intact = meta.is_file() && sized && Digest::of_file(&path).ok() == Some(*digest);
-        match intact {
-            true => set_sealed_time(&path).is_ok(),
+        if meta.modified().ok() == Some(sealed_time()) {
+            return sized;
+        }
+        match Digest::of_file(&path).ok() == Some(*digest) {
+            true => set_sealed_time(&path).is_ok() && sized,
             false => {
                 eprintln!(
                     "kiln: warning: blob {digest} in the cache was changed on disk (edited through kiln-out/?); removed, its results run again"

@@ -534,6 +534,74 @@ mod tests {
         }
     }
 
+    /// A small deterministic generator (xorshift), so the fuzz runs the same cases
+    /// everywhere; `KILN_FUZZ_CASES` runs more.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+            from[(self.next() % from.len() as u64) as usize]
+        }
+    }
+
+    fn cases() -> u64 {
+        std::env::var("KILN_FUZZ_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(20_000)
+    }
+
+    #[test]
+    fn fuzzed_remote_results_are_used_only_when_exactly_the_declared_outputs() {
+        const PARTS: &[&str] = &["kiln-out", "p", "a.txt", "dir", "x", "..", ".", "", "/"];
+        let a = action(&["kiln-out/p/a.txt", "kiln-out/p/dir/"]);
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut accepted = 0;
+        for _ in 0..cases() {
+            let n = rng.next() % 4;
+            // Near misses of valid paths: a valid one with a part put in or replaced.
+            const VALID: &[&str] = &[
+                "kiln-out/p/a.txt",
+                "kiln-out/p/dir/x",
+                "kiln-out/p/dir/x/a.txt",
+            ];
+            let mut paths: Vec<String> = vec!["kiln-out/p/a.txt".to_string()];
+            paths.extend((0..n).map(|_| {
+                let mut parts: Vec<&str> = rng.pick(VALID).split('/').collect();
+                let at = (rng.next() % (parts.len() as u64 + 1)) as usize;
+                match rng.next() % 3 {
+                    0 => parts.insert(at, rng.pick(PARTS)),
+                    1 if at < parts.len() => parts[at] = rng.pick(PARTS),
+                    _ => {}
+                }
+                parts.join("/")
+            }));
+            let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+            if a.check_result(&result(&refs)).is_err() {
+                continue;
+            }
+            accepted += 1;
+            assert!(paths.contains(&"kiln-out/p/a.txt".to_string()), "{paths:?}");
+            let mut unique = paths.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), paths.len(), "{paths:?}");
+            for p in &paths {
+                assert!(is_normal(p), "{p}");
+                assert!(
+                    p == "kiln-out/p/a.txt" || p.starts_with("kiln-out/p/dir/"),
+                    "{p}"
+                );
+            }
+        }
+        assert!(accepted > 0, "the fuzz reached accepted results");
+    }
+
     #[test]
     fn a_result_must_be_exactly_the_declared_outputs() {
         let a = action(&["kiln-out/p/a.txt", "kiln-out/p/dir/"]);

@@ -258,6 +258,37 @@ mod tests {
     }
 
     #[test]
+    fn fuzzed_stored_sets_never_panic_and_accepted_ones_are_plain_paths() {
+        let base = encode(&[
+            Read::Open("a/b".into()),
+            Read::Stat("c".into()),
+            Read::Env("USER".into()),
+        ]);
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let cases: u64 = std::env::var("KILN_FUZZ_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(20_000);
+        for _ in 0..cases {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut bytes = base.clone();
+            for k in 0..(1 + x % 4) {
+                let at = ((x >> (8 * k)) as usize) % bytes.len();
+                bytes[at] = b"./\"0aZ{}[],:"[((x >> (16 + k)) % 12) as usize];
+            }
+            if let Some(set) = decode(&bytes) {
+                for read in set {
+                    if let Read::Open(p) | Read::Stat(p) = read {
+                        assert!(crate::action::is_normal(&p), "{p:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn stored_sets_with_paths_out_of_place_are_refused() {
         let good = encode(&[Read::Open("a/b".into())]);
         assert!(decode(&good).is_some());

@@ -428,3 +428,42 @@ fn results_of_unisolated_runs_are_not_served_to_isolated_builds() {
     assert_eq!(ws.kiln(&["build", "--sandbox=bwrap"]).executed(), 1);
     assert_eq!(ws.kiln(&["build", "--sandbox=dir"]).executed(), 0);
 }
+
+#[test]
+fn kill_9_at_random_points_never_leaves_a_wrong_or_damaged_cache() {
+    let mut build = String::new();
+    for i in 0..6 {
+        build.push_str(&format!(
+            "[genrule.g{i}]\nouts = [\"g{i}.txt\"]\ncmd = \"sleep 0.0{i}; echo {i} > $OUT\"\ntools = [\"sleep\"]\n\n"
+        ));
+    }
+    build.push_str("[genrule.all]\nsrcs = [\":g0\", \":g1\", \":g2\", \":g3\", \":g4\", \":g5\"]\nouts = [\"all.txt\"]\ncmd = \"cat $SRCS > $OUT\"\ntools = [\"cat\"]\n");
+    let ws = workspace().file("BUILD.toml", &build).build();
+    // A fixed sequence of "random" delays, so a failure can be run again as it was.
+    let mut x: u64 = 0x1234_5678_9abc_def1;
+    for round in 0..12 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        ws.write("salt.txt", &round.to_string());
+        let mut child = ws.cmd(&["build"]).stderr(Stdio::null()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(x % 250));
+        let _ = child.kill();
+        let _ = child.wait();
+        // Something changes before the next round, so it is not all cached.
+        let edited = build.replace("echo 0", &format!("echo {}", round % 2));
+        ws.write("BUILD.toml", &edited);
+        ws.kiln(&["build"]).assert_ok();
+        let want: String = (0..6)
+            .map(|i| format!("{}\n", if i == 0 { round % 2 } else { i }))
+            .collect();
+        assert_eq!(ws.read("kiln-out/all.txt"), want, "round {round}");
+        let verify = ws.kiln(&["cache", "verify"]);
+        assert!(
+            verify.stdout.contains("removed 0 corrupt blobs"),
+            "round {round}: {}",
+            verify.stdout
+        );
+        assert!(sandboxes(&ws.cache).is_empty(), "round {round}");
+    }
+}

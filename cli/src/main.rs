@@ -153,10 +153,15 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    // Run by `go test -exec` with a test binary's own flags: not parsed as kiln's.
+    // Helpers run inside sandboxes with arguments of their own: not parsed as kiln's.
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("go-test-exec") {
-        return match commands::go_test_exec::run(&args[2..]) {
+    let helper = match args.get(1).map(String::as_str) {
+        Some("go-test-exec") => Some(commands::go_test_exec::run as fn(&[String]) -> _),
+        Some("go-build-each") => Some(commands::go_build_each::run as fn(&[String]) -> _),
+        _ => None,
+    };
+    if let Some(helper) = helper {
+        return match helper(&args[2..]) {
             Ok(code) => code,
             Err(err) => {
                 eprintln!("kiln: error: {err:#}");

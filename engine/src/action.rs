@@ -418,14 +418,15 @@ impl Action {
         } else {
             &self.discriminator
         };
+        // The platform is not part of it: a member's own arguments may name it (one
+        // `go build` each for several platforms).
         Some(format!(
-            "{} {alone} {} {:?} {:?} {tools:?} {:?} {:?} {} {}",
+            "{} {alone} {} {:?} {:?} {tools:?} {:?} {} {}",
             self.mnemonic,
             batch.attempts,
             &spec.argv[..common],
             spec.env,
             spec.workdir,
-            self.platform,
             spec.network,
             spec.store_access,
         ))

@@ -4,6 +4,7 @@ mod build;
 mod cache;
 mod clean;
 mod explain;
+pub mod go_build_each;
 pub mod go_test_exec;
 mod graph;
 mod housekeeping;

@@ -20,7 +20,9 @@
 
 use std::collections::BTreeMap;
 
-use kiln_engine::action::{Action, ActionKind, ExecSpec};
+use std::sync::Arc;
+
+use kiln_engine::action::{Action, ActionKind, Batch, BatchSplit, ExecSpec, MemberOutput};
 use kiln_engine::error::did_you_mean;
 use kiln_engine::label::Label;
 use kiln_engine::rule::{Analysis, Rule, TargetInfo};
@@ -29,7 +31,7 @@ use kiln_engine::workspace::TargetDecl;
 use kiln_engine::{Error, ErrorKind, Result};
 
 use super::list::{Lister, Listing};
-use super::{go_env, host_platform, toolchain, Module, PLATFORMS};
+use super::{go_env, host_platform, platform_env, toolchain, Module, PLATFORMS};
 
 const FIELDS: &[&str] = &["main", "platforms", "ldflags", "x_defs", "tags"];
 
@@ -101,21 +103,32 @@ impl Rule for GoBinary {
                 "{}/{os}_{arch}/{}{exe}",
                 target.label.name, target.label.name
             ));
-            let mut argv: Vec<String> =
-                ["{tool:go}/bin/go", "build", "-trimpath", "-buildvcs=false"]
-                    .map(String::from)
-                    .to_vec();
+            let mut argv: Vec<String> = [
+                "{kiln}",
+                "go-build-each",
+                "{tool:go}/bin/go",
+                "build",
+                "-trimpath",
+                "-buildvcs=false",
+            ]
+            .map(String::from)
+            .to_vec();
             if !tags.is_empty() {
                 argv.push(format!("-tags={}", tags.join(",")));
             }
             argv.push(format!("-ldflags={ldflags}"));
-            argv.push("-o".into());
+            // This platform's own: the platform, the output, the main package.
+            argv.push(platform.clone());
             argv.push(format!("{{sandbox}}/{out}"));
             argv.push(if dir.is_empty() {
                 ".".into()
             } else {
                 format!("./{dir}")
             });
+            let mut env = go_env(&module, &platform, false, true);
+            for (k, _) in platform_env(&platform) {
+                env.remove(k);
+            }
             let action = Action {
                 owner: target.label.clone(),
                 mnemonic: "GoBuild".into(),
@@ -124,12 +137,21 @@ impl Rule for GoBinary {
                 outputs: vec![out.clone()],
                 kind: ActionKind::Exec(ExecSpec {
                     argv,
-                    env: go_env(&module, &platform, false, true),
+                    env,
                     tools: vec![go.clone()],
                     workdir: module.dir.clone(),
                     network: false,
                     store_access: true,
-                    batch: None,
+                    // The platforms that miss build in one sandbox, one `go build`
+                    // after another (`kiln go-build-each`): the sources are staged
+                    // once, not once per platform.
+                    batch: Some(Batch {
+                        member_args: 3,
+                        attempts: 1,
+                        split: Arc::new(EachSplit),
+                        shared: true,
+                        fresh_args: Vec::new(),
+                    }),
                     ..Default::default()
                 }),
                 platform: Some(platform.clone()),
@@ -202,4 +224,41 @@ fn ldflags(ctx: &Analysis<'_>) -> Result<String> {
         }
     }
     Ok(flags.join(" "))
+}
+
+/// What `kiln go-build-each` prints of each member: one JSON line,
+/// `{"member": i, "exit": code, "output": "..."}`, in the order of the batch file.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct EachResult {
+    pub member: usize,
+    pub exit: i32,
+    pub output: String,
+}
+
+/// Splits `kiln go-build-each`'s output back per platform.
+pub struct EachSplit;
+
+impl BatchSplit for EachSplit {
+    fn split(&self, stdout: &[u8], members: &[&str]) -> Vec<Option<MemberOutput>> {
+        let mut parts: Vec<Option<MemberOutput>> = vec![None; members.len()];
+        for line in stdout.split(|b| *b == b'\n') {
+            let Ok(r) = serde_json::from_slice::<EachResult>(line) else {
+                continue;
+            };
+            if let Some(part) = parts.get_mut(r.member) {
+                *part = Some(MemberOutput {
+                    stdout: r.output.into_bytes(),
+                    passed: r.exit == 0,
+                    named: Vec::new(),
+                });
+            }
+        }
+        parts
+    }
+
+    fn retried(&self, failed: &[Vec<u8>], passed: &[u8]) -> Vec<u8> {
+        let mut out = failed.concat();
+        out.extend_from_slice(passed);
+        out
+    }
 }

@@ -258,7 +258,6 @@ pub fn go_env(
     cgo: bool,
     share_cache: bool,
 ) -> BTreeMap<String, String> {
-    let (os, arch) = platform.split_once('/').unwrap_or(("linux", "amd64"));
     let mut env = BTreeMap::new();
     let mut set = |k: &str, v: &str| {
         env.insert(k.to_string(), v.to_string());
@@ -290,16 +289,26 @@ pub fn go_env(
     set("GO111MODULE", "on");
     set("GOTELEMETRY", "off");
     set("CGO_ENABLED", if cgo { "1" } else { "0" });
-    set("GOOS", os);
-    set("GOARCH", arch);
-    match arch {
-        "amd64" => set("GOAMD64", "v1"),
-        "arm64" => set("GOARM64", "v8.0"),
-        "arm" => set("GOARM", "7"),
-        _ => {}
+    for (k, v) in platform_env(platform) {
+        set(k, &v);
     }
     if share_cache {
         set("GOCACHEPROG", "{kiln} gocacheprog");
+    }
+    env
+}
+
+/// The variables that pick a platform (`os/arch`): GOOS, GOARCH, and the pinned
+/// instruction-set level (GOAMD64=v1, GOARM64=v8.0, GOARM=7), so that a binary is the
+/// same whatever the machine that builds it would default to.
+pub fn platform_env(platform: &str) -> Vec<(&'static str, String)> {
+    let (os, arch) = platform.split_once('/').unwrap_or(("linux", "amd64"));
+    let mut env = vec![("GOOS", os.to_string()), ("GOARCH", arch.to_string())];
+    match arch {
+        "amd64" => env.push(("GOAMD64", "v1".into())),
+        "arm64" => env.push(("GOARM64", "v8.0".into())),
+        "arm" => env.push(("GOARM", "7".into())),
+        _ => {}
     }
     env
 }

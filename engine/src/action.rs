@@ -107,6 +107,10 @@ pub struct Reads {
     /// Sandbox-relative path of the log.
     pub log: String,
     pub parse: Arc<dyn ReadLog>,
+    /// Whether the files of the working directory (a directory below `dir`) are
+    /// writable copies, as a test's package directory is under `go test`: what the
+    /// process writes there is thrown away with the sandbox. Under bubblewrap only.
+    pub scratch_workdir: bool,
 }
 
 impl std::fmt::Debug for Reads {

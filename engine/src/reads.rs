@@ -214,6 +214,7 @@ mod tests {
             dir: dir.into(),
             log: ".kiln/log".into(),
             parse: Arc::new(NoLog),
+            scratch_workdir: false,
         }
     }
 

@@ -106,6 +106,15 @@ fn library() -> Builder {
                 "\tfor _, c := range [][]string{{\"git\", \"--version\"}, {\"sh\", \"-c\", \"echo hi\"}} {\n\t\tif out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {\n\t\t\tt.Fatal(err, string(out))\n\t\t}\n\t}",
             ),
         )
+        .file("writes/writes.go", "package writes\n")
+        .file(
+            "writes/writes_test.go",
+            &test_file(
+                "writes",
+                &["os"],
+                "\tf, err := os.CreateTemp(\".\", \"scratch-\")\n\tif err != nil {\n\t\tt.Fatal(err)\n\t}\n\tf.Close()\n\tos.Remove(f.Name())",
+            ),
+        )
         .file("notests/notests.go", "package notests\n")
         .file(
             "fails/fails_test.go",
@@ -133,6 +142,10 @@ fn verdicts_match_go_test_on_a_library_with_its_code_in_the_root() {
         "the module-root package ran"
     );
     assert_eq!(verdicts["example.com/lib/notests"], "?");
+    assert_eq!(
+        verdicts["example.com/lib/writes"], "ok",
+        "a test may write into its package directory, as under go test"
+    );
     assert!(
         run.stderr
             .contains("?   \texample.com/lib/notests\t[no test files]"),

@@ -149,12 +149,41 @@ pub fn command(
             let to = Path::new(ROOT).join(&entry);
             args.bind("--ro-bind", &host.workspace.join(&entry), &to);
         }
+        // At the sandbox root itself new files land in the sandbox already, and a copy
+        // bound there would hide the sandbox's own files.
+        if reads.scratch_workdir && !spec.workdir.is_empty() {
+            scratch_workdir(&mut args, root, &host.workspace, &spec.workdir);
+        }
     }
     let workdir = Path::new(ROOT).join(&spec.workdir);
     args.add(&["--chdir", &workdir.display().to_string()]);
     let (mut cmd, fd) = with_args_fd(args.0);
     cmd.args(["--", program]);
     (cmd, fd)
+}
+
+/// The working directory as writable copies of its files (in the sandbox's
+/// `.kiln/workdir`), its subdirectories bound back read-only from the workspace.
+fn scratch_workdir(args: &mut Args, root: &Path, workspace: &Path, workdir: &str) {
+    let copy = root.join(".kiln/workdir");
+    let from = workspace.join(workdir);
+    if fs::create_dir_all(&copy).is_err() {
+        return;
+    }
+    let to = Path::new(ROOT).join(workdir);
+    let mut subdirs = Vec::new();
+    for entry in fs::read_dir(&from).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            subdirs.push(entry.file_name());
+        } else if path.is_file() {
+            let _ = fs::copy(&path, copy.join(entry.file_name()));
+        }
+    }
+    args.bind("--bind", &copy, &to);
+    for sub in subdirs {
+        args.bind("--ro-bind", &from.join(&sub), &to.join(&sub));
+    }
 }
 
 /// `bwrap --args 3`, with the arguments (NUL-separated) in an anonymous memory file on

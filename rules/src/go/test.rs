@@ -359,6 +359,7 @@ impl Steps<'_> {
                     dir: self.module.dir.clone(),
                     log: TEST_LOG.into(),
                     parse: Arc::new(TestLog),
+                    scratch_workdir: true,
                 }),
                 test: true,
                 batch: Some(Batch {

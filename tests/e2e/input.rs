@@ -36,3 +36,39 @@ fn a_non_utf8_build_file_names_the_first_bad_byte() {
     let lines = usage_error(&run);
     assert!(lines[0].contains("kiln.toml:2:9: "), "{}", run.stderr);
 }
+
+#[test]
+fn a_20000_deep_chain_is_analyzed_without_crashing() {
+    const DEPTH: usize = 20_000;
+    let mut text = String::new();
+    for i in 0..DEPTH {
+        text.push_str(&format!("[genrule.c{i}]\n"));
+        if i > 0 {
+            text.push_str(&format!("srcs = [\":c{}\"]\n", i - 1));
+        }
+        text.push_str(&format!(
+            "outs = [\"c{i}.txt\"]\ncmd = \"echo {i} > $OUT\"\n\n"
+        ));
+    }
+    let ws = workspace().file("BUILD.toml", &text).build();
+    let last = format!("//:c{}", DEPTH - 1);
+    let run = ws.kiln(&["graph", "--format", "json", &last]);
+    run.assert_ok();
+    let graph: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let targets = graph["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), DEPTH);
+    assert_eq!(targets[0], "//:c0");
+    assert_eq!(targets[DEPTH - 1].as_str(), Some(last.as_str()));
+    // A cycle through all of them is reported, not a crash.
+    ws.write(
+        "BUILD.toml",
+        &text.replacen(
+            "[genrule.c0]\n",
+            &format!("[genrule.c0]\nsrcs = [\"{last}\"]\n"),
+            1,
+        ),
+    );
+    let run = ws.kiln(&["graph", &last]);
+    let lines = usage_error(&run);
+    assert!(lines[0].contains("dependency cycle: "), "{}", run.stderr);
+}

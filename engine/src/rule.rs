@@ -178,20 +178,32 @@ impl Analysis<'_> {
         Ok(out)
     }
 
-    /// A source file of this package, checked to exist.
+    /// A source file of this package, checked to exist and to be a file.
     pub fn source_file(&self, rel: &Spanned<String>) -> Result<Artifact> {
         let at = || self.attrs().location(rel.span.start);
         check_relative(&rel.value).map_err(|e| Error::new(ErrorKind::Config, e).at(at()))?;
         let path = self.package_path(&rel.value);
-        let abs = self.workspace.root.join(&path);
-        if !abs.is_file() {
-            return Err(Error::new(
-                ErrorKind::MissingFile,
-                format!("source file `{path}` of {} does not exist", self.label()),
+        let label = self.label();
+        let err = |kind, message: String| Error::new(kind, message).at(at());
+        match std::fs::metadata(self.workspace.root.join(&path)) {
+            Ok(meta) if meta.is_file() => Ok(Artifact::source(path)),
+            Ok(meta) if meta.is_dir() => Err(err(
+                ErrorKind::Config,
+                format!("source `{path}` of {label} is a directory, not a file"),
             )
-            .at(at()));
+            .hint(format!(
+                "name its files with a glob (`{}/**`) or a filegroup",
+                rel.value
+            ))),
+            Ok(_) => Err(err(
+                ErrorKind::Config,
+                format!("source `{path}` of {label} is not a regular file"),
+            )),
+            Err(_) => Err(err(
+                ErrorKind::MissingFile,
+                format!("source file `{path}` of {label} does not exist"),
+            )),
         }
-        Ok(Artifact::source(path))
     }
 
     /// Files of this package matching a glob (not descending into sub-packages).

@@ -16,6 +16,29 @@ fn usage_error(run: &Run) -> Vec<&str> {
 }
 
 #[test]
+fn a_directory_in_srcs_says_it_is_a_directory() {
+    let ws = workspace()
+        .file("data/a.txt", "a\n")
+        .file(
+            "BUILD.toml",
+            "[genrule.x]\nsrcs = [\"data\"]\nouts = [\"x\"]\ncmd = \"cat $SRCS > $OUT\"\n",
+        )
+        .build();
+    let run = ws.kiln(&["build"]);
+    let lines = usage_error(&run);
+    assert!(
+        lines[0].contains("BUILD.toml:2:9: source `data` of //:x is a directory"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("data/**") && run.stderr.contains("filegroup"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
 fn a_non_utf8_build_file_names_the_first_bad_byte() {
     let ws = workspace().build();
     std::fs::write(

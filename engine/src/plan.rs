@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use kiln_cache::ActionResult;
+use kiln_cache::{ActionResult, Digest};
 
 use crate::action::{ActionGraph, ActionId};
 use crate::error::{Error, ErrorKind, Result};
@@ -24,6 +24,8 @@ pub struct Plan {
     pub infos: HashMap<Label, TargetInfo>,
     /// Actions run during analysis.
     pub done: HashMap<ActionId, (ActionResult, Status)>,
+    /// The keys of the actions run during analysis.
+    run_keys: HashMap<ActionId, Digest>,
 }
 
 impl Plan {
@@ -87,8 +89,12 @@ pub fn plan(ws: &Workspace, rules: &RuleSet, exec: &Executor, targets: Vec<Label
             infos: &plan.infos,
             graph: &mut plan.graph,
             done: &mut plan.done,
+            run_keys: &mut plan.run_keys,
         };
         let info = rule.analyze(target, &mut ctx)?;
+        if let Some(problem) = plan.graph.take_problem() {
+            return Err(problem.error(ws, &plan.graph));
+        }
         plan.infos.insert(label.clone(), info);
     }
     plan.order = order;

@@ -16,6 +16,177 @@ fn usage_error(run: &Run) -> Vec<&str> {
 }
 
 #[test]
+fn two_targets_writing_one_output_are_named_with_their_places() {
+    let ws = workspace()
+        .file(
+            "BUILD.toml",
+            "[genrule.a]\nouts = [\"same.txt\"]\ncmd = \"echo a > $OUT\"\n\n\
+             [genrule.b]\nouts = [\"same.txt\"]\ncmd = \"echo b > $OUT\"\n",
+        )
+        .build();
+    let run = ws.kiln(&["build"]);
+    let lines = usage_error(&run);
+    assert!(
+        lines[0].contains("BUILD.toml:6:9: //:b writes `kiln-out/same.txt`, as //:a does (")
+            && lines[0].contains("BUILD.toml:2:9)"),
+        "{}",
+        run.stderr
+    );
+    assert!(!ws.path("kiln-out/same.txt").exists(), "nothing was built");
+}
+
+#[test]
+fn a_root_output_in_a_packages_directory_is_an_overlap() {
+    // `sub/x.txt` of the root package and `x.txt` of package `sub` are both
+    // kiln-out/sub/x.txt.
+    let ws = workspace()
+        .file(
+            "BUILD.toml",
+            "[genrule.a]\nouts = [\"sub/x.txt\"]\ncmd = \"echo a > $OUT\"\n",
+        )
+        .file(
+            "sub/BUILD.toml",
+            "[genrule.b]\nouts = [\"x.txt\"]\ncmd = \"echo b > $OUT\"\n",
+        )
+        .build();
+    let run = ws.kiln(&["build"]);
+    let lines = usage_error(&run);
+    assert!(lines[0].contains("`kiln-out/sub/x.txt`"), "{}", run.stderr);
+    assert!(
+        lines[0].contains("//:a") && lines[0].contains("//sub:b"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        lines[0].contains("/ws/BUILD.toml:2:9") && lines[0].contains("/ws/sub/BUILD.toml:2:9"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn an_output_inside_another_targets_directory_output_is_an_overlap() {
+    // An image's layout is the directory kiln-out/img/layout/.
+    let ws = workspace()
+        .file("hello.txt", "hello\n")
+        .file(
+            "BUILD.toml",
+            "[oci_image.img]\nplatforms = [\"linux/amd64\"]\nfiles = { \"/etc/hello.txt\" = \"hello.txt\" }\n\n\
+             [genrule.g]\nouts = [\"img/layout/index.json\"]\ncmd = \"echo {} > $OUT\"\n",
+        )
+        .build();
+    let run = ws.kiln(&["build"]);
+    let lines = usage_error(&run);
+    assert!(
+        lines[0].contains("`kiln-out/img/layout/index.json`")
+            && lines[0].contains("`kiln-out/img/layout/`"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        lines[0].contains("//:img") && lines[0].contains("//:g"),
+        "{}",
+        run.stderr
+    );
+    assert!(lines[0].contains("BUILD.toml:6:9"), "{}", run.stderr);
+    assert!(lines[0].contains("BUILD.toml:1:1"), "{}", run.stderr);
+}
+
+#[test]
+fn a_file_output_cannot_be_the_directory_of_another() {
+    let ws = workspace()
+        .file(
+            "BUILD.toml",
+            "[genrule.a]\nouts = [\"a\"]\ncmd = \"echo a > $OUT\"\n\n\
+             [genrule.b]\nouts = [\"a/b\"]\ncmd = \"echo b > $OUT\"\n",
+        )
+        .build();
+    let run = ws.kiln(&["build"]);
+    let lines = usage_error(&run);
+    assert!(
+        lines[0].contains("`kiln-out/a/b`") && lines[0].contains("`kiln-out/a`"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        lines[0].contains("//:a") && lines[0].contains("//:b"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn targets_naming_the_same_outputs_are_not_an_overlap() {
+    // Reading one output through several targets is not writing it twice.
+    let ws = workspace()
+        .file("in.txt", "in\n")
+        .file(
+            "BUILD.toml",
+            "[genrule.gen]\nsrcs = [\"in.txt\"]\nouts = [\"gen.txt\"]\ncmd = \"cat $SRCS > $OUT\"\ntools = [\"cat\"]\n\n\
+             [filegroup.one]\nsrcs = [\":gen\", \"in.txt\"]\n\n\
+             [filegroup.two]\nsrcs = [\":gen\"]\n\n\
+             [genrule.both]\nsrcs = [\":one\", \":two\"]\nouts = [\"both.txt\"]\ncmd = \"cat $SRCS > $OUT\"\ntools = [\"cat\"]\n",
+        )
+        .build();
+    ws.kiln(&["build"]).assert_ok();
+    assert_eq!(ws.read("kiln-out/both.txt"), "in\nin\nin\n");
+}
+
+#[test]
+fn malformed_outs_are_errors_at_their_place() {
+    // (outs, column of the bad entry on line 2, what the message says)
+    let cases = [
+        (r#"["x", "x"]"#, 14, "listed twice"),
+        (r#"["."]"#, 9, "`.`"),
+        (r#"["./x"]"#, 9, "`.`"),
+        (r#"[".."]"#, 9, "`..`"),
+        (r#"["a/../x"]"#, 9, "`..`"),
+        (r#"["/abs"]"#, 9, "relative"),
+        (r#"[""]"#, 9, "empty"),
+        (r#"["a//b"]"#, 9, "empty"),
+        (r#"["d/"]"#, 9, "directory"),
+    ];
+    for (outs, column, says) in cases {
+        let ws = workspace()
+            .file(
+                "BUILD.toml",
+                &format!("[genrule.g]\nouts = {outs}\ncmd = \"echo > $OUT\"\n"),
+            )
+            .build();
+        let run = ws.kiln(&["build"]);
+        assert_eq!(run.status, 2, "{outs}: {}", run.stderr);
+        let lines = usage_error(&run);
+        assert!(
+            lines[0].contains(&format!("BUILD.toml:2:{column}: ")),
+            "{outs}: {}",
+            run.stderr
+        );
+        assert!(lines[0].contains(says), "{outs}: {}", run.stderr);
+    }
+}
+
+#[test]
+fn targets_named_dot_or_dot_dot_are_refused() {
+    // A checksums target's outputs live in kiln-out/<package>/<name>/: a name `..` would
+    // write beside the sources.
+    for name in ["..", "."] {
+        let ws = workspace()
+            .file("f.txt", "f\n")
+            .file(
+                "BUILD.toml",
+                &format!("[checksums.\"{name}\"]\nsrcs = [\"f.txt\"]\n"),
+            )
+            .build();
+        let run = ws.kiln(&["build", "--sandbox=dir"]);
+        let lines = usage_error(&run);
+        assert!(lines[0].contains("BUILD.toml:1:"), "{}", run.stderr);
+        assert!(lines[0].contains("target name"), "{}", run.stderr);
+        assert!(!ws.path("SHA256SUMS").exists());
+        assert_eq!(ws.read("f.txt"), "f\n");
+    }
+}
+
+#[test]
 fn a_directory_in_srcs_says_it_is_a_directory() {
     let ws = workspace()
         .file("data/a.txt", "a\n")

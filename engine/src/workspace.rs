@@ -49,7 +49,10 @@ pub struct Workspace {
 
 /// Finds the workspace root: `start` or its closest ancestor holding kiln.toml.
 pub fn find_root(start: &Path) -> Result<PathBuf> {
-    let start = std::fs::canonicalize(start).map_err(|e| Error::io("open", start, e))?;
+    let start = std::fs::canonicalize(start).map_err(|e| {
+        let message = format!("find the workspace from {}: {e}", start.display());
+        Error::new(ErrorKind::Config, message)
+    })?;
     for dir in start.ancestors() {
         if dir.join(WORKSPACE_FILE).is_file() {
             return Ok(dir.to_path_buf());

@@ -2,6 +2,9 @@
 //! malformed outputs and arguments get one clear line and exit 2, never a panic, and
 //! large or deep workspaces load without crashing.
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
 use crate::support::{workspace, Run};
 
 /// The stderr lines of a run that failed with a usage or configuration error, checked
@@ -187,6 +190,89 @@ fn targets_named_dot_or_dot_dot_are_refused() {
 }
 
 #[test]
+fn non_utf8_arguments_are_usage_errors() {
+    let ws = workspace()
+        .file(
+            "BUILD.toml",
+            "[genrule.x]\nouts = [\"x\"]\ncmd = \"true\"\n",
+        )
+        .build();
+    let bad = OsStr::from_bytes(b"//:\xff");
+    for (args, says) in [
+        (vec![OsStr::new("build"), bad], "UTF-8"),
+        (vec![OsStr::new("explain"), bad], "UTF-8"),
+        (vec![OsStr::new("go-test-exec"), bad], "UTF-8"),
+        (vec![bad], "unrecognized subcommand"),
+        (
+            vec![OsStr::new("-C"), bad, OsStr::new("build")],
+            "find the workspace",
+        ),
+    ] {
+        let out = ws.cmd(&[]).args(&args).output().unwrap();
+        let run = Run::from(out);
+        let lines = usage_error(&run);
+        assert_eq!(lines.len(), 1, "{args:?}: {}", run.stderr);
+        assert!(lines[0].contains(says), "{args:?}: {}", run.stderr);
+    }
+}
+
+#[test]
+fn bad_option_values_are_one_line_and_exit_2() {
+    let ws = workspace()
+        .file(
+            "BUILD.toml",
+            "[genrule.x]\nouts = [\"x\"]\ncmd = \"true\"\n",
+        )
+        .build();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--sandbox=foo", "build"], "foo"),
+        (&["--remote-cache", "ftp://x", "build"], "ftp://x"),
+        (&["--remote-cache", "http://", "build"], "http://"),
+        (&["graph", "--format", "xml"], "xml"),
+        (&["cache", "stats", "--format", "foo"], "foo"),
+        (&["-j", "0", "build"], "0"),
+        (&["-j", "abc", "build"], "abc"),
+        (&["bulid"], "bulid"),
+        (&["build", "--frobnicate"], "--frobnicate"),
+    ];
+    for (args, value) in cases {
+        let run = ws.kiln(args);
+        let lines = usage_error(&run);
+        assert_eq!(lines.len(), 1, "{args:?}: {}", run.stderr);
+        assert!(lines[0].contains(value), "{args:?}: {}", run.stderr);
+        assert!(!ws.path("kiln-out").exists(), "{args:?} built");
+    }
+    // Help and version are not errors.
+    assert_eq!(ws.kiln(&["--help"]).assert_ok().status, 0);
+    assert!(ws.kiln(&["--version"]).assert_ok().stdout.contains("kiln"));
+}
+
+#[test]
+fn a_bad_remote_cache_from_the_environment_or_kiln_toml_is_exit_2() {
+    let ws = workspace()
+        .file(
+            "BUILD.toml",
+            "[genrule.x]\nouts = [\"x\"]\ncmd = \"true\"\n",
+        )
+        .build();
+    let run = crate::support::Run::from(
+        ws.cmd(&["build"])
+            .env("KILN_REMOTE_CACHE", "ftp://x")
+            .output()
+            .unwrap(),
+    );
+    let lines = usage_error(&run);
+    assert!(lines[0].contains("KILN_REMOTE_CACHE"), "{}", run.stderr);
+    ws.write(
+        "kiln.toml",
+        "[workspace]\nname = \"t\"\n\n[remote]\ncache = \"ftp://x\"\n",
+    );
+    let run = ws.kiln(&["build"]);
+    let lines = usage_error(&run);
+    assert!(lines[0].contains("kiln.toml:5:9: "), "{}", run.stderr);
+}
+
+#[test]
 fn a_directory_in_srcs_says_it_is_a_directory() {
     let ws = workspace()
         .file("data/a.txt", "a\n")
@@ -229,6 +315,14 @@ fn a_non_utf8_build_file_names_the_first_bad_byte() {
     let run = ws.kiln(&["build"]);
     let lines = usage_error(&run);
     assert!(lines[0].contains("kiln.toml:2:9: "), "{}", run.stderr);
+}
+
+#[test]
+fn a_missing_start_directory_is_a_usage_error() {
+    let ws = workspace().build();
+    let run = ws.kiln(&["-C", "no/such/dir", "build"]);
+    let lines = usage_error(&run);
+    assert!(lines[0].contains("no/such/dir"), "{}", run.stderr);
 }
 
 #[test]

@@ -99,10 +99,17 @@ pub struct Error {
 }
 
 impl Error {
+    /// An error of `kind`. A message is one line: control characters that user text
+    /// brings into it (a newline in a path) are escaped, but for an action's errors,
+    /// which may carry the action's output on the lines after the first.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        let message = message.into();
         Error {
             kind,
-            message: message.into(),
+            message: match kind {
+                ErrorKind::Action => message,
+                _ => one_line(message),
+            },
             location: None,
             hint: None,
         }
@@ -142,6 +149,19 @@ impl From<kiln_cache::Error> for Error {
     fn from(err: kiln_cache::Error) -> Error {
         Error::new(ErrorKind::Cache, err.to_string())
     }
+}
+
+/// `text` with its control characters escaped (`\n`, `\u{1b}`).
+fn one_line(text: String) -> String {
+    if !text.chars().any(char::is_control) {
+        return text;
+    }
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
 }
 
 /// "did you mean `x`?" for the closest candidate, if any is close.
@@ -185,6 +205,14 @@ mod tests {
         let bad = bytes.iter().position(|&b| b == 0xff).unwrap();
         let loc = Location::in_bytes(Path::new("f"), bytes, bad);
         assert_eq!((loc.line, loc.column), (2, 8));
+    }
+
+    #[test]
+    fn messages_are_one_line_but_an_actions() {
+        let e = Error::new(ErrorKind::MissingFile, "file `a\nb\t` is gone");
+        assert_eq!(e.message, "file `a\\nb\\t` is gone");
+        let e = Error::new(ErrorKind::Action, "failed\nstderr");
+        assert_eq!(e.message, "failed\nstderr");
     }
 
     #[test]

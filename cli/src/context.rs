@@ -8,7 +8,9 @@ use kiln_cache::{HttpOptions, HttpStore, LocalStore, ReadOnly, Store, TieredStor
 use kiln_engine::executor::{Executor, SharedStore};
 use kiln_engine::rule::RuleSet;
 use kiln_engine::sandbox::SandboxMode;
+use kiln_engine::value::Table;
 use kiln_engine::workspace::{find_root, Workspace};
+use kiln_engine::ErrorKind;
 
 use crate::Cli;
 
@@ -33,6 +35,26 @@ pub struct RemoteConfig {
     pub token: Option<String>,
 }
 
+/// The variable naming the remote cache when the command line does not.
+const REMOTE_ENV: &str = "KILN_REMOTE_CACHE";
+
+/// A remote cache URL: `http://` or `https://`, a host, no white space. The error
+/// completes "`URL` …".
+pub fn check_remote_url(url: &str) -> std::result::Result<String, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or("is not an http:// or https:// URL")?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() || host.starts_with(':') || host.starts_with('@') {
+        return Err("names no host".into());
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("holds white space or a control character".into());
+    }
+    Ok(url.to_string())
+}
+
 impl RemoteConfig {
     pub fn resolve(cli: &Cli, ws: &Workspace) -> Result<Option<RemoteConfig>> {
         let section = ws.section("remote")?;
@@ -45,15 +67,10 @@ impl RemoteConfig {
                 None => None,
             })
         };
-        let url = cli
-            .remote_cache
-            .clone()
-            .or_else(|| {
-                std::env::var("KILN_REMOTE_CACHE")
-                    .ok()
-                    .filter(|v| !v.is_empty())
-            })
-            .or(from_toml("cache")?);
+        let url = match &cli.remote_cache {
+            Some(url) => Some(url.clone()),
+            None => Self::remote_url_from(section)?,
+        };
         let Some(url) = url else { return Ok(None) };
         let toml_read_only = match section {
             Some(t) => t.bool("read_only")?.unwrap_or(false),
@@ -66,6 +83,37 @@ impl RemoteConfig {
             read_only: cli.remote_read_only || toml_read_only,
             token,
         }))
+    }
+
+    /// The url the command line did not give: `KILN_REMOTE_CACHE`, else kiln.toml's,
+    /// each checked (a bad one is a configuration error naming where it came from).
+    fn remote_url_from(section: Option<&Table>) -> Result<Option<String>> {
+        if let Some(url) = std::env::var_os(REMOTE_ENV).filter(|v| !v.is_empty()) {
+            let url = url.to_str().map(String::from).ok_or_else(|| {
+                let message = format!("{REMOTE_ENV} is not valid UTF-8");
+                kiln_engine::Error::new(ErrorKind::Config, message)
+            })?;
+            return match check_remote_url(&url) {
+                Ok(url) => Ok(Some(url)),
+                Err(e) => Err(kiln_engine::Error::new(
+                    ErrorKind::Config,
+                    format!("{REMOTE_ENV}: `{url}` {e}"),
+                )
+                .into()),
+            };
+        }
+        let Some(url) = section.map(|t| t.str("cache")).transpose()?.flatten() else {
+            return Ok(None);
+        };
+        let at = section
+            .expect("the url came from it")
+            .location(url.span.start);
+        check_remote_url(&url.value).map(Some).map_err(|e| {
+            let message = format!("remote cache `{}` {e}", url.value);
+            kiln_engine::Error::new(ErrorKind::Config, message)
+                .at(at)
+                .into()
+        })
     }
 
     fn tiered(&self, local: Arc<LocalStore>) -> Result<TieredStore> {
@@ -111,7 +159,7 @@ impl Context {
     }
 
     pub fn executor(&self, cli: &Cli) -> Result<Executor> {
-        let mode: SandboxMode = cli.sandbox.parse().map_err(anyhow::Error::msg)?;
+        let mode: SandboxMode = cli.sandbox.into();
         let mut exec = Executor::new(
             &self.workspace.root,
             self.local.clone(),

@@ -1,8 +1,10 @@
 //! The `kiln` command line: parses arguments, runs one command, decides the exit code.
 //!
 //! Exit codes (decided only in [`exit_code`]): 0 success, 1 a build or test failed,
-//! 2 bad usage or configuration (a BUILD.toml error, an unknown label), 3 an internal or
-//! cache error; 130 and 143 after SIGINT and SIGTERM (see [`signals`]).
+//! 2 bad usage or configuration (a bad argument, a BUILD.toml error, an unknown label),
+//! 3 an internal or cache error; 130 and 143 after SIGINT and SIGTERM (see [`signals`]).
+//! Bad arguments, as every error, are one line (`kiln: error: …`): option values are
+//! checked as clap parses them.
 
 mod commands;
 mod context;
@@ -11,10 +13,13 @@ mod progress;
 mod signals;
 mod trace;
 
+use std::ffi::OsString;
+use std::fmt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use kiln_engine::sandbox::SandboxMode;
 
 #[derive(Parser)]
 #[command(
@@ -27,19 +32,19 @@ pub struct Cli {
     #[arg(short = 'C', global = true, value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// Parallel actions (default: number of cores).
-    #[arg(short = 'j', long, global = true)]
+    #[arg(short = 'j', long, global = true, value_parser = at_least_one)]
     pub jobs: Option<usize>,
     /// Keep building what does not depend on a failure.
     #[arg(short = 'k', long, global = true)]
     pub keep_going: bool,
     /// Sandbox: auto (bubblewrap where it works), bwrap, or dir.
-    #[arg(long, global = true, default_value = "auto")]
-    pub sandbox: String,
+    #[arg(long, global = true, value_enum, default_value_t = Sandbox::Auto)]
+    pub sandbox: Sandbox,
     /// Keep the sandbox directory of a failed action for inspection.
     #[arg(long, global = true)]
     pub keep_sandbox: bool,
     /// Remote cache base URL (also KILN_REMOTE_CACHE, or `[remote] cache` in kiln.toml).
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(long, global = true, value_name = "URL", value_parser = context::check_remote_url)]
     pub remote_cache: Option<String>,
     /// Read from the remote cache but never upload (for untrusted CI jobs).
     #[arg(long, global = true)]
@@ -95,8 +100,8 @@ pub enum Command {
     Init,
     /// Print the action graph.
     Graph {
-        #[arg(long, default_value = "dot")]
-        format: String,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
         labels: Vec<String>,
     },
     /// Delete kiln-out/ (the cache is kept).
@@ -132,8 +137,8 @@ pub enum CacheCommand {
     /// Counts and sizes.
     Stats {
         /// Output format: text or json.
-        #[arg(long, default_value = "text")]
-        format: String,
+        #[arg(long, value_enum, default_value_t = StatsFormat::Text)]
+        format: StatsFormat,
     },
     /// The key each action of this workspace had in its last build.
     Keys,
@@ -146,6 +151,103 @@ pub enum CacheCommand {
     Verify,
 }
 
+/// How actions are sandboxed (`--sandbox`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Sandbox {
+    Auto,
+    Bwrap,
+    Dir,
+}
+
+impl From<Sandbox> for SandboxMode {
+    fn from(s: Sandbox) -> SandboxMode {
+        match s {
+            Sandbox::Auto => SandboxMode::Auto,
+            Sandbox::Bwrap => SandboxMode::Bwrap,
+            Sandbox::Dir => SandboxMode::Dir,
+        }
+    }
+}
+
+impl fmt::Display for Sandbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value = self.to_possible_value().expect("no value is skipped");
+        f.write_str(value.get_name())
+    }
+}
+
+/// `kiln graph --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Json,
+}
+
+/// `kiln cache stats --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StatsFormat {
+    Text,
+    Json,
+}
+
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("give at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A command line kiln cannot run, in one line.
+#[derive(Debug)]
+struct Usage(String);
+
+impl fmt::Display for Usage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+impl Usage {
+    /// clap's error as one line: its message and hints, without the usage and help
+    /// lines that follow.
+    fn from_clap(err: &clap::Error) -> Usage {
+        let text = err.render().to_string();
+        let parts: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .filter(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+            .collect();
+        let mut line = String::new();
+        for part in parts {
+            if !line.is_empty() {
+                // A list of values reads on; a tip is a clause of its own.
+                line.push_str(if part.starts_with('[') { " " } else { "; " });
+            }
+            line.push_str(part);
+        }
+        Usage(line.strip_prefix("error: ").unwrap_or(&line).to_string())
+    }
+
+    fn not_utf8(arg: &OsString) -> Usage {
+        Usage(format!("argument {arg:?} is not valid UTF-8"))
+    }
+}
+
+/// The arguments after the program name, checked to be UTF-8.
+fn utf8_args(args: &[OsString]) -> Result<Vec<String>, Usage> {
+    args.iter()
+        .map(|a| {
+            a.to_str()
+                .map(String::from)
+                .ok_or_else(|| Usage::not_utf8(a))
+        })
+        .collect()
+}
+
 fn main() -> ExitCode {
     // Like other command-line tools, end quietly when a reader stops reading
     // (`kiln graph | head`) instead of failing to write.
@@ -153,25 +255,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    // Helpers run inside sandboxes with arguments of their own: not parsed as kiln's.
-    let args: Vec<String> = std::env::args().collect();
-    let helper = match args.get(1).map(String::as_str) {
-        Some("go-test-exec") => Some(commands::go_test_exec::run as fn(&[String]) -> _),
-        Some("go-build-each") => Some(commands::go_build_each::run as fn(&[String]) -> _),
-        _ => None,
-    };
-    if let Some(helper) = helper {
-        return match helper(&args[2..]) {
-            Ok(code) => code,
-            Err(err) => {
-                eprintln!("kiln: error: {err:#}");
-                ExitCode::from(3)
-            }
-        };
-    }
-    signals::install();
-    let cli = Cli::parse();
-    let code = match commands::run(&cli) {
+    let code = match run(std::env::args_os().collect()) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("kiln: error: {err:#}");
@@ -188,6 +272,40 @@ fn main() -> ExitCode {
     })
 }
 
+fn run(args: Vec<OsString>) -> anyhow::Result<ExitCode> {
+    use clap::error::ErrorKind;
+    // Helpers run inside sandboxes with arguments of their own: not parsed as kiln's.
+    let helper = match args.get(1).and_then(|a| a.to_str()) {
+        Some("go-test-exec") => Some(commands::go_test_exec::run as fn(&[String]) -> _),
+        Some("go-build-each") => Some(commands::go_build_each::run as fn(&[String]) -> _),
+        _ => None,
+    };
+    if let Some(helper) = helper {
+        return helper(&utf8_args(&args[2..])?);
+    }
+    signals::install();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(err) if !err.use_stderr() => {
+            // --help and --version: not errors.
+            err.print()?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(err) if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            err.print()?;
+            return Err(Usage("a command is needed".into()).into());
+        }
+        Err(err) if err.kind() == ErrorKind::InvalidUtf8 => {
+            let bad = args.iter().find(|a| a.to_str().is_none());
+            return Err(bad
+                .map_or_else(|| Usage::from_clap(&err), Usage::not_utf8)
+                .into());
+        }
+        Err(err) => return Err(Usage::from_clap(&err).into()),
+    };
+    commands::run(&cli)
+}
+
 fn exit_status(code: &ExitCode) -> i32 {
     // ExitCode hides its value; the few codes kiln uses are compared one by one.
     (1..=3)
@@ -198,6 +316,9 @@ fn exit_status(code: &ExitCode) -> i32 {
 /// The one place exit codes are decided.
 fn exit_code(err: &anyhow::Error) -> ExitCode {
     use kiln_engine::ErrorKind as K;
+    if err.downcast_ref::<Usage>().is_some() {
+        return ExitCode::from(2);
+    }
     match err.downcast_ref::<kiln_engine::Error>().map(|e| e.kind) {
         Some(K::Config | K::Label | K::Cycle | K::MissingFile) => ExitCode::from(2),
         Some(K::Action) => ExitCode::from(1),

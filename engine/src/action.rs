@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::label::Label;
+use crate::outputs::{OutputIndex, Problem};
 
 /// Index of an action in its [`ActionGraph`].
 pub type ActionId = usize;
@@ -451,17 +452,34 @@ impl Action {
 pub struct ActionGraph {
     pub actions: Vec<Action>,
     pub by_target: BTreeMap<Label, Vec<ActionId>>,
+    /// Which action writes each output.
+    outputs: OutputIndex,
 }
 
 impl ActionGraph {
+    /// Adds an action. An output that another action writes too, or that is not below
+    /// `kiln-out/`, is noted for [`ActionGraph::take_problem`] (the action is added
+    /// still, so that the rule adding it goes on; the plan stops after its target).
     pub fn add(&mut self, action: Action) -> ActionId {
         let id = self.actions.len();
+        self.outputs.insert(id, &action.outputs);
         self.by_target
             .entry(action.owner.clone())
             .or_default()
             .push(id);
         self.actions.push(action);
         id
+    }
+
+    /// The action that writes the output `path`, if one does.
+    pub fn writer(&self, path: &str) -> Option<ActionId> {
+        self.outputs.writer(path)
+    }
+
+    /// The first output problem (two writers of one path, a path outside `kiln-out/`)
+    /// since the last call.
+    pub fn take_problem(&mut self) -> Option<Problem> {
+        self.outputs.take_problem()
     }
 
     /// The distinct actions whose outputs `id` reads.

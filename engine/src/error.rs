@@ -14,17 +14,53 @@ pub struct Location {
 }
 
 impl Location {
-    /// The location of byte `offset` in `source`.
+    /// The location of byte `offset` in `source` (an offset inside a character counts
+    /// as that character). Scans the text before it: for many locations in one large
+    /// file, use [`LineIndex`].
     pub fn at(file: &Path, source: &str, offset: usize) -> Location {
-        let offset = offset.min(source.len());
-        let before = &source[..offset];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let column = before[line_start..].chars().count() + 1;
+        LineIndex::new(source).location(file, source, offset)
+    }
+
+    /// The location of byte `offset` of a file whose bytes are valid UTF-8 up to it,
+    /// as a decoding error reports it.
+    pub fn in_bytes(file: &Path, bytes: &[u8], offset: usize) -> Location {
+        let offset = offset.min(bytes.len());
+        let valid = match std::str::from_utf8(&bytes[..offset]) {
+            Ok(text) => text,
+            Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default(),
+        };
+        Location::at(file, valid, valid.len())
+    }
+}
+
+/// Where each line of a text starts, so that a location costs a binary search and a
+/// scan of its own line, not of the whole text before it.
+#[derive(Debug, Clone)]
+pub struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    pub fn new(text: &str) -> LineIndex {
+        let newlines = text.bytes().enumerate().filter(|&(_, b)| b == b'\n');
+        let starts = std::iter::once(0).chain(newlines.map(|(i, _)| i + 1));
+        LineIndex {
+            starts: starts.collect(),
+        }
+    }
+
+    /// The location of byte `offset` of `text`, the text this index was made of.
+    pub fn location(&self, file: &Path, text: &str, offset: usize) -> Location {
+        let mut offset = offset.min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.starts.partition_point(|&start| start <= offset);
+        let line_start = self.starts[line - 1];
         Location {
             file: file.to_path_buf(),
             line,
-            column,
+            column: text[line_start..offset].chars().count() + 1,
         }
     }
 }
@@ -63,10 +99,17 @@ pub struct Error {
 }
 
 impl Error {
+    /// An error of `kind`. A message is one line: control characters that user text
+    /// brings into it (a newline in a path) are escaped, but for an action's errors,
+    /// which may carry the action's output on the lines after the first.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        let message = message.into();
         Error {
             kind,
-            message: message.into(),
+            message: match kind {
+                ErrorKind::Action => message,
+                _ => one_line(message),
+            },
             location: None,
             hint: None,
         }
@@ -108,6 +151,19 @@ impl From<kiln_cache::Error> for Error {
     }
 }
 
+/// `text` with its control characters escaped (`\n`, `\u{1b}`).
+fn one_line(text: String) -> String {
+    if !text.chars().any(char::is_control) {
+        return text;
+    }
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
+}
+
 /// "did you mean `x`?" for the closest candidate, if any is close.
 pub fn did_you_mean<'a>(
     word: &str,
@@ -130,6 +186,33 @@ mod tests {
         let src = "a = 1\n[genrule.x]\n  srcs = 2\n";
         let loc = Location::at(Path::new("BUILD.toml"), src, src.find("srcs").unwrap());
         assert_eq!((loc.line, loc.column), (3, 3));
+        let end = Location::at(Path::new("BUILD.toml"), src, src.len());
+        assert_eq!((end.line, end.column), (4, 1));
+        let first = Location::at(Path::new("BUILD.toml"), src, 0);
+        assert_eq!((first.line, first.column), (1, 1));
+    }
+
+    #[test]
+    fn location_inside_a_character_is_that_character() {
+        let src = "a = \"é\"\n";
+        let loc = Location::at(Path::new("f"), src, src.find('é').unwrap() + 1);
+        assert_eq!((loc.line, loc.column), (1, 6));
+    }
+
+    #[test]
+    fn location_in_bytes_is_the_first_bad_byte() {
+        let bytes = b"[a]\nx = \"ab\xffc\"\n";
+        let bad = bytes.iter().position(|&b| b == 0xff).unwrap();
+        let loc = Location::in_bytes(Path::new("f"), bytes, bad);
+        assert_eq!((loc.line, loc.column), (2, 8));
+    }
+
+    #[test]
+    fn messages_are_one_line_but_an_actions() {
+        let e = Error::new(ErrorKind::MissingFile, "file `a\nb\t` is gone");
+        assert_eq!(e.message, "file `a\\nb\\t` is gone");
+        let e = Error::new(ErrorKind::Action, "failed\nstderr");
+        assert_eq!(e.message, "failed\nstderr");
     }
 
     #[test]

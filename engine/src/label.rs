@@ -47,6 +47,12 @@ impl Label {
 }
 
 fn check_name(name: &str, text: &str) -> Result<(), String> {
+    // `.` and `..` would name directories, not files, in outputs below the target's name.
+    if name == "." || name == ".." {
+        return Err(format!(
+            "`{text}` has an invalid target name (`{name}` names a directory)"
+        ));
+    }
     let ok = !name.is_empty()
         && name
             .chars()
@@ -115,6 +121,10 @@ mod tests {
         assert!(Label::parse("a:b", "").is_err());
         assert!(Label::parse("//../x:y", "").is_err());
         assert!(Label::parse("//a:b c", "").is_err());
+        assert!(Label::parse(":..", "").is_err());
+        assert!(Label::parse("//a:.", "").is_err());
+        assert!(Label::parse("//a/..", "").is_err());
+        assert_eq!(Label::parse(":...", "").unwrap(), Label::new("", "..."));
     }
 
     #[test]

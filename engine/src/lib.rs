@@ -14,6 +14,7 @@
 //! * [`label`]: `//pkg:name`, `:name`, `//pkg/...`, `//...`.
 //! * [`rule`]: the [`rule::Rule`] trait that kiln-rules implements, and the
 //!   [`rule::Analysis`] context through which a rule adds [`action::Action`]s.
+//! * [`outputs`]: one writer per path under `kiln-out/`, checked as actions are added.
 //! * [`key`]: the action key, a BLAKE3 digest of a canonical [`key::KeyRecord`].
 //! * [`executor`]: runs one action in a [`sandbox`], stores and materializes outputs.
 //! * [`scheduler`]: parallel DAG walk with early cutoff, fail-fast or keep-going.
@@ -27,6 +28,7 @@ pub mod host;
 pub mod key;
 pub mod label;
 pub mod noop;
+pub mod outputs;
 pub mod plan;
 pub mod reads;
 pub mod rule;

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use kiln_cache::ActionResult;
+use kiln_cache::{ActionResult, Digest};
 
 use crate::action::{ActionGraph, ActionId};
 use crate::error::{Error, ErrorKind, Result};
@@ -11,7 +11,7 @@ use crate::executor::{Executor, Status};
 use crate::label::{Label, Pattern};
 use crate::rule::{Analysis, RuleSet, TargetInfo};
 use crate::value::Spanned;
-use crate::workspace::Workspace;
+use crate::workspace::{TargetDecl, Workspace};
 
 /// The analyzed build.
 #[derive(Default)]
@@ -24,6 +24,8 @@ pub struct Plan {
     pub infos: HashMap<Label, TargetInfo>,
     /// Actions run during analysis.
     pub done: HashMap<ActionId, (ActionResult, Status)>,
+    /// The keys of the actions run during analysis.
+    run_keys: HashMap<ActionId, Digest>,
 }
 
 impl Plan {
@@ -87,8 +89,12 @@ pub fn plan(ws: &Workspace, rules: &RuleSet, exec: &Executor, targets: Vec<Label
             infos: &plan.infos,
             graph: &mut plan.graph,
             done: &mut plan.done,
+            run_keys: &mut plan.run_keys,
         };
         let info = rule.analyze(target, &mut ctx)?;
+        if let Some(problem) = plan.graph.take_problem() {
+            return Err(problem.error(ws, &plan.graph));
+        }
         plan.infos.insert(label.clone(), info);
     }
     plan.order = order;
@@ -101,63 +107,103 @@ enum Mark {
     Done,
 }
 
-/// Every target reachable from `roots`, dependencies first.
+/// Every target reachable from `roots`, dependencies first. The walk keeps its own
+/// stack, so a chain of any depth fits.
 pub fn target_order(ws: &Workspace, rules: &RuleSet, roots: &[Label]) -> Result<Vec<Label>> {
-    let mut marks: HashMap<Label, Mark> = HashMap::new();
-    let mut order = Vec::new();
+    let mut walk = Walk {
+        ws,
+        rules,
+        marks: HashMap::new(),
+        order: Vec::new(),
+    };
     for root in roots {
-        let mut stack = Vec::new();
-        visit(ws, rules, root, &mut marks, &mut stack, &mut order)?;
+        walk.from(root)?;
     }
-    Ok(order)
+    Ok(walk.order)
 }
 
-fn visit(
-    ws: &Workspace,
-    rules: &RuleSet,
-    label: &Label,
-    marks: &mut HashMap<Label, Mark>,
-    stack: &mut Vec<Label>,
-    order: &mut Vec<Label>,
-) -> Result<()> {
-    match marks.get(label) {
-        Some(Mark::Done) => return Ok(()),
-        Some(Mark::Visiting) => return Err(cycle_error(ws, stack, label)),
-        None => {}
-    }
-    marks.insert(label.clone(), Mark::Visiting);
-    stack.push(label.clone());
-    let target = ws.target(label).ok_or_else(|| ws.missing_target(label))?;
-    let rule = rules.get(&target.rule).expect("rules were checked at load");
-    for dep in rule.deps(target)? {
-        let Spanned {
-            value: dep_label,
-            span,
-        } = dep;
-        if ws.target(&dep_label).is_none() {
-            let mut err = ws
-                .missing_target(&dep_label)
-                .at(target.attrs.location(span.start));
-            err.message = format!("{}, referenced by {label}", err.message);
-            return Err(err);
+/// A depth-first walk of the target graph.
+struct Walk<'a> {
+    ws: &'a Workspace,
+    rules: &'a RuleSet,
+    marks: HashMap<Label, Mark>,
+    order: Vec<Label>,
+}
+
+/// A target on the walk's path, with the dependencies still to visit.
+struct Frame<'a> {
+    label: Label,
+    target: &'a TargetDecl,
+    deps: std::vec::IntoIter<Spanned<Label>>,
+}
+
+impl<'a> Walk<'a> {
+    /// Visits `root` and everything below it not visited yet.
+    fn from(&mut self, root: &Label) -> Result<()> {
+        let mut path: Vec<Frame<'a>> = Vec::new();
+        if let Some(frame) = self.enter(root, &path)? {
+            path.push(frame);
         }
-        visit(ws, rules, &dep_label, marks, stack, order)?;
+        while let Some(top) = path.last_mut() {
+            let Some(dep) = top.deps.next() else {
+                let done = path.pop().expect("the path is not empty");
+                self.marks.insert(done.label.clone(), Mark::Done);
+                self.order.push(done.label);
+                continue;
+            };
+            if self.ws.target(&dep.value).is_none() {
+                let mut err = self
+                    .ws
+                    .missing_target(&dep.value)
+                    .at(top.target.attrs.location(dep.span.start));
+                err.message = format!("{}, referenced by {}", err.message, top.label);
+                return Err(err);
+            }
+            if let Some(frame) = self.enter(&dep.value, &path)? {
+                path.push(frame);
+            }
+        }
+        Ok(())
     }
-    stack.pop();
-    marks.insert(label.clone(), Mark::Done);
-    order.push(label.clone());
-    Ok(())
+
+    /// The frame of a target not visited yet; None if it was; an error if it is on
+    /// the path already (a cycle).
+    fn enter(&mut self, label: &Label, path: &[Frame<'a>]) -> Result<Option<Frame<'a>>> {
+        match self.marks.get(label) {
+            Some(Mark::Done) => return Ok(None),
+            Some(Mark::Visiting) => {
+                let labels: Vec<&Label> = path.iter().map(|f| &f.label).collect();
+                return Err(cycle_error(self.ws, &labels, label));
+            }
+            None => {}
+        }
+        let target = self
+            .ws
+            .target(label)
+            .ok_or_else(|| self.ws.missing_target(label))?;
+        let rule = self
+            .rules
+            .get(&target.rule)
+            .expect("rules were checked at load");
+        let deps = rule.deps(target)?;
+        self.marks.insert(label.clone(), Mark::Visiting);
+        Ok(Some(Frame {
+            label: label.clone(),
+            target,
+            deps: deps.into_iter(),
+        }))
+    }
 }
 
-fn cycle_error(ws: &Workspace, stack: &[Label], again: &Label) -> Error {
-    let start = stack.iter().position(|l| l == again).unwrap_or(0);
-    let mut path: Vec<String> = stack[start..].iter().map(Label::to_string).collect();
+fn cycle_error(ws: &Workspace, stack: &[&Label], again: &Label) -> Error {
+    let start = stack.iter().position(|l| *l == again).unwrap_or(0);
+    let mut path: Vec<String> = stack[start..].iter().map(|l| l.to_string()).collect();
     path.push(again.to_string());
     let mut err = Error::new(
         ErrorKind::Cycle,
         format!("dependency cycle: {}", path.join(" -> ")),
     );
-    if let Some(target) = ws.target(&stack[start]) {
+    if let Some(target) = ws.target(stack[start]) {
         err = err.at(target.attrs.location(target.attrs.span.start));
     }
     err.hint("a target cannot depend on itself, directly or through others")

@@ -8,12 +8,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use kiln_cache::ActionResult;
+use kiln_cache::{ActionResult, Digest};
 
 use crate::action::{Action, ActionGraph, ActionId, Artifact, Tool};
 use crate::error::{Error, ErrorKind, Result};
 use crate::executor::{Executor, Status};
-use crate::key::KeyInput;
+use crate::key::{KeyInput, KeyRecord};
 use crate::label::Label;
 use crate::value::{Spanned, Table};
 use crate::workspace::{TargetDecl, Workspace, OUT_DIR};
@@ -131,6 +131,8 @@ pub struct Analysis<'a> {
     pub(crate) infos: &'a HashMap<Label, TargetInfo>,
     pub(crate) graph: &'a mut ActionGraph,
     pub(crate) done: &'a mut HashMap<ActionId, (ActionResult, Status)>,
+    /// The keys of the actions in `done`.
+    pub(crate) run_keys: &'a mut HashMap<ActionId, Digest>,
 }
 
 impl Analysis<'_> {
@@ -178,20 +180,63 @@ impl Analysis<'_> {
         Ok(out)
     }
 
-    /// A source file of this package, checked to exist.
+    /// A source file of this package, checked to exist and to be a file.
     pub fn source_file(&self, rel: &Spanned<String>) -> Result<Artifact> {
         let at = || self.attrs().location(rel.span.start);
         check_relative(&rel.value).map_err(|e| Error::new(ErrorKind::Config, e).at(at()))?;
         let path = self.package_path(&rel.value);
-        let abs = self.workspace.root.join(&path);
-        if !abs.is_file() {
-            return Err(Error::new(
-                ErrorKind::MissingFile,
-                format!("source file `{path}` of {} does not exist", self.label()),
+        let label = self.label();
+        let err = |kind, message: String| Error::new(kind, message).at(at());
+        match std::fs::metadata(self.workspace.root.join(&path)) {
+            Ok(meta) if meta.is_file() => Ok(Artifact::source(path)),
+            Ok(meta) if meta.is_dir() => Err(err(
+                ErrorKind::Config,
+                format!("source `{path}` of {label} is a directory, not a file"),
             )
-            .at(at()));
+            .hint(format!(
+                "name its files with a glob (`{}/**`) or a filegroup",
+                rel.value
+            ))),
+            Ok(_) => Err(err(
+                ErrorKind::Config,
+                format!("source `{path}` of {label} is not a regular file"),
+            )),
+            Err(_) => Err(err(
+                ErrorKind::MissingFile,
+                format!("source file `{path}` of {label} does not exist"),
+            )),
         }
-        Ok(Artifact::source(path))
+    }
+
+    /// The files a target declares it writes in the list attribute `attr`, as paths
+    /// `kiln-out/<package>/<entry>` with the entry's span. Each entry is a relative file
+    /// path (no `.`, `..` or empty component, no final `/`), none listed twice; an
+    /// error is at the entry.
+    pub fn declared_outputs(&self, attr: &str) -> Result<Vec<Spanned<String>>> {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let entries = self.attrs().str_list(attr)?;
+        for entry in &entries {
+            let at = || self.attrs().location(entry.span.start);
+            check_output(&entry.value).map_err(|problem| {
+                let message = format!("`{attr}` entry `{}` {problem}", entry.value);
+                Error::new(ErrorKind::Config, message).at(at())
+            })?;
+            if let Some(first) = seen.insert(&entry.value, entry.span.start) {
+                let first = self.attrs().location(first);
+                let message = format!(
+                    "`{}` is listed twice in `{attr}` (first at {}:{})",
+                    entry.value, first.line, first.column
+                );
+                return Err(Error::new(ErrorKind::Config, message).at(at()));
+            }
+        }
+        Ok(entries
+            .into_iter()
+            .map(|e| Spanned {
+                value: self.out_path(&e.value),
+                span: e.span,
+            })
+            .collect())
     }
 
     /// Files of this package matching a glob (not descending into sub-packages).
@@ -291,6 +336,8 @@ impl Analysis<'_> {
         (sources, tools)
     }
 
+    /// Adds an action. An output it shares with another action stops the plan after
+    /// this target's analysis (see [`crate::outputs`]).
     pub fn add(&mut self, action: Action) -> ActionId {
         self.graph.add(action)
     }
@@ -298,11 +345,17 @@ impl Analysis<'_> {
     /// Adds an action that several targets may need once (a tool built from a
     /// toolchain, say), or returns the one added before that writes the same outputs.
     pub fn add_shared(&mut self, action: Action) -> ActionId {
-        let same = |a: &Action| a.mnemonic == action.mnemonic && a.outputs == action.outputs;
-        match self.graph.actions.iter().position(same) {
+        match self.same_outputs(&action) {
             Some(id) => id,
             None => self.graph.add(action),
         }
+    }
+
+    /// The action added before with the mnemonic and outputs of `action`.
+    fn same_outputs(&self, action: &Action) -> Option<ActionId> {
+        let id = self.graph.writer(action.outputs.first()?)?;
+        let found = &self.graph.actions[id];
+        (found.mnemonic == action.mnemonic && found.outputs == action.outputs).then_some(id)
     }
 
     /// The artifact for an output of an action added earlier.
@@ -312,8 +365,32 @@ impl Analysis<'_> {
 
     /// Adds an action and runs it now, during analysis, for rules whose actions depend
     /// on an action's output (e.g. `go list`). Its inputs must be source files or
-    /// outputs of actions already run this way.
+    /// outputs of actions already run this way. The same action (outputs and key) asked
+    /// for by another target is run once: its first run is returned.
     pub fn run_now(&mut self, action: Action) -> Result<(ActionId, ActionResult)> {
+        let inputs = self.analysis_inputs(&action)?;
+        let keys = inputs.iter().map(|(_, k)| k.clone()).collect();
+        let record = self.exec.key_record(&action, keys)?;
+        let key = record.digest();
+        let ran_before = self.same_outputs(&action);
+        if let Some(id) = ran_before.filter(|id| self.run_keys.get(id) == Some(&key)) {
+            return Ok((id, self.done[&id].0.clone()));
+        }
+        // Added before it runs, so that an output another action writes stops it here.
+        let id = self.graph.add(action);
+        if let Some(problem) = self.graph.take_problem() {
+            return Err(problem.error(self.workspace, self.graph));
+        }
+        let action = &self.graph.actions[id];
+        let (result, status) = run_or_replay(self.exec, action, &inputs, &key, &record)?;
+        self.exec.materialize(&result)?;
+        self.run_keys.insert(id, key);
+        self.done.insert(id, (result.clone(), status));
+        Ok((id, result))
+    }
+
+    /// The inputs of an action run during analysis, as they enter its key.
+    fn analysis_inputs(&self, action: &Action) -> Result<Vec<(Artifact, KeyInput)>> {
         let mut inputs = Vec::new();
         for artifact in &action.inputs {
             let key = match artifact.producer {
@@ -338,35 +415,7 @@ impl Analysis<'_> {
             };
             inputs.push((artifact.clone(), key));
         }
-        let record = self
-            .exec
-            .key_record(&action, inputs.iter().map(|(_, k)| k.clone()).collect())?;
-        let key = record.digest();
-        let (result, status) = match self.exec.lookup(&action, &key, &record)? {
-            Some(found) => {
-                let cached = kiln_cache::KeyOutcome::Cached;
-                self.exec
-                    .note_key(&action, &found.key, &found.record, cached);
-                (found.result, Status::Cached)
-            }
-            None => {
-                let ran = self.exec.execute(&action, &inputs).map_err(|f| {
-                    self.exec.note_failure(&action, &key, &record, &f);
-                    let stderr = String::from_utf8_lossy(&f.stderr).trim().to_string();
-                    let mut e = f.error;
-                    if !stderr.is_empty() {
-                        e.message = format!("{}\n{stderr}", e.message);
-                    }
-                    e
-                })?;
-                self.exec.store_ran(&action, &key, &record, &ran)?;
-                (ran.result, Status::Executed)
-            }
-        };
-        self.exec.materialize(&result)?;
-        let id = self.graph.add(action);
-        self.done.insert(id, (result.clone(), status));
-        Ok((id, result))
+        Ok(inputs)
     }
 
     /// An error located at this target's attribute `attr`.
@@ -375,12 +424,62 @@ impl Analysis<'_> {
     }
 }
 
+/// The cached result of an action run during analysis, or the result of running it.
+fn run_or_replay(
+    exec: &Executor,
+    action: &Action,
+    inputs: &[(Artifact, KeyInput)],
+    key: &Digest,
+    record: &KeyRecord,
+) -> Result<(ActionResult, Status)> {
+    if let Some(found) = exec.lookup(action, key, record)? {
+        let cached = kiln_cache::KeyOutcome::Cached;
+        exec.note_key(action, &found.key, &found.record, cached);
+        return Ok((found.result, Status::Cached));
+    }
+    let ran = exec.execute(action, inputs).map_err(|f| {
+        exec.note_failure(action, key, record, &f);
+        let stderr = String::from_utf8_lossy(&f.stderr).trim().to_string();
+        let mut e = f.error;
+        if !stderr.is_empty() {
+            e.message = format!("{}\n{stderr}", e.message);
+        }
+        e
+    })?;
+    exec.store_ran(action, key, record, &ran)?;
+    Ok((ran.result, Status::Executed))
+}
+
 fn join_rel(package: &str, rel: &str) -> String {
     if package.is_empty() {
         rel.to_string()
     } else {
         format!("{package}/{rel}")
     }
+}
+
+/// A file a target writes, relative to its package: not empty, not absolute, without
+/// `.`, `..` or empty components, not ending in `/` (a directory). The error says
+/// what is wrong with it.
+pub fn check_output(path: &str) -> std::result::Result<(), &'static str> {
+    let has = |component: &str| path.split('/').any(|c| c == component);
+    Err(if path.is_empty() {
+        "is empty"
+    } else if path.starts_with('/') {
+        "must be relative to the package, not absolute"
+    } else if path.ends_with('/') {
+        "ends in `/`, naming a directory: outputs here are files"
+    } else if has("..") {
+        "has a `..` component"
+    } else if has(".") {
+        "has a `.` component"
+    } else if has("") {
+        "has an empty component"
+    } else if path.contains('\0') {
+        "holds a NUL character"
+    } else {
+        return Ok(());
+    })
 }
 
 /// A relative path with no `..` and no leading `/`.

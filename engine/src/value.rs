@@ -5,9 +5,9 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use crate::error::{did_you_mean, Error, ErrorKind, Location, Result};
+use crate::error::{did_you_mean, Error, ErrorKind, LineIndex, Location, Result};
 
 /// A parsed value and where it stands in its file.
 #[derive(Debug, Clone)]
@@ -44,11 +44,23 @@ impl Value {
 pub struct SourceFile {
     pub path: PathBuf,
     pub text: String,
+    /// Made on the first location asked for: loading a file that holds no error costs
+    /// nothing for locations.
+    lines: OnceLock<LineIndex>,
 }
 
 impl SourceFile {
+    pub fn new(path: &Path, text: String) -> SourceFile {
+        SourceFile {
+            path: path.to_path_buf(),
+            text,
+            lines: OnceLock::new(),
+        }
+    }
+
     pub fn location(&self, offset: usize) -> Location {
-        Location::at(&self.path, &self.text, offset)
+        let lines = self.lines.get_or_init(|| LineIndex::new(&self.text));
+        lines.location(&self.path, &self.text, offset)
     }
 }
 
@@ -61,16 +73,31 @@ pub struct Table {
 }
 
 impl Table {
+    /// Parses a whole TOML file from its bytes: text that is not UTF-8 is an error at
+    /// its first bad byte.
+    pub fn parse_bytes(path: &Path, bytes: Vec<u8>) -> Result<Table> {
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let at = e.utf8_error().valid_up_to();
+            let byte = e.as_bytes()[at];
+            Error::new(
+                ErrorKind::Config,
+                format!("invalid UTF-8 (byte 0x{byte:02x}): a TOML file is UTF-8 text"),
+            )
+            .at(Location::in_bytes(path, e.as_bytes(), at))
+        })?;
+        Table::parse_file(path, text)
+    }
+
     /// Parses a whole TOML file.
     pub fn parse_file(path: &Path, text: String) -> Result<Table> {
         let doc = toml_edit::Document::parse(text.clone());
-        let file = Arc::new(SourceFile {
-            path: path.to_path_buf(),
-            text,
-        });
+        let file = Arc::new(SourceFile::new(path, text));
         let doc = doc.map_err(|e| {
             let offset = e.span().map_or(0, |s| s.start);
-            let message = e.message().trim().to_string();
+            // One line: toml_edit's messages may run over several.
+            let message: Vec<&str> = e.message().lines().map(str::trim).collect();
+            let message = message.into_iter().filter(|l| !l.is_empty());
+            let message = message.collect::<Vec<_>>().join("; ");
             Error::new(ErrorKind::Config, format!("invalid TOML: {message}"))
                 .at(file.location(offset))
         })?;

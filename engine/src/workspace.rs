@@ -49,7 +49,10 @@ pub struct Workspace {
 
 /// Finds the workspace root: `start` or its closest ancestor holding kiln.toml.
 pub fn find_root(start: &Path) -> Result<PathBuf> {
-    let start = std::fs::canonicalize(start).map_err(|e| Error::io("open", start, e))?;
+    let start = std::fs::canonicalize(start).map_err(|e| {
+        let message = format!("find the workspace from {}: {e}", start.display());
+        Error::new(ErrorKind::Config, message)
+    })?;
     for dir in start.ancestors() {
         if dir.join(WORKSPACE_FILE).is_file() {
             return Ok(dir.to_path_buf());
@@ -128,8 +131,8 @@ impl Workspace {
 }
 
 fn read_toml(path: &Path) -> Result<Table> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
-    Table::parse_file(path, text)
+    let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    Table::parse_bytes(path, bytes)
 }
 
 fn find_build_files(root: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
@@ -161,42 +164,55 @@ fn find_build_files(root: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
 }
 
 fn load_package(name: &str, build_file: &Path, rules: &[&str]) -> Result<Package> {
-    let doc = read_toml(build_file)?;
+    let bytes = std::fs::read(build_file).map_err(|e| Error::io("read", build_file, e))?;
+    parse_package(name, build_file, bytes, rules)
+}
+
+/// The package `name` from the bytes of its BUILD.toml. Linear in the file's size: a
+/// location is computed only for an error, and each target's table is moved out of the
+/// document, not copied.
+pub fn parse_package(
+    name: &str,
+    build_file: &Path,
+    bytes: Vec<u8>,
+    rules: &[&str],
+) -> Result<Package> {
+    let doc = Table::parse_bytes(build_file, bytes)?;
+    let file = doc.file.clone();
     let mut targets = BTreeMap::new();
-    for (rule, value) in &doc.entries {
-        let at = doc.location(rule.span.start);
+    for (rule, value) in doc.entries {
+        let at = |offset: usize| file.location(offset);
         if !rules.contains(&rule.value.as_str()) {
             let hint = did_you_mean(&rule.value, rules.iter().copied())
                 .unwrap_or_else(|| format!("known rules: {}", rules.join(", ")));
             return Err(
                 Error::new(ErrorKind::Config, format!("unknown rule `{}`", rule.value))
-                    .at(at)
+                    .at(at(rule.span.start))
                     .hint(hint),
             );
         }
-        let Value::Table(rule_table) = &value.value else {
+        let Value::Table(rule_table) = value.value else {
             return Err(Error::new(
                 ErrorKind::Config,
                 format!("`{}` must be a table of targets", rule.value),
             )
-            .at(at)
+            .at(at(rule.span.start))
             .hint(format!("declare targets as [{}.NAME]", rule.value)));
         };
-        for (target, attrs) in &rule_table.entries {
-            let at = doc.location(target.span.start);
-            let Value::Table(attrs) = &attrs.value else {
+        for (target, attrs) in rule_table.entries {
+            let Value::Table(attrs) = attrs.value else {
                 return Err(Error::new(
                     ErrorKind::Config,
                     format!("`{}.{}` must be a table", rule.value, target.value),
                 )
-                .at(at)
+                .at(at(target.span.start))
                 .hint(format!(
                     "declare the target as [{}.{}]",
                     rule.value, target.value
                 )));
             };
             let label = Label::parse(&format!(":{}", target.value), name)
-                .map_err(|e| Error::new(ErrorKind::Config, e).at(at.clone()))?;
+                .map_err(|e| Error::new(ErrorKind::Config, e).at(at(target.span.start)))?;
             if let Some(prev) = targets.get(&target.value) {
                 let prev: &TargetDecl = prev;
                 return Err(Error::new(
@@ -206,16 +222,10 @@ fn load_package(name: &str, build_file: &Path, rules: &[&str]) -> Result<Package
                         target.value, prev.rule
                     ),
                 )
-                .at(at));
+                .at(at(target.span.start)));
             }
-            targets.insert(
-                target.value.clone(),
-                TargetDecl {
-                    rule: rule.value.clone(),
-                    label,
-                    attrs: attrs.clone(),
-                },
-            );
+            let rule = rule.value.clone();
+            targets.insert(target.value, TargetDecl { rule, label, attrs });
         }
     }
     Ok(Package {

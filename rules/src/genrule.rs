@@ -9,6 +9,10 @@
 //! env = { LC_ALL = "C" }           # optional extra environment
 //! ```
 //!
+//! Each entry of `outs` is a file path relative to the package, listed once, without
+//! `.`, `..` or empty components or a final `/`; a path another target writes too is an
+//! error naming both (`kiln_engine::outputs`).
+//!
 //! `cmd` runs under `/bin/sh -c` at the sandbox root. `SRCS` holds the inputs'
 //! sandbox-relative paths in order, separated by spaces (a label expands to that
 //! target's outputs); `OUTS` the declared outputs; `OUT` the first. `/bin/sh` itself is
@@ -18,10 +22,10 @@ use std::collections::BTreeMap;
 
 use kiln_engine::action::{Action, ActionKind, ExecSpec, Tool};
 use kiln_engine::label::Label;
-use kiln_engine::rule::{check_relative, labels_in, Analysis, Rule, TargetInfo};
+use kiln_engine::rule::{labels_in, Analysis, Rule, TargetInfo};
 use kiln_engine::value::Spanned;
 use kiln_engine::workspace::TargetDecl;
-use kiln_engine::{Error, ErrorKind, Result};
+use kiln_engine::Result;
 
 const FIELDS: &[&str] = &["srcs", "outs", "cmd", "tools", "env"];
 
@@ -41,18 +45,13 @@ impl Rule for Genrule {
         let attrs = &target.attrs;
         let cmd = attrs.required_str("cmd", "a genrule")?;
         let srcs = ctx.files("srcs")?;
-        let outs = attrs.str_list("outs")?;
+        let outs = ctx.declared_outputs("outs")?;
         if outs.is_empty() {
             return Err(ctx
                 .error_at("outs", "a genrule needs at least one entry in `outs`")
                 .hint("list the files the command writes, e.g. outs = [\"out.txt\"]"));
         }
-        let mut out_paths = Vec::new();
-        for out in &outs {
-            check_relative(&out.value)
-                .map_err(|e| Error::new(ErrorKind::Config, e).at(attrs.location(out.span.start)))?;
-            out_paths.push(ctx.out_path(&out.value));
-        }
+        let out_paths: Vec<String> = outs.into_iter().map(|o| o.value).collect();
         let mut tools = vec![Tool {
             name: "sh".into(),
             path: "/bin/sh".into(),

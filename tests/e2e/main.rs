@@ -11,6 +11,8 @@
 //! - `gomod`: parity with `go test` on modules shaped like real ones; what reruns.
 //! - `index`: a damaged cache index is moved aside and rebuilt.
 //! - `image`: strip, upx and OCI images, checked with skopeo and umoci, pushed to a registry.
+//! - `input`: bad input as an attacker writes it: overlapping and malformed outputs,
+//!   bad arguments, non-UTF-8 files, deep and large workspaces.
 //! - `init`: `kiln init` on modules shaped like public ones, checked by building them.
 //! - `insight`: explain, --profile, --json, verify-repro.
 //! - `release`: checksums, provenance, cache housekeeping.
@@ -26,6 +28,7 @@ mod gomod;
 mod image;
 mod index;
 mod init;
+mod input;
 mod insight;
 mod release;
 mod remote;

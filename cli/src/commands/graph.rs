@@ -2,21 +2,21 @@
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use kiln_engine::action::ActionKind;
 use kiln_engine::plan::{expand_patterns, plan};
 
 use crate::context::Context;
-use crate::Cli;
+use crate::{Cli, GraphFormat};
 
-pub fn run(cli: &Cli, format: &str, labels: &[String]) -> Result<ExitCode> {
+pub fn run(cli: &Cli, format: GraphFormat, labels: &[String]) -> Result<ExitCode> {
     let ctx = Context::load(cli)?;
     let exec = ctx.executor(cli)?;
     let targets = expand_patterns(&ctx.workspace, &super::default_labels(labels))?;
     let plan = plan(&ctx.workspace, &ctx.rules, &exec, targets)?;
     let graph = &plan.graph;
     match format {
-        "dot" => {
+        GraphFormat::Dot => {
             println!("digraph kiln {{");
             for (id, a) in graph.actions.iter().enumerate() {
                 println!("  a{id} [label={:?}];", a.describe());
@@ -26,7 +26,7 @@ pub fn run(cli: &Cli, format: &str, labels: &[String]) -> Result<ExitCode> {
             }
             println!("}}");
         }
-        "json" => {
+        GraphFormat::Json => {
             let actions: Vec<serde_json::Value> = graph
                 .actions
                 .iter()
@@ -51,7 +51,6 @@ pub fn run(cli: &Cli, format: &str, labels: &[String]) -> Result<ExitCode> {
                 )?
             );
         }
-        other => bail!("unknown graph format `{other}` (dot or json)"),
     }
     Ok(ExitCode::SUCCESS)
 }

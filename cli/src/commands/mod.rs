@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::{CacheCommand, Cli, Command};
+use crate::{CacheCommand, Cli, Command, StatsFormat};
 
 pub fn run(cli: &Cli) -> Result<ExitCode> {
     match &cli.command {
@@ -39,7 +39,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Run { label, args } => run::run(cli, label, args),
         Command::Explain { label } => explain::run(cli, label),
         Command::VerifyRepro { labels, cold } => verify_repro::run(cli, labels, *cold),
-        Command::Graph { format, labels } => graph::run(cli, format, labels),
+        Command::Graph { format, labels } => graph::run(cli, *format, labels),
         Command::Clean => clean::run(cli),
         Command::Init => init::run(cli),
         Command::Cache { command } => run_cache(cli, command),
@@ -62,7 +62,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
 
 fn run_cache(cli: &Cli, command: &CacheCommand) -> Result<ExitCode> {
     match command {
-        CacheCommand::Stats { format } => cache::stats(format == "json"),
+        CacheCommand::Stats { format } => cache::stats(*format == StatsFormat::Json),
         CacheCommand::Keys => cache::keys(cli),
         CacheCommand::Gc { max_size } => housekeeping::gc(max_size),
         CacheCommand::Verify => housekeeping::verify(),

@@ -62,7 +62,7 @@ type Keyed = (Digest, KeyRecord, Vec<(Artifact, KeyInput)>);
 
 /// What worker threads send back.
 enum Msg {
-    Looked(ActionId, Result<Option<Found>>),
+    Looked(ActionId, Result<Option<Box<Found>>>),
     Ran(ActionId, Outcome),
 }
 
@@ -151,7 +151,7 @@ pub fn run(
             scope.spawn(move || {
                 for (id, key, record) in lookup_rx {
                     let found = exec.lookup(&graph.actions[id], &key, &record);
-                    if done_tx.send(Msg::Looked(id, found)).is_err() {
+                    if done_tx.send(Msg::Looked(id, found.map(|f| f.map(Box::new)))).is_err() {
                         break;
                     }
                 }
@@ -192,7 +192,7 @@ pub fn run(
                     state.keys.insert(id, (key, record, inputs));
                     state.looked(id, Ok(None), &job_tx)?;
                 } else if opts.lookup_threads == 0 {
-                    let found = exec.lookup(action, &key, &record);
+                    let found = exec.lookup(action, &key, &record).map(|f| f.map(Box::new));
                     state.keys.insert(id, (key, record, inputs));
                     if state.looked(id, found, &job_tx)? {
                         in_flight -= 1;
@@ -275,7 +275,7 @@ impl State<'_> {
     fn looked(
         &mut self,
         id: ActionId,
-        found: Result<Option<Found>>,
+        found: Result<Option<Box<Found>>>,
         job_tx: &crossbeam_channel::Sender<Job>,
     ) -> Result<bool> {
         let action = &self.graph.actions[id];

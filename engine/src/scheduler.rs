@@ -151,7 +151,10 @@ pub fn run(
             scope.spawn(move || {
                 for (id, key, record) in lookup_rx {
                     let found = exec.lookup(&graph.actions[id], &key, &record);
-                    if done_tx.send(Msg::Looked(id, found.map(|f| f.map(Box::new)))).is_err() {
+                    if done_tx
+                        .send(Msg::Looked(id, found.map(|f| f.map(Box::new))))
+                        .is_err()
+                    {
                         break;
                     }
                 }

@@ -366,7 +366,7 @@ fn reconcile(
     let files = list_cas(store)?;
     let mut present = HashSet::new();
     let mut untracked = 0;
-    let tx = db.transaction()?;
+    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
     for file in &files {
         let Some(digest) = file.digest else { continue };
         present.insert(digest);

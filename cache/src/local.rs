@@ -29,7 +29,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use tempfile::NamedTempFile;
 
 use crate::digest::Digest;
@@ -490,11 +490,16 @@ impl Store for LocalStore {
         self.pending_actions.lock().unwrap().remove(key);
         let text = serde_json::to_string(result).expect("action results serialize");
         self.query(|db| {
-            db.prepare_cached(
+            // IMMEDIATE: the write lock is taken at BEGIN, under the busy timeout; a
+            // write that starts as a read can find its snapshot stale when another
+            // process wrote meanwhile, and fails at once ("database is locked").
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.prepare_cached(
                 "INSERT INTO actions (key, result, last_use) VALUES (?1, ?2, ?3)
                  ON CONFLICT(key) DO UPDATE SET result = excluded.result, last_use = excluded.last_use",
             )?
             .execute(params![key.to_hex(), text, now_secs()])?;
+            tx.commit()?;
             Ok(())
         })
     }
@@ -594,7 +599,7 @@ impl LocalStore {
             return Ok(());
         }
         self.query(|db| {
-            let tx = db.transaction()?;
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
             write_states(&tx, &pending.states)?;
             write_blobs(&tx, &pending.blobs)?;
             write_actions(&tx, &pending.actions)?;

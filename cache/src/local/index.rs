@@ -130,13 +130,34 @@ fn check(root: &Path) -> std::result::Result<Connection, Damage> {
             Damage::Not(Error::from(e))
         }
     };
-    let conn = connect(&path).map_err(damage)?;
-    conn.query_row(&first_rows(), [], |_| Ok(()))
-        .map_err(damage)?;
+    let conn = open_when_free(&path).map_err(damage)?;
     if marked(root, &path) {
         return Err(Damage::Found("a query found it malformed".into()));
     }
     Ok(conn)
+}
+
+/// Connects and reads the first rows. Another process closing its connection at that
+/// moment (resetting the write-ahead log) can make SQLite answer "database is locked"
+/// at once, without its busy timeout: that is tried again, for up to two seconds.
+fn open_when_free(path: &Path) -> rusqlite::Result<Connection> {
+    let mut tries = 0;
+    loop {
+        let opened = connect(path).and_then(|conn| {
+            conn.query_row(&first_rows(), [], |_| Ok(()))?;
+            Ok(conn)
+        });
+        match opened {
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && tries < 200 =>
+            {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// One statement reading the first row of every table (so its root page).
@@ -151,7 +172,13 @@ fn first_rows() -> String {
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(60))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // Asked before set: setting the mode wants a lock that another process closing its
+    // connection (and checkpointing) holds, and SQLite answers "database is locked" at
+    // once there, without waiting. An index in WAL mode stays in it.
+    let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+    }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.execute_batch(SCHEMA)?;
     Ok(conn)

@@ -467,3 +467,30 @@ fn kill_9_at_random_points_never_leaves_a_wrong_or_damaged_cache() {
         assert!(sandboxes(&ws.cache).is_empty(), "round {round}");
     }
 }
+
+#[test]
+fn a_full_disk_is_named_as_such() {
+    // A cache and workspace on a 2 MiB file system of their own (a tmpfs in a private
+    // mount namespace: root only, as CI runs).
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("skipped: needs root to mount a small file system");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "set -e; mount -t tmpfs -o size=2m tmpfs {d}; mkdir -p {d}/ws; cd {d}/ws; \
+         printf '[workspace]\\nname = \"full\"\\n' > kiln.toml; \
+         printf '[genrule.big]\\nouts = [\"big.bin\"]\\ncmd = \"head -c 4000000 /dev/zero > $OUT\"\\ntools = [\"head\"]\\n' > BUILD.toml; \
+         KILN_CACHE={d}/cache {kiln} build --sandbox=dir",
+        d = dir.path().display(),
+        kiln = crate::support::KILN
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no space left on device"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -142,8 +142,8 @@ impl Rule for GoBinary {
                     workdir: module.dir.clone(),
                     network: false,
                     store_access: true,
-                    // The platforms that miss build in one sandbox, one `go build`
-                    // after another (`kiln go-build-each`): the sources are staged
+                    // The platforms that miss build in one sandbox (`kiln go-build-each`, as
+                    // many go builds at once as there are cores): the sources are staged
                     // once, not once per platform.
                     batch: Some(Batch {
                         member_args: 3,

@@ -1,16 +1,19 @@
 //! What every command needs: the workspace root, the rules, the stores, the executor.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Result;
 use kiln_cache::{HttpOptions, HttpStore, LocalStore, ReadOnly, Store, TieredStore};
 use kiln_engine::executor::{Executor, SharedStore};
+use kiln_engine::remote::RemoteExecutor;
 use kiln_engine::rule::RuleSet;
 use kiln_engine::sandbox::SandboxMode;
 use kiln_engine::value::Table;
 use kiln_engine::workspace::{find_root, Workspace};
 use kiln_engine::ErrorKind;
+use kiln_remote::{GrpcStore, Remote, RemoteRunner};
 
 use crate::Cli;
 
@@ -21,30 +24,48 @@ pub struct Context {
     pub store: Arc<dyn Store>,
     pub remote_enabled: bool,
     remote: Option<RemoteConfig>,
+    /// The remote executor, when one is configured and answered.
+    pub runner: Option<Arc<RemoteRunner>>,
+    /// The remote cache's connection when it is an REAPI engine.
+    grpc: Option<Arc<Remote>>,
 }
 
-/// Where the remote cache is and how to talk to it.
+/// Where the remote cache and executor are and how to talk to them.
 ///
-/// The URL comes from `--remote-cache`, else `KILN_REMOTE_CACHE`, else kiln.toml's
-/// `[remote] cache`. The bearer token is read from the environment variable that
+/// The cache URL comes from `--remote-cache`, else `KILN_REMOTE_CACHE`, else kiln.toml's
+/// `[remote] cache`; the executor's from `--remote-executor`, `KILN_REMOTE_EXECUTOR`,
+/// `[remote] executor`. The bearer token is read from the environment variable that
 /// `[remote] token_env` names (default `KILN_REMOTE_TOKEN`), never from a file in the
 /// workspace, and never printed.
 pub struct RemoteConfig {
-    pub url: String,
+    /// The cache: http(s):// or grpc(s)://; the executor's own when only it is given.
+    pub url: Option<String>,
+    pub executor: Option<String>,
+    pub instance: String,
+    /// `[remote] platform`: properties a worker must have.
+    pub platform: BTreeMap<String, String>,
     pub read_only: bool,
+    pub local_fallback: bool,
+    pub jobs: usize,
     pub token: Option<String>,
 }
 
 /// The variable naming the remote cache when the command line does not.
 const REMOTE_ENV: &str = "KILN_REMOTE_CACHE";
 
-/// A remote cache URL: `http://` or `https://`, a host, no white space. The error
-/// completes "`URL` …".
+/// The variable naming the remote executor when the command line does not.
+const EXECUTOR_ENV: &str = "KILN_REMOTE_EXECUTOR";
+
+/// A remote cache URL: `http://`, `https://`, `grpc://` or `grpcs://`, a host, no white
+/// space. The error completes "`URL` …".
 pub fn check_remote_url(url: &str) -> std::result::Result<String, String> {
+    if kiln_remote::is_grpc(url) {
+        return kiln_remote::check_endpoint(url);
+    }
     let rest = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))
-        .ok_or("is not an http:// or https:// URL")?;
+        .ok_or("is not an http://, https://, grpc:// or grpcs:// URL")?;
     let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if host.is_empty() || host.starts_with(':') || host.starts_with('@') {
         return Err("names no host".into());
@@ -55,11 +76,27 @@ pub fn check_remote_url(url: &str) -> std::result::Result<String, String> {
     Ok(url.to_string())
 }
 
+/// A remote executor URL: `grpc://HOST:PORT` or `grpcs://HOST:PORT`.
+pub fn check_executor_url(url: &str) -> std::result::Result<String, String> {
+    kiln_remote::check_endpoint(url)
+}
+
 impl RemoteConfig {
     pub fn resolve(cli: &Cli, ws: &Workspace) -> Result<Option<RemoteConfig>> {
         let section = ws.section("remote")?;
         if let Some(t) = section {
-            t.check_keys(&["cache", "read_only", "token_env"], "[remote]")?;
+            t.check_keys(
+                &[
+                    "cache",
+                    "executor",
+                    "instance",
+                    "platform",
+                    "read_only",
+                    "token_env",
+                    "jobs",
+                ],
+                "[remote]",
+            )?;
         }
         let from_toml = |key: &str| -> Result<Option<String>> {
             Ok(match section {
@@ -69,66 +106,158 @@ impl RemoteConfig {
         };
         let url = match &cli.remote_cache {
             Some(url) => Some(url.clone()),
-            None => Self::remote_url_from(section)?,
+            None => Self::url_from(section, REMOTE_ENV, "cache", check_remote_url)?,
         };
-        let Some(url) = url else { return Ok(None) };
+        let executor = match &cli.remote_executor {
+            Some(url) => Some(url.clone()),
+            None => Self::url_from(section, EXECUTOR_ENV, "executor", check_executor_url)?,
+        };
+        if url.is_none() && executor.is_none() {
+            return Ok(None);
+        }
         let toml_read_only = match section {
             Some(t) => t.bool("read_only")?.unwrap_or(false),
             None => false,
+        };
+        let platform = match section.map(|t| t.table("platform")).transpose()?.flatten() {
+            Some(t) => t.str_map_self()?,
+            None => BTreeMap::new(),
+        };
+        let toml_jobs = match section.map(|t| t.int("jobs")).transpose()?.flatten() {
+            Some(n) if n >= 1 => Some(n as usize),
+            Some(_) => {
+                let t = section.expect("jobs came from it");
+                return Err(t
+                    .error_at("jobs", "[remote] jobs must be at least 1")
+                    .into());
+            }
+            None => None,
         };
         let token_env = from_toml("token_env")?.unwrap_or_else(|| "KILN_REMOTE_TOKEN".into());
         let token = std::env::var(&token_env).ok().filter(|v| !v.is_empty());
         Ok(Some(RemoteConfig {
             url,
+            executor,
+            instance: match &cli.remote_instance {
+                Some(name) => name.clone(),
+                None => from_toml("instance")?.unwrap_or_default(),
+            },
+            platform,
             read_only: cli.remote_read_only || toml_read_only,
+            local_fallback: cli.remote_local_fallback,
+            jobs: cli.remote_jobs.or(toml_jobs).unwrap_or(32),
             token,
         }))
     }
 
-    /// The url the command line did not give: `KILN_REMOTE_CACHE`, else kiln.toml's,
-    /// each checked (a bad one is a configuration error naming where it came from).
-    fn remote_url_from(section: Option<&Table>) -> Result<Option<String>> {
-        if let Some(url) = std::env::var_os(REMOTE_ENV).filter(|v| !v.is_empty()) {
+    /// The URL the command line did not give: from the variable `env`, else kiln.toml's
+    /// `key`, each checked (a bad one is a configuration error naming where it came from).
+    fn url_from(
+        section: Option<&Table>,
+        env: &str,
+        key: &str,
+        check: fn(&str) -> std::result::Result<String, String>,
+    ) -> Result<Option<String>> {
+        if let Some(url) = std::env::var_os(env).filter(|v| !v.is_empty()) {
             let url = url.to_str().map(String::from).ok_or_else(|| {
-                let message = format!("{REMOTE_ENV} is not valid UTF-8");
+                let message = format!("{env} is not valid UTF-8");
                 kiln_engine::Error::new(ErrorKind::Config, message)
             })?;
-            return match check_remote_url(&url) {
+            return match check(&url) {
                 Ok(url) => Ok(Some(url)),
                 Err(e) => Err(kiln_engine::Error::new(
                     ErrorKind::Config,
-                    format!("{REMOTE_ENV}: `{url}` {e}"),
+                    format!("{env}: `{url}` {e}"),
                 )
                 .into()),
             };
         }
-        let Some(url) = section.map(|t| t.str("cache")).transpose()?.flatten() else {
+        let Some(url) = section.map(|t| t.str(key)).transpose()?.flatten() else {
             return Ok(None);
         };
         let at = section
             .expect("the url came from it")
             .location(url.span.start);
-        check_remote_url(&url.value).map(Some).map_err(|e| {
-            let message = format!("remote cache `{}` {e}", url.value);
+        check(&url.value).map(Some).map_err(|e| {
+            let message = format!("remote {key} `{}` {e}", url.value);
             kiln_engine::Error::new(ErrorKind::Config, message)
                 .at(at)
                 .into()
         })
     }
 
-    fn tiered(&self, local: Arc<LocalStore>) -> Result<TieredStore> {
-        let opts = HttpOptions {
+    fn options(&self) -> kiln_remote::Options {
+        kiln_remote::Options {
+            instance: self.instance.clone(),
             token: self.token.clone(),
-            ..HttpOptions::default()
+        }
+    }
+
+    /// Connects to the executor: None, with a warning, if it cannot be reached and
+    /// local fallback is allowed.
+    fn connect_executor(&self) -> Result<Option<Arc<Remote>>> {
+        let Some(url) = &self.executor else {
+            return Ok(None);
         };
-        let http = HttpStore::new(&self.url, opts)?;
-        let name = http.url().to_string();
-        let remote: Arc<dyn Store> = if self.read_only {
-            Arc::new(ReadOnly::new(Arc::new(http)))
+        let remote = match Remote::connect(url, &self.options()) {
+            Ok(remote) => remote,
+            Err(e) if self.local_fallback => {
+                eprintln!("kiln: warning: remote executor {e}; running every action here (--remote-local-fallback)");
+                return Ok(None);
+            }
+            Err(e) => {
+                let message = format!(
+                    "remote executor {e}\n  hint: check the address and that the engine runs, or add --remote-local-fallback to build here"
+                );
+                return Err(kiln_engine::Error::new(ErrorKind::Remote, message).into());
+            }
+        };
+        if !remote.can_execute {
+            let message =
+                format!("remote executor {url} does not execute actions (its capabilities say so)");
+            return Err(kiln_engine::Error::new(ErrorKind::Remote, message).into());
+        }
+        Ok(Some(Arc::new(remote)))
+    }
+
+    /// The remote store over `local`, and the connection when it is an REAPI engine.
+    fn tiered(
+        &self,
+        local: Arc<LocalStore>,
+        executor: Option<&Arc<Remote>>,
+    ) -> Result<(Arc<dyn Store>, Option<Arc<Remote>>)> {
+        let url = match (&self.url, executor) {
+            (Some(url), _) => url.clone(),
+            (None, Some(exec)) => exec.url().to_string(),
+            (None, None) => return Ok((local, None)),
+        };
+        let (remote, grpc): (Arc<dyn Store>, _) = if kiln_remote::is_grpc(&url) {
+            let conn = match executor.filter(|e| e.url() == url) {
+                Some(exec) => exec.clone(),
+                None => {
+                    match Remote::connect(&url, &self.options()) {
+                        Ok(conn) => Arc::new(conn),
+                        Err(e) => {
+                            eprintln!("kiln: warning: remote cache {e}; building with the local cache only");
+                            return Ok((local, None));
+                        }
+                    }
+                }
+            };
+            (Arc::new(GrpcStore::new(conn.clone())), Some(conn))
         } else {
-            Arc::new(http)
+            let opts = HttpOptions {
+                token: self.token.clone(),
+                ..HttpOptions::default()
+            };
+            (Arc::new(HttpStore::new(&url, opts)?), None)
         };
-        Ok(TieredStore::new(local, remote, &name))
+        let remote: Arc<dyn Store> = if self.read_only {
+            Arc::new(ReadOnly::new(remote))
+        } else {
+            remote
+        };
+        Ok((Arc::new(TieredStore::new(local, remote, &url)), grpc))
     }
 }
 
@@ -144,17 +273,21 @@ impl Context {
         let local = Arc::new(open_local()?);
         crate::signals::flush_on_interrupt(&local);
         let remote = RemoteConfig::resolve(cli, &workspace)?;
-        let store: Arc<dyn Store> = match &remote {
-            Some(r) => Arc::new(r.tiered(local.clone())?),
-            None => local.clone(),
-        };
+        let (mut store, mut grpc, mut runner): (Arc<dyn Store>, _, _) = (local.clone(), None, None);
+        if let Some(config) = &remote {
+            let executor = config.connect_executor()?;
+            (store, grpc) = config.tiered(local.clone(), executor.as_ref())?;
+            runner = executor.map(|e| Arc::new(RemoteRunner::new(e, config.platform.clone())));
+        }
         Ok(Context {
             workspace,
             rules,
-            local,
+            local: local.clone(),
+            remote_enabled: !Arc::ptr_eq(&store, &(local as Arc<dyn Store>)),
             store,
-            remote_enabled: remote.is_some(),
             remote,
+            runner,
+            grpc,
         })
     }
 
@@ -168,7 +301,20 @@ impl Context {
         )?;
         exec.keep_sandbox_on_failure = cli.keep_sandbox;
         exec.shared_store = self.go_store()?;
+        if let Some(runner) = &self.runner {
+            exec.remote = Some(runner.clone() as Arc<dyn RemoteExecutor>);
+            exec.remote_local_fallback = cli.remote_local_fallback;
+            exec.local_slots.set_limit(jobs(cli));
+        }
         Ok(exec)
+    }
+
+    /// Scheduler workers for remote actions (see `--remote-jobs`).
+    pub fn remote_jobs(&self, cli: &Cli) -> usize {
+        match (&self.runner, &self.remote) {
+            (Some(_), Some(config)) => config.jobs,
+            _ => jobs(cli),
+        }
     }
 
     /// Go's compile cache when it is kept apart from the main store (`KILN_GO_CACHE`)
@@ -180,11 +326,12 @@ impl Context {
         let Some(remote) = self.remote.as_ref().filter(|_| dir != self.local.root()) else {
             return Ok(None);
         };
+        if !self.remote_enabled {
+            return Ok(None);
+        }
         let local = Arc::new(LocalStore::open(&dir)?);
-        Ok(Some(SharedStore {
-            store: Arc::new(remote.tiered(local.clone())?),
-            local,
-        }))
+        let (store, _) = remote.tiered(local.clone(), self.grpc.as_ref())?;
+        Ok(Some(SharedStore { store, local }))
     }
 
     pub fn out_dir(&self) -> PathBuf {

@@ -49,6 +49,21 @@ pub struct Cli {
     /// Read from the remote cache but never upload (for untrusted CI jobs).
     #[arg(long, global = true)]
     pub remote_read_only: bool,
+    /// Run actions on a Remote Execution API engine, grpc://HOST:PORT or grpcs://
+    /// (also KILN_REMOTE_EXECUTOR, or `[remote] executor`); its cache is the remote
+    /// cache unless one is given.
+    #[arg(long, global = true, value_name = "URL", value_parser = context::check_executor_url)]
+    pub remote_executor: Option<String>,
+    /// The REAPI instance name (also `[remote] instance`).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub remote_instance: Option<String>,
+    /// Run actions here when the remote executor cannot be reached.
+    #[arg(long, global = true)]
+    pub remote_local_fallback: bool,
+    /// Actions in flight on the remote executor at once (default 32), beyond -j, which
+    /// bounds the actions that run here.
+    #[arg(long, global = true, value_name = "N", value_parser = at_least_one)]
+    pub remote_jobs: Option<usize>,
     /// Write a Chrome trace-event JSON of the build (Perfetto, chrome://tracing).
     #[arg(long, global = true, value_name = "FILE")]
     pub profile: Option<PathBuf>,
@@ -278,6 +293,10 @@ fn run(args: Vec<OsString>) -> anyhow::Result<ExitCode> {
     let helper = match args.get(1).and_then(|a| a.to_str()) {
         Some("go-test-exec") => Some(commands::go_test_exec::run as fn(&[String]) -> _),
         Some("go-build-each") => Some(commands::go_build_each::run as fn(&[String]) -> _),
+        Some(kiln_remote::LAUNCH_COMMAND) => {
+            // A remote worker's input root: returns only if the process could not start.
+            return Err(kiln_engine::sandbox::launch().into());
+        }
         _ => None,
     };
     if let Some(helper) = helper {

@@ -67,17 +67,25 @@ impl Progress {
     }
 
     /// The last line of every build.
-    pub fn summary(&self, report: &Report, remote_enabled: bool) {
+    /// `remote`: whether a remote cache is used; `executor`: a remote executor.
+    pub fn summary(&self, report: &Report, remote: bool, executor: bool) {
         self.clear_line();
-        let cached = if remote_enabled {
+        let cached = if remote {
             format!("{} cached ({} remote)", report.cached, report.remote)
         } else {
             format!("{} cached", report.cached)
         };
+        let executed = if executor {
+            format!(
+                "{} executed ({} remote)",
+                report.executed, report.remote_executed
+            )
+        } else {
+            format!("{} executed", report.executed)
+        };
         eprintln!(
-            "kiln: {} actions: {cached}, {} executed, {} failed in {:.2}s",
+            "kiln: {} actions: {cached}, {executed}, {} failed in {:.2}s",
             report.total,
-            report.executed,
             report.failed,
             self.started.elapsed().as_secs_f64()
         );

@@ -87,6 +87,9 @@ pub enum ErrorKind {
     Cache,
     /// Anything else touching the file system.
     Io,
+    /// A remote executor could not be reached or failed to run an action (not the
+    /// action's own failure).
+    Remote,
 }
 
 /// An engine error. Displayed as `LOCATION: MESSAGE` followed by an indented hint.

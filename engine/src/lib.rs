@@ -31,6 +31,7 @@ pub mod noop;
 pub mod outputs;
 pub mod plan;
 pub mod reads;
+pub mod remote;
 pub mod rule;
 pub mod sandbox;
 pub mod scheduler;

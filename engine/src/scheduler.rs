@@ -55,6 +55,9 @@ pub struct Options {
     /// Run test actions ([`crate::action::ExecSpec::test`]) even when their results are
     /// cached (`kiln test --rerun`).
     pub rerun_tests: bool,
+    /// Workers for actions that run on a remote executor, beyond `jobs` (which still
+    /// bounds the actions that run here).
+    pub remote_jobs: usize,
 }
 
 /// An action between its key computation and its end: key, record, staged inputs.
@@ -73,6 +76,8 @@ pub struct Report {
     pub cached: usize,
     pub remote: usize,
     pub executed: usize,
+    /// Of the executed actions, those that ran on a remote executor.
+    pub remote_executed: usize,
     pub failed: usize,
     pub elapsed: Duration,
     pub results: HashMap<ActionId, ActionResult>,
@@ -125,7 +130,11 @@ pub fn run(
     let (lookup_tx, lookup_rx) = crossbeam_channel::unbounded::<(ActionId, Digest, KeyRecord)>();
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<Msg>();
     std::thread::scope(|scope| -> Result<()> {
-        for _ in 0..opts.jobs.max(1) {
+        let workers = match exec.remote {
+            Some(_) => opts.jobs.max(opts.remote_jobs),
+            None => opts.jobs,
+        };
+        for _ in 0..workers.max(1) {
             let (job_rx, done_tx) = (job_rx.clone(), done_tx.clone());
             scope.spawn(move || {
                 for job in job_rx {
@@ -253,6 +262,7 @@ pub fn run(
         Ok(())
     })?;
     exec.flush()?;
+    report.remote_executed = exec.remote_stats.lock().unwrap().executed as usize;
     report.elapsed = started.elapsed();
     Ok(report)
 }

@@ -123,6 +123,7 @@ fn build_with(root: &Path, members: &[&str], attempts: u32, script: &str) -> Run
         keep_going: true,
         lookup_threads: 0,
         rerun_tests: false,
+        remote_jobs: 0,
     };
     let report = scheduler::run(&graph, &wanted, &HashMap::new(), &exec, &Quiet, opts).unwrap();
     let mut stdout = HashMap::new();

@@ -116,6 +116,95 @@ http {{
     )
 }
 
+/// buildbox-casd: a real Remote Execution API engine (CAS, ActionCache, ByteStream,
+/// Capabilities, Execution running each action with buildbox-run under bubblewrap),
+/// started on a free loopback port with its storage in a temporary directory; stopped on
+/// drop. `.ci/install-deps` puts `buildbox-casd` and `buildbox-run` on PATH.
+pub struct Casd {
+    tmp: tempfile::TempDir,
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Casd {
+    /// Starts casd; panics if it is not installed.
+    pub fn start() -> Casd {
+        let tmp = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let run = which("buildbox-run").unwrap_or_else(|| {
+            panic!("buildbox-run is required for this test (run .ci/install-deps)")
+        });
+        // Debian's /bin and /lib are links into /usr: bound as the directories they name.
+        let mut args = vec![
+            format!("--bind=127.0.0.1:{port}"),
+            format!("--buildbox-run={}", run.display()),
+            "--jobs=2".into(),
+            "--cache-failures=false".into(),
+            "--runner-arg=--ro-bind-mount=/usr:/usr".into(),
+        ];
+        for dir in ["bin", "lib", "lib64"] {
+            let host = Path::new("/").join(dir);
+            let target = std::fs::canonicalize(&host).unwrap_or(host.clone());
+            if host.exists() {
+                args.push(format!(
+                    "--runner-arg=--ro-bind-mount={}:{}",
+                    target.display(),
+                    host.display()
+                ));
+            }
+        }
+        let log = std::fs::File::create(tmp.path().join("casd.log")).unwrap();
+        let child = Command::new("buildbox-casd")
+            .args(&args)
+            .arg(tmp.path().join("cache"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("buildbox-casd is required for this test (run .ci/install-deps): {e}")
+            });
+        let casd = Casd {
+            tmp,
+            child: Some(child),
+            port,
+        };
+        wait_for_port(port);
+        casd
+    }
+
+    pub fn url(&self) -> String {
+        format!("grpc://127.0.0.1:{}", self.port)
+    }
+
+    /// What casd logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.tmp.path().join("casd.log")).unwrap_or_default()
+    }
+
+    /// Stops casd as an outage would.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Casd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A program on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -30,6 +30,7 @@ mod index;
 mod init;
 mod input;
 mod insight;
+mod reapi;
 mod release;
 mod remote;
 mod serve;

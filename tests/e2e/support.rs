@@ -69,24 +69,49 @@ impl Run {
         }
     }
 
-    /// (total, cached, executed, failed) from the summary line.
-    pub fn counts(&self) -> (usize, usize, usize, usize) {
-        let line = self
-            .stderr
+    /// The summary line: `kiln: N actions: X cached (R remote), Y executed (E remote), Z failed in T`.
+    fn summary(&self) -> &str {
+        self.stderr
             .lines()
             .rev()
             .find(|l| l.starts_with("kiln: ") && l.contains(" actions: "))
-            .unwrap_or_else(|| panic!("no summary line in:\n{}", self.stderr));
-        let nums: Vec<usize> = line
-            .split(|c: char| !c.is_ascii_digit())
-            .filter(|s| !s.is_empty())
-            .filter_map(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no summary line in:\n{}", self.stderr))
+    }
+
+    /// The number before `word` in the summary line, and the remote count after it.
+    fn count(&self, word: &str) -> (usize, Option<usize>) {
+        let line = self.summary();
+        let words: Vec<&str> = line
+            .split([' ', ',', ':', '(', ')'])
+            .filter(|w| !w.is_empty())
             .collect();
-        if line.contains("remote)") {
-            (nums[0], nums[1], nums[3], nums[4])
-        } else {
-            (nums[0], nums[1], nums[2], nums[3])
-        }
+        let at = words
+            .iter()
+            .position(|w| *w == word)
+            .unwrap_or_else(|| panic!("no `{word}` in {line}"));
+        let n = words[at - 1].parse().unwrap();
+        let remote = match words.get(at + 2) {
+            Some(&"remote") => words[at + 1].parse().ok(),
+            _ => None,
+        };
+        (n, remote)
+    }
+
+    /// (total, cached, executed, failed) from the summary line.
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
+        (
+            self.count("actions").0,
+            self.count("cached").0,
+            self.count("executed").0,
+            self.count("failed").0,
+        )
+    }
+
+    /// (cached from a remote, executed on a remote) from the summary line.
+    pub fn remote_counts(&self) -> (usize, usize) {
+        let cached = self.count("cached").1.unwrap_or(0);
+        let executed = self.count("executed").1.unwrap_or(0);
+        (cached, executed)
     }
 
     pub fn executed(&self) -> usize {
@@ -163,7 +188,8 @@ pub fn kiln_cmd(dir: &Path, cache: &Path, args: &[&str]) -> Command {
         .current_dir(dir)
         .env("KILN_CACHE", cache)
         .env("KILN_GO_CACHE", shared_go_cache())
-        .env_remove("KILN_REMOTE_CACHE");
+        .env_remove("KILN_REMOTE_CACHE")
+        .env_remove("KILN_REMOTE_EXECUTOR");
     cmd
 }
 

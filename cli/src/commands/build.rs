@@ -67,7 +67,7 @@ pub fn run(cli: &Cli, labels: &[String], request: &Request) -> Result<ExitCode> 
     if let Some(path) = &request.junit {
         write_junit(&ctx, &plan.graph, &report, path)?;
     }
-    progress.summary(&report, ctx.remote_enabled);
+    progress.summary(&report, ctx.remote_enabled, ctx.runner.is_some());
     if let Some(fast) = fast {
         fast.record(&ctx, &exec, &plan, &report, &progress);
     }
@@ -214,6 +214,7 @@ pub fn build(
         keep_going: cli.keep_going,
         lookup_threads: if ctx.remote_enabled { 16 } else { 0 },
         rerun_tests,
+        remote_jobs: ctx.remote_jobs(cli),
     };
     let mut reporters: Vec<&dyn Reporter> = vec![progress];
     reporters.extend(events.as_ref().map(|e| e as &dyn Reporter));

@@ -23,7 +23,7 @@ pub fn run(cli: &Cli, label: &str, args: &[String]) -> Result<ExitCode> {
         return Err(ctx.workspace.missing_target(&label).into());
     }
     let (plan, report) = build(cli, &ctx, &exec, vec![label.clone()], &progress, false)?;
-    progress.summary(&report, ctx.remote_enabled);
+    progress.summary(&report, ctx.remote_enabled, ctx.runner.is_some());
     if !report.ok() {
         return Ok(ExitCode::from(1));
     }

@@ -34,7 +34,7 @@ pub fn run(cli: &Cli, labels: &[String], cold: bool) -> Result<ExitCode> {
     let exec = ctx.executor(cli)?;
     let targets = select(&ctx, &super::default_labels(labels), Mode::Build)?;
     let (_, first) = build(cli, &ctx, &exec, targets.clone(), &progress, false)?;
-    progress.summary(&first, ctx.remote_enabled);
+    progress.summary(&first, ctx.remote_enabled, ctx.runner.is_some());
     if !first.ok() {
         return Ok(ExitCode::from(1));
     }
@@ -57,6 +57,7 @@ pub fn run(cli: &Cli, labels: &[String], cold: bool) -> Result<ExitCode> {
         keep_going: false,
         lookup_threads: 0,
         rerun_tests: false,
+        remote_jobs: 0,
     };
     let second = scheduler::run(
         &plan2.graph,

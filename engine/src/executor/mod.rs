@@ -16,15 +16,17 @@ pub use discovered::{Discovered, Found};
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use kiln_cache::gocacheprog::Listener;
 use kiln_cache::{ActionResult, Digest, KeyOutcome, LocalStore, OutputFile, Store};
 
-use crate::action::{Action, ActionKind, Artifact, Builtin, BuiltinCtx, Tool};
+use crate::action::{Action, ActionKind, Artifact, Builtin, BuiltinCtx, ExecSpec, Tool};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{KeyInput, KeyRecord, KEY_SCHEMA};
+use crate::remote::{RemoteExecutor, RemoteRun};
 use crate::sandbox::{Host, Sandbox, SandboxMode, StoreAccess};
 
 /// How an action ended.
@@ -183,6 +185,71 @@ pub struct Executor {
     pub shared_store: Option<SharedStore>,
     /// The shared store's server and the directory of its blob files, once started.
     listener: std::sync::OnceLock<std::result::Result<(Listener, PathBuf), Error>>,
+    /// Where actions that may run remotely run ([`crate::remote`]).
+    pub remote: Option<Arc<dyn RemoteExecutor>>,
+    /// Run actions here when the remote executor cannot be reached.
+    pub remote_local_fallback: bool,
+    /// Set once the remote executor failed and the build fell back to local runs.
+    remote_off: AtomicBool,
+    /// What ran remotely in this build.
+    pub remote_stats: Mutex<RemoteStats>,
+    /// Bounds the actions that run on this machine when the scheduler has more workers
+    /// than cores (for a remote executor's actions).
+    pub local_slots: Slots,
+}
+
+/// A counting semaphore: at most `limit` holders at once (0: no limit).
+#[derive(Default)]
+pub struct Slots {
+    limit: std::sync::atomic::AtomicUsize,
+    taken: Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+/// A slot held until dropped.
+pub struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
+    }
+
+    /// Waits for a free slot.
+    pub fn take(&self) -> Slot<'_> {
+        let limit = self.limit.load(Ordering::Relaxed);
+        let mut taken = self.taken.lock().unwrap();
+        while limit > 0 && *taken >= limit {
+            taken = self.freed.wait(taken).unwrap();
+        }
+        *taken += 1;
+        Slot(self)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *self.0.taken.lock().unwrap() -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// What ran on the remote executor in one build.
+#[derive(Debug, Default, Clone)]
+pub struct RemoteStats {
+    /// Actions run remotely that succeeded (the engine's own cache hits included).
+    pub executed: u64,
+    /// Of those, answered from the engine's cache.
+    pub engine_cached: u64,
+    /// Per action id: where it ran, its queue and transfer time.
+    pub runs: HashMap<String, RemoteRun>,
+}
+
+impl RemoteStats {
+    fn record(&mut self, action: &Action, run: &RemoteRun) {
+        self.executed += u64::from(run.exit_code == 0);
+        self.engine_cached += u64::from(run.cached);
+        self.runs.insert(action.id(), run.clone());
+    }
 }
 
 /// A store served to sandboxed actions (see [`kiln_cache::gocacheprog::Listener`]).
@@ -223,6 +290,11 @@ impl Executor {
             stamp: std::sync::OnceLock::new(),
             shared_store: None,
             listener: std::sync::OnceLock::new(),
+            remote: None,
+            remote_local_fallback: false,
+            remote_off: AtomicBool::new(false),
+            remote_stats: Mutex::new(RemoteStats::default()),
+            local_slots: Slots::default(),
         })
     }
 
@@ -516,6 +588,10 @@ impl Executor {
     ) -> Result<(i32, Given), Box<Failure>> {
         match kind {
             ActionKind::Exec(spec) => {
+                if let Some(code) = self.run_remotely(action, kind, spec, sandbox)? {
+                    return Ok((code, Vec::new()));
+                }
+                let _slot = self.local_slots.take();
                 let mode = self.sandbox_mode().map_err(fail)?;
                 let access = match spec.store_access {
                     true => Some(self.store_access().map_err(fail)?),
@@ -525,9 +601,52 @@ impl Executor {
                 Ok((code.map_err(fail)?, Vec::new()))
             }
             ActionKind::Builtin(b) => {
+                let _slot = self.local_slots.take();
                 let digests = self.tool_digests(&b.tools).map_err(fail)?;
                 Ok(run_builtin(b, sandbox, &self.root, action, &digests))
             }
+        }
+    }
+
+    /// Runs the process on the remote executor if there is one and the action may run
+    /// there ([`crate::remote::runs_remotely`]); None: run it here. An executor that
+    /// cannot be reached fails the action, or, with `remote_local_fallback`, is named
+    /// once and left for the rest of the build.
+    fn run_remotely(
+        &self,
+        action: &Action,
+        kind: &ActionKind,
+        spec: &ExecSpec,
+        sandbox: &Sandbox,
+    ) -> Result<Option<i32>, Box<Failure>> {
+        let Some(remote) = &self.remote else {
+            return Ok(None);
+        };
+        if !crate::remote::runs_remotely(kind) || self.remote_off.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        sandbox.link_tools(&spec.tools).map_err(fail)?;
+        match remote.run(sandbox.root(), spec, &action.outputs) {
+            Ok(run) => {
+                self.remote_stats.lock().unwrap().record(action, &run);
+                Ok(Some(run.exit_code))
+            }
+            Err(e) if self.remote_local_fallback && e.kind == ErrorKind::Remote => {
+                if !self.remote_off.swap(true, Ordering::Relaxed) {
+                    eprintln!(
+                        "kiln: warning: remote executor {}: {}; running actions here \
+                         (--remote-local-fallback)",
+                        remote.name(),
+                        e.message
+                    );
+                }
+                Ok(None)
+            }
+            Err(e) => Err(fail(action.error(&format!(
+                "could not run on remote executor {}: {}",
+                remote.name(),
+                e.message
+            )))),
         }
     }
 

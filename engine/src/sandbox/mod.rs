@@ -147,6 +147,43 @@ impl Seen {
         }
     }
 
+    /// Where a process launched by [`launch`] finds things: everything below the
+    /// directory it starts in (a remote worker's input root).
+    fn launched(root: &Path) -> Seen {
+        let tools = root.join(".kiln/tools");
+        let names = fs::read_dir(&tools).into_iter().flatten().flatten();
+        Seen {
+            root: root.to_path_buf(),
+            tmp: root.join(".kiln/tmp"),
+            kiln: root.join(".kiln/bin/kiln"),
+            tools: names
+                .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+                .collect(),
+        }
+    }
+
+    /// The process's argv and environment: placeholders expanded, with PATH (the
+    /// sandbox's tool directory first), HOME, TMPDIR and PWD set.
+    fn process(&self, spec: &ExecSpec) -> (Vec<String>, BTreeMap<String, String>) {
+        let mut env: BTreeMap<String, String> = spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), self.expand(v)))
+            .collect();
+        let bin = self.root.join(".kiln/bin").display().to_string();
+        let path = match env.get("PATH") {
+            Some(p) if !p.is_empty() => format!("{bin}:{p}"),
+            _ => bin,
+        };
+        env.insert("PATH".into(), path);
+        let at = |rel: &str| self.root.join(rel).display().to_string();
+        env.insert("HOME".into(), at(".kiln/home"));
+        env.insert("TMPDIR".into(), self.tmp.display().to_string());
+        env.insert("PWD".into(), at(&spec.workdir));
+        let argv = spec.argv.iter().map(|a| self.expand(a)).collect();
+        (argv, env)
+    }
+
     /// Expands `{tool:NAME}`, `{sandbox}`, `{kiln}` and `{user}` placeholders.
     fn expand(&self, s: &str) -> String {
         if !s.contains('{') {
@@ -160,6 +197,73 @@ impl Seen {
         }
         out
     }
+}
+
+/// The file of a remote input root that tells [`launch`] what to run.
+pub const LAUNCH_FILE: &str = ".kiln/launch.json";
+
+/// What [`launch`] runs: the parts of an [`ExecSpec`] a remote worker needs.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Launch {
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub workdir: String,
+}
+
+impl Launch {
+    pub fn of(spec: &ExecSpec) -> Launch {
+        Launch {
+            argv: spec.argv.clone(),
+            env: spec.env.clone(),
+            workdir: spec.workdir.clone(),
+        }
+    }
+}
+
+/// Runs an action's process in the current directory, a remote worker's input root
+/// laid out as a sandbox (inputs at workspace paths, file tools in `.kiln/bin`, tree
+/// tools in `.kiln/tools/NAME`, kiln itself at `.kiln/bin/kiln`): reads
+/// [`LAUNCH_FILE`], expands the placeholders to paths below this directory (a worker
+/// chooses where an input root lies; REAPI commands get relative paths only), sets
+/// PATH, HOME, TMPDIR and PWD as a local sandbox does, and replaces itself with the
+/// process. Returns only on failure.
+pub fn launch() -> Error {
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        Error::new(ErrorKind::Action, format!("kiln launch: {what}: {e}"))
+    };
+    let root = match std::env::current_dir() {
+        Ok(root) => root,
+        Err(e) => return fail("the working directory", &e),
+    };
+    let text = match fs::read(root.join(LAUNCH_FILE)) {
+        Ok(text) => text,
+        Err(e) => return fail(LAUNCH_FILE, &e),
+    };
+    let spec: Launch = match serde_json::from_slice(&text) {
+        Ok(spec) => spec,
+        Err(e) => return fail(LAUNCH_FILE, &e),
+    };
+    for dir in [".kiln/home", ".kiln/tmp", ".kiln/bin"] {
+        let _ = fs::create_dir_all(root.join(dir));
+    }
+    let exec = ExecSpec {
+        argv: spec.argv,
+        env: spec.env,
+        workdir: spec.workdir,
+        ..ExecSpec::default()
+    };
+    let seen = Seen::launched(&root);
+    let (argv, env) = seen.process(&exec);
+    let Some(program) = argv.first() else {
+        return fail(LAUNCH_FILE, &"no argv");
+    };
+    let e = Command::new(resolve_program(program, &env["PATH"]))
+        .args(&argv[1..])
+        .env_clear()
+        .envs(&env)
+        .current_dir(root.join(&exec.workdir))
+        .exec();
+    fail(&format!("start `{program}`"), &e)
 }
 
 /// The running kiln binary. Linux names a binary replaced while it runs
@@ -287,26 +391,11 @@ impl Sandbox {
         let root = self.root();
         self.link_tools(&spec.tools)?;
         let seen = Seen::new(root, mode, spec);
-        let mut env: BTreeMap<String, String> = spec
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), seen.expand(v)))
-            .collect();
-        let bin = seen.root.join(".kiln/bin").display().to_string();
-        let path = match env.get("PATH") {
-            Some(p) if !p.is_empty() => format!("{bin}:{p}"),
-            _ => bin,
-        };
-        env.insert("PATH".into(), path);
-        let at = |rel: &str| seen.root.join(rel).display().to_string();
-        env.insert("HOME".into(), at(".kiln/home"));
-        env.insert("TMPDIR".into(), seen.tmp.display().to_string());
-        env.insert("PWD".into(), at(&spec.workdir));
+        let (argv, mut env) = seen.process(spec);
         if let Some(access) = access {
             let socket = access.socket.display().to_string();
             env.insert(kiln_cache::gocacheprog::SOCKET_ENV.into(), socket);
         }
-        let argv: Vec<String> = spec.argv.iter().map(|a| seen.expand(a)).collect();
         let (mut cmd, _args) = match mode {
             SandboxMode::Bwrap => bwrap::command(root, spec, host, access, &self.sealed, &argv[0]),
             _ => {
@@ -342,7 +431,7 @@ impl Sandbox {
     }
 
     /// One link per declared file tool in `.kiln/bin` (PATH).
-    fn link_tools(&self, tools: &[Tool]) -> Result<()> {
+    pub fn link_tools(&self, tools: &[Tool]) -> Result<()> {
         for tool in tools.iter().filter(|t| !t.tree) {
             let link = self.root().join(".kiln/bin").join(&tool.name);
             // A process run again in the same sandbox (a batch's retry) links anew.

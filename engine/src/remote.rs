@@ -1,0 +1,63 @@
+//! Running actions elsewhere: the engine's side of remote execution.
+//!
+//! An [`RemoteExecutor`] (kiln-remote implements one over the Remote Execution API)
+//! gets a prepared sandbox directory, runs the action's process on a worker with that
+//! directory as its input root, and writes back what the process produced. Everything
+//! after that is the local path: the executor collects and checks the declared outputs
+//! from the sandbox (regular files only, nothing undeclared), hashes and stores them,
+//! so a remote result is trusted no more than a local one.
+//!
+//! Which actions run remotely ([`runs_remotely`]): processes with a fixed set of inputs.
+//! These stay local, and why:
+//!
+//! * builtins (tar layers, checksums, image manifests): kiln's own code, cheaper than
+//!   sending their inputs;
+//! * actions that reach the build's shared store (`go build` and `go test`'s compile
+//!   steps, whose compile cache is served to them over a socket by this kiln);
+//! * actions with reads (test runs whose inputs are what the test opened in a
+//!   workspace directory, known only after they ran);
+//! * batches (many packages or platforms in one process);
+//! * fixed-output actions (the only ones with network).
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::action::{ActionKind, ExecSpec};
+use crate::error::Result;
+
+/// What a remote run ended with.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteRun {
+    pub exit_code: i32,
+    /// Whether the engine answered from its own cache instead of running it.
+    pub cached: bool,
+    /// Time spent sending inputs and fetching outputs.
+    pub transfer: Duration,
+    /// Time between the request and the process's start on a worker (as far as the
+    /// engine reports it).
+    pub queued: Duration,
+    /// The worker that ran it, if the engine says.
+    pub worker: String,
+}
+
+/// Where actions run besides this machine.
+pub trait RemoteExecutor: Send + Sync {
+    /// Runs `spec` with the files under `root` (a sandbox: inputs at workspace paths,
+    /// file tools linked in `.kiln/bin`) as its input root, with the tree tools of
+    /// `spec` at `.kiln/tools/NAME`. Writes the declared `outputs` it produced below
+    /// `root` and its stdout and stderr to `root/.kiln/stdout` and `.kiln/stderr`.
+    fn run(&self, root: &Path, spec: &ExecSpec, outputs: &[String]) -> Result<RemoteRun>;
+
+    /// How to name it in messages (its endpoint, never a credential).
+    fn name(&self) -> &str;
+}
+
+/// Whether an action of this kind may run remotely (see the module comment).
+pub fn runs_remotely(kind: &ActionKind) -> bool {
+    match kind {
+        ActionKind::Exec(spec) => {
+            spec.batch.is_none() && spec.reads.is_none() && !spec.store_access && !spec.network
+        }
+        ActionKind::Builtin(_) => false,
+    }
+}

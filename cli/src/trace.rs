@@ -21,7 +21,7 @@ use anyhow::{Context as _, Result};
 use kiln_cache::gocacheprog::ServeStats;
 use kiln_cache::{ActionResult, Store};
 use kiln_engine::action::Action;
-use kiln_engine::executor::{Failure, Status};
+use kiln_engine::executor::{Failure, RemoteStats, Status};
 use kiln_engine::scheduler::{Report, Reporter};
 use serde_json::{json, Value};
 
@@ -65,6 +65,8 @@ struct Span {
 
 /// Spans for `--profile`.
 pub struct Trace {
+    /// What ran on the remote executor (where, queue and transfer time).
+    pub remote_runs: Option<RemoteRuns>,
     origin: Instant,
     open: Mutex<HashMap<String, Span>>,
     events: Mutex<Vec<Value>>,
@@ -74,6 +76,7 @@ pub struct Trace {
 impl Trace {
     pub fn new() -> Trace {
         Trace {
+            remote_runs: None,
             origin: Instant::now(),
             open: Mutex::new(HashMap::new()),
             events: Mutex::new(Vec::new()),
@@ -177,12 +180,39 @@ impl Reporter for Trace {
                 "queue_wait_us": wait,
             },
         });
+        let mut event = event;
+        if status != Status::Cached {
+            event["args"]["ran_on"] = where_it_ran(&self.remote_runs, action);
+        }
         self.events.lock().unwrap().push(event);
+    }
+}
+
+/// The remote executor's record of a build's runs.
+pub type RemoteRuns = Arc<Mutex<RemoteStats>>;
+
+/// Where an action that ran did: `{"where": "local"}`, or the remote's worker, the time
+/// it waited in the engine's queue and the time its inputs and outputs took to move.
+fn where_it_ran(runs: &Option<RemoteRuns>, action: &Action) -> Value {
+    let run = runs
+        .as_ref()
+        .and_then(|r| r.lock().unwrap().runs.get(&action.id()).cloned());
+    match run {
+        None => json!({"where": "local"}),
+        Some(run) => json!({
+            "where": "remote",
+            "worker": run.worker,
+            "engine_cached": run.cached,
+            "queue_ms": run.queued.as_millis() as u64,
+            "transfer_ms": run.transfer.as_millis() as u64,
+        }),
     }
 }
 
 /// The `--json` event stream.
 pub struct Events {
+    /// What ran on the remote executor (where, queue and transfer time).
+    pub remote_runs: Option<RemoteRuns>,
     out: Mutex<BufWriter<File>>,
     store: Arc<dyn Store>,
     remote: Mutex<std::collections::HashSet<String>>,
@@ -193,6 +223,7 @@ impl Events {
         let file =
             File::create(path).with_context(|| format!("failed to create {}", path.display()))?;
         Ok(Events {
+            remote_runs: None,
             out: Mutex::new(BufWriter::new(file)),
             store,
             remote: Mutex::default(),
@@ -260,6 +291,9 @@ impl Reporter for Events {
             "mnemonic": action.mnemonic,
             "remote": self.remote.lock().unwrap().contains(&action.id()),
         });
+        if status != Status::Cached {
+            event["ran_on"] = where_it_ran(&self.remote_runs, action);
+        }
         if let Some(r) = result {
             event["outputs"] = outputs_json(r);
             event["duration_ms"] = json!(r.duration_ms);

@@ -271,3 +271,34 @@ impl GrpcStore {
         Ok(ours)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_testkit::Casd;
+
+    /// A server that answers a blob's SHA-256 with bytes whose BLAKE3 digest is not the
+    /// one kiln's record names (a record and REAPI fields that disagree) is caught when
+    /// the blob is fetched: nothing is written under the record's digest.
+    #[test]
+    fn a_blob_whose_two_digests_disagree_is_refused() {
+        let casd = Casd::start();
+        let remote = Arc::new(Remote::connect(&casd.url(), &crate::Options::default()).unwrap());
+        let store = GrpcStore::new(remote.clone());
+        let honest = Digest::of_bytes(b"honest\n");
+        store.put_bytes(b"forged\n").unwrap();
+        // The claim a bad result makes: the honest digest is these other bytes.
+        remote.learn(honest, Sha::of_bytes(b"forged\n"));
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        let err = store.fetch(&honest, &dest).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        assert!(!dest.exists());
+        assert!(store.read(&honest).is_err());
+        // The honest pairing fetches.
+        let real = store.put_bytes(b"honest\n").unwrap();
+        remote.learn(real, Sha::of_bytes(b"honest\n"));
+        assert!(store.fetch(&real, &dest).unwrap());
+        assert_eq!(std::fs::read(&dest).unwrap(), b"honest\n");
+    }
+}

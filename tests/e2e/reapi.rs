@@ -118,10 +118,33 @@ fn a_dag_run_on_casd_is_bit_identical_to_the_local_build_and_shared_through_its_
     assert_eq!(run.remote_counts().0, actions);
     assert_eq!(outputs(&third), want);
 
-    // An edit reruns on casd only what it changes.
+    // An edit reruns on casd only what it changes; --json says where each ran.
     third.write("dag/src/f3.txt", "changed\n");
-    let run = third.kiln(&["build", "--remote-executor", &casd.url()]);
+    let json = third.path("events.json");
+    let json_arg = json.display().to_string();
+    let run = third.kiln(&[
+        "build",
+        "--remote-executor",
+        &casd.url(),
+        "--json",
+        &json_arg,
+    ]);
     run.assert_ok();
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&json)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ran: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "action_executed")
+        .collect();
+    assert_eq!(ran.len(), 4);
+    for e in ran {
+        assert_eq!(e["ran_on"]["where"], "remote", "{e}");
+        assert!(e["ran_on"]["transfer_ms"].is_u64(), "{e}");
+        assert!(e["ran_on"]["queue_ms"].is_u64(), "{e}");
+    }
     assert_eq!(
         run.executed(),
         4,
@@ -283,3 +306,64 @@ fn the_executor_comes_from_kiln_toml_and_the_environment() {
 }
 
 use crate::support::Run;
+
+#[test]
+fn a_grpc_cache_result_naming_paths_outside_its_outputs_is_ignored() {
+    use kiln_cache::{Digest, Store};
+    let casd = Casd::start();
+    let ws = workspace()
+        .file(
+            "BUILD.toml",
+            "[genrule.out]\nouts = [\"out.txt\"]\ncmd = \"echo honest > $OUT\"\n",
+        )
+        .build();
+    ws.kiln(&["build", "--remote-cache", &casd.url()])
+        .assert_ok();
+    let keys = ws.kiln(&["cache", "keys"]);
+    let key: Digest = keys
+        .stdout
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // Any client with write access to the engine's ActionCache stores, under the same
+    // key, a result that also puts a blob outside kiln-out.
+    let remote = std::sync::Arc::new(
+        kiln_remote::Remote::connect(&casd.url(), &kiln_remote::Options::default()).unwrap(),
+    );
+    let store = kiln_remote::GrpcStore::new(remote);
+    let mut result = store.get_action(&key).unwrap().expect("the honest result");
+    let evil = store.put_bytes(b"evil\n").unwrap();
+    let mut escape = result.outputs[0].clone();
+    escape.path = "kiln-out/../../escaped.txt".into();
+    escape.digest = evil;
+    escape.size = 5;
+    result.outputs.push(escape);
+    store.put_action(&key, &result).unwrap();
+    assert_eq!(
+        store.get_action(&key).unwrap().unwrap().outputs.len(),
+        2,
+        "the attack is stored"
+    );
+
+    let other = ws.copy();
+    let run = other.kiln(&["build", "--remote-cache", &casd.url()]);
+    run.assert_ok();
+    let outside = other.root.parent().unwrap().join("escaped.txt");
+    assert!(!outside.exists(), "the remote wrote {}", outside.display());
+    assert_eq!(other.read("kiln-out/out.txt"), "honest\n");
+    assert_eq!(
+        run.executed(),
+        1,
+        "the bad result is a miss: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&format!("remote cache {}", casd.url()))
+            && run.stderr.contains("kiln-out/../../escaped.txt"),
+        "one warning naming the remote: {}",
+        run.stderr
+    );
+}

@@ -196,12 +196,19 @@ pub fn build(
     progress: &Progress,
     rerun_tests: bool,
 ) -> Result<(Plan, Report)> {
-    let events = cli
+    let remote_runs = exec.remote.as_ref().map(|_| exec.remote_stats.clone());
+    let mut events = cli
         .json
         .as_deref()
         .map(|p| Events::create(p, ctx.store.clone()))
         .transpose()?;
-    let trace = cli.profile.as_ref().map(|_| Trace::new());
+    if let Some(events) = &mut events {
+        events.remote_runs = remote_runs.clone();
+    }
+    let mut trace = cli.profile.as_ref().map(|_| Trace::new());
+    if let Some(trace) = &mut trace {
+        trace.remote_runs = remote_runs;
+    }
     if let Some(events) = &events {
         let names: Vec<String> = targets.iter().map(Label::to_string).collect();
         events.emit(serde_json::json!({"event": "build_started", "targets": names}));

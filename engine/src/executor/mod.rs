@@ -192,7 +192,7 @@ pub struct Executor {
     /// Set once the remote executor failed and the build fell back to local runs.
     remote_off: AtomicBool,
     /// What ran remotely in this build.
-    pub remote_stats: Mutex<RemoteStats>,
+    pub remote_stats: Arc<Mutex<RemoteStats>>,
     /// Bounds the actions that run on this machine when the scheduler has more workers
     /// than cores (for a remote executor's actions).
     pub local_slots: Slots,
@@ -293,7 +293,7 @@ impl Executor {
             remote: None,
             remote_local_fallback: false,
             remote_off: AtomicBool::new(false),
-            remote_stats: Mutex::new(RemoteStats::default()),
+            remote_stats: Arc::default(),
             local_slots: Slots::default(),
         })
     }

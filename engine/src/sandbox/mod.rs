@@ -150,15 +150,17 @@ impl Seen {
     /// Where a process launched by [`launch`] finds things: everything below the
     /// directory it starts in (a remote worker's input root).
     fn launched(root: &Path) -> Seen {
-        let tools = root.join(".kiln/tools");
-        let names = fs::read_dir(&tools).into_iter().flatten().flatten();
+        // File tools in .kiln/bin, tree tools in .kiln/tools.
+        let tools = [".kiln/bin", ".kiln/tools"]
+            .iter()
+            .flat_map(|dir| fs::read_dir(root.join(dir)).into_iter().flatten().flatten())
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+            .collect();
         Seen {
             root: root.to_path_buf(),
             tmp: root.join(".kiln/tmp"),
             kiln: root.join(".kiln/bin/kiln"),
-            tools: names
-                .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-                .collect(),
+            tools,
         }
     }
 

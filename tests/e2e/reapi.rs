@@ -367,3 +367,48 @@ fn a_grpc_cache_result_naming_paths_outside_its_outputs_is_ignored() {
         run.stderr
     );
 }
+
+/// The example service's release (four platforms, stripped and packed on casd, images,
+/// checksums, provenance) built with a remote executor is byte for byte the local one.
+#[test]
+fn the_example_release_built_through_casd_is_the_local_release() {
+    let casd = Casd::start();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello-service");
+    let tmp = tempfile::tempdir().unwrap();
+    let (here, there) = (tmp.path().join("here/hs"), tmp.path().join("there/hs"));
+    crate::support::copy_tree(&example, &here);
+    crate::support::copy_tree(&example, &there);
+    let _ = std::fs::remove_dir_all(here.join("kiln-out"));
+    let _ = std::fs::remove_dir_all(there.join("kiln-out"));
+    let build = |root: &Path, cache: &str, extra: &[&str]| {
+        let mut args = vec!["build", "//:release"];
+        args.extend_from_slice(extra);
+        Run::from(
+            crate::support::kiln_cmd(root, &tmp.path().join(cache), &args)
+                .output()
+                .unwrap(),
+        )
+    };
+    build(&here, "cache-here", &[]).assert_ok();
+    let run = build(&there, "cache-there", &["--remote-executor", &casd.url()]);
+    run.assert_ok();
+    let (_, remote) = run.remote_counts();
+    assert!(remote >= 4, "strip and upx ran on casd:\n{}", run.stderr);
+    let read = |root: &Path| {
+        let ws_out = root.join("kiln-out");
+        walk(&ws_out)
+            .into_iter()
+            .map(|p| {
+                (
+                    p.strip_prefix(&ws_out).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                )
+            })
+            .collect::<BTreeMap<_, _>>()
+    };
+    let (a, b) = (read(&here), read(&there));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (path, bytes) in &a {
+        assert!(b[path] == *bytes, "{} differs", path.display());
+    }
+}

@@ -4,11 +4,9 @@
 //! entrypoint change reruns no layer action, and `kiln run` pushes to Debian's
 //! docker-registry on loopback.
 
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Output};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use serde_json::Value;
 
@@ -405,70 +403,14 @@ args = ["-1"]
     );
 }
 
-/// Debian's docker-registry on a free loopback port, storing in a temporary directory.
-struct Registry {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = dir.path().join("config.yml");
-        let storage = dir.path().join("storage");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                storage.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("docker-registry")
-            .args(["serve", config.to_str().unwrap()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("docker-registry is needed: run .ci/install-deps");
-        let registry = Registry {
-            child,
-            port,
-            _dir: dir,
-        };
-        registry.wait_ready();
-        registry
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "docker-registry did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn pushed_digest(stdout: &str) -> String {
     stdout.trim().rsplit('@').next().unwrap().to_string()
 }
 
 #[test]
 fn kiln_run_pushes_the_index_and_skopeo_pulls_the_same_digest() {
-    let registry = Registry::start();
-    let repository = format!("127.0.0.1:{}/hello/app", registry.port);
+    let registry = kiln_testkit::Registry::start();
+    let repository = format!("{}/hello/app", registry.host());
     let push = format!("\n[oci_push.push]\nimage = \":image\"\nrepository = \"{repository}\"\ntags = [\"latest\", \"{{STABLE_GIT_DESCRIBE}}\"]\n");
     let ws = pipeline()
         .file("BUILD.toml", &format!("{BUILD}{push}"))

@@ -15,6 +15,8 @@
 //!   bad arguments, non-UTF-8 files, deep and large workspaces.
 //! - `init`: `kiln init` on modules shaped like public ones, checked by building them.
 //! - `insight`: explain, --profile, --json, verify-repro.
+//! - `registry`: pushing to registries with credentials (config.json, helpers,
+//!   variables), Basic and token auth, TLS from a private CA, retries.
 //! - `release`: checksums, provenance, cache housekeeping.
 //! - `remote`: a cache shared through `kiln serve` and nginx WebDAV, and its faults.
 //! - `serve`: `kiln serve` against an attacker (slow connections, ambiguous lengths).
@@ -30,6 +32,7 @@ mod index;
 mod init;
 mod input;
 mod insight;
+mod registry;
 mod release;
 mod remote;
 mod serve;

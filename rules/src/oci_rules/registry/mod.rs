@@ -1,0 +1,279 @@
+//! Talking to OCI registries with the Distribution API (no Docker daemon): pushing an
+//! OCI layout, pulling an image by digest.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`settings`] | `[registries."HOST"]` of kiln.toml: `ca_file`, `insecure`; TLS trust |
+//! | [`credentials`] | credentials as docker/podman/crane find them, never shown |
+//! | [`auth`] | `WWW-Authenticate` challenges, bearer tokens from the realm |
+//! | [`client`] | one host: auth on 401, redirects, retries with backoff |
+//!
+//! Push: for each blob (layers and configs) `HEAD /v2/<name>/blobs/<digest>`, skipped if
+//! the registry answers 200; else `POST /v2/<name>/blobs/uploads/` (202 + `Location`)
+//! and a monolithic `PUT <location>?digest=<digest>` (201). Then each image manifest is
+//! `PUT` by digest, and the image index by digest and under every tag, each with its
+//! media type; the registry's `Docker-Content-Digest` must match. Children go before
+//! their parents, so a registry never sees a manifest naming a blob it does not have.
+//! Each blob and manifest is one operation, tried again from its start (a new upload
+//! session) after a dropped connection or a 5xx, up to [`client::ATTEMPTS`] times.
+//!
+//! `repository` is `host[:port]/name`, optionally with `http://` or `https://`; see
+//! [`settings`] for which scheme is used.
+
+pub mod auth;
+pub mod client;
+pub mod credentials;
+pub mod settings;
+
+use std::path::{Path, PathBuf};
+
+use ureq::http::Method;
+
+use crate::oci::{Descriptor, Index, Manifest, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
+use client::{Body, Client, Failure, Request};
+pub use settings::Settings;
+
+/// A registry repository (`host[:port]/name`).
+pub struct Repository {
+    client: Client,
+    name: String,
+}
+
+/// `[scheme://]host[:port]/name` split, checked.
+pub struct RepoRef {
+    pub scheme: Option<String>,
+    pub host: String,
+    pub name: String,
+}
+
+impl RepoRef {
+    pub fn parse(text: &str) -> Result<RepoRef, String> {
+        let (scheme, rest) = match text.split_once("://") {
+            Some((s @ ("http" | "https"), rest)) => (Some(s.to_string()), rest),
+            Some(_) => {
+                return Err(format!(
+                    "registry reference `{text}`: only http:// and https:// are supported"
+                ))
+            }
+            None => (None, text),
+        };
+        let Some((host, name)) = rest
+            .split_once('/')
+            .filter(|(h, n)| !h.is_empty() && valid_name(n))
+        else {
+            return Err(format!(
+                "registry reference `{text}`: a repository reads host[:port]/name, with a lowercase name"
+            ));
+        };
+        Ok(RepoRef {
+            scheme,
+            host: host.to_string(),
+            name: name.to_string(),
+        })
+    }
+}
+
+impl Repository {
+    /// A repository to push to (token scope `pull,push`).
+    pub fn for_push(text: &str, settings: &Settings) -> Result<Repository, String> {
+        Repository::open(text, settings, "pull,push")
+    }
+
+    /// A repository to pull from (token scope `pull`).
+    pub fn for_pull(text: &str, settings: &Settings) -> Result<Repository, String> {
+        Repository::open(text, settings, "pull")
+    }
+
+    fn open(text: &str, settings: &Settings, actions: &str) -> Result<Repository, String> {
+        let r = RepoRef::parse(text)?;
+        let scopes = vec![format!("repository:{}:{actions}", r.name)];
+        let client = Client::new(
+            &r.host,
+            r.scheme.as_deref(),
+            &settings.host(&r.host),
+            scopes,
+        )?;
+        Ok(Repository {
+            client,
+            name: r.name,
+        })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// `base/v2/<name>/<rest>`.
+    pub fn url(&self, rest: &str) -> String {
+        format!("{}/v2/{}/{rest}", self.client.base, self.name)
+    }
+
+    /// Pushes the image `index.json` of the layout at `layout` names, tagged `tags`;
+    /// returns its digest.
+    pub fn push_layout(&self, layout: &Path, tags: &[String]) -> Result<String, String> {
+        let top: Index = read_json(&layout.join("index.json"))?;
+        let [image] = top.manifests.as_slice() else {
+            return Err(format!(
+                "push {}: its index.json must name one image",
+                layout.display()
+            ));
+        };
+        let blobs = layout.join("blobs");
+        self.push_tree(&blobs, image)?;
+        for tag in tags {
+            self.put_manifest(&blobs, image, tag)?;
+        }
+        Ok(image.digest.clone())
+    }
+
+    fn push_tree(&self, blobs: &Path, descriptor: &Descriptor) -> Result<(), String> {
+        if descriptor.media_type == MEDIA_TYPE_INDEX {
+            let index: Index = read_json(&blob_path(blobs, &descriptor.digest))?;
+            for child in &index.manifests {
+                self.push_tree(blobs, child)?;
+            }
+        } else if descriptor.media_type == MEDIA_TYPE_MANIFEST {
+            let manifest: Manifest = read_json(&blob_path(blobs, &descriptor.digest))?;
+            for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
+                let path = blob_path(blobs, &blob.digest);
+                self.client.retrying(|| self.push_blob(&path, blob))?;
+            }
+        } else {
+            return Err(format!(
+                "push {}: unknown media type {}",
+                descriptor.digest, descriptor.media_type
+            ));
+        }
+        self.put_manifest(blobs, descriptor, &descriptor.digest)
+    }
+
+    fn push_blob(&self, path: &Path, blob: &Descriptor) -> Result<(), Failure> {
+        let url = self.url(&format!("blobs/{}", blob.digest));
+        let head = self.client.send(&Request::new(Method::HEAD, url))?;
+        if head.status().as_u16() == 200 {
+            return Ok(());
+        }
+        let location = self.start_upload()?;
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let url = format!("{location}{sep}digest={}", blob.digest);
+        let put = Request::new(Method::PUT, url)
+            .header("content-type", "application/octet-stream")
+            .header("content-length", blob.size.to_string())
+            .body(Body::File(path));
+        let resp = self.client.send(&put)?;
+        expect(resp, &[201, 204], &format!("upload blob {}", blob.digest))
+    }
+
+    fn start_upload(&self) -> Result<String, Failure> {
+        let url = self.url("blobs/uploads/");
+        let resp = self.client.send(&Request::new(Method::POST, url.clone()))?;
+        let status = resp.status().as_u16();
+        let location = resp.headers().get("location").and_then(|l| l.to_str().ok());
+        match (status, location) {
+            (202, Some(l)) => Ok(self.client.resolve(l)),
+            _ => Err(Failure::fatal(format!(
+                "start an upload at {url}: the registry answered {status}"
+            ))),
+        }
+    }
+
+    fn put_manifest(
+        &self,
+        blobs: &Path,
+        descriptor: &Descriptor,
+        reference: &str,
+    ) -> Result<(), String> {
+        let bytes = std::fs::read(blob_path(blobs, &descriptor.digest))
+            .map_err(|e| format!("read manifest {}: {e}", descriptor.digest))?;
+        let what = format!("put manifest {} as {reference}", descriptor.digest);
+        self.client.retrying(|| {
+            let put = Request::new(Method::PUT, self.url(&format!("manifests/{reference}")))
+                .header("content-type", descriptor.media_type.clone())
+                .body(Body::Bytes(&bytes));
+            let resp = self.client.send(&put)?;
+            let given = resp
+                .headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from);
+            expect(resp, &[200, 201], &what)?;
+            match given {
+                Some(d) if d != descriptor.digest => Err(Failure::fatal(format!(
+                    "{what}: the registry stored it as {d}"
+                ))),
+                _ => Ok(()),
+            }
+        })
+    }
+}
+
+/// An error naming the status and the start of the registry's answer, unless `status`
+/// is one of `ok`.
+pub fn expect(
+    mut resp: ureq::http::Response<ureq::Body>,
+    ok: &[u16],
+    what: &str,
+) -> Result<(), Failure> {
+    let status = resp.status().as_u16();
+    if ok.contains(&status) {
+        return Ok(());
+    }
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(4096)
+        .read_to_string()
+        .unwrap_or_default();
+    Err(Failure::fatal(format!(
+        "{what}: the registry answered {status} {}",
+        body.trim()
+    )))
+}
+
+/// Repository names per the distribution spec: lowercase path components.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.split('/').all(|c| {
+            !c.is_empty()
+                && c.chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
+                && c.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+        })
+}
+
+fn blob_path(blobs: &Path, digest: &str) -> PathBuf {
+    blobs
+        .join("sha256")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("read {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_repositories() {
+        let none = Settings::default();
+        let r = Repository::for_push("127.0.0.1:5000/hello/server", &none).unwrap();
+        assert_eq!(
+            (r.client.base.as_str(), r.name.as_str()),
+            ("http://127.0.0.1:5000", "hello/server")
+        );
+        let r = Repository::for_push("registry.example/app", &none).unwrap();
+        assert_eq!(r.client.base, "https://registry.example");
+        for bad in [
+            "noslash",
+            "/x",
+            "host/UPPER",
+            "ftp://h/x",
+            "http://registry.example/x",
+        ] {
+            assert!(Repository::for_push(bad, &none).is_err(), "{bad}");
+        }
+    }
+}

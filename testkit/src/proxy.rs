@@ -1,0 +1,73 @@
+//! A TCP proxy on loopback that drops the first connections it accepts (closes them
+//! after reading the start of a request, as a load balancer restarting would) and
+//! forwards the rest to a target port: a flaky network between a client and a server.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+pub struct DroppingProxy {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl DroppingProxy {
+    /// Forwards to `127.0.0.1:target`, dropping the first `drop_first` connections.
+    pub fn start(target: u16, drop_first: usize) -> DroppingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                if n < drop_first {
+                    let mut buf = [0; 64];
+                    let _ = conn.read(&mut buf);
+                    let _ = conn.shutdown(Shutdown::Both);
+                    continue;
+                }
+                std::thread::spawn(move || forward(conn, target));
+            }
+        });
+        DroppingProxy { port, accepted }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Connections accepted so far (dropped ones included).
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+fn forward(client: TcpStream, target: u16) {
+    let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+        return;
+    };
+    let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let up = std::thread::spawn(move || {
+        pipe(&mut c2, &mut s2);
+    });
+    let (mut s, mut c) = (server, client);
+    pipe(&mut s, &mut c);
+    let _ = up.join();
+}
+
+fn pipe(from: &mut TcpStream, to: &mut TcpStream) {
+    let mut buf = [0; 64 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}

@@ -1,0 +1,354 @@
+//! Images in real registries: Debian's docker-registry on loopback behind htpasswd
+//! (Basic) or token auth (a testkit issuer whose signed tokens the registry checks), on
+//! TLS from a CA the test makes. Credentials come from config.json `auths`, a
+//! credential helper on PATH, or variables, and never show in output, --json or the
+//! cache; a push without them is refused; a dropped connection is retried.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use kiln_testkit::{DroppingProxy, Pki, Registry, RegistryAuth, TokenIssuer};
+
+use crate::support::{Run, Workspace};
+
+const USER: &str = "ci-bot";
+const PASSWORD: &str = "s3cret-Pa55word-xyzzy";
+
+/// A one-platform scratch image of a text file and a push of it to `repository`.
+fn image_workspace(repository: &str, kiln_toml: &str) -> Workspace {
+    let push = format!(
+        "[oci_image.image]\nplatforms = [\"linux/amd64\"]\nfiles = {{ \"/etc/hello.txt\" = \"hello.txt\" }}\n\n\
+         [oci_push.push]\nimage = \":image\"\nrepository = \"{repository}\"\ntags = [\"latest\", \"v1\"]\n"
+    );
+    crate::support::workspace()
+        .file(
+            "kiln.toml",
+            &format!("[workspace]\nname = \"reg\"\n{kiln_toml}"),
+        )
+        .file("hello.txt", "hello\n")
+        .file("BUILD.toml", &push)
+        .build()
+}
+
+/// A docker config directory holding `config` as config.json.
+fn docker_config(config: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), config).unwrap();
+    dir
+}
+
+fn auths(host: &str, user: &str, password: &str) -> String {
+    let auth = STANDARD.encode(format!("{user}:{password}"));
+    format!(r#"{{"auths": {{"{host}": {{"auth": "{auth}"}}}}}}"#)
+}
+
+/// `kiln run //:push` with only the given registry variables (no KILN_REGISTRY_* of
+/// the host, DOCKER_CONFIG set), plus `--json`.
+fn push(ws: &Workspace, docker_config: &Path, env: &[(&str, &str)]) -> Run {
+    let mut cmd = ws.cmd(&["--json", "events.json", "run", "//:push"]);
+    cmd.env("DOCKER_CONFIG", docker_config)
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("KILN_REGISTRY_USER")
+        .env_remove("KILN_REGISTRY_PASSWORD")
+        .env_remove("KILN_REGISTRY_HOST");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Run::from(cmd.output().unwrap())
+}
+
+/// The secret shows nowhere kiln writes: output, --json events, the cache, kiln-out.
+fn assert_secret_hidden(ws: &Workspace, run: &Run, secret: &str) {
+    assert!(!run.stdout.contains(secret), "{}", run.stdout);
+    assert!(!run.stderr.contains(secret), "{}", run.stderr);
+    for dir in [ws.root.clone(), ws.cache.clone()] {
+        let out = Command::new("grep")
+            .args(["-r", "-l", "-a", "-F", secret])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.stdout.is_empty(),
+            "the secret is in {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+fn skopeo(args: &[&str]) -> Output {
+    let out = Command::new("skopeo").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The digest of the manifest the registry serves for `reference`, read by skopeo.
+fn remote_digest(pki: &Pki, reference: &str, creds: &str) -> String {
+    let cert_dir = pki.cert_dir();
+    let out = skopeo(&[
+        "inspect",
+        "--cert-dir",
+        cert_dir.to_str().unwrap(),
+        "--creds",
+        creds,
+        "--format",
+        "{{.Digest}}",
+        &format!("docker://{reference}"),
+    ]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn kiln_toml_ca(registry: &Registry, ws_ca: &str) -> String {
+    format!(
+        "\n[registries.\"{}\"]\nca_file = \"{ws_ca}\"\n",
+        registry.host()
+    )
+}
+
+fn with_ca(ws: &Workspace, pki: &Pki) {
+    std::fs::copy(pki.ca_cert(), ws.path("ca.pem")).unwrap();
+}
+
+fn index_digest(ws: &Workspace) -> String {
+    ws.read("kiln-out/image/index.digest").trim().to_string()
+}
+
+#[test]
+fn push_over_tls_with_basic_auth_from_config_json_auths() {
+    let pki = Pki::new();
+    let auth = RegistryAuth::Basic {
+        user: USER,
+        password: PASSWORD,
+    };
+    let registry = Registry::start_with(auth, Some(&pki));
+    let repository = format!("{}/team/app", registry.host());
+    let ws = image_workspace(&repository, &kiln_toml_ca(&registry, "ca.pem"));
+    with_ca(&ws, &pki);
+
+    // No credentials: refused, with a message saying where kiln looks.
+    let empty = docker_config("{}");
+    let run = push(&ws, empty.path(), &[]);
+    assert_ne!(run.status, 0, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("asks for credentials and kiln found none"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("KILN_REGISTRY_USER"), "{}", run.stderr);
+
+    // A wrong password: refused, naming where the credential came from, not its value.
+    let wrong = docker_config(&auths(&registry.host(), USER, "wrong-password-123"));
+    let run = push(&ws, wrong.path(), &[]);
+    assert_ne!(run.status, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("refused the credentials from auths in"),
+        "{}",
+        run.stderr
+    );
+    assert_secret_hidden(&ws, &run, "wrong-password-123");
+
+    let good = docker_config(&auths(
+        &format!("https://{}", registry.host()),
+        USER,
+        PASSWORD,
+    ));
+    let run = push(&ws, good.path(), &[]);
+    run.assert_ok();
+    let digest = index_digest(&ws);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("{repository}:latest@{digest}"),
+            format!("{repository}:v1@{digest}")
+        ],
+        "{}",
+        run.stdout
+    );
+    let creds = format!("{USER}:{PASSWORD}");
+    for tag in ["latest", "v1"] {
+        assert_eq!(
+            remote_digest(&pki, &format!("{repository}:{tag}"), &creds),
+            digest
+        );
+    }
+    assert_secret_hidden(&ws, &run, PASSWORD);
+}
+
+#[test]
+fn push_without_the_private_ca_is_refused_by_tls() {
+    let pki = Pki::new();
+    let registry = Registry::start_with(RegistryAuth::None, Some(&pki));
+    let repository = format!("https://{}/app", registry.host());
+    let ws = image_workspace(&repository, "");
+    let empty = docker_config("{}");
+    let run = push(&ws, empty.path(), &[]);
+    assert_ne!(run.status, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        run.stderr
+    );
+    // SSL_CERT_FILE with the CA makes it work, as it does for Go and OpenSSL.
+    let ca = pki.ca_cert();
+    let run = push(
+        &ws,
+        empty.path(),
+        &[("SSL_CERT_FILE", ca.to_str().unwrap())],
+    );
+    run.assert_ok();
+}
+
+/// A credential helper script `docker-credential-kilntest` that answers for `host`.
+fn helper_dir(host: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("docker-credential-kilntest");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread host\nif [ \"$host\" = \"{host}\" ]; then\n  echo '{{\"ServerURL\":\"{host}\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}'\nelse\n  echo 'credentials not found in native keychain'; exit 1\nfi\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+fn path_with(dir: &Path) -> String {
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+#[test]
+fn push_with_tokens_from_a_credential_helper() {
+    let pki = Pki::new();
+    let issuer = TokenIssuer::start(&pki, USER, PASSWORD, "unused-identity-token");
+    let registry = Registry::start_with(RegistryAuth::Token(&issuer), Some(&pki));
+    let repository = format!("{}/team/svc", registry.host());
+    let ws = image_workspace(&repository, &kiln_toml_ca(&registry, "ca.pem"));
+    with_ca(&ws, &pki);
+
+    let helpers = helper_dir(&registry.host());
+    let config = docker_config(&format!(
+        r#"{{"credHelpers": {{"{}": "kilntest"}}}}"#,
+        registry.host()
+    ));
+    let path = path_with(helpers.path());
+    let run = push(&ws, config.path(), &[("PATH", &path)]);
+    run.assert_ok();
+    let digest = index_digest(&ws);
+    assert!(
+        run.stdout.contains(&format!("{repository}:v1@{digest}")),
+        "{}",
+        run.stdout
+    );
+    let granted: Vec<_> = issuer
+        .requests()
+        .into_iter()
+        .filter(|r| r.granted)
+        .collect();
+    assert!(!granted.is_empty());
+    assert!(
+        granted.iter().all(|r| r
+            .scopes
+            .contains(&"repository:team/svc:pull,push".to_string())),
+        "{granted:?}"
+    );
+    assert_eq!(
+        remote_digest(
+            &pki,
+            &format!("{repository}:latest"),
+            &format!("{USER}:{PASSWORD}")
+        ),
+        digest
+    );
+    assert_secret_hidden(&ws, &run, PASSWORD);
+
+    // Without the helper's answer the token service refuses, and so does kiln.
+    let none = docker_config("{}");
+    let run = push(&ws, none.path(), &[]);
+    assert_ne!(run.status, 0);
+    assert!(run.stderr.contains("found none"), "{}", run.stderr);
+}
+
+#[test]
+fn push_with_an_identity_token_from_auths() {
+    let pki = Pki::new();
+    let issuer = TokenIssuer::start(&pki, USER, PASSWORD, "refresh-token-42-abcdef");
+    let registry = Registry::start_with(RegistryAuth::Token(&issuer), Some(&pki));
+    let ws = image_workspace(
+        &format!("{}/app", registry.host()),
+        &kiln_toml_ca(&registry, "ca.pem"),
+    );
+    with_ca(&ws, &pki);
+    let config = docker_config(&format!(
+        r#"{{"auths": {{"{}": {{"auth": "", "identitytoken": "refresh-token-42-abcdef"}}}}}}"#,
+        registry.host()
+    ));
+    let run = push(&ws, config.path(), &[]);
+    run.assert_ok();
+    let requests = issuer.requests();
+    assert!(
+        requests.iter().any(|r| r.method == "POST" && r.granted),
+        "{requests:?}"
+    );
+    assert_secret_hidden(&ws, &run, "refresh-token-42-abcdef");
+}
+
+#[test]
+fn push_with_variables_only_to_the_host_they_name() {
+    let registry = Registry::start_with(
+        RegistryAuth::Basic {
+            user: USER,
+            password: PASSWORD,
+        },
+        None,
+    );
+    let ws = image_workspace(&format!("{}/app", registry.host()), "");
+    let empty = docker_config("{}");
+    let vars = [
+        ("KILN_REGISTRY_USER", USER),
+        ("KILN_REGISTRY_PASSWORD", PASSWORD),
+    ];
+    // Restricted to another host, the variables are not sent here.
+    let mut elsewhere = vars.to_vec();
+    elsewhere.push(("KILN_REGISTRY_HOST", "registry.example"));
+    let run = push(&ws, empty.path(), &elsewhere);
+    assert_ne!(run.status, 0);
+    assert!(run.stderr.contains("found none"), "{}", run.stderr);
+
+    let run = push(&ws, empty.path(), &vars);
+    run.assert_ok();
+    assert_secret_hidden(&ws, &run, PASSWORD);
+}
+
+#[test]
+fn a_dropped_connection_is_retried() {
+    let registry = Registry::start();
+    let proxy = DroppingProxy::start(registry.port(), 1);
+    let ws = image_workspace(&format!("127.0.0.1:{}/app", proxy.port()), "");
+    let empty = docker_config("{}");
+    let run = push(&ws, empty.path(), &[]);
+    run.assert_ok();
+    assert!(run.stderr.contains("trying again"), "{}", run.stderr);
+    assert!(proxy.accepted() >= 2);
+    let digest = index_digest(&ws);
+    let out = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--format",
+        "{{.Digest}}",
+        &format!("docker://{}/app:v1", registry.host()),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), digest);
+}

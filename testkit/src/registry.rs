@@ -83,6 +83,17 @@ impl Registry {
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
+    /// The data file of a blob in the registry's storage (to tamper with it).
+    pub fn blob_file(&self, digest: &str) -> std::path::PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .path()
+            .join("storage/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
     /// What the registry logged (requests, auth failures).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()

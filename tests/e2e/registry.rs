@@ -352,3 +352,271 @@ fn a_dropped_connection_is_retried() {
     ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), digest);
 }
+
+/// A two-platform base image with a runtime config, built by kiln and copied into the
+/// registry by skopeo as `repository:v1`; returns its digest as the registry has it.
+fn seed_base(registry: &Registry, pki: &Pki, repository: &str) -> String {
+    let src = crate::support::workspace()
+        .file("base.txt", "from the base\n")
+        .file(
+            "BUILD.toml",
+            "[oci_image.base]\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\n\
+             files = { \"/etc/base.txt\" = \"base.txt\" }\nuser = \"65532:65532\"\n\
+             workdir = \"/srv\"\nentrypoint = [\"/bin/base\"]\ncmd = [\"--serve\"]\n\
+             env = { LANG = \"C.UTF-8\", APP = \"base\" }\nlabels = { \"org.example.base\" = \"yes\" }\n",
+        )
+        .build();
+    src.kiln(&["build", "//:base"]).assert_ok();
+    let cert_dir = pki.cert_dir();
+    let layout = src.path("kiln-out/base/layout");
+    skopeo(&[
+        "copy",
+        "--all",
+        "--dest-cert-dir",
+        cert_dir.to_str().unwrap(),
+        "--dest-creds",
+        &format!("{USER}:{PASSWORD}"),
+        &format!("oci:{}:latest", layout.display()),
+        &format!("docker://{repository}:v1"),
+    ]);
+    let _ = registry;
+    remote_digest(
+        pki,
+        &format!("{repository}:v1"),
+        &format!("{USER}:{PASSWORD}"),
+    )
+}
+
+fn pull_workspace(kiln_toml: &str, image: &str, platforms: &str) -> Workspace {
+    crate::support::workspace()
+        .file(
+            "kiln.toml",
+            &format!("[workspace]\nname = \"pull\"\n{kiln_toml}"),
+        )
+        .file("app.txt", "the app\n")
+        .file(
+            "BUILD.toml",
+            &format!(
+                "[oci_pull.base]\nimage = \"{image}\"\nplatforms = {platforms}\n\n\
+                 [oci_image.app]\nbase = \":base\"\nplatforms = [\"linux/amd64\"]\n\
+                 files = {{ \"/app/app.txt\" = \"app.txt\" }}\nenv = {{ APP = \"app\" }}\n"
+            ),
+        )
+        .build()
+}
+
+fn build_with(ws: &Workspace, docker_config: &Path, args: &[&str]) -> Run {
+    let mut cmd = ws.cmd(args);
+    cmd.env("DOCKER_CONFIG", docker_config)
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("KILN_REGISTRY_USER")
+        .env_remove("KILN_REGISTRY_PASSWORD");
+    Run::from(cmd.output().unwrap())
+}
+
+#[test]
+fn oci_pull_by_digest_gives_an_image_its_layers_and_config() {
+    let pki = Pki::new();
+    let issuer = TokenIssuer::start(&pki, USER, PASSWORD, "unused");
+    let registry = Registry::start_with(RegistryAuth::Token(&issuer), Some(&pki));
+    let repository = format!("{}/base/static", registry.host());
+    let digest = seed_base(&registry, &pki, &repository);
+    let toml = kiln_toml_ca(&registry, "ca.pem");
+    let ws = pull_workspace(
+        &toml,
+        &format!("{repository}@{digest}"),
+        "[\"linux/amd64\", \"linux/arm64\"]",
+    );
+    with_ca(&ws, &pki);
+    let creds = docker_config(&auths(&registry.host(), USER, PASSWORD));
+    build_with(&ws, creds.path(), &["build", "//:app"]).assert_ok();
+
+    let oci = format!("oci:{}:latest", ws.path("kiln-out/app/layout").display());
+    let config: serde_json::Value =
+        serde_json::from_slice(&skopeo(&["inspect", "--config", &oci]).stdout).unwrap();
+    let c = &config["config"];
+    assert_eq!(c["User"], "65532:65532", "{config}");
+    assert_eq!(c["WorkingDir"], "/srv");
+    assert_eq!(c["Entrypoint"][0], "/bin/base");
+    assert_eq!(c["Cmd"][0], "--serve");
+    assert_eq!(c["Labels"]["org.example.base"], "yes");
+    let env: Vec<&str> = c["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(env, ["LANG=C.UTF-8", "APP=app"]);
+    let pulled = format!(
+        "oci:{}:linux_amd64",
+        ws.path("kiln-out/base/layout").display()
+    );
+    let base: serde_json::Value =
+        serde_json::from_slice(&skopeo(&["inspect", &pulled]).stdout).unwrap();
+    let app: serde_json::Value =
+        serde_json::from_slice(&skopeo(&["inspect", &oci]).stdout).unwrap();
+    assert_eq!(app["Layers"].as_array().unwrap().len(), 2, "{app}");
+    assert_eq!(app["Layers"][0], base["Layers"][0]);
+    // Both platforms were pulled.
+    let index = ws.read("kiln-out/base/layout/index.json");
+    assert!(
+        index.contains("arm64") && index.contains("amd64"),
+        "{index}"
+    );
+
+    // Cached by digest, not by credentials: without any, the build still works.
+    std::fs::remove_dir_all(ws.path("kiln-out")).unwrap();
+    let none = docker_config("{}");
+    build_with(&ws, none.path(), &["build", "//:app"]).assert_ok();
+    let run = build_with(&ws, none.path(), &["build", "//:app"]);
+    run.assert_ok();
+    assert_secret_hidden(&ws, &run, PASSWORD);
+}
+
+#[test]
+fn oci_pull_refuses_a_tag_a_wrong_digest_and_a_missing_platform() {
+    let pki = Pki::new();
+    let registry = Registry::start_with(
+        RegistryAuth::Basic {
+            user: USER,
+            password: PASSWORD,
+        },
+        Some(&pki),
+    );
+    let repository = format!("{}/base", registry.host());
+    let digest = seed_base(&registry, &pki, &repository);
+    let toml = kiln_toml_ca(&registry, "ca.pem");
+    let creds = docker_config(&auths(&registry.host(), USER, PASSWORD));
+
+    let ws = pull_workspace(&toml, &format!("{repository}:v1"), "[]");
+    with_ca(&ws, &pki);
+    let run = build_with(&ws, creds.path(), &["build", "//:app"]);
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("names the tag `v1` alone"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("image = \"{repository}@{digest}\"")),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("BUILD.toml:2:"), "{}", run.stderr);
+
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let ws = pull_workspace(&toml, &format!("{repository}@{wrong}"), "[]");
+    with_ca(&ws, &pki);
+    let run = build_with(&ws, creds.path(), &["build", "//:app"]);
+    assert_ne!(run.status, 0, "{}", run.stderr);
+    assert!(run.stderr.contains(&wrong), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no manifest with that digest"),
+        "{}",
+        run.stderr
+    );
+
+    let ws = pull_workspace(
+        &toml,
+        &format!("{repository}@{digest}"),
+        "[\"linux/s390x\"]",
+    );
+    with_ca(&ws, &pki);
+    let run = build_with(&ws, creds.path(), &["build", "//:app"]);
+    assert_ne!(run.status, 0, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("has no image for linux/s390x; it has linux/amd64, linux/arm64"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn oci_pull_refuses_a_blob_the_registry_altered() {
+    let pki = Pki::new();
+    let registry = Registry::start_with(
+        RegistryAuth::Basic {
+            user: USER,
+            password: PASSWORD,
+        },
+        Some(&pki),
+    );
+    let repository = format!("{}/base", registry.host());
+    let digest = seed_base(&registry, &pki, &repository);
+    // The attack: a layer's bytes changed in the registry's storage (same size). The
+    // registry serves them as they are.
+    let index: serde_json::Value = serde_json::from_slice(
+        &skopeo(&[
+            "inspect",
+            "--raw",
+            "--cert-dir",
+            pki.cert_dir().to_str().unwrap(),
+            "--creds",
+            &format!("{USER}:{PASSWORD}"),
+            &format!("docker://{repository}@{digest}"),
+        ])
+        .stdout,
+    )
+    .unwrap();
+    let amd64 = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &skopeo(&[
+            "inspect",
+            "--raw",
+            "--cert-dir",
+            pki.cert_dir().to_str().unwrap(),
+            "--creds",
+            &format!("{USER}:{PASSWORD}"),
+            &format!("docker://{repository}@{amd64}"),
+        ])
+        .stdout,
+    )
+    .unwrap();
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = registry.blob_file(&layer);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+    let served = Command::new("curl")
+        .args([
+            "-sf",
+            "--cacert",
+            pki.ca_cert().to_str().unwrap(),
+            "-u",
+            &format!("{USER}:{PASSWORD}"),
+        ])
+        .arg(format!("{}/v2/base/blobs/{layer}", registry.url()))
+        .output()
+        .unwrap();
+    assert!(served.status.success());
+    assert_eq!(
+        served.stdout, bytes,
+        "the registry serves the altered layer"
+    );
+
+    let toml = kiln_toml_ca(&registry, "ca.pem");
+    let creds = docker_config(&auths(&registry.host(), USER, PASSWORD));
+    let ws = pull_workspace(
+        &toml,
+        &format!("{repository}@{digest}"),
+        "[\"linux/amd64\"]",
+    );
+    with_ca(&ws, &pki);
+    let run = build_with(&ws, creds.path(), &["build", "//:app"]);
+    assert_ne!(run.status, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("pull blob {layer}")),
+        "{}",
+        run.stderr
+    );
+    assert!(!ws.path("kiln-out/app/layout").exists());
+}

@@ -30,6 +30,9 @@ use kiln_engine::{Error, ErrorKind, Result};
 pub const META_BASE: &str = "oci_base";
 /// The meta key an `oci_image` target sets: its layout directory, workspace-relative.
 pub const META_LAYOUT: &str = "oci_layout";
+/// The meta key an `oci_pull` target sets: its layout directory, workspace-relative
+/// (its files are the layout's files).
+pub const META_PULL: &str = "oci_pull";
 
 /// The label in the string attribute `attr` (required).
 pub fn label_attr(target: &TargetDecl, attr: &str, what: &str) -> Result<Spanned<Label>> {

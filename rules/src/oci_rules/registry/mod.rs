@@ -23,6 +23,7 @@
 pub mod auth;
 pub mod client;
 pub mod credentials;
+pub mod pull;
 pub mod settings;
 
 use std::path::{Path, PathBuf};

@@ -60,8 +60,8 @@ use crate::oci_rules::builtins::{
 };
 use crate::oci_rules::paths::check_image_paths;
 use crate::oci_rules::{
-    map_labels, source_date_epoch, stamp_values, stamped, value_files, META_BASE, META_LAYOUT,
-    META_PULL,
+    map_labels, source_date_epoch, stamp_values, stamped, value_files, META_BASE, META_BASE_ENV,
+    META_LAYOUT, META_PULL,
 };
 
 const FIELDS: &[&str] = &[
@@ -192,8 +192,8 @@ fn platforms(ctx: &Analysis<'_>, files: &[ImageFile]) -> Result<Vec<String>> {
 /// Where base layers come from.
 enum Base {
     Scratch,
-    /// An oci_base target's layer and record.
-    Label(Artifact, Artifact),
+    /// An oci_base target's layer and record, and the environment it gives images.
+    Label(Artifact, Artifact, Vec<(String, String)>),
     /// An OCI layout directory (workspace-relative): a directory of the workspace, or
     /// an oci_pull target's output with its files (the blobs, as generated inputs).
     Layout(String, Spanned<String>, Vec<Artifact>),
@@ -222,7 +222,22 @@ impl Base {
                     ),
                 ));
             }
-            return Ok(Base::Label(info.files[0].clone(), info.files[1].clone()));
+            let env = info
+                .meta
+                .get(META_BASE_ENV)
+                .map(|lines| {
+                    lines
+                        .lines()
+                        .filter_map(|l| l.split_once('='))
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            return Ok(Base::Label(
+                info.files[0].clone(),
+                info.files[1].clone(),
+                env,
+            ));
         }
         kiln_engine::rule::check_relative(base.value.trim_end_matches('/')).map_err(|e| {
             Error::new(ErrorKind::Config, e).at(ctx.attrs().location(base.span.start))
@@ -239,7 +254,7 @@ impl Base {
     fn layers(&self, ctx: &Analysis<'_>, platform: &str) -> Result<Vec<Layer>> {
         match self {
             Base::Scratch => Ok(Vec::new()),
-            Base::Label(blob, record) => Ok(vec![Layer {
+            Base::Label(blob, record, _) => Ok(vec![Layer {
                 reference: LayerRef {
                     blob: blob.path.clone(),
                     record: Some(record.path.clone()),
@@ -260,15 +275,23 @@ impl Base {
 
 impl Base {
     /// `config` completed from the base image's config for `platform` where the target
-    /// leaves a field unset (see [`inherit`]); scratch and oci_base have none.
+    /// leaves a field unset (see [`inherit`]); an oci_base gives only its environment
+    /// (`SSL_CERT_FILE`), scratch nothing.
     fn inherit(
         &self,
         ctx: &Analysis<'_>,
         platform: &str,
         config: &ConfigParam,
     ) -> Result<ConfigParam> {
-        let Base::Layout(dir, at, _) = self else {
-            return Ok(config.clone());
+        let (dir, at) = match self {
+            Base::Scratch => return Ok(config.clone()),
+            Base::Label(_, _, env) => {
+                let base = serde_json::json!({
+                    "Env": env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()
+                });
+                return Ok(inherit(config, &base));
+            }
+            Base::Layout(dir, at, _) => (dir, at),
         };
         let base = base_config(ctx, dir, platform).map_err(|e| {
             Error::new(
@@ -454,6 +477,7 @@ fn app_layer(
         created_by: format!("kiln oci_image {label}"),
         users: None,
         files: params,
+        texts: Vec::new(),
     };
     let id = ctx.add(Action {
         owner: label,

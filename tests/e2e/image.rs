@@ -480,3 +480,145 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .unwrap()
         .to_string()
 }
+
+const SERVICE_MAIN: &str = r#"package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+)
+
+func main() {
+	if loc, err := time.LoadLocation("Europe/Berlin"); err != nil {
+		fmt.Println("tz error:", err)
+	} else {
+		fmt.Println("zone", time.Date(2024, 1, 15, 12, 0, 0, 0, time.UTC).In(loc).Format("MST -0700"))
+	}
+	resp, err := http.Get(os.Args[1])
+	if err != nil {
+		fmt.Println("tls error:", err)
+		os.Exit(1)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	fmt.Println("status", resp.StatusCode, len(body))
+}
+"#;
+
+const SERVICE_BUILD: &str = r#"
+[go_binary.svc]
+main = "./cmd/svc"
+platforms = ["linux/amd64"]
+
+[oci_base.bare]
+passwd = [{ name = "nonroot", uid = 65532 }]
+
+[oci_base.real]
+passwd = [{ name = "nonroot", uid = 65532 }]
+ca_certificates = "ca-certificates.crt"
+zoneinfo = "zoneinfo"
+nsswitch = true
+os_release = { ID = "kiln-test", PRETTY_NAME = "kiln test base" }
+
+[oci_image.bare_image]
+base = ":bare"
+files = { "/app/svc" = ":svc" }
+entrypoint = ["/app/svc"]
+
+[oci_image.real_image]
+base = ":real"
+files = { "/app/svc" = ":svc" }
+entrypoint = ["/app/svc"]
+"#;
+
+/// The image's rootfs, unpacked by umoci, runs its binary under bubblewrap as the root
+/// of a chroot (the host's network, so loopback reaches the test's server).
+fn run_in_rootfs(ws: &Workspace, image: &str, url: &str) -> String {
+    let bundle = ws.path(&format!("bundle-{image}"));
+    let layout = ws.path(&format!("kiln-out/{image}/layout"));
+    tool(
+        "umoci",
+        &[
+            "unpack",
+            "--rootless",
+            "--image",
+            &format!("{}:latest", layout.display()),
+            bundle.to_str().unwrap(),
+        ],
+    );
+    let out = Command::new("bwrap")
+        .arg("--bind")
+        .arg(bundle.join("rootfs"))
+        .args([
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--unshare-pid",
+            "--unshare-ipc",
+        ])
+        .args([
+            "--die-with-parent",
+            "--clearenv",
+            "--chdir",
+            "/",
+            "/app/svc",
+            url,
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+fn a_service_on_a_built_base_makes_a_tls_call_and_loads_a_time_zone() {
+    let pki = kiln_testkit::Pki::new();
+    // An HTTPS server on loopback whose certificate the test's CA signed.
+    let server = kiln_testkit::Registry::start_with(kiln_testkit::RegistryAuth::None, Some(&pki));
+    let url = format!("{}/v2/", server.url());
+    let ws = go_workspace()
+        .file("cmd/svc/main.go", SERVICE_MAIN)
+        .file("BUILD.toml", SERVICE_BUILD)
+        .build();
+    std::fs::copy(pki.ca_cert(), ws.path("ca-certificates.crt")).unwrap();
+    std::fs::create_dir_all(ws.path("zoneinfo/Europe")).unwrap();
+    std::fs::copy(
+        "/usr/share/zoneinfo/Europe/Berlin",
+        ws.path("zoneinfo/Europe/Berlin"),
+    )
+    .expect("tzdata is needed: run .ci/install-deps");
+    ws.kiln(&["build", "//:bare_image", "//:real_image"])
+        .assert_ok();
+
+    // Without them the service fails as a Go service on a passwd-only base does.
+    let bare = run_in_rootfs(&ws, "bare_image", &url);
+    assert!(bare.contains("tz error"), "{bare}");
+    assert!(
+        bare.contains("certificate signed by unknown authority"),
+        "{bare}"
+    );
+
+    let real = run_in_rootfs(&ws, "real_image", &url);
+    assert!(real.contains("zone CET +0100"), "{real}");
+    assert!(real.contains("status 200"), "{real}");
+    let rootfs = ws.path("bundle-real_image/rootfs");
+    let os_release = std::fs::read_to_string(rootfs.join("etc/os-release")).unwrap();
+    assert_eq!(
+        os_release,
+        "ID=\"kiln-test\"\nPRETTY_NAME=\"kiln test base\"\n"
+    );
+    let nsswitch = std::fs::read_to_string(rootfs.join("etc/nsswitch.conf")).unwrap();
+    assert!(nsswitch.contains("hosts: files dns"), "{nsswitch}");
+    let oci = format!(
+        "oci:{}:latest",
+        ws.path("kiln-out/real_image/layout").display()
+    );
+    let config = json(tool("skopeo", &["inspect", "--config", &oci]));
+    assert_eq!(
+        config["config"]["Env"][0],
+        "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"
+    );
+}

@@ -28,6 +28,9 @@ use kiln_engine::{Error, ErrorKind, Result};
 
 /// The meta key an `oci_base` target sets (its files are `layer.tar.gz`, `layer.json`).
 pub const META_BASE: &str = "oci_base";
+/// The meta key of an `oci_base` target's environment for images on it, `NAME=VALUE`
+/// lines (`SSL_CERT_FILE=…` when it has CA certificates).
+pub const META_BASE_ENV: &str = "oci_base_env";
 /// The meta key an `oci_image` target sets: its layout directory, workspace-relative.
 pub const META_LAYOUT: &str = "oci_layout";
 /// The meta key an `oci_pull` target sets: its layout directory, workspace-relative

@@ -61,7 +61,7 @@ use crate::oci_rules::builtins::{
 use crate::oci_rules::paths::check_image_paths;
 use crate::oci_rules::{
     map_labels, source_date_epoch, stamp_values, stamped, value_files, META_BASE, META_BASE_ENV,
-    META_LAYOUT, META_PULL,
+    META_LAYOUT, META_PULL, META_PULL_FROM,
 };
 
 const FIELDS: &[&str] = &[
@@ -114,7 +114,11 @@ impl Rule for OciImage {
             let config = base.inherit(ctx, platform, &config)?;
             add_config(ctx, platform, created, &layers, &config, &mut layout);
         }
-        add_layout(ctx, &platforms, &stamp, layout)
+        let mut info = add_layout(ctx, &platforms, &stamp, layout)?;
+        if let Some(origin) = base.origin(ctx) {
+            info.meta.insert(META_PULL_FROM.into(), origin);
+        }
+        Ok(info)
     }
 }
 
@@ -274,6 +278,17 @@ impl Base {
 }
 
 impl Base {
+    /// The repository a pulled base came from (an oci_push to the same registry mounts
+    /// its blobs from there instead of uploading them).
+    fn origin(&self, ctx: &Analysis<'_>) -> Option<String> {
+        let base = ctx.attrs().str("base").ok()??;
+        if !matches!(self, Base::Layout(..)) || !base.value.starts_with([':', '/']) {
+            return None;
+        }
+        let label = parse_label(ctx.attrs(), &base, ctx.package()).ok()?.value;
+        ctx.dep(&label).meta.get(META_PULL_FROM).cloned()
+    }
+
     /// `config` completed from the base image's config for `platform` where the target
     /// leaves a field unset (see [`inherit`]); an oci_base gives only its environment
     /// (`SSL_CERT_FILE`), scratch nothing.

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::oci::Platform;
 use crate::oci_rules::registry::pull::hex_of;
 use crate::oci_rules::registry::{settings, Repository, Settings};
-use crate::oci_rules::META_PULL;
+use crate::oci_rules::{META_PULL, META_PULL_FROM};
 
 const FIELDS: &[&str] = &["image", "platforms"];
 const VERSION: u32 = 1;
@@ -66,6 +66,7 @@ impl Rule for OciPull {
         let (repository, digest) = pinned(ctx, &image, &settings)?;
         let platforms = platforms(ctx)?;
         let layout = ctx.out_path(&format!("{}/layout", target.label.name));
+        let origin = repository.clone();
         let params = PullParams {
             repository,
             digest,
@@ -89,7 +90,11 @@ impl Rule for OciPull {
             .collect();
         Ok(TargetInfo {
             files,
-            meta: [(META_PULL.to_string(), layout)].into(),
+            meta: [
+                (META_PULL.to_string(), layout),
+                (META_PULL_FROM.to_string(), origin),
+            ]
+            .into(),
             run: None,
         })
     }

@@ -29,7 +29,7 @@ use kiln_engine::Result;
 
 use crate::oci_rules::builtins::builtin;
 use crate::oci_rules::registry::{RepoRef, Repository, Settings};
-use crate::oci_rules::{label_attr, stamp_values, stamped, META_LAYOUT};
+use crate::oci_rules::{label_attr, stamp_values, stamped, META_LAYOUT, META_PULL_FROM};
 
 const FIELDS: &[&str] = &["image", "repository", "tags"];
 
@@ -90,7 +90,13 @@ impl Rule for OciPush {
             show_output: false,
         });
         Ok(TargetInfo {
-            run: Some(runner(repository.value, tags, layout, settings)),
+            run: Some(runner(Plan {
+                repository: repository.value,
+                tags,
+                layout,
+                settings,
+                mount_from: info.meta.get(META_PULL_FROM).cloned().into_iter().collect(),
+            })),
             ..TargetInfo::default()
         })
     }
@@ -114,10 +120,28 @@ fn write_plan(ctx: &BuiltinCtx) -> std::result::Result<(), String> {
     std::fs::write(&out, plan.to_string()).map_err(|e| format!("write {}: {e}", out.display()))
 }
 
-fn runner(repository: String, tags: Vec<String>, layout: String, settings: Settings) -> Runner {
+/// What `kiln run` pushes.
+struct Plan {
+    repository: String,
+    tags: Vec<String>,
+    layout: String,
+    settings: Settings,
+    /// Repositories blobs may be mounted from (the pulled base's).
+    mount_from: Vec<String>,
+}
+
+fn runner(plan: Plan) -> Runner {
     Runner(Arc::new(move |rc: &RunCtx| {
-        let repo = Repository::for_push(&repository, &settings)?;
-        let digest = repo.push_layout(&rc.root.join(&layout), &tags)?;
+        let Plan {
+            repository,
+            tags,
+            layout,
+            settings,
+            mount_from,
+        } = &plan;
+        let repo = Repository::for_push(repository, settings, mount_from)?;
+        let (digest, counts) = repo.push_layout(&rc.root.join(layout), tags)?;
+        eprintln!("kiln: pushed {repository}: {counts}");
         if tags.is_empty() {
             return Ok(format!("{repository}@{digest}"));
         }

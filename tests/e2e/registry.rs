@@ -620,3 +620,86 @@ fn oci_pull_refuses_a_blob_the_registry_altered() {
     );
     assert!(!ws.path("kiln-out/app/layout").exists());
 }
+
+#[test]
+fn push_mounts_the_pulled_base_blobs_from_its_repository() {
+    let pki = Pki::new();
+    let issuer = TokenIssuer::start(&pki, USER, PASSWORD, "unused");
+    let registry = Registry::start_with(RegistryAuth::Token(&issuer), Some(&pki));
+    let base = format!("{}/base/static", registry.host());
+    let digest = seed_base(&registry, &pki, &base);
+    let repository = format!("{}/team/app", registry.host());
+    let ws = pull_workspace(
+        &kiln_toml_ca(&registry, "ca.pem"),
+        &format!("{base}@{digest}"),
+        "[\"linux/amd64\"]",
+    );
+    with_ca(&ws, &pki);
+    let build = ws.read("BUILD.toml");
+    ws.write(
+        "BUILD.toml",
+        &format!("{build}\n[oci_push.push]\nimage = \":app\"\nrepository = \"{repository}\"\ntags = [\"v2\"]\n"),
+    );
+    let creds = docker_config(&auths(&registry.host(), USER, PASSWORD));
+    let run = build_with(&ws, creds.path(), &["run", "//:push"]);
+    run.assert_ok();
+    // The base layer is mounted from base/static; the app layer and config go up.
+    assert!(
+        run.stderr
+            .contains("2 blobs uploaded (0 in chunks), 1 mounted, 0 already there"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        issuer.requests().iter().any(|r| r
+            .scopes
+            .contains(&"repository:base/static:pull".to_string())),
+        "{:?}",
+        issuer.requests()
+    );
+    let pushed = index_digest_of(&ws, "app");
+    assert_eq!(
+        remote_digest(
+            &pki,
+            &format!("{repository}:v2"),
+            &format!("{USER}:{PASSWORD}")
+        ),
+        pushed
+    );
+}
+
+fn index_digest_of(ws: &Workspace, image: &str) -> String {
+    ws.read(&format!("kiln-out/{image}/index.digest"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn large_blobs_go_up_in_chunks() {
+    let registry = Registry::start();
+    let ws = image_workspace(&format!("{}/big", registry.host()), "");
+    // 40 KB that gzip cannot shrink: the layer is well above a 4 KB chunk size.
+    let noise: String = (0..40_000u32)
+        .map(|i| {
+            let x = i.wrapping_mul(2_654_435_761).rotate_left(i % 31);
+            char::from(b'!' + (x % 90) as u8)
+        })
+        .collect();
+    ws.write("hello.txt", &noise);
+    let empty = docker_config("{}");
+    let run = push(&ws, empty.path(), &[("KILN_PUSH_CHUNK_SIZE", "4096")]);
+    run.assert_ok();
+    assert!(run.stderr.contains("(1 in chunks)"), "{}", run.stderr);
+    assert!(registry.log().contains("PATCH"), "{}", registry.log());
+    let out = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--format",
+        "{{.Digest}}",
+        &format!("docker://{}/big:latest", registry.host()),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        index_digest(&ws)
+    );
+}

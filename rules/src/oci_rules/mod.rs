@@ -36,6 +36,9 @@ pub const META_LAYOUT: &str = "oci_layout";
 /// The meta key an `oci_pull` target sets: its layout directory, workspace-relative
 /// (its files are the layout's files).
 pub const META_PULL: &str = "oci_pull";
+/// The meta key of the repository (`host/name`) an `oci_pull` target pulled from,
+/// passed on by an `oci_image` built on it so that `oci_push` can mount blobs from it.
+pub const META_PULL_FROM: &str = "oci_pull_from";
 
 /// The label in the string attribute `attr` (required).
 pub fn label_attr(target: &TargetDecl, attr: &str, what: &str) -> Result<Spanned<Label>> {

@@ -14,6 +14,10 @@
 //! `PUT` by digest, and the image index by digest and under every tag, each with its
 //! media type; the registry's `Docker-Content-Digest` must match. Children go before
 //! their parents, so a registry never sees a manifest naming a blob it does not have.
+//! A blob a pulled base brought (`mount_from`, same registry) is first offered as a
+//! cross-repository mount, `POST …/blobs/uploads/?mount=<digest>&from=<repo>` (201:
+//! done; 202: the registry declined and opened an upload instead). Blobs above
+//! [`CHUNK_SIZE`] go up as `PATCH` chunks with `Content-Range`, then a `PUT`.
 //! Each blob and manifest is one operation, tried again from its start (a new upload
 //! session) after a dropped connection or a 5xx, up to [`client::ATTEMPTS`] times.
 //!
@@ -38,6 +42,40 @@ pub use settings::Settings;
 pub struct Repository {
     client: Client,
     name: String,
+    /// Repositories of the same registry to mount missing blobs from.
+    mount_from: Vec<String>,
+    /// Blobs larger than this are uploaded in chunks of this size.
+    chunk_size: u64,
+}
+
+/// Blobs above this size go up in PATCH chunks of it (`KILN_PUSH_CHUNK_SIZE` bytes
+/// overrides it): some registries and proxies cap one request's body.
+pub const CHUNK_SIZE: u64 = 64 << 20;
+
+/// How each blob of a push got there.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counts {
+    pub present: usize,
+    pub mounted: usize,
+    pub uploaded: usize,
+    pub chunked: usize,
+}
+
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} blobs uploaded ({} in chunks), {} mounted, {} already there",
+            self.uploaded, self.chunked, self.mounted, self.present
+        )
+    }
+}
+
+enum Pushed {
+    Present,
+    Mounted,
+    Uploaded,
+    Chunked,
 }
 
 /// `[scheme://]host[:port]/name` split, checked.
@@ -75,28 +113,50 @@ impl RepoRef {
 }
 
 impl Repository {
-    /// A repository to push to (token scope `pull,push`).
-    pub fn for_push(text: &str, settings: &Settings) -> Result<Repository, String> {
-        Repository::open(text, settings, "pull,push")
+    /// A repository to push to (token scope `pull,push`, and `pull` on each
+    /// repository of the same registry in `mount_from`).
+    pub fn for_push(
+        text: &str,
+        settings: &Settings,
+        mount_from: &[String],
+    ) -> Result<Repository, String> {
+        let r = RepoRef::parse(text)?;
+        let mount_from: Vec<String> = mount_from
+            .iter()
+            .filter_map(|m| RepoRef::parse(m).ok())
+            .filter(|m| m.host == r.host && m.name != r.name)
+            .map(|m| m.name)
+            .collect();
+        let mut scopes = vec![format!("repository:{}:pull,push", r.name)];
+        scopes.extend(mount_from.iter().map(|m| format!("repository:{m}:pull")));
+        Repository::open(r, settings, scopes, mount_from)
     }
 
     /// A repository to pull from (token scope `pull`).
     pub fn for_pull(text: &str, settings: &Settings) -> Result<Repository, String> {
-        Repository::open(text, settings, "pull")
+        let r = RepoRef::parse(text)?;
+        let scopes = vec![format!("repository:{}:pull", r.name)];
+        Repository::open(r, settings, scopes, Vec::new())
     }
 
-    fn open(text: &str, settings: &Settings, actions: &str) -> Result<Repository, String> {
-        let r = RepoRef::parse(text)?;
-        let scopes = vec![format!("repository:{}:{actions}", r.name)];
-        let client = Client::new(
-            &r.host,
-            r.scheme.as_deref(),
-            &settings.host(&r.host),
-            scopes,
-        )?;
+    fn open(
+        r: RepoRef,
+        settings: &Settings,
+        scopes: Vec<String>,
+        mount_from: Vec<String>,
+    ) -> Result<Repository, String> {
+        let host = settings.host(&r.host);
+        let client = Client::new(&r.host, r.scheme.as_deref(), &host, scopes)?;
+        let chunk_size = std::env::var("KILN_PUSH_CHUNK_SIZE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n: &u64| n > 0)
+            .unwrap_or(CHUNK_SIZE);
         Ok(Repository {
             client,
             name: r.name,
+            mount_from,
+            chunk_size,
         })
     }
 
@@ -110,8 +170,8 @@ impl Repository {
     }
 
     /// Pushes the image `index.json` of the layout at `layout` names, tagged `tags`;
-    /// returns its digest.
-    pub fn push_layout(&self, layout: &Path, tags: &[String]) -> Result<String, String> {
+    /// returns its digest and how its blobs got there.
+    pub fn push_layout(&self, layout: &Path, tags: &[String]) -> Result<(String, Counts), String> {
         let top: Index = read_json(&layout.join("index.json"))?;
         let [image] = top.manifests.as_slice() else {
             return Err(format!(
@@ -120,24 +180,38 @@ impl Repository {
             ));
         };
         let blobs = layout.join("blobs");
-        self.push_tree(&blobs, image)?;
+        let mut counts = Counts::default();
+        self.push_tree(&blobs, image, &mut counts)?;
         for tag in tags {
             self.put_manifest(&blobs, image, tag)?;
         }
-        Ok(image.digest.clone())
+        Ok((image.digest.clone(), counts))
     }
 
-    fn push_tree(&self, blobs: &Path, descriptor: &Descriptor) -> Result<(), String> {
+    fn push_tree(
+        &self,
+        blobs: &Path,
+        descriptor: &Descriptor,
+        counts: &mut Counts,
+    ) -> Result<(), String> {
         if descriptor.media_type == MEDIA_TYPE_INDEX {
             let index: Index = read_json(&blob_path(blobs, &descriptor.digest))?;
             for child in &index.manifests {
-                self.push_tree(blobs, child)?;
+                self.push_tree(blobs, child, counts)?;
             }
         } else if descriptor.media_type == MEDIA_TYPE_MANIFEST {
             let manifest: Manifest = read_json(&blob_path(blobs, &descriptor.digest))?;
             for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
                 let path = blob_path(blobs, &blob.digest);
-                self.client.retrying(|| self.push_blob(&path, blob))?;
+                match self.client.retrying(|| self.push_blob(&path, blob))? {
+                    Pushed::Present => counts.present += 1,
+                    Pushed::Mounted => counts.mounted += 1,
+                    Pushed::Uploaded => counts.uploaded += 1,
+                    Pushed::Chunked => {
+                        counts.uploaded += 1;
+                        counts.chunked += 1;
+                    }
+                }
             }
         } else {
             return Err(format!(
@@ -148,30 +222,98 @@ impl Repository {
         self.put_manifest(blobs, descriptor, &descriptor.digest)
     }
 
-    fn push_blob(&self, path: &Path, blob: &Descriptor) -> Result<(), Failure> {
+    /// One blob: nothing if the registry has it, else mounted from a repository of
+    /// `mount_from`, else uploaded (in chunks above the chunk size).
+    fn push_blob(&self, path: &Path, blob: &Descriptor) -> Result<Pushed, Failure> {
         let url = self.url(&format!("blobs/{}", blob.digest));
         let head = self.client.send(&Request::new(Method::HEAD, url))?;
         if head.status().as_u16() == 200 {
-            return Ok(());
+            return Ok(Pushed::Present);
         }
-        let location = self.start_upload()?;
-        let sep = if location.contains('?') { '&' } else { '?' };
-        let url = format!("{location}{sep}digest={}", blob.digest);
-        let put = Request::new(Method::PUT, url)
+        let mut location = None;
+        for from in &self.mount_from {
+            let query = format!("blobs/uploads/?mount={}&from={from}", blob.digest);
+            match self.start_upload(&query)? {
+                Started::Mounted => return Ok(Pushed::Mounted),
+                Started::Upload(l) => location = Some(l),
+            }
+        }
+        let location = match location {
+            Some(l) => l,
+            None => match self.start_upload("blobs/uploads/")? {
+                Started::Upload(l) => l,
+                Started::Mounted => return Ok(Pushed::Mounted),
+            },
+        };
+        if blob.size > self.chunk_size {
+            return self
+                .upload_chunks(location, path, blob)
+                .map(|_| Pushed::Chunked);
+        }
+        let put = Request::new(Method::PUT, with_digest(&location, &blob.digest))
             .header("content-type", "application/octet-stream")
             .header("content-length", blob.size.to_string())
             .body(Body::File(path));
         let resp = self.client.send(&put)?;
-        expect(resp, &[201, 204], &format!("upload blob {}", blob.digest))
+        expect(resp, &[201, 204], &format!("upload blob {}", blob.digest))?;
+        Ok(Pushed::Uploaded)
     }
 
-    fn start_upload(&self) -> Result<String, Failure> {
-        let url = self.url("blobs/uploads/");
+    /// `PATCH` chunks of the blob (each answered 202 with the next location), then a
+    /// `PUT` with the digest and no body.
+    fn upload_chunks(
+        &self,
+        mut location: String,
+        path: &Path,
+        blob: &Descriptor,
+    ) -> Result<(), Failure> {
+        use std::io::Read;
+        let what = format!("upload blob {} in chunks", blob.digest);
+        let mut file = std::fs::File::open(path)
+            .map_err(|e| Failure::fatal(format!("read {}: {e}", path.display())))?;
+        let mut offset = 0u64;
+        let mut chunk = Vec::new();
+        loop {
+            chunk.clear();
+            let n = (&mut file)
+                .take(self.chunk_size)
+                .read_to_end(&mut chunk)
+                .map_err(|e| Failure::fatal(format!("read {}: {e}", path.display())))?;
+            if n == 0 {
+                break;
+            }
+            let end = offset + n as u64 - 1;
+            let patch = Request::new(Method::PATCH, location.clone())
+                .header("content-type", "application/octet-stream")
+                .header("content-range", format!("{offset}-{end}"))
+                .header("content-length", n.to_string())
+                .body(Body::Bytes(&chunk));
+            let resp = self.client.send(&patch)?;
+            let next = resp
+                .headers()
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+                .map(String::from);
+            let status = resp.status().as_u16();
+            location = match (status, next) {
+                (202, Some(l)) => self.client.resolve(&l),
+                _ => return expect(resp, &[202], &what),
+            };
+            offset += n as u64;
+        }
+        let put = Request::new(Method::PUT, with_digest(&location, &blob.digest));
+        expect(self.client.send(&put)?, &[201, 204], &what)
+    }
+
+    /// `POST` to `blobs/uploads/…`: 201 when a mount worked, else 202 and a location.
+    fn start_upload(&self, rest: &str) -> Result<Started, Failure> {
+        let url = self.url(rest);
         let resp = self.client.send(&Request::new(Method::POST, url.clone()))?;
         let status = resp.status().as_u16();
         let location = resp.headers().get("location").and_then(|l| l.to_str().ok());
         match (status, location) {
-            (202, Some(l)) => Ok(self.client.resolve(l)),
+            (201, _) => Ok(Started::Mounted),
+            (202, Some(l)) => Ok(Started::Upload(self.client.resolve(l))),
             _ => Err(Failure::fatal(format!(
                 "start an upload at {url}: the registry answered {status}"
             ))),
@@ -206,6 +348,16 @@ impl Repository {
             }
         })
     }
+}
+
+enum Started {
+    Mounted,
+    Upload(String),
+}
+
+fn with_digest(location: &str, digest: &str) -> String {
+    let sep = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{sep}digest={digest}")
 }
 
 /// An error naming the status and the start of the registry's answer, unless `status`
@@ -260,12 +412,12 @@ mod tests {
     #[test]
     fn parses_repositories() {
         let none = Settings::default();
-        let r = Repository::for_push("127.0.0.1:5000/hello/server", &none).unwrap();
+        let r = Repository::for_push("127.0.0.1:5000/hello/server", &none, &[]).unwrap();
         assert_eq!(
             (r.client.base.as_str(), r.name.as_str()),
             ("http://127.0.0.1:5000", "hello/server")
         );
-        let r = Repository::for_push("registry.example/app", &none).unwrap();
+        let r = Repository::for_push("registry.example/app", &none, &[]).unwrap();
         assert_eq!(r.client.base, "https://registry.example");
         for bad in [
             "noslash",
@@ -274,7 +426,7 @@ mod tests {
             "ftp://h/x",
             "http://registry.example/x",
         ] {
-            assert!(Repository::for_push(bad, &none).is_err(), "{bad}");
+            assert!(Repository::for_push(bad, &none, &[]).is_err(), "{bad}");
         }
     }
 }

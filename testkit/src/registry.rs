@@ -35,12 +35,26 @@ impl Registry {
 
     /// Starts a registry; panics if docker-registry is not installed.
     pub fn start_with(auth: RegistryAuth<'_>, tls: Option<&Pki>) -> Registry {
+        Registry::start_at(auth, tls, free_port(), None)
+    }
+
+    /// Starts a registry on `port` that names `public_url` (its `http.host`) in the
+    /// absolute URLs it sends, such as upload `Location`s: a registry behind another
+    /// host name, or one sending clients elsewhere.
+    pub fn start_at(
+        auth: RegistryAuth<'_>,
+        tls: Option<&Pki>,
+        port: u16,
+        public_url: Option<&str>,
+    ) -> Registry {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let mut config = format!(
             "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
             dir.path().join("storage").display()
         );
+        if let Some(url) = public_url {
+            config += &format!("  host: {url}\n");
+        }
         if let Some(pki) = tls {
             config += &format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",

@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -34,6 +35,9 @@ pub struct TokenRequest {
 }
 
 struct Secrets {
+    /// Tokens still to be narrowed to `pull` whatever was asked (see
+    /// [`TokenIssuer::narrow_next`]).
+    narrow: AtomicUsize,
     user: String,
     password: String,
     identity_token: String,
@@ -45,6 +49,7 @@ pub struct TokenIssuer {
     port: u16,
     signing_cert: PathBuf,
     log: Arc<Mutex<Vec<TokenRequest>>>,
+    secrets: Arc<Secrets>,
 }
 
 impl TokenIssuer {
@@ -53,6 +58,7 @@ impl TokenIssuer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let secrets = Arc::new(Secrets {
+            narrow: AtomicUsize::new(0),
             user: user.into(),
             password: password.into(),
             identity_token: identity_token.into(),
@@ -61,9 +67,10 @@ impl TokenIssuer {
         });
         let log = Arc::new(Mutex::new(Vec::new()));
         let shared = log.clone();
+        let kept = secrets.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (secrets, log) = (secrets.clone(), shared.clone());
+                let (secrets, log) = (kept.clone(), shared.clone());
                 std::thread::spawn(move || serve(conn, &secrets, &log));
             }
         });
@@ -71,7 +78,14 @@ impl TokenIssuer {
             port,
             signing_cert: pki.signing_cert(),
             log,
+            secrets,
         }
+    }
+
+    /// The next `n` tokens grant only `pull`, whatever was asked: a client must ask
+    /// again when the registry answers 401 to a push.
+    pub fn narrow_next(&self, n: usize) {
+        self.secrets.narrow.store(n, Ordering::SeqCst);
     }
 
     pub fn url(&self) -> String {
@@ -163,11 +177,16 @@ fn sign(secrets: &Secrets, scopes: &[String]) -> String {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
+    let narrow = secrets
+        .narrow
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
     let access: Vec<String> = scopes
         .iter()
         .filter_map(|s| {
             let mut p = s.splitn(3, ':');
             let (kind, name, actions) = (p.next()?, p.next()?, p.next()?);
+            let actions = if narrow { "pull" } else { actions };
             let actions: Vec<String> = actions.split(',').map(|a| format!("\"{a}\"")).collect();
             Some(format!(
                 r#"{{"type":"{kind}","name":"{name}","actions":[{}]}}"#,

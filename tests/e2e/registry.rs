@@ -703,3 +703,102 @@ fn large_blobs_go_up_in_chunks() {
         index_digest(&ws)
     );
 }
+
+#[test]
+fn a_token_that_no_longer_serves_is_fetched_again_on_401() {
+    let pki = Pki::new();
+    let issuer = TokenIssuer::start(&pki, USER, PASSWORD, "unused");
+    let registry = Registry::start_with(RegistryAuth::Token(&issuer), Some(&pki));
+    let ws = image_workspace(
+        &format!("{}/app", registry.host()),
+        &kiln_toml_ca(&registry, "ca.pem"),
+    );
+    with_ca(&ws, &pki);
+    // The first token grants pull only: the blob checks pass, the upload gets 401.
+    issuer.narrow_next(1);
+    let vars = [
+        ("KILN_REGISTRY_USER", USER),
+        ("KILN_REGISTRY_PASSWORD", PASSWORD),
+    ];
+    let empty = docker_config("{}");
+    let run = push(&ws, empty.path(), &vars);
+    run.assert_ok();
+    let granted = issuer.requests().iter().filter(|r| r.granted).count();
+    assert!(granted >= 2, "{:?}", issuer.requests());
+}
+
+#[test]
+fn credentials_go_only_to_the_registry_host() {
+    let port = kiln_testkit::free_port();
+    // A recorder on another port forwards to the registry, whose upload locations name
+    // the recorder: a registry sending its clients to another host.
+    let recorder = DroppingProxy::start(port, 0);
+    let public = format!("http://127.0.0.1:{}", recorder.port());
+    let registry = Registry::start_at(
+        RegistryAuth::Basic {
+            user: USER,
+            password: PASSWORD,
+        },
+        None,
+        port,
+        Some(&public),
+    );
+    let basic = STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    // The attack: a client that sends its credentials wherever the registry points
+    // hands them to the other host.
+    let head = Command::new("curl")
+        .args([
+            "-s",
+            "-i",
+            "-X",
+            "POST",
+            "-u",
+            &format!("{USER}:{PASSWORD}"),
+        ])
+        .arg(format!("{}/v2/app/blobs/uploads/", registry.url()))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).to_string();
+    let location = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Location: "))
+        .unwrap_or_else(|| panic!("{head}"))
+        .trim()
+        .to_string();
+    assert!(location.starts_with(&public), "{location}");
+    Command::new("curl")
+        .args([
+            "-s",
+            "-X",
+            "DELETE",
+            "-u",
+            &format!("{USER}:{PASSWORD}"),
+            &location,
+        ])
+        .output()
+        .unwrap();
+    assert!(recorder.seen().contains(&basic), "{}", recorder.seen());
+
+    // kiln sends them to the registry's own host only, and says why the push stops.
+    let before = recorder.seen().len();
+    let ws = image_workspace(&format!("{}/app", registry.host()), "");
+    let empty = docker_config("{}");
+    let vars = [
+        ("KILN_REGISTRY_USER", USER),
+        ("KILN_REGISTRY_PASSWORD", PASSWORD),
+    ];
+    let run = push(&ws, empty.path(), &vars);
+    assert_ne!(run.status, 0, "{}", run.stderr);
+    let sent = recorder.seen()[before..].to_string();
+    assert!(sent.contains("PUT /v2/app/blobs/uploads/"), "{sent}");
+    assert!(!sent.to_lowercase().contains("authorization"), "{sent}");
+    assert!(
+        run.stderr.contains(&format!(
+            "sent kiln to 127.0.0.1:{}, which asks for credentials; kiln sends them only to {}",
+            recorder.port(),
+            registry.host()
+        )),
+        "{}",
+        run.stderr
+    );
+}

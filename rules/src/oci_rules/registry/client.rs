@@ -158,6 +158,14 @@ impl Client {
                 reauthed = true;
                 continue;
             }
+            if (status == 401 || status == 403) && !own_host {
+                return Err(Failure::fatal(format!(
+                    "{what}: registry {} sent kiln to {}, which asks for credentials; kiln sends them only to {}",
+                    self.host,
+                    authority(&url),
+                    self.host
+                )));
+            }
             if status == 401 || status == 403 {
                 return Err(Failure::fatal(self.refused(&what, status)));
             }

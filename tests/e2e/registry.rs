@@ -802,3 +802,44 @@ fn credentials_go_only_to_the_registry_host() {
         run.stderr
     );
 }
+
+#[test]
+fn a_large_upload_shows_progress_on_a_terminal() {
+    let registry = Registry::start();
+    let ws = image_workspace(&format!("{}/big", registry.host()), "");
+    // 17 MiB that gzip cannot shrink: above the 16 MiB from which progress shows.
+    let mut noise = vec![0u8; 17 << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(ws.path("hello.txt"), &noise).unwrap();
+    let empty = docker_config("{}");
+    // `script` gives kiln a terminal; its output is what the terminal showed.
+    let command = format!(
+        "DOCKER_CONFIG={} {} run //:push",
+        empty.path().display(),
+        crate::support::KILN
+    );
+    let shown = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .current_dir(&ws.root)
+        .env("KILN_CACHE", &ws.cache)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.status.success(), "{text}");
+    assert!(text.contains("kiln: uploading"), "{text}");
+    assert!(text.contains("of 17.0 MiB"), "{text}");
+    // Without a terminal, no progress (the same upload, to another registry).
+    let other = Registry::start();
+    let build = ws.read("BUILD.toml").replace(&registry.host(), &other.host());
+    ws.write("BUILD.toml", &build);
+    let run = push(&ws, empty.path(), &[]);
+    assert!(run.stderr.contains("2 blobs uploaded"), "{}", run.stderr);
+    run.assert_ok();
+    assert!(!run.stderr.contains("uploading"), "{}", run.stderr);
+}

@@ -7,6 +7,7 @@
 //! | `oci_layer`  | 1       | the files of the layer          | `layer.tar.gz`, `layer.json`      |
 //! | `oci_config` | 1       | layer blobs and their records   | `config.json`, `manifest.json`, `descriptor.json` |
 //! | `oci_layout` | 1       | every blob and descriptor       | `layout/` (a directory), `index.digest`, docker archives |
+//! | `oci_pull`   | 1       | none (repository, digest, platforms in the params) | `layout/` (fixed output, see [`crate::oci_pull`]) |
 //!
 //! Every output has a fixed name, so a dependent action can name it before it exists;
 //! the blobs get their digest names only in the layout. A layer's record (`layer.json`)

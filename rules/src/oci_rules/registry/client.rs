@@ -9,12 +9,13 @@
 //! are followed by this module, never by the HTTP library, for that reason.
 
 use std::fs::File;
+use std::io::{IsTerminal, Read};
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ureq::http::{Method, Response};
-use ureq::Agent;
+use ureq::{Agent, SendBody};
 
 use super::auth::{fetch_token, Challenge};
 use super::credentials::{self, Credential};
@@ -250,6 +251,14 @@ impl Client {
             }
             Body::File(path) => {
                 let file = File::open(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+                let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+                if size >= PROGRESS_FROM && std::io::stderr().is_terminal() {
+                    let shown = Progress::new(file, path, size);
+                    let r = builder
+                        .body(SendBody::from_owned_reader(shown))
+                        .map_err(|e| e.to_string())?;
+                    return self.agent.run(r).map_err(|e| e.to_string());
+                }
                 let r = builder.body(file).map_err(|e| e.to_string())?;
                 self.agent.run(r).map_err(|e| e.to_string())
             }
@@ -330,6 +339,59 @@ impl Client {
             ),
             Err(f) => format!("{what}: the registry answered {status}; {}", f.message),
         }
+    }
+}
+
+/// Uploads at least this large show progress when stderr is a terminal.
+const PROGRESS_FROM: u64 = 16 << 20;
+
+/// A file being uploaded, its progress redrawn on stderr (a terminal) twice a second.
+struct Progress {
+    file: File,
+    name: String,
+    size: u64,
+    sent: u64,
+    drawn: Instant,
+    finished: bool,
+}
+
+impl Progress {
+    fn new(file: File, path: &Path, size: u64) -> Progress {
+        let name = path.file_name().map_or(String::new(), |n| {
+            n.to_string_lossy().chars().take(12).collect()
+        });
+        Progress {
+            file,
+            name,
+            size,
+            sent: 0,
+            drawn: Instant::now(),
+            finished: false,
+        }
+    }
+}
+
+impl Read for Progress {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.sent += n as u64;
+        let done = n == 0 || self.sent == self.size;
+        if self.finished {
+            return Ok(n);
+        }
+        if done || self.drawn.elapsed() >= Duration::from_millis(500) {
+            self.drawn = Instant::now();
+            self.finished = done;
+            let mib = |b: u64| b as f64 / (1 << 20) as f64;
+            eprint!(
+                "\rkiln: uploading {}: {:.1} of {:.1} MiB{}",
+                self.name,
+                mib(self.sent),
+                mib(self.size),
+                if done { "\n" } else { "" }
+            );
+        }
+        Ok(n)
     }
 }
 

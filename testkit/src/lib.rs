@@ -13,7 +13,7 @@ mod slow;
 pub mod token;
 
 pub use pki::Pki;
-pub use proxy::DroppingProxy;
+pub use proxy::{DroppingProxy, Fault};
 pub use registry::{Registry, RegistryAuth};
 pub use slow::{connect_from, SlowClients};
 pub use token::TokenIssuer;

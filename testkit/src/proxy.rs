@@ -15,9 +15,23 @@ pub struct DroppingProxy {
     seen: Arc<Mutex<Vec<u8>>>,
 }
 
+/// What the proxy does to the first connections.
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// Closes them after reading the start of a request.
+    Drop,
+    /// Answers `503 Service Unavailable` and closes them.
+    Unavailable,
+}
+
 impl DroppingProxy {
     /// Forwards to `127.0.0.1:target`, dropping the first `drop_first` connections.
     pub fn start(target: u16, drop_first: usize) -> DroppingProxy {
+        DroppingProxy::start_with(target, drop_first, Fault::Drop)
+    }
+
+    /// Forwards to `127.0.0.1:target` after doing `fault` to the first `n` connections.
+    pub fn start_with(target: u16, drop_first: usize, fault: Fault) -> DroppingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -30,6 +44,11 @@ impl DroppingProxy {
                 if n < drop_first {
                     let mut buf = [0; 64];
                     let _ = conn.read(&mut buf);
+                    if let Fault::Unavailable = fault {
+                        let _ = conn.write_all(
+                            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        );
+                    }
                     let _ = conn.shutdown(Shutdown::Both);
                     continue;
                 }

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use kiln_testkit::{DroppingProxy, Pki, Registry, RegistryAuth, TokenIssuer};
+use kiln_testkit::{DroppingProxy, Fault, Pki, Registry, RegistryAuth, TokenIssuer};
 
 use crate::support::{Run, Workspace};
 
@@ -333,24 +333,33 @@ fn push_with_variables_only_to_the_host_they_name() {
 }
 
 #[test]
-fn a_dropped_connection_is_retried() {
-    let registry = Registry::start();
-    let proxy = DroppingProxy::start(registry.port(), 1);
-    let ws = image_workspace(&format!("127.0.0.1:{}/app", proxy.port()), "");
-    let empty = docker_config("{}");
-    let run = push(&ws, empty.path(), &[]);
-    run.assert_ok();
-    assert!(run.stderr.contains("trying again"), "{}", run.stderr);
-    assert!(proxy.accepted() >= 2);
-    let digest = index_digest(&ws);
-    let out = skopeo(&[
-        "inspect",
-        "--tls-verify=false",
-        "--format",
-        "{{.Digest}}",
-        &format!("docker://{}/app:v1", registry.host()),
-    ]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), digest);
+fn a_dropped_connection_and_a_503_are_retried() {
+    for fault in [Fault::Drop, Fault::Unavailable] {
+        let registry = Registry::start();
+        let proxy = DroppingProxy::start_with(registry.port(), 1, fault);
+        let ws = image_workspace(&format!("127.0.0.1:{}/app", proxy.port()), "");
+        let empty = docker_config("{}");
+        let run = push(&ws, empty.path(), &[]);
+        run.assert_ok();
+        assert!(
+            run.stderr.contains("trying again in 0.25s"),
+            "{fault:?}: {}",
+            run.stderr
+        );
+        if let Fault::Unavailable = fault {
+            assert!(run.stderr.contains("answered 503"), "{}", run.stderr);
+        }
+        assert!(proxy.accepted() >= 2);
+        let digest = index_digest(&ws);
+        let out = skopeo(&[
+            "inspect",
+            "--tls-verify=false",
+            "--format",
+            "{{.Digest}}",
+            &format!("docker://{}/app:v1", registry.host()),
+        ]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), digest);
+    }
 }
 
 /// A two-platform base image with a runtime config, built by kiln and copied into the
@@ -836,10 +845,65 @@ fn a_large_upload_shows_progress_on_a_terminal() {
     assert!(text.contains("of 17.0 MiB"), "{text}");
     // Without a terminal, no progress (the same upload, to another registry).
     let other = Registry::start();
-    let build = ws.read("BUILD.toml").replace(&registry.host(), &other.host());
+    let build = ws
+        .read("BUILD.toml")
+        .replace(&registry.host(), &other.host());
     ws.write("BUILD.toml", &build);
     let run = push(&ws, empty.path(), &[]);
     assert!(run.stderr.contains("2 blobs uploaded"), "{}", run.stderr);
     run.assert_ok();
     assert!(!run.stderr.contains("uploading"), "{}", run.stderr);
+}
+
+#[test]
+fn a_pulled_base_is_shared_through_the_remote_cache() {
+    let pki = Pki::new();
+    let registry = Registry::start_with(
+        RegistryAuth::Basic {
+            user: USER,
+            password: PASSWORD,
+        },
+        Some(&pki),
+    );
+    let repository = format!("{}/base", registry.host());
+    let digest = seed_base(&registry, &pki, &repository);
+    let ws = pull_workspace(
+        &kiln_toml_ca(&registry, "ca.pem"),
+        &format!("{repository}@{digest}"),
+        "[\"linux/amd64\"]",
+    );
+    with_ca(&ws, &pki);
+    let server = crate::support::KilnServe::start();
+    let url = server.url();
+    let creds = docker_config(&auths(&registry.host(), USER, PASSWORD));
+    build_with(
+        &ws,
+        creds.path(),
+        &["build", "--remote-cache", &url, "//:app"],
+    )
+    .assert_ok();
+    let digest_here = index_digest_of(&ws, "app");
+
+    // Another machine: another path and cache, no credentials, the registry gone.
+    drop(registry);
+    let other = ws.copy();
+    let none = docker_config("{}");
+    let run = build_with(
+        &other,
+        none.path(),
+        &["build", "--remote-cache", &url, "//:app"],
+    );
+    run.assert_ok();
+    assert!(run.stderr.contains("remote)"), "{}", run.stderr);
+    assert_eq!(index_digest_of(&other, "app"), digest_here);
+    assert_secret_hidden(&other, &run, PASSWORD);
+    let stored = Command::new("grep")
+        .args(["-r", "-l", "-a", "-F", PASSWORD])
+        .arg(server.root())
+        .output()
+        .unwrap();
+    assert!(
+        stored.stdout.is_empty(),
+        "the remote cache holds the password"
+    );
 }

@@ -14,82 +14,15 @@ impl Pki {
     pub fn new() -> Pki {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        openssl(
-            d,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=kiln test CA",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-            ],
-        );
-        openssl(
-            d,
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                "/CN=127.0.0.1",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-            ],
-        );
+        self_signed(d, "kiln test CA", "ca");
+        openssl(d, &split("req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr"));
         std::fs::write(
             d.join("server.ext"),
             "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
         )
         .unwrap();
-        openssl(
-            d,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                "server.ext",
-                "-out",
-                "server.crt",
-            ],
-        );
-        openssl(
-            d,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=kiln test token signer",
-                "-keyout",
-                "signing.key",
-                "-out",
-                "signing.crt",
-            ],
-        );
+        openssl(d, &split("x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile server.ext -out server.crt"));
+        self_signed(d, "kiln test token signer", "signing");
         Pki { dir }
     }
 
@@ -143,6 +76,19 @@ impl Default for Pki {
     fn default() -> Pki {
         Pki::new()
     }
+}
+
+/// `NAME.key` and a self-signed `NAME.crt` for the common name `cn` (RSA 2048, 2 days).
+fn self_signed(dir: &Path, cn: &str, name: &str) {
+    let subject = format!("/CN={cn}");
+    let (key, crt) = (format!("{name}.key"), format!("{name}.crt"));
+    let mut args = split("req -x509 -newkey rsa:2048 -nodes -days 2");
+    args.extend(["-subj", &subject, "-keyout", &key, "-out", &crt]);
+    openssl(dir, &args);
+}
+
+fn split(command: &str) -> Vec<&str> {
+    command.split(' ').collect()
 }
 
 fn openssl(dir: &Path, args: &[&str]) {

@@ -396,6 +396,20 @@ fn seed_base(registry: &Registry, pki: &Pki, repository: &str) -> String {
     )
 }
 
+/// A TLS registry behind htpasswd holding a seeded base at `HOST/base`: (its CA, the
+/// registry, the repository, the base's digest).
+fn basic_registry_with_base() -> (Pki, Registry, String, String) {
+    let pki = Pki::new();
+    let auth = RegistryAuth::Basic {
+        user: USER,
+        password: PASSWORD,
+    };
+    let registry = Registry::start_with(auth, Some(&pki));
+    let repository = format!("{}/base", registry.host());
+    let digest = seed_base(&registry, &pki, &repository);
+    (pki, registry, repository, digest)
+}
+
 fn pull_workspace(kiln_toml: &str, image: &str, platforms: &str) -> Workspace {
     crate::support::workspace()
         .file(
@@ -476,7 +490,6 @@ fn oci_pull_by_digest_gives_an_image_its_layers_and_config() {
     // Cached by digest, not by credentials: without any, the build still works.
     std::fs::remove_dir_all(ws.path("kiln-out")).unwrap();
     let none = docker_config("{}");
-    build_with(&ws, none.path(), &["build", "//:app"]).assert_ok();
     let run = build_with(&ws, none.path(), &["build", "//:app"]);
     run.assert_ok();
     assert_secret_hidden(&ws, &run, PASSWORD);
@@ -484,16 +497,7 @@ fn oci_pull_by_digest_gives_an_image_its_layers_and_config() {
 
 #[test]
 fn oci_pull_refuses_a_tag_a_wrong_digest_and_a_missing_platform() {
-    let pki = Pki::new();
-    let registry = Registry::start_with(
-        RegistryAuth::Basic {
-            user: USER,
-            password: PASSWORD,
-        },
-        Some(&pki),
-    );
-    let repository = format!("{}/base", registry.host());
-    let digest = seed_base(&registry, &pki, &repository);
+    let (pki, registry, repository, digest) = basic_registry_with_base();
     let toml = kiln_toml_ca(&registry, "ca.pem");
     let creds = docker_config(&auths(&registry.host(), USER, PASSWORD));
 
@@ -544,16 +548,7 @@ fn oci_pull_refuses_a_tag_a_wrong_digest_and_a_missing_platform() {
 
 #[test]
 fn oci_pull_refuses_a_blob_the_registry_altered() {
-    let pki = Pki::new();
-    let registry = Registry::start_with(
-        RegistryAuth::Basic {
-            user: USER,
-            password: PASSWORD,
-        },
-        Some(&pki),
-    );
-    let repository = format!("{}/base", registry.host());
-    let digest = seed_base(&registry, &pki, &repository);
+    let (pki, registry, repository, digest) = basic_registry_with_base();
     // The attack: a layer's bytes changed in the registry's storage (same size). The
     // registry serves them as they are.
     let index: serde_json::Value = serde_json::from_slice(
@@ -857,16 +852,7 @@ fn a_large_upload_shows_progress_on_a_terminal() {
 
 #[test]
 fn a_pulled_base_is_shared_through_the_remote_cache() {
-    let pki = Pki::new();
-    let registry = Registry::start_with(
-        RegistryAuth::Basic {
-            user: USER,
-            password: PASSWORD,
-        },
-        Some(&pki),
-    );
-    let repository = format!("{}/base", registry.host());
-    let digest = seed_base(&registry, &pki, &repository);
+    let (pki, registry, repository, digest) = basic_registry_with_base();
     let ws = pull_workspace(
         &kiln_toml_ca(&registry, "ca.pem"),
         &format!("{repository}@{digest}"),

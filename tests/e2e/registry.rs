@@ -274,6 +274,15 @@ fn push_with_tokens_from_a_credential_helper() {
     );
     assert_secret_hidden(&ws, &run, PASSWORD);
 
+    // The same helper as the store for every registry (`credsStore`).
+    let store = docker_config(r#"{"credsStore": "kilntest"}"#);
+    let again = image_workspace(
+        &format!("{}/team/other", registry.host()),
+        &kiln_toml_ca(&registry, "ca.pem"),
+    );
+    with_ca(&again, &pki);
+    push(&again, store.path(), &[("PATH", &path)]).assert_ok();
+
     // Without the helper's answer the token service refuses, and so does kiln.
     let none = docker_config("{}");
     let run = push(&ws, none.path(), &[]);
@@ -891,5 +900,40 @@ fn a_pulled_base_is_shared_through_the_remote_cache() {
     assert!(
         stored.stdout.is_empty(),
         "the remote cache holds the password"
+    );
+}
+
+#[test]
+fn bad_registry_settings_are_errors_naming_kiln_toml() {
+    let cases = [
+        (
+            "\n[registries.\"127.0.0.1:5000\"]\nca_file = \"missing.pem\"\n",
+            "`ca_file` of registry `127.0.0.1:5000`",
+        ),
+        (
+            "\n[registries.\"127.0.0.1:5000\"]\ninsecur = true\n",
+            "unknown field `insecur` in registry `127.0.0.1:5000`",
+        ),
+        (
+            "\n[registries]\nhost = \"x\"\n",
+            "`registries.\"host\"` must be a table",
+        ),
+    ];
+    for (toml, expected) in cases {
+        let ws = image_workspace("127.0.0.1:5000/app", toml);
+        let run = ws.kiln(&["build", "//:push"]);
+        assert_eq!(run.status, 2, "{toml}: {}", run.stderr);
+        assert!(run.stderr.contains(expected), "{toml}: {}", run.stderr);
+        assert!(run.stderr.contains("kiln.toml:"), "{toml}: {}", run.stderr);
+    }
+    // A plain-http repository on another host is refused when the push starts.
+    let ws = image_workspace("http://registry.example/app", "");
+    let empty = docker_config("{}");
+    let run = push(&ws, empty.path(), &[]);
+    assert_ne!(run.status, 0);
+    assert!(
+        run.stderr.contains("plain http is used only for loopback"),
+        "{}",
+        run.stderr
     );
 }

@@ -937,3 +937,32 @@ fn bad_registry_settings_are_errors_naming_kiln_toml() {
         run.stderr
     );
 }
+
+#[test]
+fn the_registry_checks_the_tokens_signature() {
+    let pki = Pki::new();
+    let issuer = TokenIssuer::start(&pki, USER, PASSWORD, "unused");
+    let registry = Registry::start_with(RegistryAuth::Token(&issuer), Some(&pki));
+    let ws = image_workspace(
+        &format!("{}/app", registry.host()),
+        &kiln_toml_ca(&registry, "ca.pem"),
+    );
+    with_ca(&ws, &pki);
+    // From now on a key the registry does not trust signs the tokens.
+    let stranger = Pki::new();
+    std::fs::copy(stranger.signing_key(), pki.signing_key()).unwrap();
+    let vars = [
+        ("KILN_REGISTRY_USER", USER),
+        ("KILN_REGISTRY_PASSWORD", PASSWORD),
+    ];
+    let empty = docker_config("{}");
+    let run = push(&ws, empty.path(), &vars);
+    assert_ne!(run.status, 0, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("refused the credentials from KILN_REGISTRY_USER/KILN_REGISTRY_PASSWORD"),
+        "{}",
+        run.stderr
+    );
+    assert!(issuer.requests().iter().any(|r| r.granted));
+}

@@ -52,7 +52,9 @@ fn push(ws: &Workspace, docker_config: &Path, env: &[(&str, &str)]) -> Run {
         .env_remove("SSL_CERT_FILE")
         .env_remove("KILN_REGISTRY_USER")
         .env_remove("KILN_REGISTRY_PASSWORD")
-        .env_remove("KILN_REGISTRY_HOST");
+        .env_remove("KILN_REGISTRY_HOST")
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("XDG_RUNTIME_DIR");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -158,6 +160,10 @@ fn push_over_tls_with_basic_auth_from_config_json_auths() {
         USER,
         PASSWORD,
     ));
+    // podman's auth file has the same shape.
+    let podman = good.path().join("config.json");
+    let podman = podman.to_str().unwrap();
+    push(&ws, empty.path(), &[("REGISTRY_AUTH_FILE", podman)]).assert_ok();
     let run = push(&ws, good.path(), &[]);
     run.assert_ok();
     let digest = index_digest(&ws);
@@ -442,7 +448,9 @@ fn build_with(ws: &Workspace, docker_config: &Path, args: &[&str]) -> Run {
     cmd.env("DOCKER_CONFIG", docker_config)
         .env_remove("SSL_CERT_FILE")
         .env_remove("KILN_REGISTRY_USER")
-        .env_remove("KILN_REGISTRY_PASSWORD");
+        .env_remove("KILN_REGISTRY_PASSWORD")
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("XDG_RUNTIME_DIR");
     Run::from(cmd.output().unwrap())
 }
 

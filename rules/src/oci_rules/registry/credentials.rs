@@ -8,7 +8,9 @@
 //!    else `credsStore`: runs `docker-credential-NAME get` with the host on stdin, and
 //!    reads `{"Username", "Secret"}` (`Username` `<token>` means an identity token);
 //! 3. the same file's `auths[HOST]`: `auth` (base64 `user:password`), `username` and
-//!    `password`, or `identitytoken` (an OAuth2 refresh token, sent to the token realm).
+//!    `password`, or `identitytoken` (an OAuth2 refresh token, sent to the token realm);
+//! 4. 2 and 3 again in podman's auth file (`REGISTRY_AUTH_FILE`, else
+//!    `$XDG_RUNTIME_DIR/containers/auth.json`), which has the same shape.
 //!
 //! Keys of `auths` match with or without a scheme and path (`https://host/v1/`); Docker
 //! Hub (`docker.io`, `registry-1.docker.io`) is `index.docker.io`, as docker stores it.
@@ -86,10 +88,17 @@ pub fn lookup(host: &str) -> Result<Option<Credential>, String> {
     if let Some(c) = from_env(host) {
         return Ok(Some(c));
     }
-    let Some(path) = config_path() else {
-        return Ok(None);
-    };
-    let config: Config = match std::fs::read(&path) {
+    for path in config_paths() {
+        if let Some(c) = from_file(&path, host)? {
+            return Ok(Some(c));
+        }
+    }
+    Ok(None)
+}
+
+/// What one docker config (or podman auth.json) file has for `host`.
+fn from_file(path: &std::path::Path, host: &str) -> Result<Option<Credential>, String> {
+    let config: Config = match std::fs::read(path) {
         Ok(bytes) => {
             serde_json::from_slice(&bytes).map_err(|e| format!("read {}: {e}", path.display()))?
         }
@@ -105,13 +114,13 @@ pub fn lookup(host: &str) -> Result<Option<Credential>, String> {
         .or(config.creds_store.clone())
         .filter(|h| !h.is_empty());
     if let Some(helper) = helper {
-        if let Some(c) = run_helper(&helper, host, &path)? {
+        if let Some(c) = run_helper(&helper, host, path)? {
             return Ok(Some(c));
         }
     }
     let entry = config.auths.iter().find(|(k, _)| normalize(k) == wanted);
     match entry {
-        Some((_, entry)) => from_auth_entry(entry, &path),
+        Some((_, entry)) => from_auth_entry(entry, path),
         None => Ok(None),
     }
 }
@@ -130,12 +139,21 @@ fn from_env(host: &str) -> Option<Credential> {
     })
 }
 
-fn config_path() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(dir).join("config.json"));
-    }
-    let home = std::env::var_os("HOME").filter(|d| !d.is_empty())?;
-    Some(PathBuf::from(home).join(".docker/config.json"))
+/// docker's file, then podman's (`REGISTRY_AUTH_FILE`, else
+/// `$XDG_RUNTIME_DIR/containers/auth.json`), which share the format.
+fn config_paths() -> Vec<PathBuf> {
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let docker = match var("DOCKER_CONFIG") {
+        Some(dir) => Some(dir.join("config.json")),
+        None => var("HOME").map(|h| h.join(".docker/config.json")),
+    };
+    let podman = var("REGISTRY_AUTH_FILE")
+        .or_else(|| var("XDG_RUNTIME_DIR").map(|d| d.join("containers/auth.json")));
+    docker.into_iter().chain(podman).collect()
 }
 
 /// `https://host:port/v1/` → `host:port`; Docker Hub's names → `index.docker.io`.

@@ -378,8 +378,9 @@ fn a_dropped_connection_and_a_503_are_retried() {
 }
 
 /// A two-platform base image with a runtime config, built by kiln and copied into the
-/// registry by skopeo as `repository:v1`; returns its digest as the registry has it.
-fn seed_base(registry: &Registry, pki: &Pki, repository: &str) -> String {
+/// registry by skopeo as `repository:v1` (and its amd64 image alone as
+/// `repository:single`); returns the index's digest as the registry has it.
+fn seed_base(pki: &Pki, repository: &str) -> String {
     let src = crate::support::workspace()
         .file("base.txt", "from the base\n")
         .file(
@@ -393,17 +394,21 @@ fn seed_base(registry: &Registry, pki: &Pki, repository: &str) -> String {
     src.kiln(&["build", "//:base"]).assert_ok();
     let cert_dir = pki.cert_dir();
     let layout = src.path("kiln-out/base/layout");
-    skopeo(&[
-        "copy",
-        "--all",
-        "--dest-cert-dir",
-        cert_dir.to_str().unwrap(),
-        "--dest-creds",
-        &format!("{USER}:{PASSWORD}"),
-        &format!("oci:{}:latest", layout.display()),
-        &format!("docker://{repository}:v1"),
-    ]);
-    let _ = registry;
+    let creds = format!("{USER}:{PASSWORD}");
+    let copy = |first: &str, tag: &str| {
+        skopeo(&[
+            "copy",
+            first,
+            "--dest-cert-dir",
+            cert_dir.to_str().unwrap(),
+            "--dest-creds",
+            &creds,
+            &format!("oci:{}:latest", layout.display()),
+            &format!("docker://{repository}:{tag}"),
+        ])
+    };
+    copy("--all", "v1");
+    copy("--override-arch=amd64", "single");
     remote_digest(
         pki,
         &format!("{repository}:v1"),
@@ -421,7 +426,7 @@ fn basic_registry_with_base() -> (Pki, Registry, String, String) {
     };
     let registry = Registry::start_with(auth, Some(&pki));
     let repository = format!("{}/base", registry.host());
-    let digest = seed_base(&registry, &pki, &repository);
+    let digest = seed_base(&pki, &repository);
     (pki, registry, repository, digest)
 }
 
@@ -460,7 +465,7 @@ fn oci_pull_by_digest_gives_an_image_its_layers_and_config() {
     let issuer = TokenIssuer::start(&pki, USER, PASSWORD, "unused");
     let registry = Registry::start_with(RegistryAuth::Token(&issuer), Some(&pki));
     let repository = format!("{}/base/static", registry.host());
-    let digest = seed_base(&registry, &pki, &repository);
+    let digest = seed_base(&pki, &repository);
     let toml = kiln_toml_ca(&registry, "ca.pem");
     let ws = pull_workspace(
         &toml,
@@ -561,6 +566,31 @@ fn oci_pull_refuses_a_tag_a_wrong_digest_and_a_missing_platform() {
         "{}",
         run.stderr
     );
+
+    // A digest of one image (no index) serves its own platform only.
+    let single = remote_digest(
+        &pki,
+        &format!("{repository}:single"),
+        &format!("{USER}:{PASSWORD}"),
+    );
+    let ws = pull_workspace(
+        &toml,
+        &format!("{repository}@{single}"),
+        "[\"linux/arm64\"]",
+    );
+    with_ca(&ws, &pki);
+    let run = build_with(&ws, creds.path(), &["build", "//:app"]);
+    assert_ne!(run.status, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "{single} is an image for linux/amd64 only; linux/arm64 asked for"
+        )),
+        "{}",
+        run.stderr
+    );
+    let ws = pull_workspace(&toml, &format!("{repository}@{single}"), "[]");
+    with_ca(&ws, &pki);
+    build_with(&ws, creds.path(), &["build", "//:app"]).assert_ok();
 }
 
 #[test]
@@ -648,7 +678,7 @@ fn push_mounts_the_pulled_base_blobs_from_its_repository() {
     let issuer = TokenIssuer::start(&pki, USER, PASSWORD, "unused");
     let registry = Registry::start_with(RegistryAuth::Token(&issuer), Some(&pki));
     let base = format!("{}/base/static", registry.host());
-    let digest = seed_base(&registry, &pki, &base);
+    let digest = seed_base(&pki, &base);
     let repository = format!("{}/team/app", registry.host());
     let ws = pull_workspace(
         &kiln_toml_ca(&registry, "ca.pem"),

@@ -49,34 +49,10 @@ impl Repository {
     ) -> Result<Vec<Platform>, String> {
         let blobs = layout.join("blobs/sha256");
         std::fs::create_dir_all(&blobs).map_err(|e| format!("create {}: {e}", blobs.display()))?;
-        let (media_type, bytes) = self.manifest(digest)?;
-        write_blob(&blobs, digest, &bytes)?;
-        let top = Descriptor {
-            media_type: media_type.clone(),
-            digest: digest.to_string(),
-            size: bytes.len() as u64,
-            platform: None,
-            annotations: Default::default(),
-        };
-        let chosen = if is_index(&media_type, &bytes) {
-            let index: Index = parse(&bytes, digest)?;
-            choose(&index, platforms, &self.reference(digest))?
-        } else {
-            vec![top]
-        };
-        let mut pulled = Vec::new();
+        let chosen = self.images(&blobs, digest, platforms)?;
         let mut entries = Vec::new();
         for descriptor in chosen {
-            let (media_type, bytes) = self.manifest(&descriptor.digest)?;
-            write_blob(&blobs, &descriptor.digest, &bytes)?;
-            let manifest: Manifest = parse(&bytes, &descriptor.digest)?;
-            for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
-                self.client().retrying(|| self.fetch_blob(&blobs, blob))?;
-            }
-            let platform = match &descriptor.platform {
-                Some(p) => p.clone(),
-                None => config_platform(&blobs, &manifest)?,
-            };
+            let (entry, platform) = self.pull_image(&blobs, descriptor)?;
             if !platforms.is_empty() && !platforms.iter().any(|w| platform.serves(w)) {
                 return Err(format!(
                     "{} is an image for {platform} only; {} asked for",
@@ -84,32 +60,59 @@ impl Repository {
                     list(platforms)
                 ));
             }
-            let tag = platform.to_string().replace('/', "_");
-            entries.push(Descriptor {
-                media_type,
-                platform: Some(platform.clone()),
-                annotations: [(ANNOTATION_REF_NAME.to_string(), tag)].into(),
-                ..descriptor
-            });
-            pulled.push(platform);
+            entries.push(entry);
         }
-        let index = Index {
-            schema_version: 2,
-            media_type: MEDIA_TYPE_INDEX.into(),
-            manifests: entries,
+        write_index(layout, &entries)?;
+        Ok(entries.into_iter().filter_map(|e| e.platform).collect())
+    }
+
+    /// The pinned manifest or index, kept; the image manifests to pull.
+    fn images(
+        &self,
+        blobs: &Path,
+        digest: &str,
+        platforms: &[Platform],
+    ) -> Result<Vec<Descriptor>, String> {
+        let (media_type, bytes) = self.manifest(digest)?;
+        write_blob(blobs, digest, &bytes)?;
+        if is_index(&media_type, &bytes) {
+            let index: Index = parse(&bytes, digest)?;
+            return choose(&index, platforms, &self.reference(digest));
+        }
+        Ok(vec![Descriptor {
+            media_type,
+            digest: digest.to_string(),
+            size: bytes.len() as u64,
+            platform: None,
+            annotations: Default::default(),
+        }])
+    }
+
+    /// One image: its manifest, config and layers; returns its `index.json` entry, with
+    /// its platform (from the config when the index did not say) and tagged `os_arch`.
+    fn pull_image(
+        &self,
+        blobs: &Path,
+        descriptor: Descriptor,
+    ) -> Result<(Descriptor, Platform), String> {
+        let (media_type, bytes) = self.manifest(&descriptor.digest)?;
+        write_blob(blobs, &descriptor.digest, &bytes)?;
+        let manifest: Manifest = parse(&bytes, &descriptor.digest)?;
+        for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
+            self.client().retrying(|| self.fetch_blob(blobs, blob))?;
+        }
+        let platform = match &descriptor.platform {
+            Some(p) => p.clone(),
+            None => config_platform(blobs, &manifest)?,
         };
-        std::fs::write(
-            layout.join("oci-layout"),
-            r#"{"imageLayoutVersion":"1.0.0"}"#,
-        )
-        .and_then(|_| {
-            std::fs::write(
-                layout.join("index.json"),
-                serde_json::to_vec(&index).expect("plain data"),
-            )
-        })
-        .map_err(|e| format!("write {}: {e}", layout.display()))?;
-        Ok(pulled)
+        let tag = platform.to_string().replace('/', "_");
+        let entry = Descriptor {
+            media_type,
+            platform: Some(platform.clone()),
+            annotations: [(ANNOTATION_REF_NAME.to_string(), tag)].into(),
+            ..descriptor
+        };
+        Ok((entry, platform))
     }
 
     fn reference(&self, digest: &str) -> String {
@@ -195,6 +198,24 @@ impl Repository {
         std::fs::rename(&tmp, &dest)
             .map_err(|e| Failure::fatal(format!("write {}: {e}", dest.display())))
     }
+}
+
+/// `oci-layout` and an `index.json` naming `entries`.
+fn write_index(layout: &Path, entries: &[Descriptor]) -> Result<(), String> {
+    let index = Index {
+        schema_version: 2,
+        media_type: MEDIA_TYPE_INDEX.into(),
+        manifests: entries.to_vec(),
+    };
+    let write = |name: &str, bytes: Vec<u8>| {
+        std::fs::write(layout.join(name), bytes)
+            .map_err(|e| format!("write {}: {e}", layout.join(name).display()))
+    };
+    write("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec())?;
+    write(
+        "index.json",
+        serde_json::to_vec(&index).expect("plain data"),
+    )
 }
 
 fn is_index(media_type: &str, bytes: &[u8]) -> bool {

@@ -427,6 +427,20 @@ mod tests {
     }
 
     #[test]
+    fn credentials_go_to_a_realm_only_over_https_or_loopback() {
+        let none = HostSettings::default();
+        let c = Client::new("registry.example", None, &none, vec![]).unwrap();
+        assert!(c.check_realm("https://auth.example/token").is_ok());
+        assert!(c.check_realm("http://127.0.0.1:8080/token").is_ok());
+        let refused = c.check_realm("http://auth.example/token").unwrap_err();
+        assert!(
+            refused.message.contains("only over https"),
+            "{}",
+            refused.message
+        );
+    }
+
+    #[test]
     fn plain_http_only_for_loopback_and_insecure_hosts() {
         let none = HostSettings::default();
         let c = Client::new("127.0.0.1:5000", None, &none, vec![]).unwrap();

@@ -116,6 +116,26 @@ fn with_ca(ws: &Workspace, pki: &Pki) {
     std::fs::copy(pki.ca_cert(), ws.path("ca.pem")).unwrap();
 }
 
+/// A TLS registry with `auth: token` and its issuer, which also takes the refresh token
+/// `identity_token`.
+fn token_registry(identity_token: &str) -> (Pki, TokenIssuer, Registry) {
+    let pki = Pki::new();
+    let issuer = TokenIssuer::start(&pki, USER, PASSWORD, identity_token);
+    let registry = Registry::start_with(RegistryAuth::Token(&issuer), Some(&pki));
+    (pki, issuer, registry)
+}
+
+/// [`image_workspace`] pushing to `HOST/name` of a TLS registry, whose CA kiln.toml
+/// names.
+fn tls_workspace(registry: &Registry, pki: &Pki, name: &str) -> Workspace {
+    let ws = image_workspace(
+        &format!("{}/{name}", registry.host()),
+        &kiln_toml_ca(registry, "ca.pem"),
+    );
+    with_ca(&ws, pki);
+    ws
+}
+
 fn index_digest(ws: &Workspace) -> String {
     ws.read("kiln-out/image/index.digest").trim().to_string()
 }
@@ -237,9 +257,7 @@ fn path_with(dir: &Path) -> String {
 
 #[test]
 fn push_with_tokens_from_a_credential_helper() {
-    let pki = Pki::new();
-    let issuer = TokenIssuer::start(&pki, USER, PASSWORD, "unused-identity-token");
-    let registry = Registry::start_with(RegistryAuth::Token(&issuer), Some(&pki));
+    let (pki, issuer, registry) = token_registry("unused-identity-token");
     let repository = format!("{}/team/svc", registry.host());
     let ws = image_workspace(&repository, &kiln_toml_ca(&registry, "ca.pem"));
     with_ca(&ws, &pki);
@@ -298,14 +316,8 @@ fn push_with_tokens_from_a_credential_helper() {
 
 #[test]
 fn push_with_an_identity_token_from_auths() {
-    let pki = Pki::new();
-    let issuer = TokenIssuer::start(&pki, USER, PASSWORD, "refresh-token-42-abcdef");
-    let registry = Registry::start_with(RegistryAuth::Token(&issuer), Some(&pki));
-    let ws = image_workspace(
-        &format!("{}/app", registry.host()),
-        &kiln_toml_ca(&registry, "ca.pem"),
-    );
-    with_ca(&ws, &pki);
+    let (pki, issuer, registry) = token_registry("refresh-token-42-abcdef");
+    let ws = tls_workspace(&registry, &pki, "app");
     let config = docker_config(&format!(
         r#"{{"auths": {{"{}": {{"auth": "", "identitytoken": "refresh-token-42-abcdef"}}}}}}"#,
         registry.host()
@@ -461,9 +473,7 @@ fn build_with(ws: &Workspace, docker_config: &Path, args: &[&str]) -> Run {
 
 #[test]
 fn oci_pull_by_digest_gives_an_image_its_layers_and_config() {
-    let pki = Pki::new();
-    let issuer = TokenIssuer::start(&pki, USER, PASSWORD, "unused");
-    let registry = Registry::start_with(RegistryAuth::Token(&issuer), Some(&pki));
+    let (pki, _issuer, registry) = token_registry("unused");
     let repository = format!("{}/base/static", registry.host());
     let digest = seed_base(&pki, &repository);
     let toml = kiln_toml_ca(&registry, "ca.pem");
@@ -523,74 +533,55 @@ fn oci_pull_refuses_a_tag_a_wrong_digest_and_a_missing_platform() {
     let toml = kiln_toml_ca(&registry, "ca.pem");
     let creds = docker_config(&auths(&registry.host(), USER, PASSWORD));
 
-    let ws = pull_workspace(&toml, &format!("{repository}:v1"), "[]");
-    with_ca(&ws, &pki);
-    let run = build_with(&ws, creds.path(), &["build", "//:app"]);
-    assert_eq!(run.status, 2, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("names the tag `v1` alone"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr
-            .contains(&format!("image = \"{repository}@{digest}\"")),
-        "{}",
-        run.stderr
-    );
-    assert!(run.stderr.contains("BUILD.toml:2:"), "{}", run.stderr);
-
+    let pull = |image: &str, platforms: &str| {
+        let ws = pull_workspace(&toml, image, platforms);
+        with_ca(&ws, &pki);
+        build_with(&ws, creds.path(), &["build", "//:app"])
+    };
     let wrong = format!("sha256:{}", "0".repeat(64));
-    let ws = pull_workspace(&toml, &format!("{repository}@{wrong}"), "[]");
-    with_ca(&ws, &pki);
-    let run = build_with(&ws, creds.path(), &["build", "//:app"]);
-    assert_ne!(run.status, 0, "{}", run.stderr);
-    assert!(run.stderr.contains(&wrong), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("no manifest with that digest"),
-        "{}",
-        run.stderr
-    );
-
-    let ws = pull_workspace(
-        &toml,
-        &format!("{repository}@{digest}"),
-        "[\"linux/s390x\"]",
-    );
-    with_ca(&ws, &pki);
-    let run = build_with(&ws, creds.path(), &["build", "//:app"]);
-    assert_ne!(run.status, 0, "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("has no image for linux/s390x; it has linux/amd64, linux/arm64"),
-        "{}",
-        run.stderr
-    );
-
-    // A digest of one image (no index) serves its own platform only.
     let single = remote_digest(
         &pki,
         &format!("{repository}:single"),
         &format!("{USER}:{PASSWORD}"),
     );
-    let ws = pull_workspace(
-        &toml,
-        &format!("{repository}@{single}"),
-        "[\"linux/arm64\"]",
-    );
-    with_ca(&ws, &pki);
-    let run = build_with(&ws, creds.path(), &["build", "//:app"]);
-    assert_ne!(run.status, 0, "{}", run.stderr);
-    assert!(
-        run.stderr.contains(&format!(
-            "{single} is an image for linux/amd64 only; linux/arm64 asked for"
-        )),
-        "{}",
-        run.stderr
-    );
-    let ws = pull_workspace(&toml, &format!("{repository}@{single}"), "[]");
-    with_ca(&ws, &pki);
-    build_with(&ws, creds.path(), &["build", "//:app"]).assert_ok();
+    let cases = [
+        // A tag alone: the message prints the line to pin, at the attribute.
+        (
+            format!("{repository}:v1"),
+            "[]",
+            vec![
+                "names the tag `v1` alone".to_string(),
+                format!("image = \"{repository}@{digest}\""),
+                "BUILD.toml:2:".to_string(),
+            ],
+        ),
+        (
+            format!("{repository}@{wrong}"),
+            "[]",
+            vec![wrong.clone(), "no manifest with that digest".to_string()],
+        ),
+        (
+            format!("{repository}@{digest}"),
+            "[\"linux/s390x\"]",
+            vec!["has no image for linux/s390x; it has linux/amd64, linux/arm64".to_string()],
+        ),
+        // A digest of one image (no index) serves its own platform only.
+        (
+            format!("{repository}@{single}"),
+            "[\"linux/arm64\"]",
+            vec![format!(
+                "{single} is an image for linux/amd64 only; linux/arm64 asked for"
+            )],
+        ),
+    ];
+    for (image, platforms, expected) in cases {
+        let run = pull(&image, platforms);
+        assert_ne!(run.status, 0, "{image}: {}", run.stderr);
+        for text in expected {
+            assert!(run.stderr.contains(&text), "{image}: {}", run.stderr);
+        }
+    }
+    pull(&format!("{repository}@{single}"), "[]").assert_ok();
 }
 
 #[test]
@@ -598,8 +589,8 @@ fn oci_pull_refuses_a_blob_the_registry_altered() {
     let (pki, registry, repository, digest) = basic_registry_with_base();
     // The attack: a layer's bytes changed in the registry's storage (same size). The
     // registry serves them as they are.
-    let index: serde_json::Value = serde_json::from_slice(
-        &skopeo(&[
+    let raw = |digest: &str| -> serde_json::Value {
+        let out = skopeo(&[
             "inspect",
             "--raw",
             "--cert-dir",
@@ -607,27 +598,14 @@ fn oci_pull_refuses_a_blob_the_registry_altered() {
             "--creds",
             &format!("{USER}:{PASSWORD}"),
             &format!("docker://{repository}@{digest}"),
-        ])
-        .stdout,
-    )
-    .unwrap();
-    let amd64 = index["manifests"][0]["digest"]
+        ]);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let amd64 = raw(&digest)["manifests"][0]["digest"]
         .as_str()
         .unwrap()
         .to_string();
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &skopeo(&[
-            "inspect",
-            "--raw",
-            "--cert-dir",
-            pki.cert_dir().to_str().unwrap(),
-            "--creds",
-            &format!("{USER}:{PASSWORD}"),
-            &format!("docker://{repository}@{amd64}"),
-        ])
-        .stdout,
-    )
-    .unwrap();
+    let manifest = raw(&amd64);
     let layer = manifest["layers"][0]["digest"]
         .as_str()
         .unwrap()
@@ -674,9 +652,7 @@ fn oci_pull_refuses_a_blob_the_registry_altered() {
 
 #[test]
 fn push_mounts_the_pulled_base_blobs_from_its_repository() {
-    let pki = Pki::new();
-    let issuer = TokenIssuer::start(&pki, USER, PASSWORD, "unused");
-    let registry = Registry::start_with(RegistryAuth::Token(&issuer), Some(&pki));
+    let (pki, issuer, registry) = token_registry("unused");
     let base = format!("{}/base/static", registry.host());
     let digest = seed_base(&pki, &base);
     let repository = format!("{}/team/app", registry.host());
@@ -757,14 +733,8 @@ fn large_blobs_go_up_in_chunks() {
 
 #[test]
 fn a_token_that_no_longer_serves_is_fetched_again_on_401() {
-    let pki = Pki::new();
-    let issuer = TokenIssuer::start(&pki, USER, PASSWORD, "unused");
-    let registry = Registry::start_with(RegistryAuth::Token(&issuer), Some(&pki));
-    let ws = image_workspace(
-        &format!("{}/app", registry.host()),
-        &kiln_toml_ca(&registry, "ca.pem"),
-    );
-    with_ca(&ws, &pki);
+    let (pki, issuer, registry) = token_registry("unused");
+    let ws = tls_workspace(&registry, &pki, "app");
     // The first token grants pull only: the blob checks pass, the upload gets 401.
     issuer.narrow_next(1);
     let vars = [
@@ -978,14 +948,8 @@ fn bad_registry_settings_are_errors_naming_kiln_toml() {
 
 #[test]
 fn the_registry_checks_the_tokens_signature() {
-    let pki = Pki::new();
-    let issuer = TokenIssuer::start(&pki, USER, PASSWORD, "unused");
-    let registry = Registry::start_with(RegistryAuth::Token(&issuer), Some(&pki));
-    let ws = image_workspace(
-        &format!("{}/app", registry.host()),
-        &kiln_toml_ca(&registry, "ca.pem"),
-    );
-    with_ca(&ws, &pki);
+    let (pki, issuer, registry) = token_registry("unused");
+    let ws = tls_workspace(&registry, &pki, "app");
     // From now on a key the registry does not trust signs the tokens.
     let stranger = Pki::new();
     std::fs::copy(stranger.signing_key(), pki.signing_key()).unwrap();

@@ -395,7 +395,8 @@ impl Read for Progress {
     }
 }
 
-fn header(response: &Response<ureq::Body>, name: &str) -> Option<String> {
+/// A response header as text.
+pub fn header(response: &Response<ureq::Body>, name: &str) -> Option<String> {
     response
         .headers()
         .get(name)

@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use ureq::http::Method;
 
 use crate::oci::{Descriptor, Index, Manifest, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
-use client::{Body, Client, Failure, Request};
+use client::{header, Body, Client, Failure, Request};
 pub use settings::Settings;
 
 /// A registry repository (`host[:port]/name`).
@@ -289,11 +289,7 @@ impl Repository {
                 .header("content-length", n.to_string())
                 .body(Body::Bytes(&chunk));
             let resp = self.client.send(&patch)?;
-            let next = resp
-                .headers()
-                .get("location")
-                .and_then(|l| l.to_str().ok())
-                .map(String::from);
+            let next = header(&resp, "location");
             let status = resp.status().as_u16();
             location = match (status, next) {
                 (202, Some(l)) => self.client.resolve(&l),
@@ -310,10 +306,9 @@ impl Repository {
         let url = self.url(rest);
         let resp = self.client.send(&Request::new(Method::POST, url.clone()))?;
         let status = resp.status().as_u16();
-        let location = resp.headers().get("location").and_then(|l| l.to_str().ok());
-        match (status, location) {
+        match (status, header(&resp, "location")) {
             (201, _) => Ok(Started::Mounted),
-            (202, Some(l)) => Ok(Started::Upload(self.client.resolve(l))),
+            (202, Some(l)) => Ok(Started::Upload(self.client.resolve(&l))),
             _ => Err(Failure::fatal(format!(
                 "start an upload at {url}: the registry answered {status}"
             ))),
@@ -334,11 +329,7 @@ impl Repository {
                 .header("content-type", descriptor.media_type.clone())
                 .body(Body::Bytes(&bytes));
             let resp = self.client.send(&put)?;
-            let given = resp
-                .headers()
-                .get("docker-content-digest")
-                .and_then(|v| v.to_str().ok())
-                .map(String::from);
+            let given = header(&resp, "docker-content-digest");
             expect(resp, &[200, 201], &what)?;
             match given {
                 Some(d) if d != descriptor.digest => Err(Failure::fatal(format!(

@@ -15,7 +15,7 @@ use std::path::Path;
 use sha2::{Digest as _, Sha256};
 use ureq::http::Method;
 
-use super::client::{Failure, Request};
+use super::client::{header, Failure, Request};
 use super::{expect, Repository};
 use crate::oci::{Descriptor, Index, Manifest, Platform, ANNOTATION_REF_NAME, MEDIA_TYPE_INDEX};
 
@@ -31,11 +31,8 @@ impl Repository {
             .header("accept", ACCEPT);
         let resp = self.client().retrying(|| self.client().send(&request))?;
         let status = resp.status().as_u16();
-        resp.headers()
-            .get("docker-content-digest")
-            .and_then(|d| d.to_str().ok())
+        header(&resp, "docker-content-digest")
             .filter(|_| status == 200)
-            .map(String::from)
             .ok_or_else(|| format!("find tag {tag}: the registry answered {status}"))
     }
 
@@ -131,12 +128,7 @@ impl Repository {
                     "{what}: the registry has no manifest with that digest; check the digest pinned in `image`"
                 )));
             }
-            let media_type = resp
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
+            let media_type = header(&resp, "content-type").unwrap_or_default();
             if resp.status().as_u16() != 200 {
                 return expect(resp, &[200], &what).map(|_| (String::new(), Vec::new()));
             }

@@ -314,6 +314,41 @@ fn push_with_tokens_from_a_credential_helper() {
     assert!(run.stderr.contains("found none"), "{}", run.stderr);
 }
 
+/// A credential helper `docker-credential-kilntoken` answering with an identity token
+/// (`Username` `<token>`), as helpers for OAuth registries do.
+fn token_helper_dir(token: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("docker-credential-kilntoken");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\ncat >/dev/null\necho '{{\"Username\":\"<token>\",\"Secret\":\"{token}\"}}'\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+#[test]
+fn push_with_an_identity_token_from_a_credential_helper() {
+    let (pki, issuer, registry) = token_registry("helper-refresh-token-77");
+    let ws = tls_workspace(&registry, &pki, "app");
+    let helpers = token_helper_dir("helper-refresh-token-77");
+    let config = docker_config(r#"{"credsStore": "kilntoken"}"#);
+    let path = path_with(helpers.path());
+    let run = push(&ws, config.path(), &[("PATH", &path)]);
+    run.assert_ok();
+    assert!(
+        issuer
+            .requests()
+            .iter()
+            .any(|r| r.method == "POST" && r.granted),
+        "{:?}",
+        issuer.requests()
+    );
+    assert_secret_hidden(&ws, &run, "helper-refresh-token-77");
+}
+
 #[test]
 fn push_with_an_identity_token_from_auths() {
     let (pki, issuer, registry) = token_registry("refresh-token-42-abcdef");

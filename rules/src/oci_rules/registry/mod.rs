@@ -96,20 +96,35 @@ impl RepoRef {
             }
             None => (None, text),
         };
-        let Some((host, name)) = rest
-            .split_once('/')
-            .filter(|(h, n)| !h.is_empty() && valid_name(n))
-        else {
+        // As docker reads a reference: the first component is a registry host only if
+        // it looks like one; otherwise the image is on Docker Hub.
+        let (host, name) = match rest.split_once('/') {
+            Some((h, n)) if scheme.is_some() || h.contains(['.', ':']) || h == "localhost" => {
+                (h.to_string(), n.to_string())
+            }
+            _ => ("docker.io".to_string(), rest.to_string()),
+        };
+        let (host, name) = docker_hub(host, name);
+        if host.is_empty() || !valid_name(&name) {
             return Err(format!(
                 "registry reference `{text}`: a repository reads host[:port]/name, with a lowercase name"
             ));
-        };
-        Ok(RepoRef {
-            scheme,
-            host: host.to_string(),
-            name: name.to_string(),
-        })
+        }
+        Ok(RepoRef { scheme, host, name })
     }
+}
+
+/// Docker Hub's API host, and `library/` before one-component names, as docker does.
+fn docker_hub(host: String, name: String) -> (String, String) {
+    if !matches!(host.as_str(), "docker.io" | "index.docker.io") {
+        return (host, name);
+    }
+    let name = if name.contains('/') {
+        name
+    } else {
+        format!("library/{name}")
+    };
+    ("registry-1.docker.io".to_string(), name)
 }
 
 impl Repository {
@@ -410,13 +425,21 @@ mod tests {
         );
         let r = Repository::for_push("registry.example/app", &none, &[]).unwrap();
         assert_eq!(r.client.base, "https://registry.example");
-        for bad in [
-            "noslash",
-            "/x",
-            "host/UPPER",
-            "ftp://h/x",
-            "http://registry.example/x",
+        for hub in [
+            "alpine",
+            "docker.io/alpine",
+            "index.docker.io/library/alpine",
         ] {
+            let r = Repository::for_pull(hub, &none).unwrap();
+            assert_eq!(
+                (r.client.base.as_str(), r.name.as_str()),
+                ("https://registry-1.docker.io", "library/alpine"),
+                "{hub}"
+            );
+        }
+        let r = Repository::for_pull("team/app", &none).unwrap();
+        assert_eq!(r.name, "team/app");
+        for bad in ["/x", "host/UPPER", "ftp://h/x", "http://registry.example/x"] {
             assert!(Repository::for_push(bad, &none, &[]).is_err(), "{bad}");
         }
     }

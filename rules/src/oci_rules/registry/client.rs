@@ -145,7 +145,7 @@ impl Client {
             } else {
                 None
             };
-            let what = format!("{} {url}", request.method);
+            let what = format!("{} {}", request.method, shown(&url));
             let response = self
                 .send_once(request, &url, sent.as_deref())
                 .map_err(|e| Failure {
@@ -404,6 +404,12 @@ pub fn header(response: &Response<ureq::Body>, name: &str) -> Option<String> {
         .map(String::from)
 }
 
+/// A URL as messages show it: without its query, which for upload sessions and storage
+/// redirects carries signed state or temporary storage credentials.
+fn shown(url: &str) -> &str {
+    url.split('?').next().unwrap_or(url)
+}
+
 /// `scheme://HOST[:port]/…` → `host[:port]`, lowercase.
 pub fn authority(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
@@ -416,6 +422,14 @@ pub fn authority(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_show_urls_without_their_query() {
+        assert_eq!(
+            shown("https://s3.example/blob?X-Amz-Signature=abc"),
+            "https://s3.example/blob"
+        );
+    }
 
     #[test]
     fn authority_is_host_and_port_without_user_info() {

@@ -18,6 +18,11 @@ pub enum RegistryAuth<'a> {
     },
     /// `auth: token`: tokens from this issuer, checked against its signing certificate.
     Token(&'a TokenIssuer),
+    /// The same, but clients are sent to `realm` (a proxy in front of the issuer).
+    TokenVia {
+        issuer: &'a TokenIssuer,
+        realm: String,
+    },
 }
 
 pub struct Registry {
@@ -132,14 +137,18 @@ fn auth_config(auth: &RegistryAuth<'_>, dir: &std::path::Path) -> String {
                 file.display()
             )
         }
-        RegistryAuth::Token(issuer) => format!(
-            "auth:\n  token:\n    realm: {}/token\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
-            issuer.url(),
-            crate::token::SERVICE,
-            crate::token::ISSUER,
-            issuer.signing_cert().display()
-        ),
+        RegistryAuth::Token(issuer) => token_config(issuer, &format!("{}/token", issuer.url())),
+        RegistryAuth::TokenVia { issuer, realm } => token_config(issuer, realm),
     }
+}
+
+fn token_config(issuer: &TokenIssuer, realm: &str) -> String {
+    format!(
+        "auth:\n  token:\n    realm: {realm}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+        crate::token::SERVICE,
+        crate::token::ISSUER,
+        issuer.signing_cert().display()
+    )
 }
 
 #[link(name = "crypt")]

@@ -767,6 +767,31 @@ fn large_blobs_go_up_in_chunks() {
 }
 
 #[test]
+fn a_dropped_connection_to_the_token_service_is_retried() {
+    let pki = Pki::new();
+    let issuer = TokenIssuer::start(&pki, USER, PASSWORD, "unused");
+    let port: u16 = issuer.url().rsplit(':').next().unwrap().parse().unwrap();
+    let proxy = DroppingProxy::start(port, 1);
+    let realm = format!("http://127.0.0.1:{}/token", proxy.port());
+    let auth = RegistryAuth::TokenVia {
+        issuer: &issuer,
+        realm,
+    };
+    let registry = Registry::start_with(auth, Some(&pki));
+    let ws = tls_workspace(&registry, &pki, "app");
+    let vars = [
+        ("KILN_REGISTRY_USER", USER),
+        ("KILN_REGISTRY_PASSWORD", PASSWORD),
+    ];
+    let empty = docker_config("{}");
+    let run = push(&ws, empty.path(), &vars);
+    run.assert_ok();
+    assert!(run.stderr.contains("get a token from"), "{}", run.stderr);
+    assert!(run.stderr.contains("trying again"), "{}", run.stderr);
+    assert!(proxy.accepted() >= 2);
+}
+
+#[test]
 fn a_token_that_no_longer_serves_is_fetched_again_on_401() {
     let (pki, issuer, registry) = token_registry("unused");
     let ws = tls_workspace(&registry, &pki, "app");

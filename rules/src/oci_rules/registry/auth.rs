@@ -8,6 +8,7 @@
 use serde::Deserialize;
 use ureq::Agent;
 
+use super::client::Failure;
 use super::credentials::{Credential, Secret};
 
 /// A parsed `WWW-Authenticate` header.
@@ -73,15 +74,20 @@ struct TokenAnswer {
     access_token: String,
 }
 
-/// Fetches a bearer token from the realm; returns the `Authorization` value.
+/// Fetches a bearer token from the realm; returns the `Authorization` value. A dropped
+/// connection or a 5xx is worth another try; a refusal is not.
 pub fn fetch_token(
     agent: &Agent,
     realm: &str,
     service: Option<&str>,
     scopes: &[String],
     credential: Option<&Credential>,
-) -> Result<String, String> {
+) -> Result<String, Failure> {
     let what = format!("get a token from {realm}");
+    let retry = |message: String| Failure {
+        message,
+        retry: true,
+    };
     let response = match credential.map(|c| (&c.secret, c)) {
         Some((Secret::IdentityToken(token), _)) => {
             let scope = scopes.join(" ");
@@ -110,29 +116,34 @@ pub fn fetch_token(
             request.call()
         }
     };
-    let mut response = response.map_err(|e| format!("{what}: {e}"))?;
+    let mut response = response.map_err(|e| retry(format!("{what}: {e}")))?;
     let status = response.status().as_u16();
+    if status >= 500 {
+        return Err(retry(format!("{what}: it answered {status}")));
+    }
     if status != 200 {
         let whose = credential.map_or("no credentials".to_string(), |c| {
             format!("the credentials from {}", c.source)
         });
-        return Err(format!("{what}: it answered {status} to {whose}"));
+        return Err(Failure::fatal(format!(
+            "{what}: it answered {status} to {whose}"
+        )));
     }
     let text = response
         .body_mut()
         .with_config()
         .limit(1 << 20)
         .read_to_string()
-        .map_err(|e| format!("{what}: {e}"))?;
-    let answer: TokenAnswer =
-        serde_json::from_str(&text).map_err(|_| format!("{what}: the answer is not a token"))?;
+        .map_err(|e| retry(format!("{what}: {e}")))?;
+    let answer: TokenAnswer = serde_json::from_str(&text)
+        .map_err(|_| Failure::fatal(format!("{what}: the answer is not a token")))?;
     let token = if answer.token.is_empty() {
         answer.access_token
     } else {
         answer.token
     };
     if token.is_empty() {
-        return Err(format!("{what}: the answer holds no token"));
+        return Err(Failure::fatal(format!("{what}: the answer holds no token")));
     }
     Ok(format!("Bearer {token}"))
 }

@@ -296,9 +296,11 @@ impl Client {
                 let mut scopes = self.scopes.clone();
                 scopes.extend(scope.filter(|s| !self.scopes.contains(s)));
                 fetch_token(&self.agent, &realm, service.as_deref(), &scopes, credential).map_err(
-                    |e| match credential {
-                        None => Failure::fatal(format!("{e}; {}", self.no_credentials())),
-                        Some(_) => Failure::fatal(e),
+                    |f| match credential {
+                        None if !f.retry => {
+                            Failure::fatal(format!("{}; {}", f.message, self.no_credentials()))
+                        }
+                        _ => f,
                     },
                 )?
             }

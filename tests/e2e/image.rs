@@ -622,3 +622,38 @@ fn a_service_on_a_built_base_makes_a_tls_call_and_loads_a_time_zone() {
         "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"
     );
 }
+
+/// The example service's base carries Debian's CA bundle, time zones, nsswitch.conf and
+/// os-release (its base layer builds without Go).
+#[test]
+fn the_example_base_has_ca_certificates_and_time_zones() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello-service");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("hello-service");
+    crate::support::copy_tree(&example, &root);
+    let out = crate::support::kiln_cmd(&root, &tmp.path().join("cache"), &["build", "//:static"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let layer = root.join("kiln-out/static/layer.tar.gz");
+    let listed = tool("tar", &["-tzf", layer.to_str().unwrap()]);
+    let names = String::from_utf8_lossy(&listed.stdout);
+    for path in [
+        "etc/ssl/certs/ca-certificates.crt",
+        "usr/share/zoneinfo/Europe/Berlin",
+        "usr/share/zoneinfo/UTC",
+        "etc/nsswitch.conf",
+        "etc/os-release",
+    ] {
+        assert!(
+            names
+                .lines()
+                .any(|l| l.trim_start_matches("./").trim_start_matches('/') == path),
+            "{path} in {names}"
+        );
+    }
+}

@@ -142,12 +142,7 @@ fn index_digest(ws: &Workspace) -> String {
 
 #[test]
 fn push_over_tls_with_basic_auth_from_config_json_auths() {
-    let pki = Pki::new();
-    let auth = RegistryAuth::Basic {
-        user: USER,
-        password: PASSWORD,
-    };
-    let registry = Registry::start_with(auth, Some(&pki));
+    let (pki, registry) = basic_registry();
     let repository = format!("{}/team/app", registry.host());
     let ws = image_workspace(&repository, &kiln_toml_ca(&registry, "ca.pem"));
     with_ca(&ws, &pki);
@@ -463,15 +458,21 @@ fn seed_base(pki: &Pki, repository: &str) -> String {
     )
 }
 
-/// A TLS registry behind htpasswd holding a seeded base at `HOST/base`: (its CA, the
-/// registry, the repository, the base's digest).
-fn basic_registry_with_base() -> (Pki, Registry, String, String) {
+/// A TLS registry behind htpasswd (USER, PASSWORD) and its CA.
+fn basic_registry() -> (Pki, Registry) {
     let pki = Pki::new();
     let auth = RegistryAuth::Basic {
         user: USER,
         password: PASSWORD,
     };
     let registry = Registry::start_with(auth, Some(&pki));
+    (pki, registry)
+}
+
+/// A TLS registry behind htpasswd holding a seeded base at `HOST/base`: (its CA, the
+/// registry, the repository, the base's digest).
+fn basic_registry_with_base() -> (Pki, Registry, String, String) {
+    let (pki, registry) = basic_registry();
     let repository = format!("{}/base", registry.host());
     let digest = seed_base(&pki, &repository);
     (pki, registry, repository, digest)

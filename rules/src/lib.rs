@@ -11,6 +11,7 @@
 //! | `oci_base`  | [`oci_base`]  | one base layer (builtin)                 |
 //! | `oci_image` | [`oci_image`] | a layer and a config/manifest per platform, one index + layout (builtins) |
 //! | `oci_push`  | [`oci_push`]  | a push plan; `kiln run` pushes to a registry |
+//! | `oci_pull`  | [`oci_pull`]  | a base image pulled by digest (fixed-output builtin) |
 //! | `checksums` | [`checksums`] | one builtin: copies under stable names + `SHA256SUMS` |
 //! | `release`   | [`release`]   | one builtin: files under `<version>/` + in-toto/SLSA provenance |
 //!
@@ -24,6 +25,7 @@ pub mod go;
 pub mod oci;
 pub mod oci_base;
 pub mod oci_image;
+pub mod oci_pull;
 pub mod oci_push;
 pub mod oci_rules;
 pub mod release;
@@ -45,6 +47,7 @@ pub fn all() -> RuleSet {
     rules.add(Box::new(oci_base::OciBase));
     rules.add(Box::new(oci_image::OciImage));
     rules.add(Box::new(oci_push::OciPush));
+    rules.add(Box::new(oci_pull::OciPull));
     rules.add(Box::new(checksums::Checksums));
     rules.add(Box::new(release::Release));
     rules

@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! [oci_image.image]
-//! base = ":static"                 # "scratch", an oci_base label, or an OCI layout directory
+//! base = ":static"                 # "scratch", an oci_base or oci_pull label, or an OCI layout directory
 //! files = { "/app/server" = ":server_packed" }   # per platform
 //! entrypoint = ["/app/server"]
 //! cmd = ["--addr=:8080"]
@@ -33,8 +33,11 @@
 //! - platforms default to the `linux/*` platforms of the labeled `files` values, in the
 //!   order the first such label lists them; a file value without a platform (a plain file)
 //!   goes into every platform's layer; a labeled value must provide each platform;
-//! - a layout base contributes only its layers (and their diff_ids): the runtime
-//!   configuration comes from this target alone, so a base cannot change what runs;
+//! - a layout base (a directory, or an `oci_pull` target) gives its layers and its
+//!   runtime configuration where this target sets none, as `FROM` does in a
+//!   Dockerfile: user, workdir, entrypoint and cmd (a target entrypoint drops the
+//!   base's cmd), env and labels merged key by key (the target wins), exposed ports of
+//!   both; an oci_base has no configuration to give;
 //! - `created` and every mtime are SOURCE_DATE_EPOCH of the stamp values (default 0);
 //!   `{STABLE_*}` stamp variables may appear in `labels`, `env` values and `repo_tags`;
 //! - blobs of earlier builds may remain in `kiln-out/.../layout/blobs` (kiln-out is only
@@ -57,7 +60,8 @@ use crate::oci_rules::builtins::{
 };
 use crate::oci_rules::paths::check_image_paths;
 use crate::oci_rules::{
-    map_labels, source_date_epoch, stamp_values, stamped, value_files, META_BASE, META_LAYOUT,
+    map_labels, source_date_epoch, stamp_values, stamped, value_files, META_BASE, META_BASE_ENV,
+    META_LAYOUT, META_PULL, META_PULL_FROM,
 };
 
 const FIELDS: &[&str] = &[
@@ -107,9 +111,14 @@ impl Rule for OciImage {
             if let Some(app) = app_layer(ctx, &files, platform, created)? {
                 layers.push(app);
             }
+            let config = base.inherit(ctx, platform, &config)?;
             add_config(ctx, platform, created, &layers, &config, &mut layout);
         }
-        add_layout(ctx, &platforms, &stamp, layout)
+        let mut info = add_layout(ctx, &platforms, &stamp, layout)?;
+        if let Some(origin) = base.origin(ctx) {
+            info.meta.insert(META_PULL_FROM.into(), origin);
+        }
+        Ok(info)
     }
 }
 
@@ -187,10 +196,11 @@ fn platforms(ctx: &Analysis<'_>, files: &[ImageFile]) -> Result<Vec<String>> {
 /// Where base layers come from.
 enum Base {
     Scratch,
-    /// An oci_base target's layer and record.
-    Label(Artifact, Artifact),
-    /// An OCI layout directory of the workspace (workspace-relative).
-    Layout(String, Spanned<String>),
+    /// An oci_base target's layer and record, and the environment it gives images.
+    Label(Artifact, Artifact, Vec<(String, String)>),
+    /// An OCI layout directory (workspace-relative): a directory of the workspace, or
+    /// an oci_pull target's output with its files (the blobs, as generated inputs).
+    Layout(String, Spanned<String>, Vec<Artifact>),
 }
 
 impl Base {
@@ -204,13 +214,34 @@ impl Base {
         if base.value.starts_with(':') || base.value.starts_with("//") {
             let label = parse_label(ctx.attrs(), &base, ctx.package())?.value;
             let info = ctx.dep(&label);
+            if let Some(dir) = info.meta.get(META_PULL) {
+                return Ok(Base::Layout(dir.clone(), base, info.files.clone()));
+            }
             if !info.meta.contains_key(META_BASE) || info.files.len() != 2 {
                 return Err(ctx.error_at(
                     "base",
-                    format!("`base` of {}: {label} is not an oci_base", ctx.label()),
+                    format!(
+                        "`base` of {}: {label} is not an oci_base or oci_pull",
+                        ctx.label()
+                    ),
                 ));
             }
-            return Ok(Base::Label(info.files[0].clone(), info.files[1].clone()));
+            let env = info
+                .meta
+                .get(META_BASE_ENV)
+                .map(|lines| {
+                    lines
+                        .lines()
+                        .filter_map(|l| l.split_once('='))
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            return Ok(Base::Label(
+                info.files[0].clone(),
+                info.files[1].clone(),
+                env,
+            ));
         }
         kiln_engine::rule::check_relative(base.value.trim_end_matches('/')).map_err(|e| {
             Error::new(ErrorKind::Config, e).at(ctx.attrs().location(base.span.start))
@@ -221,13 +252,13 @@ impl Base {
                 .error_at("base", format!("`base` of {}: `{dir}` is not an OCI layout directory", ctx.label()))
                 .hint("use \"scratch\", an oci_base label, or a directory holding index.json and blobs/"));
         }
-        Ok(Base::Layout(dir, base))
+        Ok(Base::Layout(dir, base, Vec::new()))
     }
 
     fn layers(&self, ctx: &Analysis<'_>, platform: &str) -> Result<Vec<Layer>> {
         match self {
             Base::Scratch => Ok(Vec::new()),
-            Base::Label(blob, record) => Ok(vec![Layer {
+            Base::Label(blob, record, _) => Ok(vec![Layer {
                 reference: LayerRef {
                     blob: blob.path.clone(),
                     record: Some(record.path.clone()),
@@ -235,7 +266,7 @@ impl Base {
                 },
                 inputs: vec![blob.clone(), record.clone()],
             }]),
-            Base::Layout(dir, at) => layout_layers(ctx, dir, platform).map_err(|e| {
+            Base::Layout(dir, at, files) => layout_layers(ctx, dir, files, platform).map_err(|e| {
                 Error::new(
                     ErrorKind::Config,
                     format!("use base `{dir}` for {}: {e}", ctx.label()),
@@ -246,10 +277,129 @@ impl Base {
     }
 }
 
-/// The layers of the layout base's image for `platform`, each blob a source input.
+impl Base {
+    /// The repository a pulled base came from (an oci_push to the same registry mounts
+    /// its blobs from there instead of uploading them).
+    fn origin(&self, ctx: &Analysis<'_>) -> Option<String> {
+        let base = ctx.attrs().str("base").ok()??;
+        if !matches!(self, Base::Layout(..)) || !base.value.starts_with([':', '/']) {
+            return None;
+        }
+        let label = parse_label(ctx.attrs(), &base, ctx.package()).ok()?.value;
+        ctx.dep(&label).meta.get(META_PULL_FROM).cloned()
+    }
+
+    /// `config` completed from the base image's config for `platform` where the target
+    /// leaves a field unset (see [`inherit`]); an oci_base gives only its environment
+    /// (`SSL_CERT_FILE`), scratch nothing.
+    fn inherit(
+        &self,
+        ctx: &Analysis<'_>,
+        platform: &str,
+        config: &ConfigParam,
+    ) -> Result<ConfigParam> {
+        let (dir, at) = match self {
+            Base::Scratch => return Ok(config.clone()),
+            Base::Label(_, _, env) => {
+                let base = serde_json::json!({
+                    "Env": env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()
+                });
+                return Ok(inherit(config, &base));
+            }
+            Base::Layout(dir, at, _) => (dir, at),
+        };
+        let base = base_config(ctx, dir, platform).map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                format!("use base `{dir}` for {}: {e}", ctx.label()),
+            )
+            .at(ctx.attrs().location(at.span.start))
+        })?;
+        Ok(inherit(config, &base))
+    }
+}
+
+/// The `config` object of the base image's config blob for `platform`.
+fn base_config(
+    ctx: &Analysis<'_>,
+    dir: &str,
+    platform: &str,
+) -> std::result::Result<serde_json::Value, String> {
+    let wanted =
+        Platform::parse(platform).ok_or_else(|| format!("`{platform}` is not a platform"))?;
+    let abs = ctx.workspace.root.join(dir);
+    let (_, manifest) = find_manifest(&abs, &wanted).map_err(|e| e.to_string())?;
+    let path = abs
+        .join("blobs/sha256")
+        .join(manifest.config.digest.trim_start_matches("sha256:"));
+    let bytes = std::fs::read(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| format!("read {}: {e}", path.display()))?;
+    Ok(value.get("config").cloned().unwrap_or_default())
+}
+
+/// Docker's rules for a config built FROM a base: user, workdir, entrypoint and cmd come
+/// from the base when the target sets none (a target entrypoint drops the base's cmd,
+/// as a Dockerfile ENTRYPOINT does); env and labels are the base's, overridden key by
+/// key; exposed ports are both.
+fn inherit(target: &ConfigParam, base: &serde_json::Value) -> ConfigParam {
+    let text = |k: &str| base[k].as_str().unwrap_or_default().to_string();
+    let list = |k: &str| -> Vec<String> {
+        base[k]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = target.clone();
+    if out.user.is_empty() {
+        out.user = text("User");
+    }
+    if out.working_dir.is_empty() {
+        out.working_dir = text("WorkingDir");
+    }
+    if target.entrypoint.is_empty() {
+        out.entrypoint = list("Entrypoint");
+        if target.cmd.is_empty() {
+            out.cmd = list("Cmd");
+        }
+    }
+    let mut env: Vec<(String, String)> = list("Env")
+        .into_iter()
+        .filter_map(|e| {
+            e.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .filter(|(k, _)| !target.env.iter().any(|(t, _)| t == k))
+        .collect();
+    env.extend(target.env.iter().cloned());
+    out.env = env;
+    if let Some(labels) = base["Labels"].as_object() {
+        for (k, v) in labels {
+            if let Some(v) = v.as_str() {
+                out.labels.entry(k.clone()).or_insert_with(|| v.to_string());
+            }
+        }
+    }
+    if let Some(ports) = base["ExposedPorts"].as_object() {
+        for port in ports.keys() {
+            if !out.exposed_ports.contains(port) {
+                out.exposed_ports.push(port.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The layers of the layout base's image for `platform`: each blob a source input, or
+/// the oci_pull output among `files`.
 fn layout_layers(
     ctx: &Analysis<'_>,
     dir: &str,
+    files: &[Artifact],
     platform: &str,
 ) -> std::result::Result<Vec<Layer>, String> {
     let wanted =
@@ -284,7 +434,11 @@ fn layout_layers(
                         created_by: format!("base layer from {dir}"),
                     }),
                 },
-                inputs: vec![Artifact::source(blob)],
+                inputs: vec![files
+                    .iter()
+                    .find(|a| a.path == blob)
+                    .cloned()
+                    .unwrap_or_else(|| Artifact::source(blob))],
             })
         })
         .collect()
@@ -338,6 +492,7 @@ fn app_layer(
         created_by: format!("kiln oci_image {label}"),
         users: None,
         files: params,
+        texts: Vec::new(),
     };
     let id = ctx.add(Action {
         owner: label,

@@ -10,10 +10,13 @@
 //! `kiln build` of this target builds the image and writes
 //! `kiln-out/<package>/<target>/push.json` (repository, tags, index digest: a cached
 //! builtin, so the image is built and the plan is visible). `kiln run` then pushes the
-//! image's layout with [`crate::oci_rules::registry`] and prints
-//! `<repository>@<digest>`. The push itself is a side effect, never cached: a registry
-//! that already has every blob only sees HEAD requests and manifest PUTs. Tags are
-//! substituted at analysis, so a bad tag fails before anything is built.
+//! image's layout with [`crate::oci_rules::registry`] and prints one line per tag,
+//! `<repository>:<tag>@<digest>` (`<repository>@<digest>` without tags): every tag
+//! names the same index, pushed by digest first. The push itself is a side effect,
+//! never cached: a registry that already has every blob only sees HEAD requests and
+//! manifest PUTs. Tags are substituted at analysis, so a bad tag fails before anything
+//! is built. Credentials, TLS trust and plain-http rules: see
+//! [`crate::oci_rules::registry`]; `[registries]` of kiln.toml is read at analysis.
 
 use std::sync::Arc;
 
@@ -25,8 +28,8 @@ use kiln_engine::workspace::TargetDecl;
 use kiln_engine::Result;
 
 use crate::oci_rules::builtins::builtin;
-use crate::oci_rules::registry::Repository;
-use crate::oci_rules::{label_attr, stamp_values, stamped, META_LAYOUT};
+use crate::oci_rules::registry::{RepoRef, Repository, Settings};
+use crate::oci_rules::{label_attr, stamp_values, stamped, META_LAYOUT, META_PULL_FROM};
 
 const FIELDS: &[&str] = &["image", "repository", "tags"];
 
@@ -35,6 +38,10 @@ pub struct OciPush;
 impl Rule for OciPush {
     fn name(&self) -> &'static str {
         "oci_push"
+    }
+
+    fn config_sections(&self) -> &'static [&'static str] {
+        &[crate::oci_rules::registry::settings::SECTION]
     }
 
     fn deps(&self, target: &TargetDecl) -> Result<Vec<Spanned<Label>>> {
@@ -52,7 +59,8 @@ impl Rule for OciPush {
             ));
         };
         let repository = ctx.attrs().required_str("repository", "an oci_push")?;
-        Repository::parse(&repository.value).map_err(|e| ctx.error_at("repository", e))?;
+        RepoRef::parse(&repository.value).map_err(|e| ctx.error_at("repository", e))?;
+        let settings = Settings::load(ctx.workspace)?;
         let stamp = stamp_values(ctx)?;
         let mut tags = Vec::new();
         for tag in ctx.attrs().str_list("tags")? {
@@ -82,7 +90,13 @@ impl Rule for OciPush {
             show_output: false,
         });
         Ok(TargetInfo {
-            run: Some(runner(repository.value, tags, layout)),
+            run: Some(runner(Plan {
+                repository: repository.value,
+                tags,
+                layout,
+                settings,
+                mount_from: info.meta.get(META_PULL_FROM).cloned().into_iter().collect(),
+            })),
             ..TargetInfo::default()
         })
     }
@@ -106,10 +120,35 @@ fn write_plan(ctx: &BuiltinCtx) -> std::result::Result<(), String> {
     std::fs::write(&out, plan.to_string()).map_err(|e| format!("write {}: {e}", out.display()))
 }
 
-fn runner(repository: String, tags: Vec<String>, layout: String) -> Runner {
+/// What `kiln run` pushes.
+struct Plan {
+    repository: String,
+    tags: Vec<String>,
+    layout: String,
+    settings: Settings,
+    /// Repositories blobs may be mounted from (the pulled base's).
+    mount_from: Vec<String>,
+}
+
+fn runner(plan: Plan) -> Runner {
     Runner(Arc::new(move |rc: &RunCtx| {
-        let repo = Repository::parse(&repository)?;
-        let digest = repo.push_layout(&rc.root.join(&layout), &tags)?;
-        Ok(format!("{repository}@{digest}"))
+        let Plan {
+            repository,
+            tags,
+            layout,
+            settings,
+            mount_from,
+        } = &plan;
+        let repo = Repository::for_push(repository, settings, mount_from)?;
+        let (digest, counts) = repo.push_layout(&rc.root.join(layout), tags)?;
+        eprintln!("kiln: pushed {repository}: {counts}");
+        if tags.is_empty() {
+            return Ok(format!("{repository}@{digest}"));
+        }
+        let lines: Vec<String> = tags
+            .iter()
+            .map(|tag| format!("{repository}:{tag}@{digest}"))
+            .collect();
+        Ok(lines.join("\n"))
     }))
 }

@@ -1,10 +1,22 @@
 //! kiln-testkit: real servers for kiln's tests, started on loopback with free ports and
 //! stopped when dropped. Used by kiln-cache's and the kiln binary's tests alike. Also
 //! [`SlowClients`], an attacker's slow connections against such a server.
+//!
+//! For registries: [`Registry`] (Debian's docker-registry, open, htpasswd or token
+//! auth, plain or TLS), [`TokenIssuer`] (signs the tokens it checks), [`Pki`] (a CA made
+//! with openssl) and [`DroppingProxy`] (drops the first connections).
 
+mod pki;
+mod proxy;
+mod registry;
 mod slow;
+pub mod token;
 
+pub use pki::Pki;
+pub use proxy::{DroppingProxy, Fault};
+pub use registry::{Registry, RegistryAuth};
 pub use slow::{connect_from, SlowClients};
+pub use token::TokenIssuer;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -4,11 +4,9 @@
 //! entrypoint change reruns no layer action, and `kiln run` pushes to Debian's
 //! docker-registry on loopback.
 
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Output};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use serde_json::Value;
 
@@ -405,70 +403,14 @@ args = ["-1"]
     );
 }
 
-/// Debian's docker-registry on a free loopback port, storing in a temporary directory.
-struct Registry {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = dir.path().join("config.yml");
-        let storage = dir.path().join("storage");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                storage.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("docker-registry")
-            .args(["serve", config.to_str().unwrap()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("docker-registry is needed: run .ci/install-deps");
-        let registry = Registry {
-            child,
-            port,
-            _dir: dir,
-        };
-        registry.wait_ready();
-        registry
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "docker-registry did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn pushed_digest(stdout: &str) -> String {
     stdout.trim().rsplit('@').next().unwrap().to_string()
 }
 
 #[test]
 fn kiln_run_pushes_the_index_and_skopeo_pulls_the_same_digest() {
-    let registry = Registry::start();
-    let repository = format!("127.0.0.1:{}/hello/app", registry.port);
+    let registry = kiln_testkit::Registry::start();
+    let repository = format!("{}/hello/app", registry.host());
     let push = format!("\n[oci_push.push]\nimage = \":image\"\nrepository = \"{repository}\"\ntags = [\"latest\", \"{{STABLE_GIT_DESCRIBE}}\"]\n");
     let ws = pipeline()
         .file("BUILD.toml", &format!("{BUILD}{push}"))
@@ -537,4 +479,181 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .next()
         .unwrap()
         .to_string()
+}
+
+const SERVICE_MAIN: &str = r#"package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+)
+
+func main() {
+	if loc, err := time.LoadLocation("Europe/Berlin"); err != nil {
+		fmt.Println("tz error:", err)
+	} else {
+		fmt.Println("zone", time.Date(2024, 1, 15, 12, 0, 0, 0, time.UTC).In(loc).Format("MST -0700"))
+	}
+	resp, err := http.Get(os.Args[1])
+	if err != nil {
+		fmt.Println("tls error:", err)
+		os.Exit(1)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	fmt.Println("status", resp.StatusCode, len(body))
+}
+"#;
+
+const SERVICE_BUILD: &str = r#"
+[go_binary.svc]
+main = "./cmd/svc"
+platforms = ["linux/amd64"]
+
+[oci_base.bare]
+passwd = [{ name = "nonroot", uid = 65532 }]
+
+[oci_base.real]
+passwd = [{ name = "nonroot", uid = 65532 }]
+ca_certificates = "ca-certificates.crt"
+zoneinfo = "zoneinfo"
+nsswitch = true
+os_release = { ID = "kiln-test", PRETTY_NAME = "kiln test base" }
+
+[oci_image.bare_image]
+base = ":bare"
+files = { "/app/svc" = ":svc" }
+entrypoint = ["/app/svc"]
+
+[oci_image.real_image]
+base = ":real"
+files = { "/app/svc" = ":svc" }
+entrypoint = ["/app/svc"]
+"#;
+
+/// The image's rootfs, unpacked by umoci, runs its binary under bubblewrap as the root
+/// of a chroot (the host's network, so loopback reaches the test's server).
+fn run_in_rootfs(ws: &Workspace, image: &str, url: &str) -> String {
+    let bundle = ws.path(&format!("bundle-{image}"));
+    let layout = ws.path(&format!("kiln-out/{image}/layout"));
+    tool(
+        "umoci",
+        &[
+            "unpack",
+            "--rootless",
+            "--image",
+            &format!("{}:latest", layout.display()),
+            bundle.to_str().unwrap(),
+        ],
+    );
+    let out = Command::new("bwrap")
+        .arg("--bind")
+        .arg(bundle.join("rootfs"))
+        .args([
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--unshare-pid",
+            "--unshare-ipc",
+        ])
+        .args([
+            "--die-with-parent",
+            "--clearenv",
+            "--chdir",
+            "/",
+            "/app/svc",
+            url,
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+fn a_service_on_a_built_base_makes_a_tls_call_and_loads_a_time_zone() {
+    let pki = kiln_testkit::Pki::new();
+    // An HTTPS server on loopback whose certificate the test's CA signed.
+    let server = kiln_testkit::Registry::start_with(kiln_testkit::RegistryAuth::None, Some(&pki));
+    let url = format!("{}/v2/", server.url());
+    let ws = go_workspace()
+        .file("cmd/svc/main.go", SERVICE_MAIN)
+        .file("BUILD.toml", SERVICE_BUILD)
+        .build();
+    std::fs::copy(pki.ca_cert(), ws.path("ca-certificates.crt")).unwrap();
+    std::fs::create_dir_all(ws.path("zoneinfo/Europe")).unwrap();
+    std::fs::copy(
+        "/usr/share/zoneinfo/Europe/Berlin",
+        ws.path("zoneinfo/Europe/Berlin"),
+    )
+    .expect("tzdata is needed: run .ci/install-deps");
+    ws.kiln(&["build", "//:bare_image", "//:real_image"])
+        .assert_ok();
+
+    // Without them the service fails as a Go service on a passwd-only base does.
+    let bare = run_in_rootfs(&ws, "bare_image", &url);
+    assert!(bare.contains("tz error"), "{bare}");
+    assert!(
+        bare.contains("certificate signed by unknown authority"),
+        "{bare}"
+    );
+
+    let real = run_in_rootfs(&ws, "real_image", &url);
+    assert!(real.contains("zone CET +0100"), "{real}");
+    assert!(real.contains("status 200"), "{real}");
+    let rootfs = ws.path("bundle-real_image/rootfs");
+    let os_release = std::fs::read_to_string(rootfs.join("etc/os-release")).unwrap();
+    assert_eq!(
+        os_release,
+        "ID=\"kiln-test\"\nPRETTY_NAME=\"kiln test base\"\n"
+    );
+    let nsswitch = std::fs::read_to_string(rootfs.join("etc/nsswitch.conf")).unwrap();
+    assert!(nsswitch.contains("hosts: files dns"), "{nsswitch}");
+    let oci = format!(
+        "oci:{}:latest",
+        ws.path("kiln-out/real_image/layout").display()
+    );
+    let config = json(tool("skopeo", &["inspect", "--config", &oci]));
+    assert_eq!(
+        config["config"]["Env"][0],
+        "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"
+    );
+}
+
+/// The example service's base carries Debian's CA bundle, time zones, nsswitch.conf and
+/// os-release (its base layer builds without Go).
+#[test]
+fn the_example_base_has_ca_certificates_and_time_zones() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello-service");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("hello-service");
+    crate::support::copy_tree(&example, &root);
+    let out = crate::support::kiln_cmd(&root, &tmp.path().join("cache"), &["build", "//:static"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let layer = root.join("kiln-out/static/layer.tar.gz");
+    let listed = tool("tar", &["-tzf", layer.to_str().unwrap()]);
+    let names = String::from_utf8_lossy(&listed.stdout);
+    for path in [
+        "etc/ssl/certs/ca-certificates.crt",
+        "usr/share/zoneinfo/Europe/Berlin",
+        "usr/share/zoneinfo/UTC",
+        "etc/nsswitch.conf",
+        "etc/os-release",
+    ] {
+        assert!(
+            names
+                .lines()
+                .any(|l| l.trim_start_matches("./").trim_start_matches('/') == path),
+            "{path} in {names}"
+        );
+    }
 }

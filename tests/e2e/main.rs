@@ -15,7 +15,11 @@
 //!   bad arguments, non-UTF-8 files, deep and large workspaces.
 //! - `init`: `kiln init` on modules shaped like public ones, checked by building them.
 //! - `insight`: explain, --profile, --json, verify-repro.
+//! - `registry`: pushing to registries with credentials (config.json, helpers,
+//!   variables), Basic and token auth, TLS from a private CA, retries.
 //! - `release`: checksums, provenance, cache housekeeping.
+//! - `reapi`: remote execution and the gRPC cache on buildbox-casd.
+//! - `registry`: pushes and pulls against real registries with credentials and TLS.
 //! - `remote`: a cache shared through `kiln serve` and nginx WebDAV, and its faults.
 //! - `serve`: `kiln serve` against an attacker (slow connections, ambiguous lengths).
 //! - `trust`: attacks by actions, remotes, edits and signals, and their defences.
@@ -31,6 +35,7 @@ mod init;
 mod input;
 mod insight;
 mod reapi;
+mod registry;
 mod release;
 mod remote;
 mod serve;

@@ -53,6 +53,11 @@ pub struct LayerParams {
     /// Some for a base layer (passwd, group, homes, /tmp), None for an app layer.
     pub users: Option<Vec<UserParam>>,
     pub files: Vec<FileParam>,
+    /// Files whose content is given here (`/etc/nsswitch.conf`, `/etc/os-release`):
+    /// (image path, text), root-owned 0644. Left out of the key when empty, so layers
+    /// without them keep their keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub texts: Vec<(String, String)>,
 }
 
 /// A layer of an image: its blob (sandbox-relative) and either its record file or, for a
@@ -136,10 +141,13 @@ fn out(ctx: &BuiltinCtx, i: usize) -> PathBuf {
 
 fn run_layer(ctx: &BuiltinCtx) -> Result<(), String> {
     let p: LayerParams = params(ctx)?;
-    let entries = match &p.users {
+    let mut entries = match &p.users {
         Some(users) => base_layer_entries(ctx, users, &p.files)?,
         None => app_layer_entries(ctx, &p.files)?,
     };
+    for (path, text) in &p.texts {
+        entries.push(LayerEntry::bytes(path, text.as_bytes(), 0o644));
+    }
     let info = write_layer(&entries, p.mtime, &out(ctx, 0)).map_err(|e| e.to_string())?;
     let record = LayerRecord {
         info,

@@ -7,6 +7,7 @@
 //! | `oci_layer`  | 1       | the files of the layer          | `layer.tar.gz`, `layer.json`      |
 //! | `oci_config` | 1       | layer blobs and their records   | `config.json`, `manifest.json`, `descriptor.json` |
 //! | `oci_layout` | 1       | every blob and descriptor       | `layout/` (a directory), `index.digest`, docker archives |
+//! | `oci_pull`   | 1       | none (repository, digest, platforms in the params) | `layout/` (fixed output, see [`crate::oci_pull`]) |
 //!
 //! Every output has a fixed name, so a dependent action can name it before it exists;
 //! the blobs get their digest names only in the layout. A layer's record (`layer.json`)
@@ -28,8 +29,17 @@ use kiln_engine::{Error, ErrorKind, Result};
 
 /// The meta key an `oci_base` target sets (its files are `layer.tar.gz`, `layer.json`).
 pub const META_BASE: &str = "oci_base";
+/// The meta key of an `oci_base` target's environment for images on it, `NAME=VALUE`
+/// lines (`SSL_CERT_FILE=…` when it has CA certificates).
+pub const META_BASE_ENV: &str = "oci_base_env";
 /// The meta key an `oci_image` target sets: its layout directory, workspace-relative.
 pub const META_LAYOUT: &str = "oci_layout";
+/// The meta key an `oci_pull` target sets: its layout directory, workspace-relative
+/// (its files are the layout's files).
+pub const META_PULL: &str = "oci_pull";
+/// The meta key of the repository (`host/name`) an `oci_pull` target pulled from,
+/// passed on by an `oci_image` built on it so that `oci_push` can mount blobs from it.
+pub const META_PULL_FROM: &str = "oci_pull_from";
 
 /// The label in the string attribute `attr` (required).
 pub fn label_attr(target: &TargetDecl, attr: &str, what: &str) -> Result<Spanned<Label>> {

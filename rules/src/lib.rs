@@ -4,7 +4,7 @@
 //! |-------------|---------------|------------------------------------------|
 //! | `genrule`   | [`genrule`]   | one `/bin/sh -c` action                  |
 //! | `filegroup` | [`filegroup`] | none: names files                        |
-//! | `go_test`   | [`go::test`]  | `go list`, then one `go test` per package |
+//! | `go_test`   | [`go::test`]  | `go list`, then one `go test` per package (and a coverage merge, [`go::cover`]) |
 //! | `go_binary` | [`go::binary`]| `go list`, then one `go build` per platform |
 //! | `strip`     | [`strip`]     | one `strip` per ELF platform of the source |
 //! | `upx`       | [`upx`]       | one `upx` per platform upx can pack      |

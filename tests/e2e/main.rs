@@ -19,8 +19,10 @@
 //! - `remote`: a cache shared through `kiln serve` and nginx WebDAV, and its faults.
 //! - `serve`: `kiln serve` against an attacker (slow connections, ambiguous lengths).
 //! - `trust`: attacks by actions, remotes, edits and signals, and their defences.
+//! - `cover`: go_test coverage: merged profiles, gates, coverpkg.
 
 mod core;
+mod cover;
 mod errors;
 mod go;
 mod gocacheprog;

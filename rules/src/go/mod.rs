@@ -24,6 +24,7 @@
 //!   module, which run with GOPROXY=off and GOMODCACHE pointing at it.
 
 pub mod binary;
+pub mod cover;
 pub mod download;
 pub mod flags;
 mod header;

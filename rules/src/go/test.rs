@@ -54,6 +54,7 @@ use kiln_engine::value::Spanned;
 use kiln_engine::workspace::{TargetDecl, OUT_DIR};
 use kiln_engine::{Error, ErrorKind, Result};
 
+use super::cover::{self, Cover};
 use super::flags::TestArgs;
 use super::list::{list, GoPackage, Packages};
 use super::testlog::TestLog;
@@ -90,7 +91,8 @@ impl Rule for GoTest {
     }
 
     fn deps(&self, target: &TargetDecl) -> Result<Vec<Spanned<Label>>> {
-        target.attrs.check_keys(FIELDS, "a go_test")?;
+        let fields: Vec<&str> = FIELDS.iter().chain(cover::FIELDS).copied().collect();
+        target.attrs.check_keys(&fields, "a go_test")?;
         Ok(Vec::new())
     }
 
@@ -100,12 +102,15 @@ impl Rule for GoTest {
         let packages = list(ctx, &module, &settings.platform, &settings.tags)?;
         let dirs = selected(ctx, &packages, &module)?;
         let test2json = test2json(ctx, &module)?;
+        let cover = Cover::read(ctx, &packages, &module, settings.race)?;
         let steps = Steps {
             settings: &settings,
             module: &module,
             packages: &packages,
             test2json,
+            cover: cover.as_ref(),
         };
+        let mut profiles = Vec::new();
         for dir in dirs {
             let pkg = &packages.by_dir[&dir];
             let binary = binary_path(ctx, &dir, pkg);
@@ -113,8 +118,14 @@ impl Rule for GoTest {
             if let Some(binary) = binary {
                 let binary = ctx.output(build, &binary);
                 let run = steps.run(target, &dir, binary);
-                ctx.add(run);
+                let profile = run.outputs.first().cloned();
+                let run = ctx.add(run);
+                profiles.extend(profile.map(|p| ctx.output(run, &p)));
             }
+        }
+        if let Some(cover) = &cover {
+            let out = ctx.out_path(&format!("{}/coverage.out", ctx.label().name));
+            ctx.add(cover.merge_action(target, profiles, out));
         }
         Ok(TargetInfo::default())
     }
@@ -274,6 +285,7 @@ struct Steps<'a> {
     module: &'a Module,
     packages: &'a Packages,
     test2json: Artifact,
+    cover: Option<&'a Cover>,
 }
 
 impl Steps<'_> {
@@ -298,13 +310,21 @@ impl Steps<'_> {
         if !s.tags.is_empty() {
             argv.push(format!("-tags={}", s.tags.join(",")));
         }
+        let mut inputs = self.packages.test_build_inputs(self.module, dir);
+        if let Some(cover) = self.cover {
+            argv.extend(cover.build_args());
+            // go loads every package -coverpkg names.
+            inputs = self
+                .packages
+                .with_build_files(self.module, inputs, &cover.coverpkg_dirs);
+        }
         argv.push(package_arg(dir));
         let pkg = &self.packages.by_dir[dir];
         Action {
             owner: target.label.clone(),
             mnemonic: "GoTestBuild".into(),
             discriminator: pkg.import_path.clone(),
-            inputs: self.packages.test_build_inputs(self.module, dir),
+            inputs,
             outputs: binary.map(String::from).into_iter().collect(),
             kind: ActionKind::Exec(ExecSpec {
                 argv,
@@ -343,13 +363,19 @@ impl Steps<'_> {
             format!("-test.timeout={}", s.timeout),
             format!("-test.testlogfile={{sandbox}}/{TEST_LOG}"),
         ];
+        let mut outputs = Vec::new();
+        if self.cover.is_some() {
+            let profile = cover::profile_path(&binary.path);
+            argv.push(format!("-test.coverprofile={{sandbox}}/{profile}"));
+            outputs.push(profile);
+        }
         argv.extend(s.args.binary.iter().cloned());
         Action {
             owner: target.label.clone(),
             mnemonic: "GoTest".into(),
             discriminator: pkg.import_path.clone(),
             inputs: vec![binary, self.test2json.clone()],
-            outputs: Vec::new(),
+            outputs,
             kind: ActionKind::Exec(ExecSpec {
                 argv,
                 env: self.run_env(),

@@ -13,6 +13,7 @@
 //! | `oci_push`  | [`oci_push`]  | a push plan; `kiln run` pushes to a registry |
 //! | `checksums` | [`checksums`] | one builtin: copies under stable names + `SHA256SUMS` |
 //! | `release`   | [`release`]   | one builtin: files under `<version>/` + in-toto/SLSA provenance |
+//! | `go_vet`    | [`go::vet`]   | one `go vet -json` per package, a report failing on findings |
 //!
 //! A rule never spawns a process itself: it returns actions, and the engine runs them.
 //! [`all`] builds the rule set the `kiln` binary uses.
@@ -47,5 +48,6 @@ pub fn all() -> RuleSet {
     rules.add(Box::new(oci_push::OciPush));
     rules.add(Box::new(checksums::Checksums));
     rules.add(Box::new(release::Release));
+    rules.add(Box::new(go::vet::GoVet));
     rules
 }

@@ -20,6 +20,7 @@
 //! - `serve`: `kiln serve` against an attacker (slow connections, ambiguous lengths).
 //! - `trust`: attacks by actions, remotes, edits and signals, and their defences.
 //! - `cover`: go_test coverage: merged profiles, gates, coverpkg.
+//! - `vet`: go_vet findings, per-package caching, a vet tool built from the module.
 
 mod core;
 mod cover;
@@ -37,3 +38,4 @@ mod remote;
 mod serve;
 mod support;
 mod trust;
+mod vet;

@@ -32,6 +32,7 @@ pub mod list;
 pub mod output;
 pub mod test;
 mod testlog;
+pub mod vet;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

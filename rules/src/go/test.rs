@@ -202,7 +202,11 @@ impl Settings {
 }
 
 /// The module directories the target's patterns select, sorted.
-fn selected(ctx: &Analysis<'_>, packages: &Packages, module: &Module) -> Result<Vec<String>> {
+pub(super) fn selected(
+    ctx: &Analysis<'_>,
+    packages: &Packages,
+    module: &Module,
+) -> Result<Vec<String>> {
     let attrs = ctx.attrs();
     let mut patterns = attrs.str_list("packages")?;
     if patterns.is_empty() {
@@ -419,7 +423,7 @@ impl Steps<'_> {
 }
 
 /// The `go test` argument naming the package in module-relative `dir`.
-fn package_arg(dir: &str) -> String {
+pub(super) fn package_arg(dir: &str) -> String {
     match dir.is_empty() {
         true => ".".into(),
         false => format!("./{dir}"),

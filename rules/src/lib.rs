@@ -14,6 +14,7 @@
 //! | `checksums` | [`checksums`] | one builtin: copies under stable names + `SHA256SUMS` |
 //! | `release`   | [`release`]   | one builtin: files under `<version>/` + in-toto/SLSA provenance |
 //! | `go_vet`    | [`go::vet`]   | one `go vet -json` per package, a report failing on findings |
+//! | `go_mod_check` | [`go::modcheck`] | `go mod tidy -diff`, `go mod verify`, vendor/ against `go mod vendor` |
 //!
 //! A rule never spawns a process itself: it returns actions, and the engine runs them.
 //! [`all`] builds the rule set the `kiln` binary uses.
@@ -49,5 +50,6 @@ pub fn all() -> RuleSet {
     rules.add(Box::new(checksums::Checksums));
     rules.add(Box::new(release::Release));
     rules.add(Box::new(go::vet::GoVet));
+    rules.add(Box::new(go::modcheck::GoModCheck));
     rules
 }

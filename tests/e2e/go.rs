@@ -512,7 +512,7 @@ fn unknown_platform_and_missing_main_are_clear_errors() {
 }
 
 /// A file-based GOPROXY holding `example.com/dep v1.0.0`, written by the test.
-fn write_proxy(dir: &std::path::Path, answer: u32) {
+pub(crate) fn write_proxy(dir: &std::path::Path, answer: u32) {
     let script = format!(
         r#"
 import os, sys, zipfile

@@ -21,6 +21,7 @@
 //! - `trust`: attacks by actions, remotes, edits and signals, and their defences.
 //! - `cover`: go_test coverage: merged profiles, gates, coverpkg.
 //! - `vet`: go_vet findings, per-package caching, a vet tool built from the module.
+//! - `modcheck`: go_mod_check: tidy, verify, vendor/ consistency, offline.
 
 mod core;
 mod cover;
@@ -33,6 +34,7 @@ mod index;
 mod init;
 mod input;
 mod insight;
+mod modcheck;
 mod release;
 mod remote;
 mod serve;

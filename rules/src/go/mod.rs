@@ -29,6 +29,7 @@ pub mod download;
 pub mod flags;
 mod header;
 pub mod list;
+pub mod modcheck;
 pub mod output;
 pub mod test;
 mod testlog;

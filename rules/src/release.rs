@@ -5,7 +5,12 @@
 //! [release.release]
 //! version = "{STABLE_GIT_DESCRIBE}"      # stamp variables substituted, as in go_binary
 //! srcs = [":checksums", ":image"]          # labels and/or files of this package
+//! store = "releases"                       # optional: `kiln run` publishes there
 //! ```
+//!
+//! With `store`, `kiln run //:release` publishes the built release to the store, and
+//! `kiln release list` / `kiln rollback VERSION` read and move it: see
+//! [`crate::release_store`].
 //!
 //! # Layout
 //!
@@ -50,7 +55,7 @@ use std::sync::Arc;
 
 use kiln_engine::action::{Action, ActionKind, Artifact, Builtin, BuiltinCtx, Tool};
 use kiln_engine::label::Label;
-use kiln_engine::rule::{labels_in, Analysis, Rule, TargetInfo};
+use kiln_engine::rule::{labels_in, Analysis, Rule, RunCtx, Runner, TargetInfo};
 use kiln_engine::value::Spanned;
 use kiln_engine::workspace::TargetDecl;
 use kiln_engine::{Error, ErrorKind, Result};
@@ -58,7 +63,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checksums::{copy, sha256_file, src_groups, target_out_dir, SrcGroup};
 
-const FIELDS: &[&str] = &["srcs", "version"];
+const FIELDS: &[&str] = &["srcs", "version", "store"];
 
 /// The statement's file name in the release directory.
 pub const PROVENANCE_FILE: &str = "provenance.intoto.json";
@@ -133,9 +138,22 @@ impl Rule for Release {
             files: outputs.iter().map(|p| ctx.output(id, p)).collect(),
             ..TargetInfo::default()
         };
+        if let Some(store) = ctx.attrs().str("store")? {
+            info.meta.insert("store".into(), store.value.clone());
+            info.run = Some(publisher(store.value, version.clone(), params.dir.clone()));
+        }
         info.meta.insert("version".into(), version);
         Ok(info)
     }
+}
+
+/// `kiln run` of a release with a `store`: publishes the built release directory
+/// `dir` (workspace-relative) to the store (see [`crate::release_store`]).
+fn publisher(store: String, version: String, dir: String) -> Runner {
+    Runner(Arc::new(move |rc: &RunCtx| {
+        let store = crate::release_store::Store::new(rc.root.join(&store));
+        store.publish(&version, &rc.root.join(&dir))
+    }))
 }
 
 /// The stamped `version` (checked to be one path component) and every stamp value.

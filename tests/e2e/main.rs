@@ -22,6 +22,7 @@
 //! - `cover`: go_test coverage: merged profiles, gates, coverpkg.
 //! - `vet`: go_vet findings, per-package caching, a vet tool built from the module.
 //! - `modcheck`: go_mod_check: tidy, verify, vendor/ consistency, offline.
+//! - `history`: release stores, `kiln release list`, `kiln rollback` back and forth.
 
 mod core;
 mod cover;
@@ -29,6 +30,7 @@ mod errors;
 mod go;
 mod gocacheprog;
 mod gomod;
+mod history;
 mod image;
 mod index;
 mod init;

@@ -15,6 +15,7 @@
 //! | `release`   | [`release`]   | one builtin: files under `<version>/` + in-toto/SLSA provenance |
 //! | `go_vet`    | [`go::vet`]   | one `go vet -json` per package, a report failing on findings |
 //! | `go_mod_check` | [`go::modcheck`] | `go mod tidy -diff`, `go mod verify`, vendor/ against `go mod vendor` |
+//! | `go_sbom`   | [`go::sbom`]  | one builtin per platform: SPDX 2.3 JSON from the binary's build info |
 //!
 //! A rule never spawns a process itself: it returns actions, and the engine runs them.
 //! [`all`] builds the rule set the `kiln` binary uses.
@@ -52,5 +53,6 @@ pub fn all() -> RuleSet {
     rules.add(Box::new(release::Release));
     rules.add(Box::new(go::vet::GoVet));
     rules.add(Box::new(go::modcheck::GoModCheck));
+    rules.add(Box::new(go::sbom::GoSbom));
     rules
 }

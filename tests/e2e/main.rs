@@ -23,6 +23,7 @@
 //! - `vet`: go_vet findings, per-package caching, a vet tool built from the module.
 //! - `modcheck`: go_mod_check: tidy, verify, vendor/ consistency, offline.
 //! - `history`: release stores, `kiln release list`, `kiln rollback` back and forth.
+//! - `sbom`: go_sbom documents checked with spdx-tools, reproducible, released.
 
 mod core;
 mod cover;
@@ -39,6 +40,7 @@ mod insight;
 mod modcheck;
 mod release;
 mod remote;
+mod sbom;
 mod serve;
 mod support;
 mod trust;

@@ -31,6 +31,7 @@ mod header;
 pub mod list;
 pub mod modcheck;
 pub mod output;
+pub mod sbom;
 pub mod test;
 mod testlog;
 pub mod vet;

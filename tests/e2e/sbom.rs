@@ -1,0 +1,169 @@
+//! go_sbom: SPDX 2.3 documents from real Go binaries' build information, validated by
+//! spdx-tools (`pyspdxtools`), byte-identical across paths and caches, carried by the
+//! release and its checksums.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::go::write_proxy;
+use crate::support::{go_root, go_workspace, Workspace};
+
+const BUILD: &str = r#"
+[go_binary.app]
+main = "./cmd/app"
+platforms = ["linux/amd64", "linux/arm64"]
+ldflags = ["-s", "-w"]
+
+[go_sbom.sbom]
+binary = ":app"
+
+[checksums.sums]
+srcs = [":app", ":sbom"]
+
+[release.release]
+version = "v1.0.0"
+srcs = [":sums"]
+"#;
+
+fn module() -> (tempfile::TempDir, Workspace) {
+    let proxy = tempfile::tempdir().unwrap();
+    write_proxy(proxy.path(), 42);
+    let proxy_url = format!("file://{}", proxy.path().display());
+    let ws = go_workspace()
+        .file("go.mod", "module example.com/m\n\ngo 1.23\n\nrequire example.com/dep v1.0.0\n")
+        .file(
+            "cmd/app/main.go",
+            "package main\n\nimport (\n\t\"fmt\"\n\n\t\"example.com/dep\"\n)\n\nfunc main() { fmt.Println(dep.Answer()) }\n",
+        )
+        .file("BUILD.toml", BUILD)
+        .build();
+    ws.write(
+        "kiln.toml",
+        &format!("{}proxy = \"{proxy_url}\"\n", ws.read("kiln.toml")),
+    );
+    let modcache = tempfile::tempdir().unwrap();
+    let out = Command::new(format!("{}/bin/go", go_root()))
+        .args(["mod", "tidy"])
+        .current_dir(&ws.root)
+        .env("GOPROXY", &proxy_url)
+        .env("GOSUMDB", "off")
+        .env("GOFLAGS", "-mod=mod -modcacherw")
+        .env("GOMODCACHE", modcache.path())
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (proxy, ws)
+}
+
+const DOC: &str = "kiln-out/sbom/linux_amd64/app.spdx.json";
+
+/// sha256 of a file, by the real sha256sum.
+fn sha256(path: &std::path::Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8(out.stdout).unwrap()[..64].to_string()
+}
+
+fn hex_of_h1(sum: &str) -> String {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import base64,sys; print(base64.b64decode(sys.argv[1][3:]).hex())",
+            sum,
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn sbom_documents_validate_name_every_module_and_are_reproducible() {
+    let (_proxy, ws) = module();
+    ws.kiln(&["build", "//:release"]).assert_ok();
+    for platform in ["linux_amd64", "linux_arm64"] {
+        let doc = ws.path(&format!("kiln-out/sbom/{platform}/app.spdx.json"));
+        let out = Command::new("pyspdxtools")
+            .arg("-i")
+            .arg(&doc)
+            .output()
+            .expect("spdx-tools is needed: run .ci/install-deps");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{platform}: {said}");
+        assert!(
+            !said.to_lowercase().contains("invalid"),
+            "{platform}: {said}"
+        );
+    }
+    let doc: Value = serde_json::from_str(&ws.read(DOC)).unwrap();
+    assert_eq!(doc["spdxVersion"], "SPDX-2.3");
+    let packages = doc["packages"].as_array().unwrap();
+    let binary = &packages[0];
+    let sha = sha256(&ws.path("kiln-out/app/linux_amd64/app"));
+    assert_eq!(binary["checksums"][0]["checksumValue"], sha);
+    let comment = binary["comment"].as_str().unwrap();
+    for part in [
+        "example.com/m/cmd/app",
+        "go1.",
+        "GOOS=linux",
+        "GOARCH=amd64",
+        "-trimpath=true",
+        "CGO_ENABLED=0",
+    ] {
+        assert!(comment.contains(part), "{part}: {comment}");
+    }
+    let dep = packages
+        .iter()
+        .find(|p| p["name"] == "example.com/dep")
+        .expect("the dependency is listed");
+    assert_eq!(dep["versionInfo"], "v1.0.0");
+    let go_sum = ws.read("go.sum");
+    let h1 = go_sum
+        .lines()
+        .find(|l| l.starts_with("example.com/dep v1.0.0 h1:"))
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap();
+    assert_eq!(dep["checksums"][0]["checksumValue"], hex_of_h1(h1));
+    assert_eq!(
+        dep["externalRefs"][0]["referenceLocator"],
+        "pkg:golang/example.com/dep@v1.0.0"
+    );
+    assert!(packages.iter().any(|p| p["name"] == "stdlib"));
+
+    // The release carries the documents, and its checksums cover them.
+    let sums = ws.read("kiln-out/release/v1.0.0/SHA256SUMS");
+    let released = ws.path("kiln-out/release/v1.0.0/sbom_linux_amd64.json");
+    assert_eq!(std::fs::read_to_string(&released).unwrap(), ws.read(DOC));
+    assert!(
+        sums.contains(&format!("{}  sbom_linux_amd64.json\n", sha256(&released))),
+        "{sums}"
+    );
+
+    // The same bytes at another path with another cache.
+    let copy = ws.copy();
+    copy.kiln(&["build", "//:sbom"]).assert_ok();
+    assert_eq!(copy.read(DOC), ws.read(DOC));
+}
+
+#[test]
+fn sbom_needs_a_binary() {
+    let (_proxy, ws) = module();
+    ws.write("BUILD.toml", "[go_sbom.sbom]\n");
+    let run = ws.kiln(&["build", "//:sbom"]);
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("a go_sbom needs `binary`"),
+        "{}",
+        run.stderr
+    );
+}

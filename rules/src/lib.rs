@@ -31,6 +31,7 @@ pub mod oci_push;
 pub mod oci_rules;
 pub mod release;
 pub mod release_store;
+pub mod sign;
 pub mod strip;
 mod transform;
 pub mod upx;

@@ -6,6 +6,7 @@
 //! version = "{STABLE_GIT_DESCRIBE}"      # stamp variables substituted, as in go_binary
 //! srcs = [":checksums", ":image"]          # labels and/or files of this package
 //! store = "releases"                       # optional: `kiln run` publishes there
+//! sign = true                              # optional: `kiln run` signs (see crate::sign)
 //! ```
 //!
 //! With `store`, `kiln run //:release` publishes the built release to the store, and
@@ -63,7 +64,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checksums::{copy, sha256_file, src_groups, target_out_dir, SrcGroup};
 
-const FIELDS: &[&str] = &["srcs", "version", "store"];
+const FIELDS: &[&str] = &["srcs", "version", "store", "sign", "sign_key_env"];
 
 /// The statement's file name in the release directory.
 pub const PROVENANCE_FILE: &str = "provenance.intoto.json";
@@ -138,22 +139,54 @@ impl Rule for Release {
             files: outputs.iter().map(|p| ctx.output(id, p)).collect(),
             ..TargetInfo::default()
         };
-        if let Some(store) = ctx.attrs().str("store")? {
-            info.meta.insert("store".into(), store.value.clone());
-            info.run = Some(publisher(store.value, version.clone(), params.dir.clone()));
+        let store = ctx.attrs().str("store")?.map(|s| s.value);
+        let sign = match ctx.attrs().bool("sign")?.unwrap_or(false) {
+            true => Some(key_env(ctx)?),
+            false => None,
+        };
+        if store.is_some() || sign.is_some() {
+            info.run = Some(publisher(store, sign, version.clone(), params.dir.clone()));
         }
         info.meta.insert("version".into(), version);
         Ok(info)
     }
 }
 
-/// `kiln run` of a release with a `store`: publishes the built release directory
-/// `dir` (workspace-relative) to the store (see [`crate::release_store`]).
-fn publisher(store: String, version: String, dir: String) -> Runner {
+/// `kiln run` of a release with `sign` or a `store`: signs the built release directory
+/// `dir` (workspace-relative) with the key the variable `sign` names (see
+/// [`crate::sign`]), then publishes it to the store (see [`crate::release_store`]).
+fn publisher(store: Option<String>, sign: Option<String>, version: String, dir: String) -> Runner {
     Runner(Arc::new(move |rc: &RunCtx| {
-        let store = crate::release_store::Store::new(rc.root.join(&store));
-        store.publish(&version, &rc.root.join(&dir))
+        let dir = rc.root.join(&dir);
+        let mut said = Vec::new();
+        if let Some(env) = &sign {
+            said.push(crate::sign::sign_release(&dir, &version, env)?);
+        }
+        if let Some(store) = &store {
+            let store = crate::release_store::Store::new(rc.root.join(store));
+            said.push(store.publish(&version, &dir)?);
+        }
+        Ok(said.join("\n"))
     }))
+}
+
+/// `sign_key_env`: the variable naming the signing key file.
+fn key_env(ctx: &Analysis<'_>) -> Result<String> {
+    let Some(env) = ctx.attrs().str("sign_key_env")? else {
+        return Ok("KILN_SIGNING_KEY".into());
+    };
+    let valid = !env.value.is_empty()
+        && env
+            .value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !env.value.starts_with(|c: char| c.is_ascii_digit());
+    if !valid {
+        return Err(ctx
+            .error_at("sign_key_env", format!("`{}` is not an environment variable name", env.value))
+            .hint("name the variable that holds the key file's path, e.g. sign_key_env = \"KILN_SIGNING_KEY\""));
+    }
+    Ok(env.value)
 }
 
 /// The stamped `version` (checked to be one path component) and every stamp value.

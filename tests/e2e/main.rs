@@ -24,6 +24,7 @@
 //! - `modcheck`: go_mod_check: tidy, verify, vendor/ consistency, offline.
 //! - `history`: release stores, `kiln release list`, `kiln rollback` back and forth.
 //! - `sbom`: go_sbom documents checked with spdx-tools, reproducible, released.
+//! - `signing`: signed releases verified by minisign and securesystemslib.
 
 mod core;
 mod cover;
@@ -42,6 +43,7 @@ mod release;
 mod remote;
 mod sbom;
 mod serve;
+mod signing;
 mod support;
 mod trust;
 mod vet;

@@ -16,6 +16,7 @@
 //! | `go_vet`    | [`go::vet`]   | one `go vet -json` per package, a report failing on findings |
 //! | `go_mod_check` | [`go::modcheck`] | `go mod tidy -diff`, `go mod verify`, vendor/ against `go mod vendor` |
 //! | `go_sbom`   | [`go::sbom`]  | one builtin per platform: SPDX 2.3 JSON from the binary's build info |
+//! | `k8s_manifests` | [`k8s`]   | one builtin: templates with `{image://LABEL}` rendered as `REPO@sha256:…` |
 //!
 //! A rule never spawns a process itself: it returns actions, and the engine runs them.
 //! [`all`] builds the rule set the `kiln` binary uses.
@@ -24,6 +25,7 @@ pub mod checksums;
 pub mod filegroup;
 pub mod genrule;
 pub mod go;
+pub mod k8s;
 pub mod oci;
 pub mod oci_base;
 pub mod oci_image;
@@ -55,5 +57,6 @@ pub fn all() -> RuleSet {
     rules.add(Box::new(go::vet::GoVet));
     rules.add(Box::new(go::modcheck::GoModCheck));
     rules.add(Box::new(go::sbom::GoSbom));
+    rules.add(Box::new(k8s::K8sManifests));
     rules
 }

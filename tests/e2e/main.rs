@@ -25,6 +25,7 @@
 //! - `history`: release stores, `kiln release list`, `kiln rollback` back and forth.
 //! - `sbom`: go_sbom documents checked with spdx-tools, reproducible, released.
 //! - `signing`: signed releases verified by minisign and securesystemslib.
+//! - `k8s`: k8s_manifests rendered with image digests, parsed as YAML, rolled back.
 
 mod core;
 mod cover;
@@ -38,6 +39,7 @@ mod index;
 mod init;
 mod input;
 mod insight;
+mod k8s;
 mod modcheck;
 mod release;
 mod remote;

@@ -26,6 +26,7 @@
 //! - `sbom`: go_sbom documents checked with spdx-tools, reproducible, released.
 //! - `signing`: signed releases verified by minisign and securesystemslib.
 //! - `k8s`: k8s_manifests rendered with image digests, parsed as YAML, rolled back.
+//! - `service`: the example service's binary: probes, environment, graceful shutdown.
 
 mod core;
 mod cover;
@@ -45,6 +46,7 @@ mod release;
 mod remote;
 mod sbom;
 mod serve;
+mod service;
 mod signing;
 mod support;
 mod trust;

@@ -2,55 +2,27 @@
 //! file-based GOPROXY (the test's own): tidy, verify and vendor/ consistency, each shown
 //! passing and failing.
 
-use std::process::Command;
-
-use crate::go::write_proxy;
-use crate::support::{go_root, go_workspace, Workspace};
+use crate::go::with_proxied_dep;
+use crate::support::{go_workspace, Workspace};
 
 const USES_DEP: &str =
     "package use\n\nimport \"example.com/dep\"\n\nfunc Twice() int { return 2 * dep.Answer() }\n";
 
-/// A module requiring `example.com/dep` from a local proxy, go.sum written by the real
-/// go, `[go] proxy` pointing at it. Returns the proxy's directory with the workspace.
+/// A module requiring `example.com/dep` from a local proxy, tidied (and vendored) by the
+/// real go.
 fn module(build: &str, vendored: bool) -> (tempfile::TempDir, Workspace) {
-    let proxy = tempfile::tempdir().unwrap();
-    write_proxy(proxy.path(), 42);
-    let proxy_url = format!("file://{}", proxy.path().display());
-    let ws = go_workspace()
+    let builder = go_workspace()
         .file(
             "go.mod",
             "module example.com/m\n\ngo 1.23\n\nrequire example.com/dep v1.0.0\n",
         )
         .file("use/use.go", USES_DEP)
-        .file("BUILD.toml", build)
-        .build();
-    ws.write(
-        "kiln.toml",
-        &format!("{}proxy = \"{proxy_url}\"\n", ws.read("kiln.toml")),
-    );
-    let modcache = tempfile::tempdir().unwrap();
-    let mut steps = vec![vec!["mod", "tidy"]];
-    if vendored {
-        steps.push(vec!["mod", "vendor"]);
-    }
-    for args in steps {
-        let out = Command::new(format!("{}/bin/go", go_root()))
-            .args(&args)
-            .current_dir(&ws.root)
-            .env("GOPROXY", &proxy_url)
-            .env("GOSUMDB", "off")
-            .env("GOFLAGS", "-mod=mod -modcacherw")
-            .env("GOMODCACHE", modcache.path())
-            .env("GOTOOLCHAIN", "local")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    (proxy, ws)
+        .file("BUILD.toml", build);
+    let steps: &[&[&str]] = match vendored {
+        true => &[&["mod", "tidy"], &["mod", "vendor"]],
+        false => &[&["mod", "tidy"]],
+    };
+    with_proxied_dep(builder, steps)
 }
 
 #[test]

@@ -6,8 +6,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::go::write_proxy;
-use crate::support::{go_root, go_workspace, Workspace};
+use crate::go::with_proxied_dep;
+use crate::support::{go_workspace, Workspace};
 
 const BUILD: &str = r#"
 [go_binary.app]
@@ -27,38 +27,14 @@ srcs = [":sums"]
 "#;
 
 fn module() -> (tempfile::TempDir, Workspace) {
-    let proxy = tempfile::tempdir().unwrap();
-    write_proxy(proxy.path(), 42);
-    let proxy_url = format!("file://{}", proxy.path().display());
-    let ws = go_workspace()
+    let builder = go_workspace()
         .file("go.mod", "module example.com/m\n\ngo 1.23\n\nrequire example.com/dep v1.0.0\n")
         .file(
             "cmd/app/main.go",
             "package main\n\nimport (\n\t\"fmt\"\n\n\t\"example.com/dep\"\n)\n\nfunc main() { fmt.Println(dep.Answer()) }\n",
         )
-        .file("BUILD.toml", BUILD)
-        .build();
-    ws.write(
-        "kiln.toml",
-        &format!("{}proxy = \"{proxy_url}\"\n", ws.read("kiln.toml")),
-    );
-    let modcache = tempfile::tempdir().unwrap();
-    let out = Command::new(format!("{}/bin/go", go_root()))
-        .args(["mod", "tidy"])
-        .current_dir(&ws.root)
-        .env("GOPROXY", &proxy_url)
-        .env("GOSUMDB", "off")
-        .env("GOFLAGS", "-mod=mod -modcacherw")
-        .env("GOMODCACHE", modcache.path())
-        .env("GOTOOLCHAIN", "local")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (proxy, ws)
+        .file("BUILD.toml", BUILD);
+    with_proxied_dep(builder, &[&["mod", "tidy"]])
 }
 
 const DOC: &str = "kiln-out/sbom/linux_amd64/app.spdx.json";

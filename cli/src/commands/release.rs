@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, Result};
 use kiln_engine::label::Label;
-use kiln_engine::workspace::{find_root, Workspace};
 use kiln_engine::{Error, ErrorKind};
 use kiln_rules::release_store::Store;
 
@@ -60,13 +59,7 @@ pub fn rollback(cli: &Cli, version: &str, label: &str) -> Result<ExitCode> {
 
 /// The store of the release target `label`.
 fn store(cli: &Cli, label: &str) -> Result<Store> {
-    let start = match &cli.dir {
-        Some(dir) => dir.clone(),
-        None => std::env::current_dir()?,
-    };
-    let root = find_root(&start)?;
-    let rules = kiln_rules::all();
-    let workspace = Workspace::load(&root, &rules.names(), &rules.sections())?;
+    let (workspace, _) = crate::context::load_workspace(cli)?;
     let label = Label::parse(label, "").map_err(|e| anyhow!(Error::new(ErrorKind::Label, e)))?;
     let Some(target) = workspace.target(&label) else {
         return Err(workspace.missing_target(&label).into());
@@ -80,7 +73,7 @@ fn store(cli: &Cli, label: &str) -> Result<Store> {
         .into());
     }
     match target.attrs.str("store")? {
-        Some(store) => Ok(Store::new(root.join(store.value))),
+        Some(store) => Ok(Store::new(workspace.root.join(store.value))),
         None => Err(
             Error::new(ErrorKind::Config, format!("{label} has no `store`"))
                 .at(target.attrs.location(target.attrs.span.start))

@@ -35,6 +35,8 @@ use kiln_engine::Result;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::checksums::hex;
+
 const FIELDS: &[&str] = &["binary"];
 
 pub struct GoSbom;
@@ -71,7 +73,7 @@ impl Rule for GoSbom {
             None => BTreeMap::new(),
         };
         let epoch = crate::oci_rules::source_date_epoch(ctx.exec.stamp(&defaults));
-        let created = crate::release_store::rfc3339(epoch);
+        let created = kiln_cache::time::rfc3339(epoch as i64, None);
         let mut info = TargetInfo::default();
         for binary in binaries {
             let platform = binary.platform.clone().unwrap_or_default();
@@ -387,31 +389,11 @@ fn spdx_id_part(s: &str) -> String {
 
 /// go.sum's `h1:<base64 sha256>` as hex.
 fn h1_hex(sum: &str) -> Option<String> {
-    let b64 = sum.strip_prefix("h1:")?;
-    let mut bits = 0u32;
-    let mut nbits = 0;
-    let mut out = Vec::new();
-    for c in b64.bytes().take_while(|&c| c != b'=') {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        bits = (bits << 6) | u32::from(v);
-        nbits += 6;
-        if nbits >= 8 {
-            nbits -= 8;
-            out.push((bits >> nbits) as u8);
-        }
-    }
-    (out.len() == 32).then(|| hex(&out))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(sum.strip_prefix("h1:")?)
+        .ok()?;
+    (bytes.len() == 32).then(|| hex(&bytes))
 }
 
 #[cfg(test)]

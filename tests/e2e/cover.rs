@@ -66,7 +66,8 @@ fn cover_merges_profiles_that_go_tool_cover_reads_and_caches_them() {
     let run = ws.kiln(&["test"]);
     run.assert_ok();
     // calc: Sign 2 of 3 statements, Twice 0 of 1 (util's test calls it, but without
-    // coverpkg only calc's own tests measure calc); util: 1 of 1. Total 3 of 5.
+    // coverpkg only calc's own tests measure calc); util: 1 of 1; cmd/tool, without
+    // tests, 0 of 1 (as go test -coverprofile ./... counts it). Total 3 of 6.
     assert!(
         run.stderr.contains("ok  \texample.com/m/calc\t0."),
         "{}",
@@ -85,13 +86,17 @@ fn cover_merges_profiles_that_go_tool_cover_reads_and_caches_them() {
     );
     assert!(
         run.stderr
-            .contains("coverage //:unit: 60.0% of statements in 2 packages"),
+            .contains("coverage //:unit: 50.0% of statements in 3 packages"),
         "{}",
         run.stderr
     );
     let (funcs, total) = cover_func(&ws, PROFILE);
-    assert_eq!(total, "60.0%", "{funcs}");
+    assert_eq!(total, "50.0%", "{funcs}");
     assert!(funcs.contains("example.com/m/calc/calc.go:3:"), "{funcs}");
+    assert!(
+        funcs.contains("example.com/m/cmd/tool/main.go:5:"),
+        "{funcs}"
+    );
     assert!(funcs.contains("Sign"), "{funcs}");
     let merged = ws.read(PROFILE);
     assert!(merged.starts_with("mode: set\n"), "{merged}");
@@ -127,7 +132,7 @@ fn cover_merges_profiles_that_go_tool_cover_reads_and_caches_them() {
         again.stderr
     );
     assert!(
-        again.stderr.contains("coverage //:unit: 60.0%"),
+        again.stderr.contains("coverage //:unit: 50.0%"),
         "{}",
         again.stderr
     );
@@ -151,12 +156,12 @@ fn cover_merges_profiles_that_go_tool_cover_reads_and_caches_them() {
     );
     assert!(ran.contains(&"GoCover //:unit".to_string()), "{ran:?}");
     let (_, total) = cover_func(&ws, PROFILE);
-    assert_eq!(total, "80.0%");
+    assert_eq!(total, "66.7%");
 }
 
 #[test]
 fn coverage_gates_fail_listing_the_packages_below_and_pass_when_met() {
-    let gated = "[go_test.unit]\ncover = true\nmin_coverage = 70.0\nmin_package_coverage = 60\n";
+    let gated = "[go_test.unit]\npackages = [\"./calc\", \"./util\"]\ncover = true\nmin_coverage = 70.0\nmin_package_coverage = 60\n";
     let ws = module(gated).build();
     let run = ws.kiln(&["test"]);
     assert_eq!(run.status, 1, "{}", run.stderr);
@@ -166,7 +171,7 @@ fn coverage_gates_fail_listing_the_packages_below_and_pass_when_met() {
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("BUILD.toml:3:"), "{}", run.stderr);
+    assert!(run.stderr.contains("BUILD.toml:4:"), "{}", run.stderr);
     assert!(
         run.stderr.contains("total 60.0% < min_coverage 70.0%"),
         "{}",
@@ -191,7 +196,7 @@ fn coverage_gates_fail_listing_the_packages_below_and_pass_when_met() {
     // Lower gates pass on the same profiles: only the merge runs.
     ws.write(
         "BUILD.toml",
-        "[go_test.unit]\ncover = true\nmin_coverage = 60.0\nmin_package_coverage = 50\n",
+        "[go_test.unit]\npackages = [\"./calc\", \"./util\"]\ncover = true\nmin_coverage = 60.0\nmin_package_coverage = 50\n",
     );
     let pass = ws.kiln(&["test"]);
     pass.assert_ok();
@@ -260,4 +265,22 @@ fn cover_settings_are_checked_with_their_place() {
             run.stderr
         );
     }
+}
+
+#[test]
+fn a_package_without_tests_counts_as_uncovered_and_fails_a_package_gate() {
+    let ws = module("[go_test.unit]\ncover = true\nmin_package_coverage = 40\n").build();
+    let run = ws.kiln(&["test"]);
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("example.com/m/cmd/tool 0.0% < min_package_coverage 40.0%"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("example.com/m/calc 50"),
+        "{}",
+        run.stderr
+    );
 }

@@ -26,10 +26,12 @@
 //!   count for another). Figures are compared as shown, to one decimal, so a gate never
 //!   fails on a figure that reads as its minimum.
 //!
-//! Not measured: packages without test files (`go test` reports them as 0.0% since Go
-//! 1.22, from meta-data its run of the whole pattern writes; kiln runs each package's
-//! binary alone, so such a package, and a `coverpkg` package no test binary links, is
-//! not in the profile). Their build still shows go's `coverage: 0.0% of statements`.
+//! * **Packages without tests** count as `go test -coverprofile ./...` counts them since
+//!   Go 1.22: their build step runs alone with `-coverprofile` (one file per command, so
+//!   not in a shared `go test`), and go writes their statements, none run: a package
+//!   gate fails on such a package at 0.0%. Not measured: a `coverpkg` package that no
+//!   test binary links (`go test` finds those from meta-data its one run over the whole
+//!   pattern gathers; kiln runs each binary alone).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -114,7 +114,13 @@ impl Rule for GoTest {
         for dir in dirs {
             let pkg = &packages.by_dir[&dir];
             let binary = binary_path(ctx, &dir, pkg);
-            let build = ctx.add(steps.build(target, &dir, binary.as_deref()));
+            // A package without tests, measured: go writes its statements, none run.
+            let untested = match (&cover, &binary) {
+                (Some(_), None) => Some(cover::profile_path(&package_out(ctx, &dir, pkg))),
+                _ => None,
+            };
+            let build = ctx.add(steps.build(target, &dir, binary.as_deref(), untested.as_deref()));
+            profiles.extend(untested.map(|p| ctx.output(build, &p)));
             if let Some(binary) = binary {
                 let binary = ctx.output(build, &binary);
                 let run = steps.run(target, &dir, binary);
@@ -239,12 +245,14 @@ pub(super) fn selected(
 /// Where the test binary of the package in `dir` goes, if it has tests:
 /// `kiln-out/<package>/<target>/<dir>/<name>.test`, named as go names it.
 fn binary_path(ctx: &Analysis<'_>, dir: &str, pkg: &GoPackage) -> Option<String> {
-    if !pkg.has_tests() {
-        return None;
-    }
+    pkg.has_tests().then(|| package_out(ctx, dir, pkg))
+}
+
+/// `kiln-out/<package>/<target>/<dir>/<name>.test`, whether or not the package has tests.
+fn package_out(ctx: &Analysis<'_>, dir: &str, pkg: &GoPackage) -> String {
     let base = pkg.import_path.rsplit('/').next().unwrap_or("pkg");
     let file = rel_join(dir, &format!("{base}.test"));
-    Some(ctx.out_path(&format!("{}/{file}", ctx.label().name)))
+    ctx.out_path(&format!("{}/{file}", ctx.label().name))
 }
 
 /// `test2json` built from the toolchain (once for every go_test: newer toolchains do
@@ -295,7 +303,17 @@ struct Steps<'a> {
 impl Steps<'_> {
     /// `go test -exec go-test-exec ./dir`: the package compiled, vetted and linked; its
     /// test binary (if it has tests) saved at `binary`.
-    fn build(&self, target: &TargetDecl, dir: &str, binary: Option<&str>) -> Action {
+    ///
+    /// With `profile` (a package without tests, under cover), it runs alone and writes
+    /// go's profile of the package there (`-coverprofile`: its statements, none run),
+    /// as `go test -coverprofile ./...` has it since Go 1.22.
+    fn build(
+        &self,
+        target: &TargetDecl,
+        dir: &str,
+        binary: Option<&str>,
+        profile: Option<&str>,
+    ) -> Action {
         let s = self.settings;
         // Go's own test cache stays on: when the test binary's link inputs are unchanged
         // (a comment edit), go replays the line go-test-exec printed naming the binary
@@ -322,6 +340,9 @@ impl Steps<'_> {
                 .packages
                 .with_build_files(self.module, inputs, &cover.coverpkg_dirs);
         }
+        if let Some(profile) = profile {
+            argv.push(format!("-coverprofile={{sandbox}}/{profile}"));
+        }
         argv.push(package_arg(dir));
         let pkg = &self.packages.by_dir[dir];
         Action {
@@ -329,7 +350,7 @@ impl Steps<'_> {
             mnemonic: "GoTestBuild".into(),
             discriminator: pkg.import_path.clone(),
             inputs,
-            outputs: binary.map(String::from).into_iter().collect(),
+            outputs: binary.or(profile).map(String::from).into_iter().collect(),
             kind: ActionKind::Exec(ExecSpec {
                 argv,
                 env: go_env(self.module, &s.platform, s.race, true),
@@ -340,7 +361,8 @@ impl Steps<'_> {
                     member_args: 1,
                     attempts: 1,
                     split: Arc::new(output::Split),
-                    shared: s.shared,
+                    // -coverprofile is one file for the whole command: alone.
+                    shared: s.shared && profile.is_none(),
                     // A binary the store no longer holds is linked again.
                     fresh_args: vec!["-count=1".into()],
                 }),

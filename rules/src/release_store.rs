@@ -33,8 +33,12 @@
 //! * `releases.json` is written to a temporary file and renamed; `DIR/.lock`, created
 //!   exclusively, keeps two publications or rollbacks from interleaving.
 //!
-//! Not done here: moving a registry tag (e.g. `stable`) with the files; images are pushed
-//! by `oci_push`.
+//! * Images: with `images = { ":image" = "REGISTRY/REPO" }` on the release, publishing
+//!   pushes each image (after the store has agreed to take the release, so a refused
+//!   version pushes nothing) tagged with the version and with the moving `tag` (default
+//!   `stable`), and records `repository`, `digest` and `tag`; rollback, after checking
+//!   the files, gets each recorded manifest by digest (checked against it) and puts it
+//!   under the moving tag again, before moving `current`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -72,6 +76,18 @@ pub struct Published {
     pub digest: String,
     /// Each file's path in the release and its sha256.
     pub files: BTreeMap<String, String>,
+    /// Images pushed with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<PushedImage>,
+}
+
+/// An image a release pushed: `repository@digest`, tagged with the version and with
+/// `tag`, the moving tag rollback points at the current release's image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PushedImage {
+    pub repository: String,
+    pub digest: String,
+    pub tag: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,7 +115,14 @@ impl Store {
     }
 
     /// Publishes the release directory `from` as `version` and makes it current.
-    pub fn publish(&self, version: &str, from: &Path) -> Result<String> {
+    /// `push` pushes its images (once the store has agreed to take the release) and
+    /// returns them.
+    pub fn publish(
+        &self,
+        version: &str,
+        from: &Path,
+        push: impl FnOnce() -> Result<Vec<PushedImage>>,
+    ) -> Result<String> {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| format!("create {}: {e}", self.dir.display()))?;
         let _lock = Lock::take(&self.dir)?;
@@ -108,7 +131,10 @@ impl Store {
         let dest = self.dir.join(version);
         let known = record.releases.iter().find(|r| r.version == version);
         let said = match known {
-            Some(old) if old.files == files => format!("{version} was published already"),
+            Some(old) if old.files == files => {
+                push()?;
+                format!("{version} was published already")
+            }
             Some(old) => return Err(differs(&dest, version, &old.files, &files)),
             None if dest.exists() => {
                 return Err(format!(
@@ -117,12 +143,14 @@ impl Store {
                 ))
             }
             None => {
+                let images = push()?;
                 self.copy_in(version, from, &files)?;
                 record.releases.push(Published {
                     version: version.to_string(),
                     published: now_rfc3339(),
                     digest: digest(&files),
                     files,
+                    images,
                 });
                 format!("published {version} to {}", dest.display())
             }
@@ -147,6 +175,11 @@ impl Store {
             ));
         };
         self.verify(release)?;
+        for image in &release.images {
+            let repo = crate::oci_rules::registry::Repository::parse(&image.repository)?;
+            repo.retag(&image.digest, &image.tag)
+                .map_err(|e| format!("move {} to {version}: {e}", image.tag))?;
+        }
         let was = self.point_at(&mut record, version, "rollback")?;
         Ok(format!("current: {version}{}", was_note(&was, version)))
     }
@@ -163,8 +196,13 @@ impl Store {
                 } else {
                     " "
                 };
+                let images: String = r
+                    .images
+                    .iter()
+                    .map(|i| format!("  {}@{}", i.repository, i.digest))
+                    .collect();
                 format!(
-                    "{mark} {}  {}  {}  {} files",
+                    "{mark} {}  {}  {}  {} files{images}",
                     r.version,
                     r.published,
                     r.digest,
@@ -381,18 +419,24 @@ mod tests {
         let store = Store::new(tmp.path().join("store"));
         for v in ["v1", "v2"] {
             release(&tmp.path().join(v), v);
-            store.publish(v, &tmp.path().join(v)).unwrap();
+            store
+                .publish(v, &tmp.path().join(v), || Ok(Vec::new()))
+                .unwrap();
         }
         let current = |s: &Store| std::fs::read_link(s.dir.join(CURRENT)).unwrap();
         assert_eq!(current(&store), Path::new("v2"));
         assert_eq!(store.rollback("v1").unwrap(), "current: v1 (was v2)");
         assert_eq!(current(&store), Path::new("v1"));
         // Same files again: no copy, current moves forward.
-        let again = store.publish("v2", &tmp.path().join("v2")).unwrap();
+        let again = store
+            .publish("v2", &tmp.path().join("v2"), || Ok(Vec::new()))
+            .unwrap();
         assert!(again.starts_with("v2 was published already"), "{again}");
         // Other files under a published version: refused.
         release(&tmp.path().join("v2b"), "changed");
-        let err = store.publish("v2", &tmp.path().join("v2b")).unwrap_err();
+        let err = store
+            .publish("v2", &tmp.path().join("v2b"), || Ok(Vec::new()))
+            .unwrap_err();
         assert!(err.contains("`SHA256SUMS` differs"), "{err}");
         let err = store.rollback("v9").unwrap_err();
         assert!(err.contains("published: v1, v2"), "{err}");

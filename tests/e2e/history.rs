@@ -198,3 +198,87 @@ fn a_published_version_is_never_replaced_and_a_damaged_one_is_never_made_current
         run.stderr
     );
 }
+
+/// The digest a registry gives for `repository:tag` (its Docker-Content-Digest).
+fn tagged(repository: &str, tag: &str) -> String {
+    let (host, name) = repository.split_once('/').unwrap();
+    let url = format!("http://{host}/v2/{name}/manifests/{tag}");
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, urllib.request as u; r = u.Request(sys.argv[1], headers={'Accept': 'application/vnd.oci.image.index.v1+json'}); print(u.urlopen(r).headers['Docker-Content-Digest'])",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn images_are_pushed_by_version_and_rollback_moves_the_stable_tag() {
+    let registry = crate::image::Registry::start();
+    let repository = format!("127.0.0.1:{}/hello/app", registry.port);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let ws = crate::support::workspace()
+        .file(
+            "kiln.toml",
+            "[workspace]\nname = \"img\"\n\n[stamp]\nSTABLE_GIT_DESCRIBE = \"v1\"\n",
+        )
+        .file("hello.txt", "one\n")
+        .file(
+            "BUILD.toml",
+            &format!(
+                "[oci_image.image]\nplatforms = [\"linux/amd64\"]\nfiles = {{ \"/etc/hello.txt\" = \"hello.txt\" }}\n\n\
+                 [release.release]\nversion = \"{{STABLE_GIT_DESCRIBE}}\"\nsrcs = [\"hello.txt\"]\n\
+                 images = {{ \":image\" = \"{repository}\" }}\nstore = \"{}\"\n",
+                store.display()
+            ),
+        )
+        .build();
+    let mut digests = Vec::new();
+    for (version, text) in [("v1", "one\n"), ("v2", "two\n")] {
+        set_version(&ws, version);
+        ws.write("hello.txt", text);
+        ws.kiln(&["run", "//:release"]).assert_ok();
+        let digest = ws.read("kiln-out/image/index.digest").trim().to_string();
+        assert_eq!(tagged(&repository, version), digest);
+        assert_eq!(tagged(&repository, "stable"), digest);
+        digests.push(digest);
+    }
+    assert_ne!(digests[0], digests[1]);
+    let list = ws.kiln(&["release", "list"]);
+    assert!(
+        list.stdout
+            .contains(&format!("{repository}@{}", digests[0])),
+        "{}",
+        list.stdout
+    );
+    for (to, digest) in [
+        ("v1", &digests[0]),
+        ("v2", &digests[1]),
+        ("v1", &digests[0]),
+    ] {
+        ws.kiln(&["rollback", to]).assert_ok();
+        assert_eq!(
+            &tagged(&repository, "stable"),
+            digest,
+            "stable after rollback to {to}"
+        );
+        assert_eq!(current(&store), to);
+    }
+    // The version tags never move.
+    assert_eq!(tagged(&repository, "v2"), digests[1]);
+
+    // A release that would replace v2 with other files pushes nothing.
+    ws.write("hello.txt", "three\n");
+    let run = ws.kiln(&["run", "//:release"]);
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    assert_eq!(tagged(&repository, "v2"), digests[1]);
+    assert_eq!(tagged(&repository, "stable"), digests[0]);
+}

@@ -217,6 +217,61 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
     serde_json::from_slice(&bytes).map_err(|e| format!("read {}: {e}", path.display()))
 }
 
+/// Moving tags (a release's `stable`): the manifest a digest names, put under a tag.
+impl Repository {
+    /// Points `tag` at the manifest or index `digest` names in this repository, after
+    /// checking the bytes the registry gives are that digest's.
+    pub fn retag(&self, digest: &str, tag: &str) -> Result<(), String> {
+        let url = format!("{}/v2/{}/manifests/{digest}", self.base, self.name);
+        let mut resp = self
+            .agent
+            .get(&url)
+            .header(
+                "accept",
+                format!("{MEDIA_TYPE_INDEX}, {MEDIA_TYPE_MANIFEST}"),
+            )
+            .call()
+            .map_err(|e| format!("get {url}: {e}"))?;
+        if resp.status().as_u16() != 200 {
+            return Err(format!(
+                "get {url}: the registry answered {}",
+                resp.status()
+            ));
+        }
+        let media_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(MEDIA_TYPE_INDEX)
+            .to_string();
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(4 << 20)
+            .read_to_vec()
+            .map_err(|e| format!("get {url}: {e}"))?;
+        let got = format!(
+            "sha256:{}",
+            crate::checksums::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+        );
+        if got != digest {
+            return Err(format!("get {url}: the registry gave {got}, not {digest}"));
+        }
+        let url = format!("{}/v2/{}/manifests/{tag}", self.base, self.name);
+        let resp = self
+            .agent
+            .put(&url)
+            .header("content-type", &media_type)
+            .send(&bytes[..])
+            .map_err(|e| format!("put {url}: {e}"))?;
+        expect(
+            resp,
+            &[200, 201],
+            &format!("tag {digest} as {tag} at {url}"),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

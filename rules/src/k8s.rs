@@ -24,7 +24,7 @@ use std::sync::Arc;
 use kiln_engine::action::{Action, ActionKind, Artifact, Builtin, BuiltinCtx};
 use kiln_engine::error::Location;
 use kiln_engine::label::Label;
-use kiln_engine::rule::{parse_label, Analysis, Rule, TargetInfo};
+use kiln_engine::rule::{labels_in, parse_label, Analysis, Rule, TargetInfo};
 use kiln_engine::value::Spanned;
 use kiln_engine::workspace::TargetDecl;
 use kiln_engine::{Error, ErrorKind, Result};
@@ -43,12 +43,12 @@ impl Rule for K8sManifests {
 
     fn deps(&self, target: &TargetDecl) -> Result<Vec<Spanned<Label>>> {
         target.attrs.check_keys(FIELDS, "a k8s_manifests")?;
-        target
-            .attrs
-            .str_map("images")?
-            .iter()
-            .map(|(label, _)| parse_label(&target.attrs, label, &target.label.package))
-            .collect()
+        // Templates may be generated (labels in srcs) too.
+        let mut deps = labels_in(&target.attrs, "srcs", &target.label.package)?;
+        for (label, _) in target.attrs.str_map("images")? {
+            deps.push(parse_label(&target.attrs, &label, &target.label.package)?);
+        }
+        Ok(deps)
     }
 
     fn analyze(&self, target: &TargetDecl, ctx: &mut Analysis<'_>) -> Result<TargetInfo> {
@@ -64,7 +64,10 @@ impl Rule for K8sManifests {
         }
         let mut outputs = BTreeMap::new();
         for t in &templates {
-            check_references(ctx, t, &images)?;
+            if t.producer.is_none() {
+                // A generated template is checked as it is rendered.
+                check_references(ctx, t, &images)?;
+            }
             let out = ctx.out_path(&format!("{}/{}", target.label.name, t.file_name()));
             if let Some(other) = outputs.insert(out.clone(), t.path.clone()) {
                 return Err(ctx.error_at(

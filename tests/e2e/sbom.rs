@@ -26,14 +26,14 @@ version = "v1.0.0"
 srcs = [":sums"]
 "#;
 
-fn module() -> (tempfile::TempDir, Workspace) {
+fn module(build: &str) -> (tempfile::TempDir, Workspace) {
     let builder = go_workspace()
         .file("go.mod", "module example.com/m\n\ngo 1.23\n\nrequire example.com/dep v1.0.0\n")
         .file(
             "cmd/app/main.go",
             "package main\n\nimport (\n\t\"fmt\"\n\n\t\"example.com/dep\"\n)\n\nfunc main() { fmt.Println(dep.Answer()) }\n",
         )
-        .file("BUILD.toml", BUILD);
+        .file("BUILD.toml", build);
     with_proxied_dep(builder, &[&["mod", "tidy"]])
 }
 
@@ -59,7 +59,7 @@ fn hex_of_h1(sum: &str) -> String {
 
 #[test]
 fn sbom_documents_validate_name_every_module_and_are_reproducible() {
-    let (_proxy, ws) = module();
+    let (_proxy, ws) = module(BUILD);
     ws.kiln(&["build", "//:release"]).assert_ok();
     for platform in ["linux_amd64", "linux_arm64"] {
         let doc = ws.path(&format!("kiln-out/sbom/{platform}/app.spdx.json"));
@@ -133,7 +133,7 @@ fn sbom_documents_validate_name_every_module_and_are_reproducible() {
 
 #[test]
 fn sbom_needs_a_binary() {
-    let (_proxy, ws) = module();
+    let (_proxy, ws) = module(BUILD);
     ws.write("BUILD.toml", "[go_sbom.sbom]\n");
     let run = ws.kiln(&["build", "//:sbom"]);
     assert_eq!(run.status, 2, "{}", run.stderr);
@@ -141,5 +141,103 @@ fn sbom_needs_a_binary() {
         run.stderr.contains("a go_sbom needs `binary`"),
         "{}",
         run.stderr
+    );
+}
+
+const WITH_IMAGE: &str = r#"
+[go_binary.app]
+main = "./cmd/app"
+platforms = ["linux/amd64", "linux/arm64"]
+
+[go_sbom.sbom]
+binary = ":app"
+
+[oci_image.image]
+files = { "/app/app" = ":app" }
+sbom = ":sbom"
+
+[oci_push.push]
+image = ":image"
+repository = "REPOSITORY"
+tags = ["v1"]
+"#;
+
+fn blob(layout: &std::path::Path, digest: &str) -> Vec<u8> {
+    std::fs::read(
+        layout
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:")),
+    )
+    .unwrap()
+}
+
+#[test]
+fn images_carry_their_sbom_as_a_referring_artifact_and_push_it() {
+    let registry = crate::image::Registry::start();
+    let repository = format!("127.0.0.1:{}/hello/app", registry.port);
+    let (_proxy, ws) = module(&WITH_IMAGE.replace("REPOSITORY", &repository));
+    let run = ws.kiln(&["run", "//:push"]);
+    run.assert_ok();
+    let layout = ws.path("kiln-out/image/layout");
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 3, "{index}");
+    let image: Value =
+        serde_json::from_slice(&blob(&layout, entries[0]["digest"].as_str().unwrap())).unwrap();
+    for entry in &entries[1..] {
+        assert_eq!(entry["artifactType"], "application/spdx+json");
+        let digest = entry["digest"].as_str().unwrap();
+        let manifest: Value = serde_json::from_slice(&blob(&layout, digest)).unwrap();
+        let subject = manifest["subject"]["digest"].as_str().unwrap();
+        let platform = image["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["digest"] == subject)
+            .expect("the subject is one of the image's manifests")["platform"]["architecture"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let document = blob(&layout, manifest["layers"][0]["digest"].as_str().unwrap());
+        assert_eq!(
+            document,
+            std::fs::read(ws.path(&format!("kiln-out/sbom/linux_{platform}/app.spdx.json")))
+                .unwrap(),
+            "{platform}"
+        );
+        // Pushed with the image: the registry has it by digest.
+        let out = Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{repository}@{digest}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+            manifest
+        );
+    }
+    // The image is still found by its tag, and the same bytes come again.
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci:{}:latest", layout.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), image);
+    let copy = ws.copy();
+    copy.kiln(&["build", "//:image"]).assert_ok();
+    assert_eq!(
+        copy.read("kiln-out/image/layout/index.json"),
+        ws.read("kiln-out/image/layout/index.json")
     );
 }

@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use ureq::Agent;
 
-use crate::oci::{Descriptor, Index, Manifest, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
+use crate::oci::{
+    Descriptor, Index, Manifest, ANNOTATION_REF_NAME, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST,
+};
 
 /// A registry repository to push to.
 pub struct Repository {
@@ -68,7 +70,14 @@ impl Repository {
     /// returns its digest.
     pub fn push_layout(&self, layout: &Path, tags: &[String]) -> Result<String, String> {
         let top: Index = read_json(&layout.join("index.json"))?;
-        let [image] = top.manifests.as_slice() else {
+        // The image is the entry with a ref name (or the only one); the others are
+        // artifacts referring to it (SBOMs), pushed by digest after it.
+        let named = |d: &&Descriptor| d.annotations.contains_key(ANNOTATION_REF_NAME);
+        let images: Vec<&Descriptor> = match top.manifests.iter().filter(named).count() {
+            0 => top.manifests.iter().collect(),
+            _ => top.manifests.iter().filter(named).collect(),
+        };
+        let [image] = images.as_slice() else {
             return Err(format!(
                 "push {}: its index.json must name one image",
                 layout.display()
@@ -78,6 +87,9 @@ impl Repository {
         self.push_tree(&blobs, image)?;
         for tag in tags {
             self.put_manifest(&blobs, image, tag)?;
+        }
+        for artifact in top.manifests.iter().filter(|d| d.digest != image.digest) {
+            self.push_tree(&blobs, artifact)?;
         }
         Ok(image.digest.clone())
     }

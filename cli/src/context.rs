@@ -261,15 +261,22 @@ impl RemoteConfig {
     }
 }
 
+/// The workspace of `-C DIR` (or the current directory) and the rules it was loaded
+/// with, without opening the cache.
+pub fn load_workspace(cli: &Cli) -> Result<(Workspace, RuleSet)> {
+    let start = match &cli.dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_dir()?,
+    };
+    let root = find_root(&start)?;
+    let rules = kiln_rules::all();
+    let workspace = Workspace::load(&root, &rules.names(), &rules.sections())?;
+    Ok((workspace, rules))
+}
+
 impl Context {
     pub fn load(cli: &Cli) -> Result<Context> {
-        let start = match &cli.dir {
-            Some(dir) => dir.clone(),
-            None => std::env::current_dir()?,
-        };
-        let root = find_root(&start)?;
-        let rules = kiln_rules::all();
-        let workspace = Workspace::load(&root, &rules.names(), &rules.sections())?;
+        let (workspace, rules) = load_workspace(cli)?;
         let local = Arc::new(open_local()?);
         crate::signals::flush_on_interrupt(&local);
         let remote = RemoteConfig::resolve(cli, &workspace)?;

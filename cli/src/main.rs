@@ -145,6 +145,28 @@ pub enum Command {
     /// Serve Go's GOCACHEPROG protocol on stdin/stdout from kiln's store.
     #[command(hide = true)]
     Gocacheprog,
+    /// The published releases of a release target with a `store`.
+    Release {
+        #[command(subcommand)]
+        command: ReleaseCommand,
+    },
+    /// Point a release store's `current` at a published VERSION, after checking its
+    /// files against their checksums; builds nothing.
+    Rollback {
+        version: String,
+        /// The release target whose store to use.
+        #[arg(long, default_value = "//:release")]
+        release: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ReleaseCommand {
+    /// Versions, publication times, digests; `*` marks the current one.
+    List {
+        #[arg(default_value = "//:release")]
+        label: String,
+    },
 }
 
 #[derive(Subcommand)]

@@ -222,6 +222,7 @@ pub struct BuiltinCtx<'a> {
     /// The digests of the builtin's declared tools, by name (e.g. for provenance).
     pub tool_digests: &'a BTreeMap<String, kiln_cache::Digest>,
     emitted: std::sync::Mutex<Vec<(String, Emitted)>>,
+    printed: std::sync::Mutex<String>,
 }
 
 /// An output a builtin gave without writing a file ([`BuiltinCtx::emit`]).
@@ -249,6 +250,7 @@ impl<'a> BuiltinCtx<'a> {
             params,
             tool_digests,
             emitted: Default::default(),
+            printed: Default::default(),
         }
     }
 
@@ -279,6 +281,17 @@ impl<'a> BuiltinCtx<'a> {
     pub fn emit_input(&self, path: impl Into<String>, input: &str) {
         let same = Emitted::SameAs(input.to_string());
         self.emitted.lock().unwrap().push((path.into(), same));
+    }
+
+    /// Text for the action's stdout: shown to the user when the action has
+    /// `show_output`, and replayed with its cached result.
+    pub fn print(&self, text: &str) {
+        self.printed.lock().unwrap().push_str(text);
+    }
+
+    /// What [`BuiltinCtx::print`] was given.
+    pub fn take_printed(&self) -> String {
+        std::mem::take(&mut self.printed.lock().unwrap())
     }
 
     /// The outputs given by [`BuiltinCtx::emit`] and [`BuiltinCtx::emit_input`], in order.

@@ -190,6 +190,22 @@ impl Table {
         }
     }
 
+    /// A number, integer or not (absent = None).
+    pub fn number(&self, key: &str) -> Result<Option<f64>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Spanned {
+                value: Value::Float(f),
+                ..
+            }) => Ok(Some(*f)),
+            Some(Spanned {
+                value: Value::Int(i),
+                ..
+            }) => Ok(Some(*i as f64)),
+            Some(v) => Err(self.type_error(key, v, "a number")),
+        }
+    }
+
     /// A list of strings (absent = empty).
     pub fn str_list(&self, key: &str) -> Result<Vec<Spanned<String>>> {
         let Some(v) = self.get(key) else {

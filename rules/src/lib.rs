@@ -4,7 +4,7 @@
 //! |-------------|---------------|------------------------------------------|
 //! | `genrule`   | [`genrule`]   | one `/bin/sh -c` action                  |
 //! | `filegroup` | [`filegroup`] | none: names files                        |
-//! | `go_test`   | [`go::test`]  | `go list`, then one `go test` per package |
+//! | `go_test`   | [`go::test`]  | `go list`, then one `go test` per package (and a coverage merge, [`go::cover`]) |
 //! | `go_binary` | [`go::binary`]| `go list`, then one `go build` per platform |
 //! | `strip`     | [`strip`]     | one `strip` per ELF platform of the source |
 //! | `upx`       | [`upx`]       | one `upx` per platform upx can pack      |
@@ -14,6 +14,10 @@
 //! | `oci_pull`  | [`oci_pull`]  | a base image pulled by digest (fixed-output builtin) |
 //! | `checksums` | [`checksums`] | one builtin: copies under stable names + `SHA256SUMS` |
 //! | `release`   | [`release`]   | one builtin: files under `<version>/` + in-toto/SLSA provenance |
+//! | `go_vet`    | [`go::vet`]   | one `go vet -json` per package, a report failing on findings |
+//! | `go_mod_check` | [`go::modcheck`] | `go mod tidy -diff`, `go mod verify`, vendor/ against `go mod vendor` |
+//! | `go_sbom`   | [`go::sbom`]  | one builtin per platform: SPDX 2.3 JSON from the binary's build info |
+//! | `k8s_manifests` | [`k8s`]   | one builtin: templates with `{image://LABEL}` rendered as `REPO@sha256:…` |
 //!
 //! A rule never spawns a process itself: it returns actions, and the engine runs them.
 //! [`all`] builds the rule set the `kiln` binary uses.
@@ -22,6 +26,7 @@ pub mod checksums;
 pub mod filegroup;
 pub mod genrule;
 pub mod go;
+pub mod k8s;
 pub mod oci;
 pub mod oci_base;
 pub mod oci_image;
@@ -29,6 +34,8 @@ pub mod oci_pull;
 pub mod oci_push;
 pub mod oci_rules;
 pub mod release;
+pub mod release_store;
+pub mod sign;
 pub mod strip;
 mod transform;
 pub mod upx;
@@ -50,5 +57,9 @@ pub fn all() -> RuleSet {
     rules.add(Box::new(oci_pull::OciPull));
     rules.add(Box::new(checksums::Checksums));
     rules.add(Box::new(release::Release));
+    rules.add(Box::new(go::vet::GoVet));
+    rules.add(Box::new(go::modcheck::GoModCheck));
+    rules.add(Box::new(go::sbom::GoSbom));
+    rules.add(Box::new(k8s::K8sManifests));
     rules
 }

@@ -78,6 +78,7 @@ const FIELDS: &[&str] = &[
     "tag",
     "docker_archive",
     "repo_tags",
+    "sbom",
 ];
 
 pub struct OciImage;
@@ -90,6 +91,9 @@ impl Rule for OciImage {
     fn deps(&self, target: &TargetDecl) -> Result<Vec<Spanned<Label>>> {
         target.attrs.check_keys(FIELDS, "an oci_image")?;
         let mut deps = map_labels(target, "files")?;
+        if let Some(sbom) = target.attrs.str("sbom")? {
+            deps.push(parse_label(&target.attrs, &sbom, &target.label.package)?);
+        }
         if let Some(base) = target.attrs.str("base")? {
             if base.value.starts_with(':') || base.value.starts_with("//") {
                 deps.push(parse_label(&target.attrs, &base, &target.label.package)?);
@@ -636,6 +640,33 @@ fn add_config(
     layout.descriptors.push(outputs[2].clone());
 }
 
+/// `sbom`: the SPDX document (of a go_sbom) for each platform of the image, attached to
+/// it as an OCI artifact (see [`crate::oci::attach_sboms`]).
+fn sbom_documents(ctx: &Analysis<'_>, platforms: &[String]) -> Result<Vec<(String, Artifact)>> {
+    let Some(sbom) = ctx.attrs().str("sbom")? else {
+        return Ok(Vec::new());
+    };
+    let label = parse_label(ctx.attrs(), &sbom, &ctx.label().package)?.value;
+    let files = &ctx.dep(&label).files;
+    platforms
+        .iter()
+        .map(|platform| {
+            let doc = files.iter().find(|f| {
+                f.platform.as_deref() == Some(platform) && f.path.ends_with(".spdx.json")
+            });
+            match doc {
+                Some(doc) => Ok((platform.clone(), doc.clone())),
+                None => Err(ctx
+                    .error_at(
+                        "sbom",
+                        format!("{label} has no SPDX document for {platform}"),
+                    )
+                    .hint("name a go_sbom of the binary the image holds, built for its platforms")),
+            }
+        })
+        .collect()
+}
+
 fn add_layout(
     ctx: &mut Analysis<'_>,
     platforms: &[String],
@@ -667,19 +698,23 @@ fn add_layout(
     };
     let mut outputs = vec![format!("{layout_dir}/"), digest_file.clone()];
     outputs.extend(docker.iter().map(|(_, o)| o.clone()));
+    let sboms = sbom_documents(ctx, platforms)?;
+    let mut inputs = plan.inputs;
+    inputs.extend(sboms.iter().map(|(_, a)| a.clone()));
     let params = LayoutParams {
         ref_name,
         descriptors: plan.descriptors,
         blobs: plan.blobs,
         docker: docker.clone(),
         repo_tags,
+        sboms: sboms.into_iter().map(|(p, a)| (p, a.path)).collect(),
     };
     let kind: ActionKind = layout_action(&params);
     let id = ctx.add(Action {
         owner: label,
         mnemonic: "OciLayout".into(),
         discriminator: String::new(),
-        inputs: plan.inputs,
+        inputs,
         outputs,
         kind,
         platform: None,

@@ -5,7 +5,13 @@
 //! [release.release]
 //! version = "{STABLE_GIT_DESCRIBE}"      # stamp variables substituted, as in go_binary
 //! srcs = [":checksums", ":image"]          # labels and/or files of this package
+//! store = "releases"                       # optional: `kiln run` publishes there
+//! sign = true                              # optional: `kiln run` signs (see crate::sign)
 //! ```
+//!
+//! With `store`, `kiln run //:release` publishes the built release to the store, and
+//! `kiln release list` / `kiln rollback VERSION` read and move it: see
+//! [`crate::release_store`].
 //!
 //! # Layout
 //!
@@ -50,7 +56,7 @@ use std::sync::Arc;
 
 use kiln_engine::action::{Action, ActionKind, Artifact, Builtin, BuiltinCtx, Tool};
 use kiln_engine::label::Label;
-use kiln_engine::rule::{labels_in, Analysis, Rule, TargetInfo};
+use kiln_engine::rule::{labels_in, parse_label, Analysis, Rule, RunCtx, Runner, TargetInfo};
 use kiln_engine::value::Spanned;
 use kiln_engine::workspace::TargetDecl;
 use kiln_engine::{Error, ErrorKind, Result};
@@ -58,7 +64,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::checksums::{copy, sha256_file, src_groups, target_out_dir, SrcGroup};
 
-const FIELDS: &[&str] = &["srcs", "version"];
+const FIELDS: &[&str] = &[
+    "srcs",
+    "version",
+    "store",
+    "sign",
+    "sign_key_env",
+    "images",
+    "tag",
+];
 
 /// The statement's file name in the release directory.
 pub const PROVENANCE_FILE: &str = "provenance.intoto.json";
@@ -75,7 +89,11 @@ impl Rule for Release {
 
     fn deps(&self, target: &TargetDecl) -> Result<Vec<Spanned<Label>>> {
         target.attrs.check_keys(FIELDS, "a release")?;
-        labels_in(&target.attrs, "srcs", &target.label.package)
+        let mut deps = labels_in(&target.attrs, "srcs", &target.label.package)?;
+        for (label, _) in target.attrs.str_map("images")? {
+            deps.push(parse_label(&target.attrs, &label, &target.label.package)?);
+        }
+        Ok(deps)
     }
 
     fn analyze(&self, target: &TargetDecl, ctx: &mut Analysis<'_>) -> Result<TargetInfo> {
@@ -108,8 +126,11 @@ impl Rule for Release {
         };
         let mut outputs: Vec<String> = params.files.iter().map(|f| params.path(&f.name)).collect();
         outputs.push(params.path(PROVENANCE_FILE));
+        let images = release_images(ctx)?;
         let mut inputs = released;
         inputs.extend(sources);
+        // The images' digests: so that `kiln run` builds their layouts, which it pushes.
+        inputs.extend(images.iter().map(|i| i.digest.clone()));
         let mut seen = std::collections::HashSet::new();
         inputs.retain(|a| seen.insert(a.path.clone()));
         let action = Action {
@@ -133,9 +154,147 @@ impl Rule for Release {
             files: outputs.iter().map(|p| ctx.output(id, p)).collect(),
             ..TargetInfo::default()
         };
+        let store = ctx.attrs().str("store")?.map(|s| s.value);
+        let sign = match ctx.attrs().bool("sign")?.unwrap_or(false) {
+            true => Some(key_env(ctx)?),
+            false => None,
+        };
+        if store.is_none() && !images.is_empty() {
+            return Err(ctx
+                .error_at(
+                    "images",
+                    "`images` are pushed when a release is published: it needs `store`",
+                )
+                .hint("add store = \"DIR\" to the release"));
+        }
+        if store.is_some() || sign.is_some() {
+            let tag = ctx.attrs().str("tag")?.map_or("stable".into(), |t| t.value);
+            let publish = Publish {
+                store,
+                sign,
+                images,
+                tag,
+                version: version.clone(),
+                dir: params.dir.clone(),
+                registries: crate::oci_rules::registry::Settings::load(ctx.workspace)?,
+            };
+            info.run = Some(publish.runner());
+        }
         info.meta.insert("version".into(), version);
         Ok(info)
     }
+}
+
+/// What `kiln run` of a release with `sign` or a `store` does: signs the built release
+/// directory `dir` (workspace-relative) with the key the variable `sign` names (see
+/// [`crate::sign`]), then publishes it to the store, pushing its images tagged with the
+/// version and `tag` (see [`crate::release_store`]).
+struct Publish {
+    store: Option<String>,
+    sign: Option<String>,
+    images: Vec<ReleaseImage>,
+    tag: String,
+    version: String,
+    dir: String,
+    registries: crate::oci_rules::registry::Settings,
+}
+
+/// An image a release pushes: its repository, its layout directory and index digest.
+struct ReleaseImage {
+    repository: String,
+    layout: String,
+    digest: Artifact,
+}
+
+impl Publish {
+    fn runner(self) -> Runner {
+        Runner(Arc::new(move |rc: &RunCtx| {
+            let dir = rc.root.join(&self.dir);
+            let mut said = Vec::new();
+            if let Some(env) = &self.sign {
+                said.push(crate::sign::sign_release(&dir, &self.version, env)?);
+            }
+            if let Some(store) = &self.store {
+                let store = crate::release_store::Store::new(rc.root.join(store))
+                    .with_registries(self.registries.clone());
+                said.push(store.publish(&self.version, &dir, || self.push(rc.root))?);
+            }
+            Ok(said.join("\n"))
+        }))
+    }
+
+    fn push(
+        &self,
+        root: &std::path::Path,
+    ) -> std::result::Result<Vec<crate::release_store::PushedImage>, String> {
+        let tags = [self.version.clone(), self.tag.clone()];
+        self.images
+            .iter()
+            .map(|i| {
+                let repo = crate::oci_rules::registry::Repository::for_push(
+                    &i.repository,
+                    &self.registries,
+                    &[],
+                )?;
+                let (digest, counts) = repo.push_layout(&root.join(&i.layout), &tags)?;
+                eprintln!("kiln: pushed {}: {counts}", i.repository);
+                Ok(crate::release_store::PushedImage {
+                    repository: i.repository.clone(),
+                    digest,
+                    tag: self.tag.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// `images`: oci_image labels and the repositories they are pushed to.
+fn release_images(ctx: &Analysis<'_>) -> Result<Vec<ReleaseImage>> {
+    let mut out = Vec::new();
+    for (label, repository) in ctx.attrs().str_map("images")? {
+        let parsed = parse_label(ctx.attrs(), &label, &ctx.label().package)?.value;
+        crate::oci_rules::registry::RepoRef::parse(&repository.value).map_err(|e| {
+            Error::new(ErrorKind::Config, e).at(ctx.attrs().location(repository.span.start))
+        })?;
+        let info = ctx.dep(&parsed);
+        let layout = info.meta.get(crate::oci_rules::META_LAYOUT);
+        let digest = info
+            .files
+            .iter()
+            .find(|f| f.path.ends_with("/index.digest"));
+        let (Some(layout), Some(digest)) = (layout, digest) else {
+            return Err(
+                Error::new(ErrorKind::Config, format!("{parsed} is not an oci_image"))
+                    .at(ctx.attrs().location(label.span.start))
+                    .hint("images maps oci_image labels to the repositories they are pushed to"),
+            );
+        };
+        out.push(ReleaseImage {
+            repository: repository.value,
+            layout: layout.clone(),
+            digest: digest.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// `sign_key_env`: the variable naming the signing key file.
+fn key_env(ctx: &Analysis<'_>) -> Result<String> {
+    let Some(env) = ctx.attrs().str("sign_key_env")? else {
+        return Ok("KILN_SIGNING_KEY".into());
+    };
+    let valid = !env.value.is_empty()
+        && env
+            .value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !env.value.starts_with(|c: char| c.is_ascii_digit());
+    if !valid {
+        return Err(ctx
+            .error_at("sign_key_env", format!("`{}` is not an environment variable name", env.value))
+            .hint("name the variable that holds the key file's path, e.g. sign_key_env = \"KILN_SIGNING_KEY\""));
+    }
+    Ok(env.value)
 }
 
 /// The stamped `version` (checked to be one path component) and every stamp value.

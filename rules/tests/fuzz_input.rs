@@ -63,6 +63,21 @@ image = ":img"
 repository = "127.0.0.1:5000/x"
 tags = ["latest"]
 "#,
+    r#"[k8s_manifests.deploy]
+srcs = ["data/a.txt"]
+images = { ":img" = "127.0.0.1:5000/x" }
+
+[oci_image.img]
+platforms = ["linux/amd64"]
+files = { "/app/in.txt" = "in.txt" }
+
+[release.rel]
+version = "{STABLE_GIT_DESCRIBE}"
+srcs = [":deploy"]
+images = { ":img" = "127.0.0.1:5000/x" }
+store = "releases"
+sign = true
+"#,
 ];
 
 /// What mutations insert: TOML syntax, labels, paths and bytes that are not text.
@@ -332,6 +347,7 @@ fn rules_but_go() -> RuleSet {
     rules.add(Box::new(oci_push::OciPush));
     rules.add(Box::new(checksums::Checksums));
     rules.add(Box::new(release::Release));
+    rules.add(Box::new(k8s::K8sManifests));
     rules
 }
 

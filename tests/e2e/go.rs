@@ -512,7 +512,7 @@ fn unknown_platform_and_missing_main_are_clear_errors() {
 }
 
 /// A file-based GOPROXY holding `example.com/dep v1.0.0`, written by the test.
-fn write_proxy(dir: &std::path::Path, answer: u32) {
+pub(crate) fn write_proxy(dir: &std::path::Path, answer: u32) {
     let script = format!(
         r#"
 import os, sys, zipfile
@@ -537,41 +537,54 @@ with zipfile.ZipFile(os.path.join(v, "v1.0.0.zip"), "w") as z:
     assert!(status.success());
 }
 
-#[test]
-fn dependencies_come_from_a_download_verified_against_go_sum() {
+/// A workspace from `builder` (its go.mod requiring `example.com/dep`) with `[go] proxy`
+/// pointing at a file GOPROXY serving it (the directory returned, kept by the caller),
+/// after the real go ran each of `steps` (`mod tidy` writes go.sum as a developer
+/// would have it) against that proxy.
+pub(crate) fn with_proxied_dep(
+    builder: Builder,
+    steps: &[&[&str]],
+) -> (tempfile::TempDir, Workspace) {
     let proxy = tempfile::tempdir().unwrap();
     write_proxy(proxy.path(), 42);
     let proxy_url = format!("file://{}", proxy.path().display());
-    let ws = go_workspace()
+    let ws = builder.build();
+    ws.write(
+        "kiln.toml",
+        &format!("{}proxy = \"{proxy_url}\"\n", ws.read("kiln.toml")),
+    );
+    let modcache = tempfile::tempdir().unwrap();
+    for args in steps {
+        let out = Command::new(format!("{}/bin/go", crate::support::go_root()))
+            .args(*args)
+            .current_dir(&ws.root)
+            .env("GOPROXY", &proxy_url)
+            .env("GOSUMDB", "off")
+            .env("GOFLAGS", "-mod=mod -modcacherw")
+            .env("GOMODCACHE", modcache.path())
+            .env("GOTOOLCHAIN", "local")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (proxy, ws)
+}
+
+#[test]
+fn dependencies_come_from_a_download_verified_against_go_sum() {
+    let builder = go_workspace()
         .file("go.mod", "module example.com/m\n\ngo 1.23\n\nrequire example.com/dep v1.0.0\n")
         .file("use/use.go", "package use\n\nimport \"example.com/dep\"\n\nfunc Twice() int { return 2 * dep.Answer() }\n")
         .file(
             "use/use_test.go",
             "package use\n\nimport \"testing\"\n\nfunc TestTwice(t *testing.T) {\n\tif Twice() != 84 {\n\t\tt.Fatal(Twice())\n\t}\n}\n",
         )
-        .file("BUILD.toml", "[go_test.unit]\n")
-        .build();
-    ws.write(
-        "kiln.toml",
-        &format!("{}proxy = \"{proxy_url}\"\n", ws.read("kiln.toml")),
-    );
-    // go.sum as a developer would have it: written by the real go from the same proxy.
-    let modcache = tempfile::tempdir().unwrap();
-    let tidy = Command::new(format!("{}/bin/go", crate::support::go_root()))
-        .args(["mod", "tidy"])
-        .current_dir(&ws.root)
-        .env("GOPROXY", &proxy_url)
-        .env("GOSUMDB", "off")
-        .env("GOFLAGS", "-mod=mod -modcacherw")
-        .env("GOMODCACHE", modcache.path())
-        .env("GOTOOLCHAIN", "local")
-        .output()
-        .unwrap();
-    assert!(
-        tidy.status.success(),
-        "{}",
-        String::from_utf8_lossy(&tidy.stderr)
-    );
+        .file("BUILD.toml", "[go_test.unit]\n");
+    let (proxy, ws) = with_proxied_dep(builder, &[&["mod", "tidy"]]);
     assert!(ws.read("go.sum").contains("example.com/dep v1.0.0 h1:"));
 
     let run = ws.kiln(&["test"]);

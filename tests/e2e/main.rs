@@ -23,21 +23,37 @@
 //! - `remote`: a cache shared through `kiln serve` and nginx WebDAV, and its faults.
 //! - `serve`: `kiln serve` against an attacker (slow connections, ambiguous lengths).
 //! - `trust`: attacks by actions, remotes, edits and signals, and their defences.
+//! - `cover`: go_test coverage: merged profiles, gates, coverpkg.
+//! - `vet`: go_vet findings, per-package caching, a vet tool built from the module.
+//! - `modcheck`: go_mod_check: tidy, verify, vendor/ consistency, offline.
+//! - `history`: release stores, `kiln release list`, `kiln rollback` back and forth.
+//! - `sbom`: go_sbom documents checked with spdx-tools, reproducible, released.
+//! - `signing`: signed releases verified by minisign and securesystemslib.
+//! - `k8s`: k8s_manifests rendered with image digests, parsed as YAML, rolled back.
+//! - `service`: the example service's binary: probes, environment, graceful shutdown.
 
 mod core;
+mod cover;
 mod errors;
 mod go;
 mod gocacheprog;
 mod gomod;
+mod history;
 mod image;
 mod index;
 mod init;
 mod input;
 mod insight;
+mod k8s;
+mod modcheck;
 mod reapi;
 mod registry;
 mod release;
 mod remote;
+mod sbom;
 mod serve;
+mod service;
+mod signing;
 mod support;
 mod trust;
+mod vet;

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::support::{go_root, go_workspace, workspace, Builder, Run, Workspace};
 
 /// A Go main package stamped with the version, a genrule, checksums and a release.
-fn module() -> Builder {
+pub(crate) fn module() -> Builder {
     go_workspace()
         .file(
             "kiln.toml",

@@ -9,6 +9,7 @@ pub mod go_test_exec;
 mod graph;
 mod housekeeping;
 mod init;
+mod release;
 mod run;
 mod serve;
 mod verify_repro;
@@ -17,7 +18,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::{CacheCommand, Cli, Command, StatsFormat};
+use crate::{CacheCommand, Cli, Command, ReleaseCommand, StatsFormat};
 
 pub fn run(cli: &Cli) -> Result<ExitCode> {
     match &cli.command {
@@ -44,6 +45,10 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Init => init::run(cli),
         Command::Cache { command } => run_cache(cli, command),
         Command::Gocacheprog => cache::gocacheprog(),
+        Command::Release {
+            command: ReleaseCommand::List { label },
+        } => release::list(cli, label),
+        Command::Rollback { version, release } => release::rollback(cli, version, release),
         Command::Serve {
             listen,
             dir,

@@ -1008,7 +1008,12 @@ fn run_builtin(
         &b.params,
         tool_digests,
     );
-    match (b.run)(&ctx) {
+    let outcome = (b.run)(&ctx);
+    let printed = ctx.take_printed();
+    if !printed.is_empty() {
+        let _ = std::fs::write(sandbox.root().join(".kiln/stdout"), printed.as_bytes());
+    }
+    match outcome {
         Ok(()) => (0, ctx.take_emitted()),
         Err(message) => {
             let _ = std::fs::write(sandbox.root().join(".kiln/stderr"), message.as_bytes());

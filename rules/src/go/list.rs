@@ -367,6 +367,19 @@ impl Packages {
         dedup(inputs)
     }
 
+    /// `inputs` with the build files of the packages in `dirs`.
+    pub fn with_build_files(
+        &self,
+        module: &Module,
+        mut inputs: Vec<Artifact>,
+        dirs: &[String],
+    ) -> Vec<Artifact> {
+        for dir in dirs {
+            inputs.extend(self.files_of(module, dir, self.by_dir[dir].build_files().cloned()));
+        }
+        dedup(inputs)
+    }
+
     /// Inputs of building the package in `dir` (a main package): its build files and
     /// those of every module package it reaches.
     pub fn build_inputs(&self, module: &Module, dir: &str) -> Vec<Artifact> {

@@ -24,13 +24,17 @@
 //!   module, which run with GOPROXY=off and GOMODCACHE pointing at it.
 
 pub mod binary;
+pub mod cover;
 pub mod download;
 pub mod flags;
 mod header;
 pub mod list;
+pub mod modcheck;
 pub mod output;
+pub mod sbom;
 pub mod test;
 mod testlog;
+pub mod vet;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

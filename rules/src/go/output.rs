@@ -50,8 +50,10 @@ pub struct TestCase {
 pub struct PackageReport {
     pub package: String,
     pub passed: bool,
-    /// Go said `[no test files]`.
+    /// Go said `[no test files]` (or, with `-cover`, reported the package's 0.0%).
     pub no_tests: bool,
+    /// The binary's `coverage: …% of statements` line, without its newline.
+    pub coverage: Option<String>,
     pub elapsed: f64,
     pub tests: Vec<TestCase>,
     /// Every output line of the last attempt, as plain `go test -v` prints them.
@@ -100,6 +102,9 @@ pub fn parse(stdout: &[u8]) -> PackageReport {
                     }
                 }
                 report.no_tests |= test.is_none() && out.ends_with("[no test files]\n");
+                if test.is_none() {
+                    note_coverage(&mut report, &out);
+                }
                 report.log.push_str(&out);
                 report.lines.push((test.clone(), out));
             }
@@ -177,6 +182,20 @@ impl PackageReport {
                 .map(|(_, l)| l.as_str()),
         );
         out
+    }
+}
+
+/// Notes a `coverage: …` line of a test binary, or go's line for a package without
+/// test files under `-cover` (`\tpkg\t\tcoverage: 0.0% of statements`).
+fn note_coverage(report: &mut PackageReport, line: &str) {
+    let line = line.trim_end_matches('\n');
+    if line.starts_with("coverage: ") {
+        report.coverage = Some(line.to_string());
+    } else if let Some((_, cov)) = line.strip_prefix('\t').and_then(|l| l.split_once("\t\t")) {
+        if cov.starts_with("coverage: ") {
+            report.no_tests = true;
+            report.coverage = Some(cov.to_string());
+        }
     }
 }
 
@@ -304,7 +323,10 @@ fn named_outputs(events: &[u8]) -> Vec<NamedOutput> {
 /// `verbose`.
 pub fn render(report: &PackageReport, cached: bool, verbose: bool) -> String {
     if report.no_tests {
-        return format!("?   \t{}\t[no test files]\n", report.package);
+        return match &report.coverage {
+            Some(cov) => format!("\t{}\t\t{cov}\n", report.package),
+            None => format!("?   \t{}\t[no test files]\n", report.package),
+        };
     }
     let mut out = match verbose {
         true => report.log.clone(),
@@ -338,7 +360,15 @@ pub fn render(report: &PackageReport, cached: bool, verbose: bool) -> String {
         .flaky_attempt
         .map(|n| format!(" (flaky: passed on attempt {n})"))
         .unwrap_or_default();
-    out.push_str(&format!("ok  \t{}\t{timing}{flaky}\n", report.package));
+    let coverage = report
+        .coverage
+        .as_ref()
+        .map(|c| format!("\t{c}"))
+        .unwrap_or_default();
+    out.push_str(&format!(
+        "ok  \t{}\t{timing}{coverage}{flaky}\n",
+        report.package
+    ));
     out
 }
 
@@ -463,6 +493,29 @@ mod tests {
         assert!(shown.contains("FAIL\tex/b [build failed]"), "{shown}");
         assert!(!String::from_utf8_lossy(&b.stdout).contains("ex/a"));
         assert_eq!(parts[2], None, "c is not in the output");
+    }
+
+    #[test]
+    fn coverage_shows_as_go_test_shows_it() {
+        let with = PASS.replace(
+            r#"{"Action":"output","Package":"ex/a","Output":"ok"#,
+            r#"{"Action":"output","Package":"ex/a","Output":"coverage: 66.7% of statements\n"}
+{"Action":"output","Package":"ex/a","Output":"ok"#,
+        );
+        let r = parse(with.as_bytes());
+        assert_eq!(
+            render(&r, true, false),
+            "ok  \tex/a\t(cached)\tcoverage: 66.7% of statements\n"
+        );
+        let none = r#"{"Action":"start","Package":"ex/b"}
+{"Action":"output","Package":"ex/b","Output":"\tex/b\t\tcoverage: 0.0% of statements\n"}
+{"Action":"pass","Package":"ex/b","Elapsed":0.6}
+"#;
+        let r = parse(none.as_bytes());
+        assert_eq!(
+            render(&r, false, false),
+            "\tex/b\t\tcoverage: 0.0% of statements\n"
+        );
     }
 
     #[test]

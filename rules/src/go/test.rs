@@ -54,6 +54,7 @@ use kiln_engine::value::Spanned;
 use kiln_engine::workspace::{TargetDecl, OUT_DIR};
 use kiln_engine::{Error, ErrorKind, Result};
 
+use super::cover::{self, Cover};
 use super::flags::TestArgs;
 use super::list::{list, GoPackage, Packages};
 use super::testlog::TestLog;
@@ -90,7 +91,8 @@ impl Rule for GoTest {
     }
 
     fn deps(&self, target: &TargetDecl) -> Result<Vec<Spanned<Label>>> {
-        target.attrs.check_keys(FIELDS, "a go_test")?;
+        let fields: Vec<&str> = FIELDS.iter().chain(cover::FIELDS).copied().collect();
+        target.attrs.check_keys(&fields, "a go_test")?;
         Ok(Vec::new())
     }
 
@@ -100,21 +102,36 @@ impl Rule for GoTest {
         let packages = list(ctx, &module, &settings.platform, &settings.tags)?;
         let dirs = selected(ctx, &packages, &module)?;
         let test2json = test2json(ctx, &module)?;
+        let cover = Cover::read(ctx, &packages, &module, settings.race)?;
         let steps = Steps {
             settings: &settings,
             module: &module,
             packages: &packages,
             test2json,
+            cover: cover.as_ref(),
         };
+        let mut profiles = Vec::new();
         for dir in dirs {
             let pkg = &packages.by_dir[&dir];
             let binary = binary_path(ctx, &dir, pkg);
-            let build = ctx.add(steps.build(target, &dir, binary.as_deref()));
+            // A package without tests, measured: go writes its statements, none run.
+            let untested = match (&cover, &binary) {
+                (Some(_), None) => Some(cover::profile_path(&package_out(ctx, &dir, pkg))),
+                _ => None,
+            };
+            let build = ctx.add(steps.build(target, &dir, binary.as_deref(), untested.as_deref()));
+            profiles.extend(untested.map(|p| ctx.output(build, &p)));
             if let Some(binary) = binary {
                 let binary = ctx.output(build, &binary);
                 let run = steps.run(target, &dir, binary);
-                ctx.add(run);
+                let profile = run.outputs.first().cloned();
+                let run = ctx.add(run);
+                profiles.extend(profile.map(|p| ctx.output(run, &p)));
             }
+        }
+        if let Some(cover) = &cover {
+            let out = ctx.out_path(&format!("{}/coverage.out", ctx.label().name));
+            ctx.add(cover.merge_action(target, profiles, out));
         }
         Ok(TargetInfo::default())
     }
@@ -191,7 +208,11 @@ impl Settings {
 }
 
 /// The module directories the target's patterns select, sorted.
-fn selected(ctx: &Analysis<'_>, packages: &Packages, module: &Module) -> Result<Vec<String>> {
+pub(super) fn selected(
+    ctx: &Analysis<'_>,
+    packages: &Packages,
+    module: &Module,
+) -> Result<Vec<String>> {
     let attrs = ctx.attrs();
     let mut patterns = attrs.str_list("packages")?;
     if patterns.is_empty() {
@@ -224,12 +245,14 @@ fn selected(ctx: &Analysis<'_>, packages: &Packages, module: &Module) -> Result<
 /// Where the test binary of the package in `dir` goes, if it has tests:
 /// `kiln-out/<package>/<target>/<dir>/<name>.test`, named as go names it.
 fn binary_path(ctx: &Analysis<'_>, dir: &str, pkg: &GoPackage) -> Option<String> {
-    if !pkg.has_tests() {
-        return None;
-    }
+    pkg.has_tests().then(|| package_out(ctx, dir, pkg))
+}
+
+/// `kiln-out/<package>/<target>/<dir>/<name>.test`, whether or not the package has tests.
+fn package_out(ctx: &Analysis<'_>, dir: &str, pkg: &GoPackage) -> String {
     let base = pkg.import_path.rsplit('/').next().unwrap_or("pkg");
     let file = rel_join(dir, &format!("{base}.test"));
-    Some(ctx.out_path(&format!("{}/{file}", ctx.label().name)))
+    ctx.out_path(&format!("{}/{file}", ctx.label().name))
 }
 
 /// `test2json` built from the toolchain (once for every go_test: newer toolchains do
@@ -274,12 +297,23 @@ struct Steps<'a> {
     module: &'a Module,
     packages: &'a Packages,
     test2json: Artifact,
+    cover: Option<&'a Cover>,
 }
 
 impl Steps<'_> {
     /// `go test -exec go-test-exec ./dir`: the package compiled, vetted and linked; its
     /// test binary (if it has tests) saved at `binary`.
-    fn build(&self, target: &TargetDecl, dir: &str, binary: Option<&str>) -> Action {
+    ///
+    /// With `profile` (a package without tests, under cover), it runs alone and writes
+    /// go's profile of the package there (`-coverprofile`: its statements, none run),
+    /// as `go test -coverprofile ./...` has it since Go 1.22.
+    fn build(
+        &self,
+        target: &TargetDecl,
+        dir: &str,
+        binary: Option<&str>,
+        profile: Option<&str>,
+    ) -> Action {
         let s = self.settings;
         // Go's own test cache stays on: when the test binary's link inputs are unchanged
         // (a comment edit), go replays the line go-test-exec printed naming the binary
@@ -298,14 +332,25 @@ impl Steps<'_> {
         if !s.tags.is_empty() {
             argv.push(format!("-tags={}", s.tags.join(",")));
         }
+        let mut inputs = self.packages.test_build_inputs(self.module, dir);
+        if let Some(cover) = self.cover {
+            argv.extend(cover.build_args());
+            // go loads every package -coverpkg names.
+            inputs = self
+                .packages
+                .with_build_files(self.module, inputs, &cover.coverpkg_dirs);
+        }
+        if let Some(profile) = profile {
+            argv.push(format!("-coverprofile={{sandbox}}/{profile}"));
+        }
         argv.push(package_arg(dir));
         let pkg = &self.packages.by_dir[dir];
         Action {
             owner: target.label.clone(),
             mnemonic: "GoTestBuild".into(),
             discriminator: pkg.import_path.clone(),
-            inputs: self.packages.test_build_inputs(self.module, dir),
-            outputs: binary.map(String::from).into_iter().collect(),
+            inputs,
+            outputs: binary.or(profile).map(String::from).into_iter().collect(),
             kind: ActionKind::Exec(ExecSpec {
                 argv,
                 env: go_env(self.module, &s.platform, s.race, true),
@@ -316,7 +361,8 @@ impl Steps<'_> {
                     member_args: 1,
                     attempts: 1,
                     split: Arc::new(output::Split),
-                    shared: s.shared,
+                    // -coverprofile is one file for the whole command: alone.
+                    shared: s.shared && profile.is_none(),
                     // A binary the store no longer holds is linked again.
                     fresh_args: vec!["-count=1".into()],
                 }),
@@ -343,13 +389,19 @@ impl Steps<'_> {
             format!("-test.timeout={}", s.timeout),
             format!("-test.testlogfile={{sandbox}}/{TEST_LOG}"),
         ];
+        let mut outputs = Vec::new();
+        if self.cover.is_some() {
+            let profile = cover::profile_path(&binary.path);
+            argv.push(format!("-test.coverprofile={{sandbox}}/{profile}"));
+            outputs.push(profile);
+        }
         argv.extend(s.args.binary.iter().cloned());
         Action {
             owner: target.label.clone(),
             mnemonic: "GoTest".into(),
             discriminator: pkg.import_path.clone(),
             inputs: vec![binary, self.test2json.clone()],
-            outputs: Vec::new(),
+            outputs,
             kind: ActionKind::Exec(ExecSpec {
                 argv,
                 env: self.run_env(),
@@ -393,7 +445,7 @@ impl Steps<'_> {
 }
 
 /// The `go test` argument naming the package in module-relative `dir`.
-fn package_arg(dir: &str) -> String {
+pub(super) fn package_arg(dir: &str) -> String {
     match dir.is_empty() {
         true => ".".into(),
         false => format!("./{dir}"),

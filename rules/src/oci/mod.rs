@@ -33,6 +33,7 @@ mod image;
 mod layer;
 mod layout;
 mod path;
+mod referrer;
 mod spec;
 mod tar;
 
@@ -42,6 +43,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use image::{write_image, write_index, ImageConfig, LayerBlob};
 pub use layer::{write_layer, EntryKind, LayerEntry, LayerInfo, GZIP_LEVEL};
 pub use layout::{find_manifest, write_layout};
+pub use referrer::{attach_sboms, ARTIFACT_TYPE_SPDX};
 pub use spec::{
     Descriptor, Index, Manifest, Platform, ANNOTATION_REF_NAME, MEDIA_TYPE_CONFIG,
     MEDIA_TYPE_INDEX, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST,

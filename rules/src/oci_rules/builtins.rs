@@ -101,6 +101,10 @@ pub struct LayoutParams {
     /// `(platform, output)` of each docker archive.
     pub docker: Vec<(String, String)>,
     pub repo_tags: Vec<String>,
+    /// `(platform, SPDX document)` to attach to each platform's image (not in the
+    /// parameters, so not in the key, when there are none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sboms: Vec<(String, String)>,
 }
 
 /// A builtin action kind running `run` with `params`.
@@ -264,6 +268,18 @@ fn run_layout(ctx: &BuiltinCtx) -> Result<(), String> {
     let index = write_index(&descriptors, &layout.join("blobs")).map_err(|e| e.to_string())?;
     let blobs: Vec<PathBuf> = p.blobs.iter().map(|b| ctx.input(b)).collect();
     write_layout(&layout, &index, &p.ref_name, &blobs).map_err(|e| e.to_string())?;
+    if !p.sboms.is_empty() {
+        let sboms: Vec<(String, PathBuf)> = p
+            .sboms
+            .iter()
+            .map(|(platform, doc)| (platform.clone(), ctx.input(doc)))
+            .collect();
+        let sboms: Vec<(String, &Path)> = sboms
+            .iter()
+            .map(|(p, d)| (p.clone(), d.as_path()))
+            .collect();
+        crate::oci::attach_sboms(&layout, &descriptors, &sboms).map_err(|e| e.to_string())?;
+    }
     std::fs::write(out(ctx, 1), format!("{}\n", index.digest))
         .map_err(|e| format!("write {}: {e}", out(ctx, 1).display()))?;
     for (platform, archive) in &p.docker {

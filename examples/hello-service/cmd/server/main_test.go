@@ -56,7 +56,7 @@ func TestServeShutsDownGracefully(t *testing.T) {
 	url := "http://" + ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, ln, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Second) }()
+	go func() { done <- serve(ctx, ln, slog.New(slog.NewTextHandler(io.Discard, nil)), 0, time.Second) }()
 
 	client := &http.Client{Timeout: time.Second}
 	for _, path := range []string{"/healthz", "/readyz"} {
@@ -79,5 +79,23 @@ func TestServeShutsDownGracefully(t *testing.T) {
 	}
 	if _, err := client.Get(url + "/healthz"); err == nil {
 		t.Fatal("server still answers after shutdown")
+	}
+}
+
+func TestConfigFromEnvironment(t *testing.T) {
+	env := map[string]string{}
+	getenv := func(k string) string { return env[k] }
+	cfg, err := configFromEnv(getenv)
+	if err != nil || cfg.addr != ":8080" || cfg.delay != 0 || cfg.timeout != 10*time.Second {
+		t.Fatalf("defaults: %+v %v", cfg, err)
+	}
+	env["ADDR"], env["SHUTDOWN_DELAY"], env["SHUTDOWN_TIMEOUT"] = "127.0.0.1:9", "2s", "30s"
+	cfg, err = configFromEnv(getenv)
+	if err != nil || cfg.addr != "127.0.0.1:9" || cfg.delay != 2*time.Second || cfg.timeout != 30*time.Second {
+		t.Fatalf("from the environment: %+v %v", cfg, err)
+	}
+	env["SHUTDOWN_TIMEOUT"] = "soon"
+	if _, err := configFromEnv(getenv); err == nil || !strings.Contains(err.Error(), "SHUTDOWN_TIMEOUT") {
+		t.Fatalf("a bad duration: %v", err)
 	}
 }

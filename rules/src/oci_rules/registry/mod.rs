@@ -34,7 +34,9 @@ use std::path::{Path, PathBuf};
 
 use ureq::http::Method;
 
-use crate::oci::{Descriptor, Index, Manifest, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
+use crate::oci::{
+    Descriptor, Index, Manifest, ANNOTATION_REF_NAME, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST,
+};
 use client::{header, Body, Client, Failure, Request};
 pub use settings::Settings;
 
@@ -188,7 +190,14 @@ impl Repository {
     /// returns its digest and how its blobs got there.
     pub fn push_layout(&self, layout: &Path, tags: &[String]) -> Result<(String, Counts), String> {
         let top: Index = read_json(&layout.join("index.json"))?;
-        let [image] = top.manifests.as_slice() else {
+        // The image is the entry with a ref name (or the only one); the others are
+        // artifacts referring to it (SBOMs), pushed by digest after it.
+        let named = |d: &&Descriptor| d.annotations.contains_key(ANNOTATION_REF_NAME);
+        let images: Vec<&Descriptor> = match top.manifests.iter().filter(named).count() {
+            0 => top.manifests.iter().collect(),
+            _ => top.manifests.iter().filter(named).collect(),
+        };
+        let [image] = images.as_slice() else {
             return Err(format!(
                 "push {}: its index.json must name one image",
                 layout.display()
@@ -200,7 +209,52 @@ impl Repository {
         for tag in tags {
             self.put_manifest(&blobs, image, tag)?;
         }
+        for artifact in top.manifests.iter().filter(|d| d.digest != image.digest) {
+            self.push_tree(&blobs, artifact, &mut counts)?;
+        }
         Ok((image.digest.clone(), counts))
+    }
+
+    /// Points `tag` at the manifest or index `digest` names in this repository (a
+    /// release's moving tag), after checking the bytes the registry gives are that
+    /// digest's.
+    pub fn retag(&self, digest: &str, tag: &str) -> Result<(), String> {
+        let what = format!("get manifest {digest}");
+        let (bytes, media_type) = self.client.retrying(|| {
+            let get = Request::new(Method::GET, self.url(&format!("manifests/{digest}"))).header(
+                "accept",
+                format!("{MEDIA_TYPE_INDEX}, {MEDIA_TYPE_MANIFEST}"),
+            );
+            let mut resp = self.client.send(&get)?;
+            if resp.status().as_u16() != 200 {
+                return Err(Failure::fatal(format!(
+                    "{what}: the registry answered {}",
+                    resp.status()
+                )));
+            }
+            let media_type = header(&resp, "content-type").unwrap_or(MEDIA_TYPE_INDEX.into());
+            let bytes = resp
+                .body_mut()
+                .with_config()
+                .limit(4 << 20)
+                .read_to_vec()
+                .map_err(|e| Failure::fatal(format!("{what}: {e}")))?;
+            Ok((bytes, media_type))
+        })?;
+        let got = format!(
+            "sha256:{}",
+            crate::checksums::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+        );
+        if got != digest {
+            return Err(format!("{what}: the registry gave {got}, not {digest}"));
+        }
+        let what = format!("tag {digest} as {tag}");
+        self.client.retrying(|| {
+            let put = Request::new(Method::PUT, self.url(&format!("manifests/{tag}")))
+                .header("content-type", media_type.clone())
+                .body(Body::Bytes(&bytes));
+            expect(self.client.send(&put)?, &[200, 201], &what)
+        })
     }
 
     fn push_tree(

@@ -50,6 +50,9 @@ pub struct RemoteConfig {
     pub token: Option<String>,
 }
 
+/// A build's store, and the connection of its remote cache when that is an REAPI engine.
+type Stores = (Arc<dyn Store>, Option<Arc<Remote>>);
+
 /// The variable naming the remote cache when the command line does not.
 const REMOTE_ENV: &str = "KILN_REMOTE_CACHE";
 
@@ -221,11 +224,7 @@ impl RemoteConfig {
     }
 
     /// The remote store over `local`, and the connection when it is an REAPI engine.
-    fn tiered(
-        &self,
-        local: Arc<LocalStore>,
-        executor: Option<&Arc<Remote>>,
-    ) -> Result<(Arc<dyn Store>, Option<Arc<Remote>>)> {
+    fn tiered(&self, local: Arc<LocalStore>, executor: Option<&Arc<Remote>>) -> Result<Stores> {
         let url = match (&self.url, executor) {
             (Some(url), _) => url.clone(),
             (None, Some(exec)) => exec.url().to_string(),

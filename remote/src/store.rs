@@ -151,7 +151,7 @@ impl Store for GrpcStore {
                 return Err(Error::new(ErrorKind::Remote, message));
             }
         };
-        self.from_reapi(&result).map(Some)
+        self.read_reapi(&result).map(Some)
     }
 
     fn put_action(&self, key: &Digest, result: &ActionResult) -> Result<()> {
@@ -214,7 +214,7 @@ impl GrpcStore {
 
     /// kiln's result from a REAPI ActionResult: its record, checked to agree with the
     /// REAPI fields, whose SHA-256 digests are learned for the fetches that follow.
-    fn from_reapi(&self, result: &re::ActionResult) -> Result<ActionResult> {
+    fn read_reapi(&self, result: &re::ActionResult) -> Result<ActionResult> {
         let url = self.remote.url();
         let record = result
             .execution_metadata

@@ -23,7 +23,10 @@ pub(crate) struct Dir {
 /// SHA-256 digests of files already hashed, by (device, inode, size, mtime): the same
 /// tool or store blob linked into many sandboxes is hashed once per build.
 #[derive(Default)]
-pub(crate) struct FileHashes(Mutex<HashMap<(u64, u64, u64, i64, i64), Sha>>);
+pub(crate) struct FileHashes(Mutex<HashMap<FileId, Sha>>);
+
+/// (device, inode, size, mtime seconds, mtime nanoseconds).
+type FileId = (u64, u64, u64, i64, i64);
 
 /// A tree of files and the blobs it needs in the CAS.
 #[derive(Default)]

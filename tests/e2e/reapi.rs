@@ -9,7 +9,7 @@ use std::path::Path;
 
 use kiln_testkit::{free_port, Casd};
 
-use crate::support::{workspace, Workspace};
+use crate::support::{workspace, Run, Workspace, SCRIPT_AND_PAIR};
 
 /// A DAG of genrules: `width` leaves over source files, each layer joining pairs of the
 /// layer below, plus an executable output and a two-output action.
@@ -37,16 +37,7 @@ fn dag(width: usize, layers: usize) -> Workspace {
         }
         below = n;
     }
-    build += r#"
-[genrule.script]
-outs = ["hello.sh"]
-cmd = "printf '#!/bin/sh\\necho hi\\n' > $OUT && chmod 755 $OUT"
-tools = ["chmod"]
-
-[genrule.pair]
-outs = ["x.txt", "y.txt"]
-cmd = "set -- $OUTS; echo x > $1; echo y > $2"
-"#;
+    build += SCRIPT_AND_PAIR;
     b.file("dag/BUILD.toml", &build).build()
 }
 
@@ -304,8 +295,6 @@ fn the_executor_comes_from_kiln_toml_and_the_environment() {
     assert_eq!(run.status, 2, "{}", run.stderr);
     assert!(run.stderr.contains("kiln.toml:5:"), "{}", run.stderr);
 }
-
-use crate::support::Run;
 
 #[test]
 fn a_grpc_cache_result_naming_paths_outside_its_outputs_is_ignored() {

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{workspace, KilnServe, Run, Workspace};
+use crate::support::{workspace, KilnServe, Run, Workspace, SCRIPT_AND_PAIR};
 
 /// The longest a build facing a broken remote may take.
 const BOUND: Duration = Duration::from_secs(40);
@@ -58,14 +58,6 @@ outs = ["size.txt"]
 cmd = "wc -c < $SRCS > $OUT"
 tools = ["wc"]
 
-[genrule.script]
-outs = ["hello.sh"]
-cmd = "printf '#!/bin/sh\\necho hi\\n' > $OUT && chmod 755 $OUT"
-tools = ["chmod"]
-
-[genrule.pair]
-outs = ["x.txt", "y.txt"]
-cmd = "set -- $OUTS; echo x > $1; echo y > $2"
 "#;
 
 const NOTES_BUILD: &str = r#"
@@ -95,7 +87,7 @@ fn service() -> Workspace {
     workspace()
         .file("notes/note.txt", "remote caches share work\n")
         .file("notes/BUILD.toml", NOTES_BUILD)
-        .file("gen/BUILD.toml", GEN_BUILD)
+        .file("gen/BUILD.toml", &format!("{GEN_BUILD}{SCRIPT_AND_PAIR}"))
         .build()
 }
 

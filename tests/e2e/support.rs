@@ -8,6 +8,19 @@ use std::time::{Duration, Instant};
 
 pub const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
+/// Two genrules whose outputs tests check byte for byte: an executable script and an
+/// action with two outputs.
+pub const SCRIPT_AND_PAIR: &str = r#"
+[genrule.script]
+outs = ["hello.sh"]
+cmd = "printf '#!/bin/sh\\necho hi\\n' > $OUT && chmod 755 $OUT"
+tools = ["chmod"]
+
+[genrule.pair]
+outs = ["x.txt", "y.txt"]
+cmd = "set -- $OUTS; echo x > $1; echo y > $2"
+"#;
+
 /// A workspace in a temporary directory, with its own cache directory.
 pub struct Workspace {
     _tmp: tempfile::TempDir,

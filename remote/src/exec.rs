@@ -316,15 +316,7 @@ impl RemoteRunner {
             .open(path)
             .map_err(io)?;
         let Some(blake3) = self.remote.download(sha, &mut file)? else {
-            let message = format!(
-                "{}: the result names blob {} its CAS does not hold",
-                self.remote.url(),
-                sha.hex()
-            );
-            return Err(kiln_cache::Error::new(
-                kiln_cache::ErrorKind::Remote,
-                message,
-            ));
+            return Err(self.missing(sha));
         };
         self.remote.learn(blake3, sha);
         file.flush().map_err(io)?;
@@ -333,10 +325,22 @@ impl RemoteRunner {
         Ok(())
     }
 
+    /// The error for a blob a result names that the engine's CAS does not hold.
+    fn missing(&self, sha: Sha) -> kiln_cache::Error {
+        let message = format!(
+            "{}: the result names blob {} its CAS does not hold",
+            self.remote.url(),
+            sha.hex()
+        );
+        kiln_cache::Error::new(kiln_cache::ErrorKind::Remote, message)
+    }
+
     fn read_message<M: Message + Default>(&self, sha: Sha) -> kiln_cache::Result<M> {
         let mut tmp = tempfile::tempfile()
             .map_err(|e| kiln_cache::Error::new(kiln_cache::ErrorKind::Io, e.to_string()))?;
-        self.remote.download(sha, &mut tmp)?;
+        if self.remote.download(sha, &mut tmp)?.is_none() {
+            return Err(self.missing(sha));
+        }
         use std::io::{Read, Seek};
         let mut bytes = Vec::new();
         tmp.rewind()

@@ -172,9 +172,14 @@ tools = ["uname", "ls", "test"]
     );
     assert!(got.contains("p/in.txt"), "{got}");
     assert!(got.contains("no-host-files"), "{got}");
+    let home = got.lines().find_map(|l| l.strip_prefix("home=")).unwrap();
     assert!(
-        got.contains("home=/"),
-        "HOME is below the worker's root:\n{got}"
+        home.ends_with("/.kiln/home"),
+        "HOME is below the worker's root: {home}"
+    );
+    assert!(
+        !home.contains(&*ws.cache.to_string_lossy()) && !home.starts_with("/kiln/ws"),
+        "HOME is not a local sandbox's: {home}"
     );
 }
 

@@ -238,8 +238,6 @@ impl Drop for Slot<'_> {
 pub struct RemoteStats {
     /// Actions run remotely that succeeded (the engine's own cache hits included).
     pub executed: u64,
-    /// Of those, answered from the engine's cache.
-    pub engine_cached: u64,
     /// Per action id: where it ran, its queue and transfer time.
     pub runs: HashMap<String, RemoteRun>,
 }
@@ -247,7 +245,6 @@ pub struct RemoteStats {
 impl RemoteStats {
     fn record(&mut self, action: &Action, run: &RemoteRun) {
         self.executed += u64::from(run.exit_code == 0);
-        self.engine_cached += u64::from(run.cached);
         self.runs.insert(action.id(), run.clone());
     }
 }

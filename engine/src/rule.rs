@@ -389,6 +389,17 @@ impl Analysis<'_> {
         Ok((id, result))
     }
 
+    /// [`Analysis::run_now`] for an action whose outputs a target provides as they came
+    /// out (a directory output gives each file it held): their artifacts.
+    pub fn run_now_files(&mut self, action: Action) -> Result<Vec<Artifact>> {
+        let (id, result) = self.run_now(action)?;
+        Ok(result
+            .outputs
+            .iter()
+            .map(|o| self.output(id, &o.path))
+            .collect())
+    }
+
     /// The inputs of an action run during analysis, as they enter its key.
     fn analysis_inputs(&self, action: &Action) -> Result<Vec<(Artifact, KeyInput)>> {
         let mut inputs = Vec::new();

@@ -66,11 +66,6 @@ pub fn download(
         platform: None,
         show_output: false,
     };
-    let (id, result) = ctx.run_now(action)?;
-    let files = result
-        .outputs
-        .iter()
-        .map(|o| ctx.output(id, &o.path))
-        .collect();
+    let files = ctx.run_now_files(action)?;
     Ok(Some((cache_dir, files)))
 }

@@ -53,7 +53,8 @@ use kiln_engine::value::Spanned;
 use kiln_engine::workspace::TargetDecl;
 use kiln_engine::{Error, ErrorKind, Result};
 
-use crate::oci::{find_manifest, LayerInfo, Manifest, Platform};
+use crate::oci::{find_manifest, LayerInfo, Manifest, Platform, MEDIA_TYPE_LAYER_GZIP};
+use crate::oci_pull::{pull_platform, PullSource};
 use crate::oci_rules::builtins::{
     config_action, layer_action, layout_action, ConfigParam, ConfigParams, FileParam, LayerParams,
     LayerRecord, LayerRef, LayoutParams,
@@ -61,7 +62,7 @@ use crate::oci_rules::builtins::{
 use crate::oci_rules::paths::check_image_paths;
 use crate::oci_rules::{
     map_labels, source_date_epoch, stamp_values, stamped, value_files, META_BASE, META_BASE_ENV,
-    META_LAYOUT, META_PULL, META_PULL_FROM,
+    META_LAYOUT, META_PULL_FROM,
 };
 
 const FIELDS: &[&str] = &[
@@ -107,7 +108,7 @@ impl Rule for OciImage {
         let created = source_date_epoch(&stamp);
         let files = image_files(ctx)?;
         let platforms = platforms(ctx, &files)?;
-        let base = Base::resolve(ctx)?;
+        let base = Base::resolve(ctx, &platforms)?;
         let config = runtime_config(ctx, &stamp)?;
         let mut layout = LayoutPlan::default();
         for platform in &platforms {
@@ -202,13 +203,20 @@ enum Base {
     Scratch,
     /// An oci_base target's layer and record, and the environment it gives images.
     Label(Artifact, Artifact, Vec<(String, String)>),
-    /// An OCI layout directory (workspace-relative): a directory of the workspace, or
-    /// an oci_pull target's output with its files (the blobs, as generated inputs).
-    Layout(String, Spanned<String>, Vec<Artifact>),
+    /// OCI layout directories (workspace-relative) by platform, and the `base` value:
+    /// a directory of the workspace (one for every platform), or the layout an oci_pull
+    /// target pulled for each platform, with its files (the blobs, as generated inputs).
+    Layout(Spanned<String>, BTreeMap<String, LayoutDir>),
+}
+
+/// A layout base's directory for one platform, and its files if an action wrote them.
+struct LayoutDir {
+    dir: String,
+    files: Vec<Artifact>,
 }
 
 impl Base {
-    fn resolve(ctx: &Analysis<'_>) -> Result<Base> {
+    fn resolve(ctx: &mut Analysis<'_>, platforms: &[String]) -> Result<Base> {
         let Some(base) = ctx.attrs().str("base")? else {
             return Ok(Base::Scratch);
         };
@@ -217,35 +225,11 @@ impl Base {
         }
         if base.value.starts_with(':') || base.value.starts_with("//") {
             let label = parse_label(ctx.attrs(), &base, ctx.package())?.value;
-            let info = ctx.dep(&label);
-            if let Some(dir) = info.meta.get(META_PULL) {
-                return Ok(Base::Layout(dir.clone(), base, info.files.clone()));
+            if let Some(source) = PullSource::of(ctx.dep(&label)) {
+                let dirs = pulled_dirs(ctx, &base, &source, platforms)?;
+                return Ok(Base::Layout(base, dirs));
             }
-            if !info.meta.contains_key(META_BASE) || info.files.len() != 2 {
-                return Err(ctx.error_at(
-                    "base",
-                    format!(
-                        "`base` of {}: {label} is not an oci_base or oci_pull",
-                        ctx.label()
-                    ),
-                ));
-            }
-            let env = info
-                .meta
-                .get(META_BASE_ENV)
-                .map(|lines| {
-                    lines
-                        .lines()
-                        .filter_map(|l| l.split_once('='))
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            return Ok(Base::Label(
-                info.files[0].clone(),
-                info.files[1].clone(),
-                env,
-            ));
+            return built_base(ctx, &label);
         }
         kiln_engine::rule::check_relative(base.value.trim_end_matches('/')).map_err(|e| {
             Error::new(ErrorKind::Config, e).at(ctx.attrs().location(base.span.start))
@@ -256,7 +240,20 @@ impl Base {
                 .error_at("base", format!("`base` of {}: `{dir}` is not an OCI layout directory", ctx.label()))
                 .hint("use \"scratch\", an oci_base label, or a directory holding index.json and blobs/"));
         }
-        Ok(Base::Layout(dir, base, Vec::new()))
+        let dirs = platforms
+            .iter()
+            .map(|p| {
+                let files = Vec::new();
+                (
+                    p.clone(),
+                    LayoutDir {
+                        dir: dir.clone(),
+                        files,
+                    },
+                )
+            })
+            .collect();
+        Ok(Base::Layout(base, dirs))
     }
 
     fn layers(&self, ctx: &Analysis<'_>, platform: &str) -> Result<Vec<Layer>> {
@@ -270,15 +267,95 @@ impl Base {
                 },
                 inputs: vec![blob.clone(), record.clone()],
             }]),
-            Base::Layout(dir, at, files) => layout_layers(ctx, dir, files, platform).map_err(|e| {
-                Error::new(
-                    ErrorKind::Config,
-                    format!("use base `{dir}` for {}: {e}", ctx.label()),
-                )
-                .at(ctx.attrs().location(at.span.start))
-            }),
+            Base::Layout(at, dirs) => {
+                let LayoutDir { dir, files } = &dirs[platform];
+                layout_layers(ctx, dir, files, platform).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Config,
+                        format!("use base `{dir}` for {}: {e}", ctx.label()),
+                    )
+                    .at(ctx.attrs().location(at.span.start))
+                })
+            }
         }
     }
+}
+
+/// An oci_base target as a base: its layer, record and environment.
+fn built_base(ctx: &Analysis<'_>, label: &Label) -> Result<Base> {
+    let info = ctx.dep(label);
+    if !info.meta.contains_key(META_BASE) || info.files.len() != 2 {
+        return Err(ctx.error_at(
+            "base",
+            format!(
+                "`base` of {}: {label} is not an oci_base or oci_pull",
+                ctx.label()
+            ),
+        ));
+    }
+    let env = info
+        .meta
+        .get(META_BASE_ENV)
+        .map(|lines| {
+            lines
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Base::Label(
+        info.files[0].clone(),
+        info.files[1].clone(),
+        env,
+    ))
+}
+
+/// The layouts of a pulled base for the image's platforms, pulled now if no other
+/// image pulled them yet; a platform the oci_pull's own `platforms` leaves out, or the
+/// pinned image lacks, is an error at `base`.
+fn pulled_dirs(
+    ctx: &mut Analysis<'_>,
+    base: &Spanned<String>,
+    source: &PullSource,
+    platforms: &[String],
+) -> Result<BTreeMap<String, LayoutDir>> {
+    let at = ctx.attrs().location(base.span.start);
+    let mut dirs = BTreeMap::new();
+    for platform in platforms {
+        if !source.platforms.is_empty() && !source.platforms.contains(platform) {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "`base` of {} is {}, which pulls {} only; the image needs {platform}",
+                    ctx.label(),
+                    source.label,
+                    source.platforms.join(", ")
+                ),
+            )
+            .at(at)
+            .hint(format!(
+                "add \"{platform}\" to the `platforms` of {}, or drop its `platforms` to pull what the images need",
+                source.label
+            )));
+        }
+        let pulled = pull_platform(ctx, source, platform).map_err(|e| Error {
+            message: format!(
+                "pull {platform} of `base` {} for {}: {}",
+                source.label,
+                ctx.label(),
+                e.message
+            ),
+            location: Some(at.clone()),
+            ..e
+        })?;
+        let dir = LayoutDir {
+            dir: pulled.layout,
+            files: pulled.files,
+        };
+        dirs.insert(platform.clone(), dir);
+    }
+    Ok(dirs)
 }
 
 impl Base {
@@ -290,7 +367,7 @@ impl Base {
             return None;
         }
         let label = parse_label(ctx.attrs(), &base, ctx.package()).ok()?.value;
-        ctx.dep(&label).meta.get(META_PULL_FROM).cloned()
+        PullSource::of(ctx.dep(&label)).map(|s| s.repository)
     }
 
     /// `config` completed from the base image's config for `platform` where the target
@@ -310,7 +387,7 @@ impl Base {
                 });
                 return Ok(inherit(config, &base));
             }
-            Base::Layout(dir, at, _) => (dir, at),
+            Base::Layout(at, dirs) => (&dirs[platform].dir, at),
         };
         let base = base_config(ctx, dir, platform).map_err(|e| {
             Error::new(
@@ -436,6 +513,8 @@ fn layout_layers(
                     inline: Some(LayerRecord {
                         info,
                         created_by: format!("base layer from {dir}"),
+                        media_type: Some(layer.media_type.clone())
+                            .filter(|t| t != MEDIA_TYPE_LAYER_GZIP),
                     }),
                 },
                 inputs: vec![files

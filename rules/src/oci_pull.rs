@@ -3,16 +3,24 @@
 //! ```toml
 //! [oci_pull.distroless]
 //! image = "gcr.io/distroless/static-debian12@sha256:…"   # a tag alone is refused
-//! platforms = ["linux/amd64", "linux/arm64"]            # default: every platform
+//! platforms = ["linux/amd64", "linux/arm64"]            # optional, see below
 //! ```
 //!
-//! One builtin `OciPull` action, run during analysis (an oci_image needs the layers'
-//! diff_ids to plan its actions), writes `kiln-out/<package>/<target>/layout/`. It is a
-//! fixed-output action, the only builtin with network: its key is the repository, the
-//! digest and the platforms, never the credentials or the CA file, and its output is
-//! checked against the digest blob by blob ([`crate::oci_rules::registry::pull`]), so a
-//! result from any cache, local or remote, is the pinned image. A wrong digest, a
-//! platform the image lacks, or a blob that does not match is an error naming them.
+//! Each platform is one builtin `OciPull` action, run during analysis (an oci_image
+//! needs the layers' diff_ids to plan its actions), writing
+//! `kiln-out/<package>/<target>/<os>_<arch>/layout/`: the pinned manifest or index, and
+//! that platform's manifest, config and layers. It is a fixed-output action, the only
+//! builtin with network: its key is the repository, the digest and the platform, never
+//! the credentials or the CA file, and its output is checked against the digest blob by
+//! blob ([`crate::oci_rules::registry::pull`]), so a result from any cache, local or
+//! remote, is the pinned image.
+//!
+//! Which platforms: without `platforms`, those the images built on it need, pulled as
+//! each oci_image (whose platforms are its own `platforms` or its go_binary files') is
+//! analyzed ([`pull_platform`]); the target alone pulls nothing. With `platforms`, those
+//! are pulled with the target, and an image needing another is an error naming it. A
+//! platform the pinned image lacks is an error naming the platform and the reference;
+//! so are a wrong digest and a blob that does not match.
 //!
 //! `image = "host/repo:tag"` without a digest is refused at analysis; the message asks
 //! the registry for the tag's digest and prints the line to pin. Credentials and TLS as
@@ -20,7 +28,7 @@
 
 use std::sync::Arc;
 
-use kiln_engine::action::{Action, ActionKind, Builtin, BuiltinCtx};
+use kiln_engine::action::{Action, ActionKind, Artifact, Builtin, BuiltinCtx};
 use kiln_engine::label::Label;
 use kiln_engine::rule::{Analysis, Rule, TargetInfo};
 use kiln_engine::value::Spanned;
@@ -31,10 +39,11 @@ use serde::{Deserialize, Serialize};
 use crate::oci::Platform;
 use crate::oci_rules::registry::pull::hex_of;
 use crate::oci_rules::registry::{settings, Repository, Settings};
-use crate::oci_rules::{META_PULL, META_PULL_FROM};
+use crate::oci_rules::META_PULL;
 
 const FIELDS: &[&str] = &["image", "platforms"];
-const VERSION: u32 = 1;
+/// 2: one action per platform (1 pulled every listed platform in one).
+const VERSION: u32 = 2;
 
 pub struct OciPull;
 
@@ -43,7 +52,32 @@ pub struct OciPull;
 struct PullParams {
     repository: String,
     digest: String,
-    platforms: Vec<String>,
+    platform: String,
+}
+
+/// What an oci_pull target tells the images built on it (its `META_PULL` meta, JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PullSource {
+    pub label: String,
+    pub repository: String,
+    pub digest: String,
+    /// `kiln-out/<package>/<target>`: each platform's layout is below it.
+    pub dir: String,
+    /// The target's `platforms`; empty: whatever the images need.
+    pub platforms: Vec<String>,
+}
+
+impl PullSource {
+    /// The source an oci_pull target's info describes (None for another rule's).
+    pub fn of(info: &TargetInfo) -> Option<PullSource> {
+        serde_json::from_str(info.meta.get(META_PULL)?).ok()
+    }
+}
+
+/// One platform's pulled image: its layout directory (workspace-relative) and files.
+pub struct Pulled {
+    pub layout: String,
+    pub files: Vec<Artifact>,
 }
 
 impl Rule for OciPull {
@@ -64,40 +98,56 @@ impl Rule for OciPull {
         let settings = Settings::load(ctx.workspace)?;
         let image = ctx.attrs().required_str("image", "an oci_pull")?;
         let (repository, digest) = pinned(ctx, &image, &settings)?;
-        let platforms = platforms(ctx)?;
-        let layout = ctx.out_path(&format!("{}/layout", target.label.name));
-        let origin = repository.clone();
-        let params = PullParams {
+        let source = PullSource {
+            label: target.label.to_string(),
             repository,
             digest,
-            platforms,
+            dir: ctx.out_path(&target.label.name),
+            platforms: platforms(ctx)?,
         };
-        let action = Action {
-            owner: target.label.clone(),
-            mnemonic: "OciPull".into(),
-            discriminator: String::new(),
-            inputs: Vec::new(),
-            outputs: vec![format!("{layout}/")],
-            kind: pull_action(&params, settings),
-            platform: None,
-            show_output: false,
-        };
-        let (id, result) = ctx.run_now(action)?;
-        let files = result
-            .outputs
-            .iter()
-            .map(|o| ctx.output(id, &o.path))
-            .collect();
+        let mut files = Vec::new();
+        for platform in &source.platforms {
+            files.extend(pull_platform(ctx, &source, platform)?.files);
+        }
         Ok(TargetInfo {
             files,
-            meta: [
-                (META_PULL.to_string(), layout),
-                (META_PULL_FROM.to_string(), origin),
-            ]
+            meta: [(
+                META_PULL.to_string(),
+                serde_json::to_string(&source).expect("plain data"),
+            )]
             .into(),
             run: None,
         })
     }
+}
+
+/// Pulls `platform` of `source` now (once per build and key, whichever target asks
+/// first), as an action of the oci_pull target.
+pub fn pull_platform(
+    ctx: &mut Analysis<'_>,
+    source: &PullSource,
+    platform: &str,
+) -> Result<Pulled> {
+    let owner = Label::parse(&source.label, "").map_err(|e| Error::new(ErrorKind::Label, e))?;
+    let layout = format!("{}/{}/layout", source.dir, platform.replace('/', "_"));
+    let params = PullParams {
+        repository: source.repository.clone(),
+        digest: source.digest.clone(),
+        platform: platform.to_string(),
+    };
+    let settings = Settings::load(ctx.workspace)?;
+    let action = Action {
+        owner,
+        mnemonic: "OciPull".into(),
+        discriminator: platform.to_string(),
+        inputs: Vec::new(),
+        outputs: vec![format!("{layout}/")],
+        kind: pull_action(&params, settings),
+        platform: Some(platform.to_string()),
+        show_output: false,
+    };
+    let files = ctx.run_now_files(action)?;
+    Ok(Pulled { layout, files })
 }
 
 /// `host/repo@sha256:…` split into repository and digest; a tag alone is an error that
@@ -173,12 +223,9 @@ fn run_pull(
     settings: &Settings,
 ) -> std::result::Result<(), String> {
     let layout = ctx.root.join(ctx.outputs[0].trim_end_matches('/'));
-    let platforms: Vec<Platform> = p
-        .platforms
-        .iter()
-        .filter_map(|s| Platform::parse(s))
-        .collect();
-    Repository::for_pull(&p.repository, settings)?.pull(&p.digest, &platforms, &layout)?;
+    let platform = Platform::parse(&p.platform)
+        .ok_or_else(|| format!("`{}` is not a platform (os/arch)", p.platform))?;
+    Repository::for_pull(&p.repository, settings)?.pull(&p.digest, &[platform], &layout)?;
     Ok(())
 }
 

@@ -96,6 +96,7 @@ fn build(root: &Path, entrypoint: &str) -> Built {
 
 fn blob(info: &LayerInfo, path: &Path, created_by: &str) -> LayerBlob {
     LayerBlob {
+        media_type: None,
         info: info.clone(),
         path: path.to_owned(),
         created_by: created_by.into(),

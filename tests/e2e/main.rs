@@ -18,6 +18,7 @@
 //! - `registry`: pushing to registries with credentials (config.json, helpers,
 //!   variables), Basic and token auth, TLS from a private CA, retries.
 //! - `release`: checksums, provenance, cache housekeeping.
+//! - `pull`: oci_pull: only the platforms the images need, media types of pulled layers.
 //! - `reapi`: remote execution and the gRPC cache on buildbox-casd.
 //! - `registry`: pushes and pulls against real registries with credentials and TLS.
 //! - `remote`: a cache shared through `kiln serve` and nginx WebDAV, and its faults.
@@ -46,6 +47,7 @@ mod input;
 mod insight;
 mod k8s;
 mod modcheck;
+mod pull;
 mod reapi;
 mod registry;
 mod release;

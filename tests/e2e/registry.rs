@@ -540,7 +540,7 @@ fn oci_pull_by_digest_gives_an_image_its_layers_and_config() {
     assert_eq!(env, ["LANG=C.UTF-8", "APP=app"]);
     let pulled = format!(
         "oci:{}:linux_amd64",
-        ws.path("kiln-out/base/layout").display()
+        ws.path("kiln-out/base/linux_amd64/layout").display()
     );
     let base: serde_json::Value =
         serde_json::from_slice(&skopeo(&["inspect", &pulled]).stdout).unwrap();
@@ -548,12 +548,11 @@ fn oci_pull_by_digest_gives_an_image_its_layers_and_config() {
         serde_json::from_slice(&skopeo(&["inspect", &oci]).stdout).unwrap();
     assert_eq!(app["Layers"].as_array().unwrap().len(), 2, "{app}");
     assert_eq!(app["Layers"][0], base["Layers"][0]);
-    // Both platforms were pulled.
-    let index = ws.read("kiln-out/base/layout/index.json");
-    assert!(
-        index.contains("arm64") && index.contains("amd64"),
-        "{index}"
-    );
+    // Both platforms listed in `platforms` were pulled, each into its own layout.
+    for arch in ["amd64", "arm64"] {
+        let index = ws.read(&format!("kiln-out/base/linux_{arch}/layout/index.json"));
+        assert!(index.contains(&format!("\"{arch}\"")), "{index}");
+    }
 
     // Cached by digest, not by credentials: without any, the build still works.
     std::fs::remove_dir_all(ws.path("kiln-out")).unwrap();

@@ -9,7 +9,9 @@
 //! - the index keeps the caller's order of manifests and refuses two manifests for one
 //!   platform, which no client could choose between;
 //! - `write_image` checks that each layer blob exists with its recorded size, but copies no
-//!   layer: blobs are gathered once, by the layout writer.
+//!   layer: blobs are gathered once, by the layout writer;
+//! - a layer's media type is kiln's gzip OCI type unless the layer says otherwise (a base
+//!   layer keeps the type its manifest gave it, so a zstd layer stays zstd).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -59,6 +61,9 @@ pub struct LayerBlob {
     pub path: PathBuf,
     /// Shown by `docker history`, e.g. `kiln oci_base //base:static`.
     pub created_by: String,
+    /// The layer's media type in the manifest, when it is not kiln's own gzip OCI layer
+    /// (a base layer kept as its registry had it: zstd, Docker's gzip type...).
+    pub media_type: Option<String>,
 }
 
 /// Writes the config and manifest blobs of one image into `blobs_dir` (`sha256/<hex>`) and
@@ -112,7 +117,8 @@ pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
 
 fn layer_descriptor(layer: &LayerBlob) -> Descriptor {
     let info = &layer.info;
-    Descriptor::new(MEDIA_TYPE_LAYER_GZIP, info.digest.clone(), info.size)
+    let media_type = layer.media_type.as_deref().unwrap_or(MEDIA_TYPE_LAYER_GZIP);
+    Descriptor::new(media_type, info.digest.clone(), info.size)
 }
 
 fn check_layers(layers: &[LayerBlob]) -> Result<()> {

@@ -24,6 +24,10 @@ pub const LAYOUT_VERSION: u32 = 1;
 pub struct LayerRecord {
     pub info: LayerInfo,
     pub created_by: String,
+    /// The media type of a layer taken from a base whose manifest gives it another
+    /// type than kiln's gzip OCI layer (zstd, Docker's); left out of the key otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
 }
 
 /// One file of a layer: image path, sandbox-relative input, mode (None = 0755 if the input
@@ -156,6 +160,7 @@ fn run_layer(ctx: &BuiltinCtx) -> Result<(), String> {
     let record = LayerRecord {
         info,
         created_by: p.created_by,
+        media_type: None,
     };
     write_json(&out(ctx, 1), &record)
 }
@@ -237,6 +242,7 @@ fn layer_blob(ctx: &BuiltinCtx, layer: &LayerRef) -> Result<LayerBlob, String> {
         info: record.info,
         path: ctx.input(&layer.blob),
         created_by: record.created_by,
+        media_type: record.media_type,
     })
 }
 

@@ -7,7 +7,7 @@
 //! | `oci_layer`  | 1       | the files of the layer          | `layer.tar.gz`, `layer.json`      |
 //! | `oci_config` | 1       | layer blobs and their records   | `config.json`, `manifest.json`, `descriptor.json` |
 //! | `oci_layout` | 1       | every blob and descriptor       | `layout/` (a directory), `index.digest`, docker archives |
-//! | `oci_pull`   | 1       | none (repository, digest, platforms in the params) | `layout/` (fixed output, see [`crate::oci_pull`]) |
+//! | `oci_pull`   | 2       | none (repository, digest, platform in the params) | `<os>_<arch>/layout/` (fixed output, see [`crate::oci_pull`]) |
 //!
 //! Every output has a fixed name, so a dependent action can name it before it exists;
 //! the blobs get their digest names only in the layout. A layer's record (`layer.json`)
@@ -34,11 +34,11 @@ pub const META_BASE: &str = "oci_base";
 pub const META_BASE_ENV: &str = "oci_base_env";
 /// The meta key an `oci_image` target sets: its layout directory, workspace-relative.
 pub const META_LAYOUT: &str = "oci_layout";
-/// The meta key an `oci_pull` target sets: its layout directory, workspace-relative
-/// (its files are the layout's files).
+/// The meta key an `oci_pull` target sets: what to pull, as JSON
+/// ([`crate::oci_pull::PullSource`]); images pull the platforms they need from it.
 pub const META_PULL: &str = "oci_pull";
-/// The meta key of the repository (`host/name`) an `oci_pull` target pulled from,
-/// passed on by an `oci_image` built on it so that `oci_push` can mount blobs from it.
+/// The meta key an `oci_image` built on an `oci_pull` sets: the repository
+/// (`host/name`) its base came from, so that `oci_push` can mount blobs from it.
 pub const META_PULL_FROM: &str = "oci_pull_from";
 
 /// The label in the string attribute `attr` (required).

@@ -225,8 +225,13 @@ pub fn free_port() -> u16 {
 
 /// Waits (up to 10 s) until something accepts connections on the port.
 pub fn wait_for_port(port: u16) {
+    wait_for(std::net::Ipv4Addr::LOCALHOST.into(), port);
+}
+
+/// Waits (up to 10 s) until something accepts connections on `ip`'s port.
+pub fn wait_for(ip: std::net::IpAddr, port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while TcpStream::connect((ip, port)).is_err() {
         assert!(Instant::now() < deadline, "nothing listens on port {port}");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -243,4 +248,33 @@ pub fn silent_server() -> std::net::SocketAddr {
         }
     });
     addr
+}
+
+/// An IPv4 address of one of this machine's interfaces that is up and not loopback (a
+/// server bound there is reached without leaving the machine, under a name that is not
+/// loopback), or None if the machine has none.
+pub fn own_address() -> Option<std::net::Ipv4Addr> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list that freeifaddrs releases;
+    // each entry's address is read only when it is an AF_INET sockaddr_in.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return None;
+        }
+        let mut found = None;
+        let mut entry = list;
+        while !entry.is_null() && found.is_none() {
+            let e = &*entry;
+            let up = e.ifa_flags & libc::IFF_UP as u32 != 0;
+            let addr = e.ifa_addr;
+            if up && !addr.is_null() && i32::from((*addr).sa_family) == libc::AF_INET {
+                let sin = &*(addr as *const libc::sockaddr_in);
+                let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                found = Some(ip).filter(|ip| !ip.is_loopback());
+            }
+            entry = e.ifa_next;
+        }
+        libc::freeifaddrs(list);
+        found
+    }
 }

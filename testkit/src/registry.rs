@@ -6,7 +6,7 @@
 use std::ffi::{CStr, CString};
 use std::process::{Child, Command, Stdio};
 
-use crate::{free_port, wait_for_port, Pki, TokenIssuer};
+use crate::{free_port, wait_for, Pki, TokenIssuer};
 
 /// How the registry authenticates clients.
 pub enum RegistryAuth<'a> {
@@ -27,6 +27,8 @@ pub enum RegistryAuth<'a> {
 
 pub struct Registry {
     child: Child,
+    /// The address it listens on (127.0.0.1 unless started with [`Registry::start_on`]).
+    ip: std::net::IpAddr,
     port: u16,
     tls: bool,
     dir: tempfile::TempDir,
@@ -43,6 +45,12 @@ impl Registry {
         Registry::start_at(auth, tls, free_port(), None)
     }
 
+    /// Starts an open plain-http registry listening on `ip` only (e.g. the machine's
+    /// own interface address, which is not loopback).
+    pub fn start_on(ip: std::net::IpAddr) -> Registry {
+        Registry::start_bound(RegistryAuth::None, None, ip, free_port(), None)
+    }
+
     /// Starts a registry on `port` that names `public_url` (its `http.host`) in the
     /// absolute URLs it sends, such as upload `Location`s: a registry behind another
     /// host name, or one sending clients elsewhere.
@@ -52,10 +60,22 @@ impl Registry {
         port: u16,
         public_url: Option<&str>,
     ) -> Registry {
+        let ip = std::net::Ipv4Addr::LOCALHOST.into();
+        Registry::start_bound(auth, tls, ip, port, public_url)
+    }
+
+    fn start_bound(
+        auth: RegistryAuth<'_>,
+        tls: Option<&Pki>,
+        ip: std::net::IpAddr,
+        port: u16,
+        public_url: Option<&str>,
+    ) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let mut config = format!(
-            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("storage").display()
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {}\n",
+            dir.path().join("storage").display(),
+            std::net::SocketAddr::new(ip, port)
         );
         if let Some(url) = public_url {
             config += &format!("  host: {url}\n");
@@ -79,9 +99,10 @@ impl Registry {
             .stderr(log)
             .spawn()
             .expect("docker-registry is needed: run .ci/install-deps");
-        wait_for_port(port);
+        wait_for(ip, port);
         Registry {
             child,
+            ip,
             port,
             tls: tls.is_some(),
             dir,
@@ -92,14 +113,15 @@ impl Registry {
         self.port
     }
 
-    /// `127.0.0.1:PORT`, as a repository reference starts.
+    /// `127.0.0.1:PORT` (or the address it listens on), as a repository reference
+    /// starts.
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        std::net::SocketAddr::new(self.ip, self.port).to_string()
     }
 
     pub fn url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", self.port)
+        format!("{scheme}://{}", self.host())
     }
 
     /// The data file of a blob in the registry's storage (to tamper with it).

@@ -1028,3 +1028,55 @@ fn the_registry_checks_the_tokens_signature() {
     );
     assert!(issuer.requests().iter().any(|r| r.granted));
 }
+
+#[test]
+fn plain_http_to_a_registry_that_is_not_loopback_needs_insecure() {
+    // Refused before any connection: the name does not even resolve.
+    let ws = image_workspace("http://registry.example:5000/app", "");
+    let empty = docker_config("{}");
+    let run = push(&ws, empty.path(), &[]);
+    assert_ne!(run.status, 0);
+    for text in [
+        "registry registry.example:5000: plain http is used only for loopback hosts",
+        "`insecure = true` under [registries.\"registry.example:5000\"] in kiln.toml",
+    ] {
+        assert!(run.stderr.contains(text), "{text}: {}", run.stderr);
+    }
+    assert!(!run.stderr.contains("resolve"), "{}", run.stderr);
+
+    // A registry on this machine's own interface address: plain http reaches it, but
+    // the address is not loopback (127.0.0.0/8, ::1, localhost are), so kiln refuses
+    // it until kiln.toml lists it as insecure.
+    let ip = kiln_testkit::own_address().expect("a non-loopback IPv4 interface address");
+    let registry = Registry::start_on(ip.into());
+    let host = registry.host();
+    let ws = image_workspace(&format!("http://{host}/app"), "");
+    let run = push(&ws, empty.path(), &[]);
+    assert_ne!(run.status, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "registry {host}: plain http is used only for loopback hosts and registries listed with `insecure = true` under [registries.\"{host}\"]"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(!registry.log().contains("/v2/"), "{}", registry.log());
+
+    let insecure = format!("\n[registries.\"{host}\"]\ninsecure = true\n");
+    let ws = image_workspace(&format!("http://{host}/app"), &insecure);
+    push(&ws, empty.path(), &[]).assert_ok();
+    let out = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--format",
+        "{{.Digest}}",
+        &format!("docker://{host}/app:v1"),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        index_digest(&ws)
+    );
+    // Without a scheme too: an insecure registry is spoken to over http.
+    let ws = image_workspace(&format!("{host}/other"), &insecure);
+    push(&ws, empty.path(), &[]).assert_ok();
+}

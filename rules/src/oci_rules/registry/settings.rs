@@ -11,9 +11,10 @@
 //! Trust, first that applies: the registry's `ca_file` (workspace-relative or absolute);
 //! `SSL_CERT_FILE` (a PEM bundle that replaces the built-in roots, as it does for
 //! OpenSSL and Go); else the Mozilla roots built into kiln (webpki-roots). Plain http is
-//! used for loopback hosts (`localhost`, `127.0.0.1`, `[::1]`) without a `ca_file`, as
+//! used for loopback hosts (`localhost`, 127.0.0.0/8, `[::1]`) without a `ca_file`, as
 //! Docker does, and for registries listed `insecure`; anything else is https, and an
-//! explicit `http://` to another host is refused.
+//! explicit `http://` to another host (the machine's own interface address included)
+//! is refused before any connection.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -99,11 +100,19 @@ fn host_settings(
     })
 }
 
-/// Whether `host` (`name[:port]`) is a loopback address.
+/// Whether `host` (`name[:port]`) is a loopback host: `localhost`, an address of
+/// 127.0.0.0/8 (as Docker's default insecure range), or `[::1]`. Any other name or
+/// address, the machine's own interface addresses included, is not: traffic to it may
+/// leave the machine, or be seen by others on it.
 pub fn is_loopback(host: &str) -> bool {
-    ["localhost", "127.0.0.1", "[::1]"]
-        .iter()
-        .any(|l| host == *l || host.starts_with(&format!("{l}:")))
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The TLS configuration for a registry with these settings.
@@ -139,4 +148,32 @@ fn read_certs(path: &std::path::Path) -> std::result::Result<Vec<Certificate<'st
         ));
     }
     Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback;
+
+    #[test]
+    fn loopback_is_localhost_127_slash_8_and_ipv6_one() {
+        for host in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.0.0.2",
+            "[::1]:5000",
+        ] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in [
+            "192.0.2.2:5000",
+            "10.0.0.1",
+            "registry.lan:5000",
+            "127.0.0.1.example",
+            "[::2]:5000",
+            "localhost.evil",
+        ] {
+            assert!(!is_loopback(host), "{host}");
+        }
+    }
 }

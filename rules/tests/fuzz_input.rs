@@ -338,16 +338,16 @@ impl Fuzz {
 fn rules_but_go() -> RuleSet {
     use kiln_rules::*;
     let mut rules = RuleSet::default();
-    rules.add(Box::new(genrule::Genrule));
-    rules.add(Box::new(filegroup::Filegroup));
-    rules.add(Box::new(strip::Strip));
-    rules.add(Box::new(upx::Upx));
-    rules.add(Box::new(oci_base::OciBase));
-    rules.add(Box::new(oci_image::OciImage));
-    rules.add(Box::new(oci_push::OciPush));
-    rules.add(Box::new(checksums::Checksums));
+    rules.add(Box::new(generic::genrule::Genrule));
+    rules.add(Box::new(generic::filegroup::Filegroup));
+    rules.add(Box::new(release::strip::Strip));
+    rules.add(Box::new(release::upx::Upx));
+    rules.add(Box::new(oci::rules::base::OciBase));
+    rules.add(Box::new(oci::rules::image::OciImage));
+    rules.add(Box::new(oci::rules::push::OciPush));
+    rules.add(Box::new(release::checksums::Checksums));
     rules.add(Box::new(release::Release));
-    rules.add(Box::new(k8s::K8sManifests));
+    rules.add(Box::new(release::k8s::K8sManifests));
     rules
 }
 

@@ -1,13 +1,13 @@
 //! `kiln release list [LABEL]` and `kiln rollback VERSION [--release LABEL]`: a release
 //! target's store (its `store` attribute), read and moved without building anything
-//! (see `kiln_rules::release_store`).
+//! (see `kiln_rules::release::store`).
 
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Result};
 use kiln_engine::label::Label;
 use kiln_engine::{Error, ErrorKind};
-use kiln_rules::release_store::Store;
+use kiln_rules::release::store::Store;
 
 use crate::Cli;
 
@@ -74,7 +74,7 @@ fn store(cli: &Cli, label: &str) -> Result<Store> {
     }
     match target.attrs.str("store")? {
         Some(store) => {
-            let registries = kiln_rules::oci_rules::registry::Settings::load(&workspace)?;
+            let registries = kiln_rules::oci::registry::Settings::load(&workspace)?;
             Ok(Store::new(workspace.root.join(store.value)).with_registries(registries))
         }
         None => Err(

@@ -35,7 +35,7 @@ use kiln_engine::Result;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::checksums::hex;
+use crate::release::checksums::hex;
 
 const FIELDS: &[&str] = &["binary"];
 
@@ -72,7 +72,7 @@ impl Rule for GoSbom {
             Some(t) => t.str_map_self()?,
             None => BTreeMap::new(),
         };
-        let epoch = crate::oci_rules::source_date_epoch(ctx.exec.stamp(&defaults));
+        let epoch = crate::oci::rules::source_date_epoch(ctx.exec.stamp(&defaults));
         let created = kiln_cache::time::rfc3339(epoch as i64, None);
         let mut info = TargetInfo::default();
         for binary in binaries {

@@ -24,6 +24,9 @@
 //!
 //! A *blobs directory* everywhere here is shaped like a layout's `blobs/`: `sha256/<hex>`.
 //! Passing a layout's `blobs/` to [`write_image`] and [`write_index`] writes blobs in place.
+//!
+//! Beside the writer: the image rules in [`rules`] (`oci_base`, `oci_image`, `oci_pull`,
+//! `oci_push`) and the registry client in [`registry`] (pull by digest, push).
 
 mod base;
 mod blob;
@@ -34,6 +37,8 @@ mod layer;
 mod layout;
 mod path;
 mod referrer;
+pub mod registry;
+pub mod rules;
 mod spec;
 mod tar;
 

@@ -45,7 +45,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::checksums::sha256_file;
+use crate::release::checksums::sha256_file;
 
 /// The record file in a store.
 pub const RECORD: &str = "releases.json";
@@ -58,7 +58,7 @@ type Result<T> = std::result::Result<T, String>;
 pub struct Store {
     pub dir: PathBuf,
     /// How to reach the registries its images are in (kiln.toml's `[registries]`).
-    pub registries: crate::oci_rules::registry::Settings,
+    pub registries: crate::oci::registry::Settings,
 }
 
 /// `releases.json`.
@@ -109,7 +109,7 @@ impl Store {
     }
 
     /// The store, reaching registries with `settings`.
-    pub fn with_registries(mut self, settings: crate::oci_rules::registry::Settings) -> Store {
+    pub fn with_registries(mut self, settings: crate::oci::registry::Settings) -> Store {
         self.registries = settings;
         self
     }
@@ -187,7 +187,7 @@ impl Store {
         };
         self.verify(release)?;
         for image in &release.images {
-            let repo = crate::oci_rules::registry::Repository::for_push(
+            let repo = crate::oci::registry::Repository::for_push(
                 &image.repository,
                 &self.registries,
                 &[],
@@ -376,7 +376,7 @@ fn digest(files: &BTreeMap<String, String>) -> String {
     for (name, sum) in files {
         h.update(format!("{sum}  {name}\n").as_bytes());
     }
-    format!("sha256:{}", crate::checksums::hex(&h.finalize()))
+    format!("sha256:{}", crate::release::checksums::hex(&h.finalize()))
 }
 
 /// `DIR/.lock`, held while the store changes.

@@ -23,7 +23,7 @@ use kiln_engine::value::Spanned;
 use kiln_engine::workspace::TargetDecl;
 use kiln_engine::Result;
 
-use crate::oci_rules::{label_attr, passthrough, path_tool, platform_out, src_files};
+use crate::oci::rules::{label_attr, passthrough, path_tool, platform_out, src_files};
 
 const FIELDS: &[&str] = &["src"];
 
@@ -70,5 +70,5 @@ fn strip_action(target: &TargetDecl, tool: &Tool, input: Artifact, out: &str) ->
         out.to_string(),
         input.path.clone(),
     ];
-    crate::transform::file_transform(target, "Strip", tool, argv, input, out)
+    crate::release::transform::file_transform(target, "Strip", tool, argv, input, out)
 }

@@ -18,7 +18,7 @@
 //! repo_tags = ["hello:{STABLE_GIT_DESCRIBE}"]    # tags inside the docker archives
 //! ```
 //!
-//! Actions (all builtins, see [`crate::oci_rules`]), so that an unchanged layer is never
+//! Actions (all builtins, see [`crate::oci::rules`]), so that an unchanged layer is never
 //! rebuilt and changing only the entrypoint reruns the config/manifest and index actions
 //! but no layer action:
 //! - `OciLayer [os/arch]`: one app layer per platform holding that platform's `files`;
@@ -53,17 +53,17 @@ use kiln_engine::value::Spanned;
 use kiln_engine::workspace::TargetDecl;
 use kiln_engine::{Error, ErrorKind, Result};
 
-use crate::oci::{find_manifest, LayerInfo, Manifest, Platform, MEDIA_TYPE_LAYER_GZIP};
-use crate::oci_pull::{pull_platform, PullSource};
-use crate::oci_rules::builtins::{
+use crate::oci::rules::builtins::{
     config_action, layer_action, layout_action, ConfigParam, ConfigParams, FileParam, LayerParams,
     LayerRecord, LayerRef, LayoutParams,
 };
-use crate::oci_rules::paths::check_image_paths;
-use crate::oci_rules::{
+use crate::oci::rules::paths::check_image_paths;
+use crate::oci::rules::pull::{pull_platform, PullSource};
+use crate::oci::rules::{
     map_labels, source_date_epoch, stamp_values, stamped, value_files, META_BASE, META_BASE_ENV,
     META_LAYOUT, META_PULL_FROM,
 };
+use crate::oci::{find_manifest, LayerInfo, Manifest, Platform, MEDIA_TYPE_LAYER_GZIP};
 
 const FIELDS: &[&str] = &[
     "base",

@@ -1,22 +1,26 @@
-//! Helpers shared by the release rules (`strip`, `upx`, `oci_base`, `oci_image`,
-//! `oci_push`): per-platform output paths, stamp values, image path checks, and the
-//! builtin actions that call the deterministic OCI writer of [`crate::oci`].
+//! The image rules, [`base`] (`oci_base`), [`image`] (`oci_image`), [`pull`]
+//! (`oci_pull`) and [`push`] (`oci_push`), and helpers they share with the release
+//! rules (`strip`, `upx`): per-platform output paths, stamp values, image path checks,
+//! and the builtin actions that call the deterministic OCI writer of [`crate::oci`].
 //!
 //! | builtin      | version | inputs                          | outputs                           |
 //! |--------------|---------|---------------------------------|-----------------------------------|
 //! | `oci_layer`  | 1       | the files of the layer          | `layer.tar.gz`, `layer.json`      |
 //! | `oci_config` | 1       | layer blobs and their records   | `config.json`, `manifest.json`, `descriptor.json` |
 //! | `oci_layout` | 1       | every blob and descriptor       | `layout/` (a directory), `index.digest`, docker archives |
-//! | `oci_pull`   | 2       | none (repository, digest, platform in the params) | `<os>_<arch>/layout/` (fixed output, see [`crate::oci_pull`]) |
+//! | `oci_pull`   | 2       | none (repository, digest, platform in the params) | `<os>_<arch>/layout/` (fixed output, see [`crate::oci::rules::pull`]) |
 //!
 //! Every output has a fixed name, so a dependent action can name it before it exists;
 //! the blobs get their digest names only in the layout. A layer's record (`layer.json`)
 //! carries its diff_id, digest, size and history line, so an image action reads them
 //! instead of hashing the layer again.
 
+pub mod base;
 pub mod builtins;
+pub mod image;
 pub mod paths;
-pub mod registry;
+pub mod pull;
+pub mod push;
 
 use std::collections::BTreeMap;
 
@@ -35,7 +39,7 @@ pub const META_BASE_ENV: &str = "oci_base_env";
 /// The meta key an `oci_image` target sets: its layout directory, workspace-relative.
 pub const META_LAYOUT: &str = "oci_layout";
 /// The meta key an `oci_pull` target sets: what to pull, as JSON
-/// ([`crate::oci_pull::PullSource`]); images pull the platforms they need from it.
+/// ([`crate::oci::rules::pull::PullSource`]); images pull the platforms they need from it.
 pub const META_PULL: &str = "oci_pull";
 /// The meta key an `oci_image` built on an `oci_pull` sets: the repository
 /// (`host/name`) its base came from, so that `oci_push` can mount blobs from it.

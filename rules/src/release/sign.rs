@@ -130,7 +130,7 @@ impl SigningKey {
     /// The DSSE keyid: sha256 of the raw public key, hex.
     pub fn dsse_keyid(&self) -> String {
         let digest = <sha2::Sha256 as sha2::Digest>::digest(self.key.verifying_key().as_bytes());
-        crate::checksums::hex(&digest)
+        crate::release::checksums::hex(&digest)
     }
 
     /// A DSSE envelope of `payload`, as pretty JSON with a final newline.
@@ -148,7 +148,7 @@ impl SigningKey {
 
     /// The raw public key, hex (for verifiers such as securesystemslib).
     pub fn public_hex(&self) -> String {
-        crate::checksums::hex(self.key.verifying_key().as_bytes())
+        crate::release::checksums::hex(self.key.verifying_key().as_bytes())
     }
 }
 

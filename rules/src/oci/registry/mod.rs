@@ -243,7 +243,7 @@ impl Repository {
         })?;
         let got = format!(
             "sha256:{}",
-            crate::checksums::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+            crate::release::checksums::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes))
         );
         if got != digest {
             return Err(format!("{what}: the registry gave {got}, not {digest}"));

@@ -6,12 +6,12 @@
 //! version = "{STABLE_GIT_DESCRIBE}"      # stamp variables substituted, as in go_binary
 //! srcs = [":checksums", ":image"]          # labels and/or files of this package
 //! store = "releases"                       # optional: `kiln run` publishes there
-//! sign = true                              # optional: `kiln run` signs (see crate::sign)
+//! sign = true                              # optional: `kiln run` signs (see crate::release::sign)
 //! ```
 //!
 //! With `store`, `kiln run //:release` publishes the built release to the store, and
 //! `kiln release list` / `kiln rollback VERSION` read and move it: see
-//! [`crate::release_store`].
+//! [`crate::release::store`].
 //!
 //! # Layout
 //!
@@ -50,6 +50,20 @@
 //! Decision: one builtin action (`Release`, version 1) both copies and writes the
 //! statement, and declares each output file (not the directory), so dependents can name
 //! the release's files and every file is checked to be written.
+//!
+//! # The release domain
+//!
+//! Beside the `release` rule, this folder holds what a release is made of: the binary
+//! transforms [`strip`] and [`upx`] (sharing `transform`), [`checksums`],
+//! [`k8s`] manifests, the signatures of [`sign`], and the release history of [`store`].
+
+pub mod checksums;
+pub mod k8s;
+pub mod sign;
+pub mod store;
+pub mod strip;
+mod transform;
+pub mod upx;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -62,7 +76,7 @@ use kiln_engine::workspace::TargetDecl;
 use kiln_engine::{Error, ErrorKind, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::checksums::{copy, sha256_file, src_groups, target_out_dir, SrcGroup};
+use crate::release::checksums::{copy, sha256_file, src_groups, target_out_dir, SrcGroup};
 
 const FIELDS: &[&str] = &[
     "srcs",
@@ -176,7 +190,7 @@ impl Rule for Release {
                 tag,
                 version: version.clone(),
                 dir: params.dir.clone(),
-                registries: crate::oci_rules::registry::Settings::load(ctx.workspace)?,
+                registries: crate::oci::registry::Settings::load(ctx.workspace)?,
             };
             info.run = Some(publish.runner());
         }
@@ -187,8 +201,8 @@ impl Rule for Release {
 
 /// What `kiln run` of a release with `sign` or a `store` does: signs the built release
 /// directory `dir` (workspace-relative) with the key the variable `sign` names (see
-/// [`crate::sign`]), then publishes it to the store, pushing its images tagged with the
-/// version and `tag` (see [`crate::release_store`]).
+/// [`crate::release::sign`]), then publishes it to the store, pushing its images tagged with the
+/// version and `tag` (see [`crate::release::store`]).
 struct Publish {
     store: Option<String>,
     sign: Option<String>,
@@ -196,7 +210,7 @@ struct Publish {
     tag: String,
     version: String,
     dir: String,
-    registries: crate::oci_rules::registry::Settings,
+    registries: crate::oci::registry::Settings,
 }
 
 /// An image a release pushes: its repository, its layout directory and index digest.
@@ -212,10 +226,14 @@ impl Publish {
             let dir = rc.root.join(&self.dir);
             let mut said = Vec::new();
             if let Some(env) = &self.sign {
-                said.push(crate::sign::sign_release(&dir, &self.version, env)?);
+                said.push(crate::release::sign::sign_release(
+                    &dir,
+                    &self.version,
+                    env,
+                )?);
             }
             if let Some(store) = &self.store {
-                let store = crate::release_store::Store::new(rc.root.join(store))
+                let store = crate::release::store::Store::new(rc.root.join(store))
                     .with_registries(self.registries.clone());
                 said.push(store.publish(&self.version, &dir, || self.push(rc.root))?);
             }
@@ -226,19 +244,19 @@ impl Publish {
     fn push(
         &self,
         root: &std::path::Path,
-    ) -> std::result::Result<Vec<crate::release_store::PushedImage>, String> {
+    ) -> std::result::Result<Vec<crate::release::store::PushedImage>, String> {
         let tags = [self.version.clone(), self.tag.clone()];
         self.images
             .iter()
             .map(|i| {
-                let repo = crate::oci_rules::registry::Repository::for_push(
+                let repo = crate::oci::registry::Repository::for_push(
                     &i.repository,
                     &self.registries,
                     &[],
                 )?;
                 let (digest, counts) = repo.push_layout(&root.join(&i.layout), &tags)?;
                 eprintln!("kiln: pushed {}: {counts}", i.repository);
-                Ok(crate::release_store::PushedImage {
+                Ok(crate::release::store::PushedImage {
                     repository: i.repository.clone(),
                     digest,
                     tag: self.tag.clone(),
@@ -253,11 +271,11 @@ fn release_images(ctx: &Analysis<'_>) -> Result<Vec<ReleaseImage>> {
     let mut out = Vec::new();
     for (label, repository) in ctx.attrs().str_map("images")? {
         let parsed = parse_label(ctx.attrs(), &label, &ctx.label().package)?.value;
-        crate::oci_rules::registry::RepoRef::parse(&repository.value).map_err(|e| {
+        crate::oci::registry::RepoRef::parse(&repository.value).map_err(|e| {
             Error::new(ErrorKind::Config, e).at(ctx.attrs().location(repository.span.start))
         })?;
         let info = ctx.dep(&parsed);
-        let layout = info.meta.get(crate::oci_rules::META_LAYOUT);
+        let layout = info.meta.get(crate::oci::rules::META_LAYOUT);
         let digest = info
             .files
             .iter()

@@ -26,7 +26,7 @@ use kiln_engine::value::Spanned;
 use kiln_engine::workspace::TargetDecl;
 use kiln_engine::Result;
 
-use crate::oci_rules::{label_attr, passthrough, path_tool, platform_out, src_files};
+use crate::oci::rules::{label_attr, passthrough, path_tool, platform_out, src_files};
 
 const FIELDS: &[&str] = &["src", "args", "skip_unsupported"];
 
@@ -113,5 +113,5 @@ fn upx_action(
         out.to_string(),
         input.path.clone(),
     ]);
-    crate::transform::file_transform(target, "Upx", tool, argv, input, out)
+    crate::release::transform::file_transform(target, "Upx", tool, argv, input, out)
 }

@@ -12,7 +12,7 @@
 //! that platform's manifest, config and layers. It is a fixed-output action, the only
 //! builtin with network: its key is the repository, the digest and the platform, never
 //! the credentials or the CA file, and its output is checked against the digest blob by
-//! blob ([`crate::oci_rules::registry::pull`]), so a result from any cache, local or
+//! blob ([`crate::oci::registry::pull`]), so a result from any cache, local or
 //! remote, is the pinned image.
 //!
 //! Which platforms: without `platforms`, those the images built on it need, pulled as
@@ -36,10 +36,10 @@ use kiln_engine::workspace::TargetDecl;
 use kiln_engine::{Error, ErrorKind, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::oci::registry::pull::hex_of;
+use crate::oci::registry::{settings, Repository, Settings};
+use crate::oci::rules::META_PULL;
 use crate::oci::Platform;
-use crate::oci_rules::registry::pull::hex_of;
-use crate::oci_rules::registry::{settings, Repository, Settings};
-use crate::oci_rules::META_PULL;
 
 const FIELDS: &[&str] = &["image", "platforms"];
 /// 2: one action per platform (1 pulled every listed platform in one).

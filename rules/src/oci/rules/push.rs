@@ -10,13 +10,13 @@
 //! `kiln build` of this target builds the image and writes
 //! `kiln-out/<package>/<target>/push.json` (repository, tags, index digest: a cached
 //! builtin, so the image is built and the plan is visible). `kiln run` then pushes the
-//! image's layout with [`crate::oci_rules::registry`] and prints one line per tag,
+//! image's layout with [`crate::oci::registry`] and prints one line per tag,
 //! `<repository>:<tag>@<digest>` (`<repository>@<digest>` without tags): every tag
 //! names the same index, pushed by digest first. The push itself is a side effect,
 //! never cached: a registry that already has every blob only sees HEAD requests and
 //! manifest PUTs. Tags are substituted at analysis, so a bad tag fails before anything
 //! is built. Credentials, TLS trust and plain-http rules: see
-//! [`crate::oci_rules::registry`]; `[registries]` of kiln.toml is read at analysis.
+//! [`crate::oci::registry`]; `[registries]` of kiln.toml is read at analysis.
 
 use std::sync::Arc;
 
@@ -27,9 +27,9 @@ use kiln_engine::value::Spanned;
 use kiln_engine::workspace::TargetDecl;
 use kiln_engine::Result;
 
-use crate::oci_rules::builtins::builtin;
-use crate::oci_rules::registry::{RepoRef, Repository, Settings};
-use crate::oci_rules::{label_attr, stamp_values, stamped, META_LAYOUT, META_PULL_FROM};
+use crate::oci::registry::{RepoRef, Repository, Settings};
+use crate::oci::rules::builtins::builtin;
+use crate::oci::rules::{label_attr, stamp_values, stamped, META_LAYOUT, META_PULL_FROM};
 
 const FIELDS: &[&str] = &["image", "repository", "tags"];
 
@@ -41,7 +41,7 @@ impl Rule for OciPush {
     }
 
     fn config_sections(&self) -> &'static [&'static str] {
-        &[crate::oci_rules::registry::settings::SECTION]
+        &[crate::oci::registry::settings::SECTION]
     }
 
     fn deps(&self, target: &TargetDecl) -> Result<Vec<Spanned<Label>>> {

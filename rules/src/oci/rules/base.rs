@@ -46,9 +46,9 @@ use kiln_engine::value::{Spanned, Table};
 use kiln_engine::workspace::TargetDecl;
 use kiln_engine::{Error, ErrorKind, Result};
 
-use crate::oci_rules::builtins::{layer_action, FileParam, LayerParams, UserParam};
-use crate::oci_rules::paths::check_image_paths;
-use crate::oci_rules::{
+use crate::oci::rules::builtins::{layer_action, FileParam, LayerParams, UserParam};
+use crate::oci::rules::paths::check_image_paths;
+use crate::oci::rules::{
     map_labels, source_date_epoch, stamp_values, value_files, META_BASE, META_BASE_ENV,
 };
 

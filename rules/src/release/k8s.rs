@@ -29,7 +29,7 @@ use kiln_engine::value::Spanned;
 use kiln_engine::workspace::TargetDecl;
 use kiln_engine::{Error, ErrorKind, Result};
 
-use crate::oci_rules::registry::RepoRef;
+use crate::oci::registry::RepoRef;
 
 const FIELDS: &[&str] = &["srcs", "images"];
 const OPEN: &str = "{image://";

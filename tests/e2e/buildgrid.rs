@@ -186,7 +186,8 @@ fn a_dag_built_on_buildgrid_is_bit_identical_to_the_local_build() {
 }
 
 /// Issue item 8: an action that fails on a worker shows its stdout and stderr as a
-/// local failure does, and is not cached by BuildGrid or kiln.
+/// local failure does, and is not cached by BuildGrid or kiln; a platform property
+/// BuildGrid does not know is refused in one line naming it.
 #[test]
 fn a_failure_on_buildgrid_shows_its_output_like_a_local_one() {
     let (_one, grid) = fleet(1);
@@ -222,4 +223,34 @@ cmd = "echo to-stdout; echo to-stderr >&2; exit 7"
         "{}",
         grid.logs()
     );
+
+    // A platform property the fleet was not configured with is BuildGrid's refusal,
+    // shown with the property's name; nothing runs.
+    let odd = workspace()
+        .file(
+            "kiln.toml",
+            &grid
+                .kiln_toml()
+                .replace("ISA = \"x86-64\"", "container-image = \"docker://debian\""),
+        )
+        .file(
+            "p/BUILD.toml",
+            "[genrule.a]\nouts = [\"a.txt\"]\ncmd = \"echo a > $OUT\"\n",
+        )
+        .build();
+    let run = build_on(&odd, &grid, &[]);
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    let errors: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("kiln: error"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert!(
+        errors[0].contains("container-image") && errors[0].contains(&grid.url()),
+        "{}",
+        run.stderr
+    );
+    assert!(!odd.path("kiln-out/p/a.txt").exists());
+    assert_eq!(grid.log("worker-0").matches(": running ").count(), 2);
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use kiln_cache::{Error, Result};
 use prost::Message;
@@ -21,9 +21,13 @@ pub(crate) struct Dir {
 }
 
 /// SHA-256 digests of files already hashed, by (device, inode, size, mtime): the same
-/// tool or store blob linked into many sandboxes is hashed once per build.
+/// tool or store blob linked into many sandboxes is hashed once per build, also when
+/// many actions reach it at once (kiln itself, ~80 MB, starts every input root).
 #[derive(Default)]
-pub(crate) struct FileHashes(Mutex<HashMap<FileId, Sha>>);
+pub(crate) struct FileHashes(Mutex<HashMap<FileId, OnceSha>>);
+
+/// A file's digest, computed by the first action that needs it while the others wait.
+type OnceSha = Arc<Mutex<Option<Sha>>>;
 
 /// (device, inode, size, mtime seconds, mtime nanoseconds).
 type FileId = (u64, u64, u64, i64, i64);
@@ -52,15 +56,13 @@ impl InputRoot {
             meta.mtime(),
             meta.mtime_nsec(),
         );
-        let known = hashes.0.lock().unwrap().get(&id).copied();
-        let sha = match known {
+        let once = hashes.0.lock().unwrap().entry(id).or_default().clone();
+        let mut known = once.lock().unwrap();
+        let sha = match *known {
             Some(sha) => sha,
-            None => {
-                let sha = hash_file(remote, path)?;
-                hashes.0.lock().unwrap().insert(id, sha);
-                sha
-            }
+            None => *known.insert(hash_file(remote, path)?),
         };
+        drop(known);
         let executable = meta.permissions().mode() & 0o111 != 0;
         self.blobs.insert(sha, Blob::File(path.to_path_buf()));
         self.insert(rel, (sha, executable));

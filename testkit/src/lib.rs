@@ -5,13 +5,18 @@
 //! For registries: [`Registry`] (Debian's docker-registry, open, htpasswd or token
 //! auth, plain or TLS), [`TokenIssuer`] (signs the tokens it checks), [`Pki`] (a CA made
 //! with openssl) and [`DroppingProxy`] (drops the first connections).
+//!
+//! For remote execution: [`Casd`] (buildbox-casd, one machine's REAPI engine) and
+//! [`BuildGrid`] (a scheduler with PostgreSQL, a CAS and several workers).
 
+mod buildgrid;
 mod pki;
 mod proxy;
 mod registry;
 mod slow;
 pub mod token;
 
+pub use buildgrid::BuildGrid;
 pub use pki::Pki;
 pub use proxy::{DroppingProxy, Fault};
 pub use registry::{Registry, RegistryAuth};
@@ -146,25 +151,13 @@ impl Casd {
         let run = which("buildbox-run").unwrap_or_else(|| {
             panic!("buildbox-run is required for this test (run .ci/install-deps)")
         });
-        // Debian's /bin and /lib are links into /usr: bound as the directories they name.
         let mut args = vec![
             format!("--bind=127.0.0.1:{port}"),
             format!("--buildbox-run={}", run.display()),
             "--jobs=2".into(),
             "--cache-failures=false".into(),
-            "--runner-arg=--ro-bind-mount=/usr:/usr".into(),
         ];
-        for dir in ["bin", "lib", "lib64"] {
-            let host = Path::new("/").join(dir);
-            let target = std::fs::canonicalize(&host).unwrap_or(host.clone());
-            if host.exists() {
-                args.push(format!(
-                    "--runner-arg=--ro-bind-mount={}:{}",
-                    target.display(),
-                    host.display()
-                ));
-            }
-        }
+        args.extend(runner_args().iter().map(|a| format!("--runner-arg={a}")));
         let log = std::fs::File::create(tmp.path().join("casd.log")).unwrap();
         let child = Command::new("buildbox-casd")
             .args(&args)
@@ -207,6 +200,24 @@ impl Drop for Casd {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// buildbox-run's arguments for a worker whose base system is the host's /usr, read-only.
+/// Debian's /bin and /lib are links into /usr: bound as the directories they name.
+fn runner_args() -> Vec<String> {
+    let mut args = vec!["--ro-bind-mount=/usr:/usr".to_string()];
+    for dir in ["bin", "lib", "lib64"] {
+        let host = Path::new("/").join(dir);
+        let target = std::fs::canonicalize(&host).unwrap_or(host.clone());
+        if host.exists() {
+            args.push(format!(
+                "--ro-bind-mount={}:{}",
+                target.display(),
+                host.display()
+            ));
+        }
+    }
+    args
 }
 
 /// A program on PATH.

@@ -20,6 +20,8 @@
 //! - `release`: checksums, provenance, cache housekeeping.
 //! - `pull`: oci_pull: only the platforms the images need, media types of pulled layers.
 //! - `reapi`: remote execution and the gRPC cache on buildbox-casd.
+//! - `buildgrid`: remote execution on BuildGrid with several workers: parallelism from the
+//!   fleet, a worker lost mid-job, outputs identical to a local build, failures.
 //! - `registry`: pushes and pulls against real registries with credentials and TLS.
 //! - `remote`: a cache shared through `kiln serve` and nginx WebDAV, and its faults.
 //! - `serve`: `kiln serve` against an attacker (slow connections, ambiguous lengths).
@@ -33,6 +35,7 @@
 //! - `k8s`: k8s_manifests rendered with image digests, parsed as YAML, rolled back.
 //! - `service`: the example service's binary: probes, environment, graceful shutdown.
 
+mod buildgrid;
 mod core;
 mod cover;
 mod errors;

@@ -13,7 +13,7 @@ use crate::support::{workspace, Run, Workspace, SCRIPT_AND_PAIR};
 
 /// A DAG of genrules: `width` leaves over source files, each layer joining pairs of the
 /// layer below, plus an executable output and a two-output action.
-fn dag(width: usize, layers: usize) -> Workspace {
+pub(crate) fn dag(width: usize, layers: usize) -> Workspace {
     let mut build = String::new();
     let mut b = workspace();
     for i in 0..width {
@@ -42,7 +42,7 @@ fn dag(width: usize, layers: usize) -> Workspace {
 }
 
 /// Every file under kiln-out: relative path → (bytes, mode).
-fn outputs(ws: &Workspace) -> BTreeMap<String, (Vec<u8>, u32)> {
+pub(crate) fn outputs(ws: &Workspace) -> BTreeMap<String, (Vec<u8>, u32)> {
     use std::os::unix::fs::PermissionsExt;
     let root = ws.path("kiln-out");
     let mut found = BTreeMap::new();

@@ -112,8 +112,11 @@ pub struct LocalStore {
     pending_actions: Mutex<HashMap<Digest, ActionResult>>,
     /// SHA-256 digests learned in this process, by BLAKE3 digest: (sha256, size, whether
     /// its row is still to be written).
-    sha256: Mutex<HashMap<Digest, ([u8; 32], u64, bool)>>,
+    sha256: Mutex<Sha256Table>,
 }
+
+/// SHA-256 digest and size by BLAKE3 digest, and whether the row is yet to be written.
+type Sha256Table = HashMap<Digest, ([u8; 32], u64, bool)>;
 
 impl LocalStore {
     /// Opens (creating if needed) the store at `root`.
@@ -593,9 +596,7 @@ struct Pending {
 }
 
 /// The SHA-256 rows not yet written, marked written.
-fn take_new_sha256(
-    known: &Mutex<HashMap<Digest, ([u8; 32], u64, bool)>>,
-) -> Vec<(Digest, [u8; 32], u64)> {
+fn take_new_sha256(known: &Mutex<Sha256Table>) -> Vec<(Digest, [u8; 32], u64)> {
     let mut known = known.lock().unwrap();
     known
         .iter_mut()

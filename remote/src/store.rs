@@ -195,8 +195,10 @@ impl Store for GrpcStore {
 impl GrpcStore {
     /// kiln's result as a REAPI ActionResult carrying kiln's own record.
     fn to_reapi(&self, result: &ActionResult) -> Result<re::ActionResult> {
+        // Digests kiln computed, or (for a result read from this engine and stored
+        // again) the ones the engine gave: a result names blobs, it vouches for none.
         let sha = |d: &Digest| {
-            self.remote.wire_of(d).ok_or_else(|| {
+            self.remote.wire_to_fetch(d).ok_or_else(|| {
                 let message = format!("blob {} was not sent before its result", d.short());
                 Error::new(ErrorKind::Remote, message)
             })

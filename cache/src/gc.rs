@@ -569,6 +569,10 @@ fn remove_blobs(
             "DELETE FROM blobs WHERE digest = ?1",
             params![digest.to_hex()],
         )?;
+        tx.execute(
+            "DELETE FROM blob_sha256 WHERE digest = ?1",
+            params![digest.to_hex()],
+        )?;
         removed.push(*digest);
     }
     tx.commit()?;

@@ -4,8 +4,15 @@
 //! $KILN_CACHE/
 //!   cas/ab/ab12…ef     blobs, read-only, named by BLAKE3 digest
 //!   tmp/               temporary files and sandboxes (same file system, so renames work)
-//!   index.db           SQLite (WAL): actions, blobs, file_states, action_keys, key_records
+//!   index.db           SQLite (WAL): actions, blobs, file_states, action_keys, key_records,
+//!                      blob_sha256
 //! ```
+//!
+//! `blob_sha256` keeps the SHA-256 of blobs kiln hashed or checked for a Remote Execution
+//! API engine (whose digests are SHA-256), keyed by BLAKE3 digest, so that no blob is
+//! hashed a second time for the engine, in this build or a later one
+//! ([`LocalStore::sha256_of`], [`LocalStore::note_sha256`]). Rows are only ever written
+//! from bytes kiln hashed itself.
 //!
 //! Several kiln processes may share one store: blobs appear atomically by rename, and
 //! SQLite serializes writers (with a busy timeout). Index writes that only record use
@@ -103,7 +110,13 @@ pub struct LocalStore {
     pending_blobs: Mutex<Vec<(Digest, u64, i64)>>,
     /// Results whose index row waits for the flush (see [`LocalStore::put_action_deferred`]).
     pending_actions: Mutex<HashMap<Digest, ActionResult>>,
+    /// SHA-256 digests learned in this process, by BLAKE3 digest: (sha256, size, whether
+    /// its row is still to be written).
+    sha256: Mutex<Sha256Table>,
 }
+
+/// SHA-256 digest and size by BLAKE3 digest, and whether the row is yet to be written.
+type Sha256Table = HashMap<Digest, ([u8; 32], u64, bool)>;
 
 impl LocalStore {
     /// Opens (creating if needed) the store at `root`.
@@ -122,6 +135,7 @@ impl LocalStore {
             pending_keys: Mutex::new(Vec::new()),
             pending_blobs: Mutex::new(Vec::new()),
             pending_actions: Mutex::new(HashMap::new()),
+            sha256: Mutex::new(HashMap::new()),
         };
         store.put_bytes(b"")?;
         Ok(store)
@@ -278,6 +292,45 @@ impl LocalStore {
             .lock()
             .unwrap()
             .insert(*key, result.clone());
+    }
+
+    /// The SHA-256 digest and size recorded for the blob with this BLAKE3 digest, if
+    /// kiln ever hashed its bytes both ways (see the module comment).
+    pub fn sha256_of(&self, digest: &Digest) -> Result<Option<([u8; 32], u64)>> {
+        if let Some((sha, size, _)) = self.sha256.lock().unwrap().get(digest) {
+            return Ok(Some((*sha, *size)));
+        }
+        let row: Option<(Vec<u8>, i64)> = self.query(|db| {
+            let mut stmt =
+                db.prepare_cached("SELECT sha256, size FROM blob_sha256 WHERE digest = ?1")?;
+            Ok(stmt
+                .query_row(params![digest.to_hex()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?)
+        })?;
+        let Some((bytes, size)) = row else {
+            return Ok(None);
+        };
+        let Ok(sha) = <[u8; 32]>::try_from(bytes.as_slice()) else {
+            return Ok(None);
+        };
+        self.sha256
+            .lock()
+            .unwrap()
+            .insert(*digest, (sha, size as u64, false));
+        Ok(Some((sha, size as u64)))
+    }
+
+    /// Records the SHA-256 digest of bytes whose BLAKE3 digest is `digest`, computed by
+    /// the caller from the bytes themselves (never a remote's claim). Written at the
+    /// flush.
+    pub fn note_sha256(&self, digest: &Digest, sha256: [u8; 32], size: u64) {
+        let mut known = self.sha256.lock().unwrap();
+        if known
+            .get(digest)
+            .is_none_or(|(s, n, _)| (*s, *n) != (sha256, size))
+        {
+            known.insert(*digest, (sha256, size, true));
+        }
     }
 
     /// Records the key an action had in this build and how it ended, for
@@ -511,6 +564,7 @@ impl Store for LocalStore {
             actions: std::mem::take(&mut *self.pending_actions.lock().unwrap()),
             touched: self.touched_actions.lock().unwrap().drain().collect(),
             keys: std::mem::take(&mut *self.pending_keys.lock().unwrap()),
+            sha256: take_new_sha256(&self.sha256),
         };
         self.write_pending(pending)
     }
@@ -523,6 +577,7 @@ impl Drop for LocalStore {
         let pending = Pending {
             blobs: std::mem::take(self.pending_blobs.get_mut().unwrap()),
             actions: std::mem::take(self.pending_actions.get_mut().unwrap()),
+            sha256: take_new_sha256(&self.sha256),
             ..Pending::default()
         };
         let _ = self.write_pending(pending);
@@ -537,11 +592,26 @@ struct Pending {
     actions: HashMap<Digest, ActionResult>,
     touched: Vec<Digest>,
     keys: Vec<(String, KeyEntry, String)>,
+    sha256: Vec<(Digest, [u8; 32], u64)>,
+}
+
+/// The SHA-256 rows not yet written, marked written.
+fn take_new_sha256(known: &Mutex<Sha256Table>) -> Vec<(Digest, [u8; 32], u64)> {
+    let mut known = known.lock().unwrap();
+    known
+        .iter_mut()
+        .filter(|(_, (_, _, new))| *new)
+        .map(|(digest, (sha, size, new))| {
+            *new = false;
+            (*digest, *sha, *size)
+        })
+        .collect()
 }
 
 impl Pending {
     fn is_empty(&self) -> bool {
-        self.states.is_empty()
+        self.sha256.is_empty()
+            && self.states.is_empty()
             && self.blobs.is_empty()
             && self.actions.is_empty()
             && self.touched.is_empty()
@@ -605,6 +675,7 @@ impl LocalStore {
             write_actions(&tx, &pending.actions)?;
             write_touched(&tx, &pending.touched)?;
             write_keys(&tx, &pending.keys)?;
+            write_sha256(&tx, &pending.sha256)?;
             tx.commit()?;
             Ok(())
         })
@@ -649,6 +720,16 @@ fn write_actions(tx: &Transaction<'_>, actions: &HashMap<Digest, ActionResult>) 
     for (key, result) in actions {
         let text = serde_json::to_string(result).expect("action results serialize");
         put_action.execute(params![key.to_hex(), text, now])?;
+    }
+    Ok(())
+}
+
+fn write_sha256(tx: &Transaction<'_>, rows: &[(Digest, [u8; 32], u64)]) -> Result<()> {
+    let mut put = tx.prepare_cached(
+        "INSERT OR REPLACE INTO blob_sha256 (digest, sha256, size) VALUES (?1, ?2, ?3)",
+    )?;
+    for (digest, sha, size) in rows {
+        put.execute(params![digest.to_hex(), &sha[..], *size as i64])?;
     }
     Ok(())
 }
@@ -757,6 +838,27 @@ mod tests {
         // A result whose blob vanished is a miss.
         fs::remove_file(store.blob_path(&d)).unwrap();
         assert!(store.get_action(&key).unwrap().is_none());
+    }
+
+    /// A blob's SHA-256 noted in one process is found by the next, from the index,
+    /// without the blob being hashed again; a gc that removes the blob drops its row.
+    #[test]
+    fn sha256_digests_outlive_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let digest = Digest::of_bytes(b"payload");
+        let sha = [7u8; 32];
+        {
+            let store = LocalStore::open(dir.path()).unwrap();
+            assert_eq!(store.sha256_of(&digest).unwrap(), None);
+            store.note_sha256(&digest, sha, 7);
+            assert_eq!(store.sha256_of(&digest).unwrap(), Some((sha, 7)));
+            store.flush().unwrap();
+        }
+        let store = LocalStore::open(dir.path()).unwrap();
+        assert_eq!(store.sha256_of(&digest).unwrap(), Some((sha, 7)));
+        // Noted again unchanged: nothing left to write.
+        store.note_sha256(&digest, sha, 7);
+        assert!(take_new_sha256(&store.sha256).is_empty());
     }
 
     fn one_output(store: &LocalStore, bytes: &[u8]) -> ActionResult {

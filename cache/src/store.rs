@@ -43,6 +43,14 @@ pub trait Store: Send + Sync {
     /// Stores a file's content; the file is left in place.
     fn put_file(&self, path: &Path) -> Result<Digest>;
 
+    /// Stores the local store's blob file at `path`, whose digest the caller knows: a
+    /// store that names blobs by another digest (a REAPI engine's SHA-256) can look that
+    /// one up instead of hashing the file again. Returns the digest stored.
+    fn put_blob(&self, digest: &Digest, path: &Path) -> Result<Digest> {
+        let _ = digest;
+        self.put_file(path)
+    }
+
     /// Stores a file's content even where the store says it holds that digest already:
     /// for a blob whose copy in this store was found damaged. Stores that cannot hold a
     /// damaged copy need not override it.

@@ -257,7 +257,7 @@ impl Shared {
             if damaged {
                 self.remote.put_file_replacing(&path)
             } else {
-                self.remote.put_file(&path)
+                self.remote.put_blob(digest, &path)
             }
         }) == Some(*digest);
         if sent && damaged {

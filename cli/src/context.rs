@@ -283,6 +283,10 @@ impl Context {
         if let Some(config) = &remote {
             let executor = config.connect_executor()?;
             (store, grpc) = config.tiered(local.clone(), executor.as_ref())?;
+            // SHA-256 digests computed for the engine are kept in the local index.
+            for conn in executor.iter().chain(grpc.iter()) {
+                conn.with_local_store(local.clone());
+            }
             runner = executor.map(|e| Arc::new(RemoteRunner::new(e, config.platform.clone())));
         }
         Ok(Context {

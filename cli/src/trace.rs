@@ -192,20 +192,34 @@ impl Reporter for Trace {
 pub type RemoteRuns = Arc<Mutex<RemoteStats>>;
 
 /// Where an action that ran did: `{"where": "local"}`, or the remote's worker, the time
-/// it waited in the engine's queue and the time its inputs and outputs took to move.
+/// it waited in the engine's queue, the time its inputs and outputs took to move, and
+/// the steps of the run (kiln's upload and fetch, the worker's own from the engine's
+/// timestamps).
 fn where_it_ran(runs: &Option<RemoteRuns>, action: &Action) -> Value {
     let run = runs
         .as_ref()
         .and_then(|r| r.lock().unwrap().runs.get(&action.id()).cloned());
     match run {
         None => json!({"where": "local"}),
-        Some(run) => json!({
-            "where": "remote",
-            "worker": run.worker,
-            "engine_cached": run.cached,
-            "queue_ms": run.queued.as_millis() as u64,
-            "transfer_ms": run.transfer.as_millis() as u64,
-        }),
+        Some(run) => {
+            let ms = |d: std::time::Duration| d.as_millis() as u64;
+            let p = &run.phases;
+            json!({
+                "where": "remote",
+                "worker": run.worker,
+                "engine_cached": run.cached,
+                "queue_ms": ms(run.queued),
+                "transfer_ms": ms(run.transfer),
+                "phases_ms": {
+                    "upload": ms(p.upload),
+                    "worker": ms(p.worker),
+                    "input_fetch": ms(p.input_fetch),
+                    "execution": ms(p.execution),
+                    "output_upload": ms(p.output_upload),
+                    "fetch": ms(p.fetch),
+                },
+            })
+        }
     }
 }
 

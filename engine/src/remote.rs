@@ -19,8 +19,11 @@
 //! * batches (many packages or platforms in one process);
 //! * fixed-output actions (the only ones with network).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
+
+use kiln_cache::Digest;
 
 use crate::action::{ActionKind, ExecSpec};
 use crate::error::Result;
@@ -31,22 +34,55 @@ pub struct RemoteRun {
     pub exit_code: i32,
     /// Whether the engine answered from its own cache instead of running it.
     pub cached: bool,
-    /// Time spent sending inputs and fetching outputs.
+    /// Time spent moving bytes: kiln sending inputs and fetching outputs, and the
+    /// worker fetching its inputs and uploading its outputs (as far as the engine says).
     pub transfer: Duration,
-    /// Time between the request and the process's start on a worker (as far as the
-    /// engine reports it).
+    /// Time between the engine taking the request and a worker starting on it (from the
+    /// engine's timestamps; else until the engine said it was executing).
     pub queued: Duration,
     /// The worker that ran it, if the engine says.
     pub worker: String,
+    /// Where the time of the run went.
+    pub phases: RemotePhases,
+    /// BLAKE3 digests of the files the run wrote below the root (declared outputs and
+    /// `.kiln/stdout`, `.kiln/stderr`), checked as they were written: the executor
+    /// stores them without hashing them again.
+    pub written: HashMap<String, Digest>,
+}
+
+/// The steps of a remote run. The worker's own come from the ExecutedActionMetadata
+/// timestamps of its result, and are zero where the engine leaves them out.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RemotePhases {
+    /// kiln: building the input root and sending what the engine lacks.
+    pub upload: Duration,
+    /// The engine: from its worker taking the action to handing back the result.
+    pub worker: Duration,
+    /// The worker: fetching and staging the input root.
+    pub input_fetch: Duration,
+    /// The worker: the process itself.
+    pub execution: Duration,
+    /// The worker: storing the outputs.
+    pub output_upload: Duration,
+    /// kiln: fetching the outputs.
+    pub fetch: Duration,
 }
 
 /// Where actions run besides this machine.
 pub trait RemoteExecutor: Send + Sync {
     /// Runs `spec` with the files under `root` (a sandbox: inputs at workspace paths,
     /// file tools linked in `.kiln/bin`) as its input root, with the tree tools of
-    /// `spec` at `.kiln/tools/NAME`. Writes the declared `outputs` it produced below
-    /// `root` and its stdout and stderr to `root/.kiln/stdout` and `.kiln/stderr`.
-    fn run(&self, root: &Path, spec: &ExecSpec, outputs: &[String]) -> Result<RemoteRun>;
+    /// `spec` at `.kiln/tools/NAME`. `inputs` holds the BLAKE3 digests of the staged
+    /// inputs by root-relative path (what the action key names; they need no hashing).
+    /// Writes the declared `outputs` it produced below `root` and its stdout and
+    /// stderr to `root/.kiln/stdout` and `.kiln/stderr`.
+    fn run(
+        &self,
+        root: &Path,
+        spec: &ExecSpec,
+        inputs: &HashMap<String, Digest>,
+        outputs: &[String],
+    ) -> Result<RemoteRun>;
 
     /// How to name it in messages (its endpoint, never a credential).
     fn name(&self) -> &str;

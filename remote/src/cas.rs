@@ -1,10 +1,11 @@
 //! Blob transfer with an engine's CAS: FindMissingBlobs, BatchUpdateBlobs,
 //! BatchReadBlobs, and ByteStream for blobs larger than [`crate::BATCH_BLOB`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::PathBuf;
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use bazel_remote_apis::google::bytestream::byte_stream_client::ByteStreamClient;
@@ -12,7 +13,7 @@ use bazel_remote_apis::google::bytestream::{ReadRequest, WriteRequest};
 use kiln_cache::{Digest, Error, ErrorKind, Result};
 use re::content_addressable_storage_client::ContentAddressableStorageClient;
 
-use crate::{corrupt, re, Hashers, Remote, Service, Sha, BATCH_BLOB, BATCH_TOTAL, MAX_MESSAGE};
+use crate::{corrupt, re, Remote, Service, WireDigest, BATCH_BLOB, BATCH_TOTAL, MAX_MESSAGE};
 
 /// The size of a ByteStream chunk.
 const CHUNK: usize = 256 * 1024;
@@ -33,6 +34,91 @@ impl Blob {
     }
 }
 
+/// What this build knows of blobs in the engine's CAS: those found there or sent, and
+/// those an action is sending now (which others wait for rather than send too).
+#[derive(Default)]
+pub(crate) struct Uploads {
+    state: Mutex<HashMap<WireDigest, Upload>>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upload {
+    Present,
+    Sending,
+}
+
+impl Uploads {
+    /// Of these blobs, those not known to be in the CAS.
+    fn unknown(&self, blobs: &[WireDigest]) -> Vec<WireDigest> {
+        let state = self.state.lock().unwrap();
+        blobs
+            .iter()
+            .filter(|b| b.size > 0 && state.get(b) != Some(&Upload::Present))
+            .copied()
+            .collect()
+    }
+
+    fn mark_present(&self, blobs: impl IntoIterator<Item = WireDigest>) {
+        let mut state = self.state.lock().unwrap();
+        for blob in blobs {
+            state.insert(blob, Upload::Present);
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// Takes the sending of each missing blob no other action is sending; returns
+    /// (taken, being sent by others).
+    fn claim(&self, missing: &[WireDigest]) -> (Vec<WireDigest>, Vec<WireDigest>) {
+        let mut state = self.state.lock().unwrap();
+        let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+        for blob in missing {
+            match state.get(blob) {
+                Some(Upload::Present) => {}
+                Some(Upload::Sending) => theirs.push(*blob),
+                None => {
+                    state.insert(*blob, Upload::Sending);
+                    mine.push(*blob);
+                }
+            }
+        }
+        (mine, theirs)
+    }
+
+    /// Gives up sending these (the upload failed): another action may try.
+    fn release(&self, blobs: &[WireDigest]) {
+        let mut state = self.state.lock().unwrap();
+        for blob in blobs {
+            if state.get(blob) == Some(&Upload::Sending) {
+                state.remove(blob);
+            }
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// Waits until none of these is being sent; returns those that were not sent.
+    fn wait(&self, blobs: &[WireDigest]) -> Vec<WireDigest> {
+        let mut state = self.state.lock().unwrap();
+        while blobs.iter().any(|b| state.get(b) == Some(&Upload::Sending)) {
+            state = self.changed.wait(state).unwrap();
+        }
+        blobs
+            .iter()
+            .filter(|b| state.get(b) != Some(&Upload::Present))
+            .copied()
+            .collect()
+    }
+
+    /// Forgets what was found in the CAS (an engine that says an input is missing may
+    /// have evicted it since).
+    pub(crate) fn forget(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.retain(|_, u| *u == Upload::Sending);
+    }
+}
+
 /// The time a transfer of `size` bytes is given: 30 s plus 1 MiB/s.
 fn budget(size: u64) -> Duration {
     Duration::from_secs(30 + size / (1 << 20))
@@ -50,40 +136,71 @@ impl Remote {
             .max_decoding_message_size(MAX_MESSAGE)
     }
 
-    /// Of these blobs, those the CAS lacks.
-    pub(crate) fn find_missing(&self, shas: &[Sha]) -> Result<HashSet<Sha>> {
+    /// Of these blobs, those the CAS lacks, asking only about those this build has not
+    /// yet found there or sent.
+    pub(crate) fn find_missing(&self, blobs: &[WireDigest]) -> Result<HashSet<WireDigest>> {
+        let mut wanted = self.uploads.unknown(blobs);
+        wanted.sort();
+        wanted.dedup();
         let mut missing = HashSet::new();
-        let wanted: Vec<Sha> = {
-            let mut v: Vec<Sha> = shas.iter().filter(|s| s.size > 0).copied().collect();
-            v.sort();
-            v.dedup();
-            v
-        };
         for chunk in wanted.chunks(4096) {
             let req = re::FindMissingBlobsRequest {
                 instance_name: self.instance.clone(),
-                blob_digests: chunk.iter().map(Sha::proto).collect(),
-                digest_function: re::digest_function::Value::Sha256 as i32,
+                blob_digests: chunk.iter().map(WireDigest::proto).collect(),
+                digest_function: self.function.value(),
             };
-            let mut cas = self.cas();
-            let resp = self.call("find missing blobs", budget(0), async move {
-                cas.find_missing_blobs(req).await
+            let cas = self.cas();
+            let resp = self.call("find missing blobs", budget(0), || {
+                let (mut cas, req) = (cas.clone(), req.clone());
+                async move { cas.find_missing_blobs(req).await }
             })?;
+            let mut lacking = HashSet::new();
             for d in &resp.missing_blob_digests {
-                missing.insert(Sha::from_proto(d)?);
+                lacking.insert(WireDigest::from_proto(d)?);
             }
+            let present = chunk.iter().filter(|b| !lacking.contains(b)).copied();
+            self.uploads.mark_present(present);
+            missing.extend(lacking);
         }
         Ok(missing)
     }
 
-    /// Sends blobs the CAS lacks (asked first). Returns how many bytes went.
-    pub(crate) fn upload_missing(&self, blobs: &BTreeMap<Sha, Blob>) -> Result<u64> {
-        let shas: Vec<Sha> = blobs.keys().copied().collect();
-        let missing = self.find_missing(&shas)?;
+    /// Sends the blobs the CAS lacks (asked first); a blob another action is sending
+    /// is waited for rather than sent twice. Returns how many bytes this call sent.
+    pub(crate) fn upload_missing(&self, blobs: &BTreeMap<WireDigest, Blob>) -> Result<u64> {
+        let all: Vec<WireDigest> = blobs.keys().copied().collect();
+        let missing: Vec<WireDigest> = self.find_missing(&all)?.into_iter().collect();
+        let (mine, theirs) = self.uploads.claim(&missing);
+        let mut sent = self.send_claimed(blobs, &mine)?;
+        let left = self.uploads.wait(&theirs);
+        if !left.is_empty() {
+            // Their upload failed: this action sends them itself.
+            let (mine, _) = self.uploads.claim(&left);
+            sent += self.send_claimed(blobs, &mine)?;
+        }
+        Ok(sent)
+    }
+
+    /// Sends blobs whose sending this call claimed, marking them present, or releasing
+    /// them on failure.
+    fn send_claimed(&self, blobs: &BTreeMap<WireDigest, Blob>, mine: &[WireDigest]) -> Result<u64> {
+        match self.send(blobs, mine) {
+            Ok(sent) => {
+                self.uploads.mark_present(mine.iter().copied());
+                Ok(sent)
+            }
+            Err(e) => {
+                self.uploads.release(mine);
+                Err(e)
+            }
+        }
+    }
+
+    fn send(&self, blobs: &BTreeMap<WireDigest, Blob>, which: &[WireDigest]) -> Result<u64> {
         let mut sent = 0;
-        let mut batch: Vec<(Sha, Vec<u8>)> = Vec::new();
+        let mut batch: Vec<(WireDigest, Vec<u8>)> = Vec::new();
         let mut batch_size = 0;
-        for (sha, blob) in blobs.iter().filter(|(s, _)| missing.contains(s)) {
+        for (sha, blob) in which.iter().filter_map(|s| blobs.get(s).map(|b| (s, b))) {
             if sha.size > BATCH_BLOB {
                 self.write_stream(*sha, blob)?;
                 sent += sha.size;
@@ -94,7 +211,7 @@ impl Remote {
                 batch_size = 0;
             }
             let bytes = blob.bytes()?;
-            if Sha::of_bytes(&bytes) != *sha {
+            if self.digest_bytes(&bytes) != *sha {
                 return Err(corrupt(format!(
                     "a blob changed while it was sent ({:?})",
                     blob
@@ -110,7 +227,7 @@ impl Remote {
         Ok(sent)
     }
 
-    fn write_batch(&self, blobs: Vec<(Sha, Vec<u8>)>) -> Result<()> {
+    fn write_batch(&self, blobs: Vec<(WireDigest, Vec<u8>)>) -> Result<()> {
         let size: u64 = blobs.iter().map(|(s, _)| s.size).sum();
         let req = re::BatchUpdateBlobsRequest {
             instance_name: self.instance.clone(),
@@ -122,11 +239,12 @@ impl Remote {
                     compressor: 0,
                 })
                 .collect(),
-            digest_function: re::digest_function::Value::Sha256 as i32,
+            digest_function: self.function.value(),
         };
-        let mut cas = self.cas();
-        let resp = self.call("upload blobs", budget(size), async move {
-            cas.batch_update_blobs(req).await
+        let cas = self.cas();
+        let resp = self.call("upload blobs", budget(size), || {
+            let (mut cas, req) = (cas.clone(), req.clone());
+            async move { cas.batch_update_blobs(req).await }
         })?;
         for r in resp.responses {
             if let Some(status) = r.status.filter(|s| s.code != 0) {
@@ -141,7 +259,7 @@ impl Remote {
     }
 
     /// Sends one large blob through ByteStream.Write, streamed from its file.
-    fn write_stream(&self, sha: Sha, blob: &Blob) -> Result<()> {
+    fn write_stream(&self, sha: WireDigest, blob: &Blob) -> Result<()> {
         let resource = format!(
             "{}uploads/{}/blobs/{}/{}",
             self.instance_prefix(),
@@ -155,7 +273,7 @@ impl Remote {
         };
         let mut offset = 0u64;
         let mut first = true;
-        let mut hashers = Hashers::default();
+        let mut hashers = self.hashers();
         let mut chunks = Vec::new();
         // Read it whole before sending (blobs large enough for this are rare and the
         // checks must pass before any byte goes).
@@ -187,9 +305,10 @@ impl Remote {
                 "a blob changed while it was sent ({blob:?})"
             )));
         }
-        let mut client = self.bytestream();
-        let resp = self.call("upload a blob", budget(sha.size), async move {
-            client.write(tokio_stream::iter(chunks)).await
+        let client = self.bytestream();
+        let resp = self.call("upload a blob", budget(sha.size), || {
+            let (mut client, chunks) = (client.clone(), chunks.clone());
+            async move { client.write(tokio_stream::iter(chunks)).await }
         })?;
         if resp.committed_size != sha.size as i64 && resp.committed_size != -1 {
             return Err(Error::new(
@@ -208,7 +327,7 @@ impl Remote {
 
     /// Writes a blob to `out` (an empty file), checking it against `sha`; returns its
     /// BLAKE3 digest, or None if the CAS does not hold it.
-    pub(crate) fn download(&self, sha: Sha, out: &mut File) -> Result<Option<Digest>> {
+    pub(crate) fn download(&self, sha: WireDigest, out: &mut File) -> Result<Option<Digest>> {
         let bytes = match sha.size {
             0 => Some(Vec::new()),
             size if size <= BATCH_BLOB => {
@@ -219,22 +338,27 @@ impl Remote {
         let Some(bytes) = bytes else { return Ok(None) };
         out.write_all(&bytes)
             .map_err(|e| Error::new(ErrorKind::Io, format!("write a downloaded blob: {e}")))?;
-        Ok(Some(Digest::of_bytes(&bytes)))
+        let blake3 = match self.function {
+            crate::DigestFunction::Blake3 => Digest::from_bytes(sha.hash),
+            crate::DigestFunction::Sha256 => Digest::of_bytes(&bytes),
+        };
+        Ok(Some(blake3))
     }
 
     /// Small blobs by BatchReadBlobs, each checked against its digest; a blob the CAS
     /// lacks is left out.
-    pub(crate) fn read_batch(&self, shas: &[Sha]) -> Result<Vec<(Sha, Vec<u8>)>> {
+    pub(crate) fn read_batch(&self, shas: &[WireDigest]) -> Result<Vec<(WireDigest, Vec<u8>)>> {
         let req = re::BatchReadBlobsRequest {
             instance_name: self.instance.clone(),
-            digests: shas.iter().map(Sha::proto).collect(),
+            digests: shas.iter().map(WireDigest::proto).collect(),
             acceptable_compressors: Vec::new(),
-            digest_function: re::digest_function::Value::Sha256 as i32,
+            digest_function: self.function.value(),
         };
         let size = shas.iter().map(|s| s.size).sum();
-        let mut cas = self.cas();
-        let resp = self.call("read blobs", budget(size), async move {
-            cas.batch_read_blobs(req).await
+        let cas = self.cas();
+        let resp = self.call("read blobs", budget(size), || {
+            let (mut cas, req) = (cas.clone(), req.clone());
+            async move { cas.batch_read_blobs(req).await }
         })?;
         let mut got = Vec::new();
         for r in resp.responses {
@@ -248,7 +372,7 @@ impl Remote {
                     self.url
                 )));
             };
-            let sha = Sha::from_proto(digest)?;
+            let sha = WireDigest::from_proto(digest)?;
             if code != 0 {
                 let message = r.status.map(|s| s.message).unwrap_or_default();
                 return Err(Error::new(
@@ -256,7 +380,7 @@ impl Remote {
                     format!("{}: read blob {}: {message}", self.url, sha.hex()),
                 ));
             }
-            if !shas.contains(&sha) || Sha::of_bytes(&r.data) != sha {
+            if !shas.contains(&sha) || self.digest_bytes(&r.data) != sha {
                 return Err(corrupt(format!(
                     "{}: blob {} does not match its digest",
                     self.url,
@@ -268,7 +392,7 @@ impl Remote {
         Ok(got)
     }
 
-    fn read_stream(&self, sha: Sha, out: &mut File) -> Result<Option<Digest>> {
+    fn read_stream(&self, sha: WireDigest, out: &mut File) -> Result<Option<Digest>> {
         let req = ReadRequest {
             resource_name: format!("{}blobs/{}/{}", self.instance_prefix(), sha.hex(), sha.size),
             read_offset: 0,
@@ -276,13 +400,14 @@ impl Remote {
         };
         let mut client = self.bytestream();
         let url = self.url.clone();
+        let hashers = self.hashers();
         let fut = async move {
             let mut stream = match client.read(req).await {
                 Ok(resp) => resp.into_inner(),
                 Err(status) if status.code() == tonic::Code::NotFound => return Ok(None),
                 Err(status) => return Err(status),
             };
-            let mut hashers = Hashers::default();
+            let mut hashers = hashers;
             while let Some(msg) = stream.message().await? {
                 if hashers.size + msg.data.len() as u64 > sha.size {
                     return Err(tonic::Status::data_loss(

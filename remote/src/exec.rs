@@ -12,7 +12,7 @@
 //! The outputs come back into the sandbox, where the executor checks them as it
 //! checks a local run's: only declared paths are written, only regular files.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -21,8 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bazel_remote_apis::google::longrunning::operation;
+use kiln_cache::Digest;
 use kiln_engine::action::ExecSpec;
-use kiln_engine::remote::{RemoteExecutor, RemoteRun};
+use kiln_engine::remote::{RemoteExecutor, RemotePhases, RemoteRun};
 use kiln_engine::sandbox::{Launch, LAUNCH_FILE};
 use kiln_engine::{Error as EngineError, ErrorKind as EngineKind};
 use prost::Message;
@@ -30,11 +31,7 @@ use re::execution_client::ExecutionClient;
 
 use crate::cas::Blob;
 use crate::tree::{tool_dir, FileHashes, InputRoot};
-use crate::{re, Remote, Sha, LAUNCH_COMMAND, MAX_MESSAGE};
-
-/// How many times an execution that broke off (an engine or worker lost, a stream
-/// cut) is asked again.
-const RETRIES: u32 = 3;
+use crate::{backoff, re, retryable, Remote, WireDigest, LAUNCH_COMMAND, MAX_MESSAGE, RETRIES};
 
 /// A [`RemoteExecutor`] on an engine's Execution service.
 pub struct RemoteRunner {
@@ -59,23 +56,35 @@ impl RemoteRunner {
         }
     }
 
-    /// The input root of an action prepared in `root`.
-    fn input_root(&self, root: &Path, spec: &ExecSpec) -> kiln_cache::Result<InputRoot> {
+    /// The input root of an action prepared in `root`; `known`: the BLAKE3 digests of
+    /// its staged inputs.
+    fn input_root(
+        &self,
+        root: &Path,
+        spec: &ExecSpec,
+        known: &HashMap<String, Digest>,
+    ) -> kiln_cache::Result<InputRoot> {
+        let remote = &self.remote;
         let mut tree = InputRoot::default();
         let skip = |rel: &str| matches!(rel, ".kiln/stdout" | ".kiln/stderr" | ".kiln/bin/kiln");
-        tree.add_tree(&self.remote, &self.hashes, "", root, &skip)?;
+        tree.add_tree(remote, &self.hashes, "", root, known, &skip)?;
         for tool in spec.tools.iter().filter(|t| t.tree) {
-            let rel = tool_dir(&tool.name).display().to_string();
-            tree.add_tree(&self.remote, &self.hashes, &rel, &tool.path, &|_| false)?;
+            let sealed = self.hashes.tool_tree(remote, &tool.path)?;
+            tree.add_sealed(&tool_dir(&tool.name).display().to_string(), &sealed);
         }
-        tree.add_file(&self.remote, &self.hashes, ".kiln/bin/kiln", &self.kiln)?;
+        tree.add_file(remote, &self.hashes, ".kiln/bin/kiln", &self.kiln, None)?;
         let launch = serde_json::to_vec(&Launch::of(spec)).expect("a launch spec encodes");
-        tree.add_bytes(LAUNCH_FILE, launch);
+        tree.add_bytes(remote, LAUNCH_FILE, launch);
         Ok(tree)
     }
 
     /// The Action message for an input root; its blobs join `blobs`.
-    fn action(&self, input_root: Sha, outputs: &[String], blobs: &mut BTreeMap<Sha, Blob>) -> Sha {
+    fn action(
+        &self,
+        input_root: WireDigest,
+        outputs: &[String],
+        blobs: &mut BTreeMap<WireDigest, Blob>,
+    ) -> WireDigest {
         let platform = re::Platform {
             properties: self
                 .platform
@@ -99,7 +108,7 @@ impl RemoteRunner {
             platform: Some(platform.clone()),
             ..Default::default()
         };
-        let command = encode(&command, blobs);
+        let command = encode(&self.remote, &command, blobs);
         let action = re::Action {
             command_digest: Some(command.proto()),
             input_root_digest: Some(input_root.proto()),
@@ -107,26 +116,44 @@ impl RemoteRunner {
             platform: Some(platform),
             ..Default::default()
         };
-        encode(&action, blobs)
+        encode(&self.remote, &action, blobs)
     }
 
-    /// Executes the action and waits for its result.
-    fn execute(&self, action: Sha) -> kiln_cache::Result<(re::ExecuteResponse, Duration)> {
-        let mut last = None;
-        for _ in 0..=RETRIES {
-            match self.execute_once(action) {
+    /// Executes the action and waits for its result (and the time until the engine
+    /// said it was executing). An execution that broke off for a passing reason
+    /// ([`retryable`]) is asked again, at most [`RETRIES`] times; one the engine
+    /// refused for missing inputs (FAILED_PRECONDITION: its CAS dropped them since they
+    /// were found there) is asked again once after sending what it lacks.
+    fn execute(
+        &self,
+        action: WireDigest,
+        blobs: &BTreeMap<WireDigest, Blob>,
+    ) -> kiln_cache::Result<(re::ExecuteResponse, Duration)> {
+        let mut attempt = 0;
+        let mut resent = false;
+        loop {
+            let status = match self.execute_once(action) {
                 Ok(got) => return Ok(got),
-                Err(e) if retryable(&e) => {
-                    last = Some(e);
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                Err(e) => return Err(e),
+                Err(status) => status,
+            };
+            attempt += 1;
+            if status.code() == tonic::Code::FailedPrecondition && !resent {
+                resent = true;
+                self.remote.uploads.forget();
+                self.remote.upload_missing(blobs)?;
+                continue;
             }
+            if attempt > RETRIES || !retryable(status.code()) {
+                return Err(self.remote.status_error("execute", &status));
+            }
+            std::thread::sleep(backoff(attempt));
         }
-        Err(last.expect("at least one try"))
     }
 
-    fn execute_once(&self, action: Sha) -> kiln_cache::Result<(re::ExecuteResponse, Duration)> {
+    fn execute_once(
+        &self,
+        action: WireDigest,
+    ) -> Result<(re::ExecuteResponse, Duration), tonic::Status> {
         let remote = &self.remote;
         let mut client =
             ExecutionClient::with_interceptor(remote.channel.clone(), remote.auth.clone())
@@ -135,7 +162,7 @@ impl RemoteRunner {
             instance_name: remote.instance.clone(),
             skip_cache_lookup: false,
             action_digest: Some(action.proto()),
-            digest_function: re::digest_function::Value::Sha256 as i32,
+            digest_function: remote.digest_function().value(),
             ..Default::default()
         };
         let started = Instant::now();
@@ -181,19 +208,18 @@ impl RemoteRunner {
                 };
             }
         };
-        match remote.rt.block_on(fut) {
-            Ok(got) => Ok(got),
-            Err(status) => Err(remote.status_error("execute", &status)),
-        }
+        remote.rt.block_on(fut)
     }
 
     /// Writes the result's outputs and captures into the sandbox.
+    /// Returns the BLAKE3 digest of each file written, by root-relative path.
     fn fetch_outputs(
         &self,
         root: &Path,
         outputs: &[String],
         result: &re::ActionResult,
-    ) -> kiln_cache::Result<()> {
+    ) -> kiln_cache::Result<HashMap<String, Digest>> {
+        let mut written = HashMap::new();
         let url = self.remote.url();
         let refused = |what: &str| crate::corrupt(format!("{url}: the result {what}"));
         #[allow(deprecated)]
@@ -213,12 +239,13 @@ impl RemoteRunner {
                     file.path
                 )));
             }
-            let sha = Sha::from_proto(
+            let sha = WireDigest::from_proto(
                 file.digest
                     .as_ref()
                     .ok_or_else(|| refused("names an output without digest"))?,
             )?;
-            self.write_blob(sha, &root.join(&file.path), file.is_executable)?;
+            let digest = self.write_blob(sha, &root.join(&file.path), file.is_executable)?;
+            written.insert(file.path.clone(), digest);
         }
         for dir in &result.output_directories {
             if !outputs
@@ -234,37 +261,52 @@ impl RemoteRunner {
                 .tree_digest
                 .as_ref()
                 .ok_or_else(|| refused("names a directory without digest"))?;
-            let tree = self.read_message::<re::Tree>(Sha::from_proto(digest)?)?;
-            let children: BTreeMap<Sha, &re::Directory> = tree
+            let tree = self.read_message::<re::Tree>(WireDigest::from_proto(digest)?)?;
+            let children: BTreeMap<WireDigest, &re::Directory> = tree
                 .children
                 .iter()
-                .map(|d| (Sha::of_bytes(&d.encode_to_vec()), d))
+                .map(|d| (self.remote.digest_bytes(&d.encode_to_vec()), d))
                 .collect();
             let top = tree
                 .root
                 .as_ref()
                 .ok_or_else(|| refused("gives a tree without root"))?;
-            self.write_dir(&root.join(&dir.path), top, &children, 0)?;
+            self.write_dir(
+                &root.join(&dir.path),
+                &dir.path,
+                top,
+                &children,
+                0,
+                &mut written,
+            )?;
         }
         for (raw, digest, name) in [
             (&result.stdout_raw, &result.stdout_digest, ".kiln/stdout"),
             (&result.stderr_raw, &result.stderr_digest, ".kiln/stderr"),
         ] {
             let path = root.join(name);
-            match digest {
-                Some(d) if raw.is_empty() => self.write_blob(Sha::from_proto(d)?, &path, false)?,
-                _ => fs::write(&path, raw).map_err(|e| kiln_cache::Error::io("write", &path, e))?,
-            }
+            let digest = match digest {
+                Some(d) if raw.is_empty() => {
+                    self.write_blob(WireDigest::from_proto(d)?, &path, false)?
+                }
+                _ => {
+                    fs::write(&path, raw).map_err(|e| kiln_cache::Error::io("write", &path, e))?;
+                    Digest::of_bytes(raw)
+                }
+            };
+            written.insert(name.to_string(), digest);
         }
-        Ok(())
+        Ok(written)
     }
 
     fn write_dir(
         &self,
         at: &Path,
+        rel: &str,
         dir: &re::Directory,
-        children: &BTreeMap<Sha, &re::Directory>,
+        children: &BTreeMap<WireDigest, &re::Directory>,
         depth: usize,
+        written: &mut HashMap<String, Digest>,
     ) -> kiln_cache::Result<()> {
         let bad = |what: String| {
             crate::corrupt(format!("{}: the result's tree {what}", self.remote.url()))
@@ -280,16 +322,17 @@ impl RemoteRunner {
         fs::create_dir_all(at).map_err(|e| kiln_cache::Error::io("create", at, e))?;
         for file in &dir.files {
             check_name(&file.name).map_err(&bad)?;
-            let sha = Sha::from_proto(
+            let sha = WireDigest::from_proto(
                 file.digest
                     .as_ref()
                     .ok_or_else(|| bad("names a file without digest".into()))?,
             )?;
-            self.write_blob(sha, &at.join(&file.name), file.is_executable)?;
+            let digest = self.write_blob(sha, &at.join(&file.name), file.is_executable)?;
+            written.insert(format!("{rel}/{}", file.name), digest);
         }
         for sub in &dir.directories {
             check_name(&sub.name).map_err(&bad)?;
-            let sha = Sha::from_proto(
+            let sha = WireDigest::from_proto(
                 sub.digest
                     .as_ref()
                     .ok_or_else(|| bad("names a directory without digest".into()))?,
@@ -297,13 +340,26 @@ impl RemoteRunner {
             let child = children
                 .get(&sha)
                 .ok_or_else(|| bad(format!("lacks directory {}", sub.name)))?;
-            self.write_dir(&at.join(&sub.name), child, children, depth + 1)?;
+            self.write_dir(
+                &at.join(&sub.name),
+                &format!("{rel}/{}", sub.name),
+                child,
+                children,
+                depth + 1,
+                written,
+            )?;
         }
         Ok(())
     }
 
-    /// Fetches a blob to a new file at `path` (never through a link at that path).
-    fn write_blob(&self, sha: Sha, path: &Path, executable: bool) -> kiln_cache::Result<()> {
+    /// Fetches a blob to a new file at `path` (never through a link at that path);
+    /// returns its BLAKE3 digest, computed as it was written.
+    fn write_blob(
+        &self,
+        sha: WireDigest,
+        path: &Path,
+        executable: bool,
+    ) -> kiln_cache::Result<Digest> {
         let io = |e| kiln_cache::Error::io("write", path, e);
         match fs::symlink_metadata(path) {
             Ok(meta) if meta.is_dir() => fs::remove_dir_all(path).map_err(io)?,
@@ -322,11 +378,11 @@ impl RemoteRunner {
         file.flush().map_err(io)?;
         let mode = if executable { 0o755 } else { 0o644 };
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io)?;
-        Ok(())
+        Ok(blake3)
     }
 
     /// The error for a blob a result names that the engine's CAS does not hold.
-    fn missing(&self, sha: Sha) -> kiln_cache::Error {
+    fn missing(&self, sha: WireDigest) -> kiln_cache::Error {
         let message = format!(
             "{}: the result names blob {} its CAS does not hold",
             self.remote.url(),
@@ -335,7 +391,7 @@ impl RemoteRunner {
         kiln_cache::Error::new(kiln_cache::ErrorKind::Remote, message)
     }
 
-    fn read_message<M: Message + Default>(&self, sha: Sha) -> kiln_cache::Result<M> {
+    fn read_message<M: Message + Default>(&self, sha: WireDigest) -> kiln_cache::Result<M> {
         let mut tmp = tempfile::tempfile()
             .map_err(|e| kiln_cache::Error::new(kiln_cache::ErrorKind::Io, e.to_string()))?;
         if self.remote.download(sha, &mut tmp)?.is_none() {
@@ -371,17 +427,13 @@ fn executing(op: &bazel_remote_apis::google::longrunning::Operation) -> bool {
         .is_some_and(|m| m.stage >= Value::Executing as i32)
 }
 
-/// Whether an execution error is worth asking again: the engine or a worker went away.
-fn retryable(e: &kiln_cache::Error) -> bool {
-    let m = e.message();
-    m.contains("(Unavailable)")
-        || m.contains("(Aborted)")
-        || m.contains("(Internal)") && m.contains("stream")
-}
-
-fn encode<M: Message>(message: &M, blobs: &mut BTreeMap<Sha, Blob>) -> Sha {
+fn encode<M: Message>(
+    remote: &Remote,
+    message: &M,
+    blobs: &mut BTreeMap<WireDigest, Blob>,
+) -> WireDigest {
     let bytes = message.encode_to_vec();
-    let sha = Sha::of_bytes(&bytes);
+    let sha = remote.digest_bytes(&bytes);
     blobs.insert(sha, Blob::Bytes(bytes));
     sha
 }
@@ -400,17 +452,18 @@ impl RemoteExecutor for RemoteRunner {
         &self,
         root: &Path,
         spec: &ExecSpec,
+        inputs: &HashMap<String, Digest>,
         outputs: &[String],
     ) -> kiln_engine::Result<RemoteRun> {
         let started = Instant::now();
-        let mut tree = self.input_root(root, spec).map_err(remote_error)?;
-        let input_root = tree.seal();
+        let mut tree = self.input_root(root, spec, inputs).map_err(remote_error)?;
+        let input_root = tree.seal(&self.remote);
         let action = self.action(input_root, outputs, &mut tree.blobs);
         self.remote
             .upload_missing(&tree.blobs)
             .map_err(remote_error)?;
-        let sent = started.elapsed();
-        let (response, queued) = self.execute(action).map_err(remote_error)?;
+        let upload = started.elapsed();
+        let (response, queued) = self.execute(action, &tree.blobs).map_err(remote_error)?;
         if let Some(status) = response.status.as_ref().filter(|s| s.code != 0) {
             let message = format!(
                 "{}: the action did not run: {} (code {})",
@@ -425,23 +478,109 @@ impl RemoteExecutor for RemoteRunner {
             )
         })?;
         let fetch_started = Instant::now();
-        self.fetch_outputs(root, outputs, &result)
+        let written = self
+            .fetch_outputs(root, outputs, &result)
             .map_err(remote_error)?;
-        let worker = result
-            .execution_metadata
-            .as_ref()
-            .map(|m| m.worker.clone())
-            .unwrap_or_default();
+        let fetch = fetch_started.elapsed();
+        let metadata = result.execution_metadata.clone().unwrap_or_default();
+        let phases = RemotePhases {
+            upload,
+            fetch,
+            ..worker_phases(&metadata)
+        };
         Ok(RemoteRun {
             exit_code: result.exit_code,
             cached: response.cached_result,
-            transfer: sent + fetch_started.elapsed(),
-            queued,
-            worker,
+            transfer: upload + fetch + phases.input_fetch + phases.output_upload,
+            queued: engine_queue(&metadata).unwrap_or(queued),
+            worker: metadata.worker,
+            phases,
+            written,
         })
     }
 
     fn name(&self) -> &str {
         &self.shown
+    }
+}
+
+/// The time between two of the engine's timestamps; None where either is missing or
+/// they run backwards.
+fn between(
+    from: &Option<bazel_remote_apis::google::protobuf::Timestamp>,
+    to: &Option<bazel_remote_apis::google::protobuf::Timestamp>,
+) -> Option<Duration> {
+    let nanos = |t: &bazel_remote_apis::google::protobuf::Timestamp| {
+        (t.seconds != 0 || t.nanos != 0)
+            .then(|| t.seconds as i128 * 1_000_000_000 + t.nanos as i128)
+    };
+    let (a, b) = (nanos(from.as_ref()?)?, nanos(to.as_ref()?)?);
+    (b >= a).then(|| Duration::from_nanos((b - a) as u64))
+}
+
+/// The time the action waited in the engine's queue, from its timestamps.
+fn engine_queue(m: &re::ExecutedActionMetadata) -> Option<Duration> {
+    between(&m.queued_timestamp, &m.worker_start_timestamp)
+}
+
+/// The worker's steps, from the engine's timestamps (zero where it leaves them out).
+fn worker_phases(m: &re::ExecutedActionMetadata) -> RemotePhases {
+    let span = |from, to| between(from, to).unwrap_or_default();
+    RemotePhases {
+        worker: span(&m.worker_start_timestamp, &m.worker_completed_timestamp),
+        input_fetch: span(
+            &m.input_fetch_start_timestamp,
+            &m.input_fetch_completed_timestamp,
+        ),
+        execution: span(
+            &m.execution_start_timestamp,
+            &m.execution_completed_timestamp,
+        ),
+        output_upload: span(
+            &m.output_upload_start_timestamp,
+            &m.output_upload_completed_timestamp,
+        ),
+        ..RemotePhases::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bazel_remote_apis::google::protobuf::Timestamp;
+
+    fn at(seconds: i64, nanos: i32) -> Option<Timestamp> {
+        Some(Timestamp { seconds, nanos })
+    }
+
+    /// The engine's timestamps give the queue time and the worker's steps; missing or
+    /// backward ones give nothing rather than nonsense.
+    #[test]
+    fn phases_come_from_the_engine_timestamps() {
+        let m = re::ExecutedActionMetadata {
+            queued_timestamp: at(100, 0),
+            worker_start_timestamp: at(100, 250_000_000),
+            input_fetch_start_timestamp: at(100, 300_000_000),
+            input_fetch_completed_timestamp: at(100, 340_000_000),
+            execution_start_timestamp: at(100, 350_000_000),
+            execution_completed_timestamp: at(101, 50_000_000),
+            output_upload_start_timestamp: at(101, 60_000_000),
+            output_upload_completed_timestamp: at(101, 70_000_000),
+            worker_completed_timestamp: at(101, 100_000_000),
+            ..Default::default()
+        };
+        assert_eq!(engine_queue(&m), Some(Duration::from_millis(250)));
+        let p = worker_phases(&m);
+        assert_eq!(p.worker, Duration::from_millis(850));
+        assert_eq!(p.input_fetch, Duration::from_millis(40));
+        assert_eq!(p.execution, Duration::from_millis(700));
+        assert_eq!(p.output_upload, Duration::from_millis(10));
+        let none = re::ExecutedActionMetadata {
+            queued_timestamp: at(100, 0),
+            worker_start_timestamp: at(99, 0),
+            ..Default::default()
+        };
+        assert_eq!(engine_queue(&none), None);
+        assert_eq!(worker_phases(&none).worker, Duration::ZERO);
     }
 }

@@ -9,14 +9,18 @@
 //!
 //! Decisions:
 //!
-//! * **SHA-256 on the wire, BLAKE3 at home.** The engines here refuse BLAKE3, so REAPI
-//!   traffic uses SHA-256 while kiln's keys and store stay BLAKE3. Each blob's SHA-256
-//!   is learned when kiln hashes, sends or fetches it (one pass computes both) and kept
-//!   beside its BLAKE3 digest in [`Remote`]'s table for the build, so nothing is hashed
-//!   twice within a build. Everything fetched is checked against both digests.
+//! * **BLAKE3 at home, the engine's digest on the wire.** kiln's keys and store stay
+//!   BLAKE3. REAPI traffic uses BLAKE3 where the engine's Capabilities offer it
+//!   ([`choose_digest_function`]) and SHA-256 otherwise (buildbox-casd and BuildGrid
+//!   offer no BLAKE3). A blob's SHA-256 is computed in the same pass as its BLAKE3
+//!   digest whenever kiln hashes, sends or fetches it, and kept beside it: in
+//!   [`Remote`]'s table for the build and in the local store's `blob_sha256` table for
+//!   later builds, so nothing is hashed twice. Only pairs kiln computed from the bytes
+//!   are kept; a remote's claim (a result naming both digests) is used to fetch the
+//!   blob, which is then checked against both.
 //! * **kiln's results under kiln's keys.** An action result is stored in the
-//!   ActionCache under the SHA-256 digest of `kiln action <BLAKE3 key>`, as a REAPI
-//!   ActionResult (output files with their SHA-256 digests, stdout, stderr, exit code,
+//!   ActionCache under the digest of `kiln action <BLAKE3 key>`, as a REAPI
+//!   ActionResult (output files with their wire digests, stdout, stderr, exit code,
 //!   so other clients can read it) that carries kiln's own record (BLAKE3 digests) in
 //!   its `execution_metadata.auxiliary_metadata`. A result without that record (one an
 //!   engine wrote for an Action digest) is a miss: kiln never trusts a result it cannot
@@ -24,9 +28,15 @@
 //! * **One connection, blocking callers.** kiln's scheduler threads call in and wait;
 //!   a small tokio runtime owned by [`Remote`] drives one HTTP/2 channel, which
 //!   multiplexes every request.
-//! * Blobs up to [`BATCH_BLOB`] go in BatchUpdateBlobs / BatchReadBlobs requests,
-//!   larger ones through ByteStream; FindMissingBlobs comes before any upload. The empty
-//!   blob is never sent.
+//! * **Each blob once per build.** Blobs up to [`BATCH_BLOB`] go in BatchUpdateBlobs /
+//!   BatchReadBlobs requests, larger ones through ByteStream; FindMissingBlobs comes
+//!   before any upload, and asks only about blobs not yet known to be in the CAS in
+//!   this build. A blob that several actions need at once (kiln itself, a toolchain)
+//!   is hashed and sent by one of them while the others wait. The empty blob is never
+//!   sent.
+//! * **Retries by status code.** A call that failed with UNAVAILABLE,
+//!   RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED or ABORTED is asked again, at most
+//!   [`RETRIES`] times, after a growing pause ([`retryable`], [`backoff`]).
 //! * The bearer token (from the environment) goes in the `authorization` metadata of
 //!   every call and in no message.
 
@@ -39,11 +49,11 @@ pub use exec::RemoteRunner;
 pub use store::GrpcStore;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bazel_remote_apis::build::bazel::remote::execution::v2 as re;
-use kiln_cache::{Digest, Error, ErrorKind, Result};
+use kiln_cache::{Digest, Error, ErrorKind, LocalStore, Result};
 use sha2::Digest as _;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
@@ -63,23 +73,85 @@ const BATCH_TOTAL: u64 = 3 << 20;
 /// The largest message kiln accepts from a server.
 const MAX_MESSAGE: usize = 64 << 20;
 
-/// A REAPI digest: SHA-256 and size.
+/// The digest function of an engine's REAPI traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DigestFunction {
+    #[default]
+    Sha256,
+    Blake3,
+}
+
+impl DigestFunction {
+    /// Its number in REAPI messages (`digest_function` fields).
+    pub fn value(self) -> i32 {
+        use re::digest_function::Value;
+        match self {
+            DigestFunction::Sha256 => Value::Sha256 as i32,
+            DigestFunction::Blake3 => Value::Blake3 as i32,
+        }
+    }
+}
+
+/// The digest function to use with an engine, from its Capabilities, and whether it
+/// can execute actions with it. BLAKE3 (REAPI 2.3's `BLAKE3`, kiln's own digest, so no
+/// second hash at all) where its cache takes it and, if it executes, its execution
+/// service too; SHA-256 otherwise. An empty list means SHA-256, as before REAPI 2.3.
+/// The error completes "the engine …".
+pub fn choose_digest_function(
+    caps: &re::ServerCapabilities,
+) -> std::result::Result<(DigestFunction, bool), String> {
+    use re::digest_function::Value;
+    let (sha256, blake3) = (Value::Sha256 as i32, Value::Blake3 as i32);
+    let cache: Vec<i32> = match caps.cache_capabilities.as_ref() {
+        Some(c) if !c.digest_functions.is_empty() => c.digest_functions.clone(),
+        _ => vec![sha256],
+    };
+    let exec: Option<Vec<i32>> = caps
+        .execution_capabilities
+        .as_ref()
+        .filter(|e| e.exec_enabled)
+        .map(|e| {
+            let mut all = e.digest_functions.clone();
+            if e.digest_function != Value::Unknown as i32 {
+                all.push(e.digest_function);
+            }
+            if all.is_empty() {
+                all.push(sha256);
+            }
+            all
+        });
+    let runs = |f: i32| exec.as_ref().is_some_and(|e| e.contains(&f));
+    if cache.contains(&blake3) && (exec.is_none() || runs(blake3)) {
+        return Ok((DigestFunction::Blake3, runs(blake3)));
+    }
+    if cache.contains(&sha256) {
+        return Ok((DigestFunction::Sha256, runs(sha256)));
+    }
+    Err("offers neither SHA-256 nor BLAKE3 digests".into())
+}
+
+/// A digest as REAPI names blobs: hash (by the connection's [`DigestFunction`]) and
+/// size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Sha {
+pub struct WireDigest {
     pub hash: [u8; 32],
     pub size: u64,
 }
 
-impl Sha {
-    pub fn of_bytes(bytes: &[u8]) -> Sha {
-        Sha {
-            hash: sha2::Sha256::digest(bytes).into(),
+impl WireDigest {
+    pub fn of_bytes(function: DigestFunction, bytes: &[u8]) -> WireDigest {
+        let hash = match function {
+            DigestFunction::Sha256 => sha2::Sha256::digest(bytes).into(),
+            DigestFunction::Blake3 => *blake3::hash(bytes).as_bytes(),
+        };
+        WireDigest {
+            hash,
             size: bytes.len() as u64,
         }
     }
 
     pub fn hex(&self) -> String {
-        self.hash.iter().map(|b| format!("{b:02x}")).collect()
+        kiln_cache::Digest::from_bytes(self.hash).to_hex()
     }
 
     fn proto(&self) -> re::Digest {
@@ -89,8 +161,8 @@ impl Sha {
         }
     }
 
-    /// A digest from a server, checked to be SHA-256's shape.
-    fn from_proto(d: &re::Digest) -> Result<Sha> {
+    /// A digest from a server, checked to be of a 32-byte hash's shape.
+    fn from_proto(d: &re::Digest) -> Result<WireDigest> {
         let bad = || Error::new(ErrorKind::Corrupt, format!("bad digest `{}`", d.hash));
         if d.hash.len() != 64 || d.size_bytes < 0 {
             return Err(bad());
@@ -99,33 +171,47 @@ impl Sha {
         for (i, byte) in hash.iter_mut().enumerate() {
             *byte = u8::from_str_radix(&d.hash[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
         }
-        Ok(Sha {
+        Ok(WireDigest {
             hash,
             size: d.size_bytes as u64,
         })
     }
 }
 
-/// Both digests of bytes, computed in one pass.
-#[derive(Default)]
+/// Both digests of bytes, computed in one pass (one, when the wire digest is BLAKE3).
 pub(crate) struct Hashers {
+    function: DigestFunction,
     blake3: blake3::Hasher,
     sha: sha2::Sha256,
     size: u64,
 }
 
 impl Hashers {
+    pub(crate) fn new(function: DigestFunction) -> Hashers {
+        Hashers {
+            function,
+            blake3: blake3::Hasher::new(),
+            sha: sha2::Sha256::default(),
+            size: 0,
+        }
+    }
+
     pub(crate) fn update(&mut self, bytes: &[u8]) {
         self.blake3.update(bytes);
-        self.sha.update(bytes);
+        if self.function == DigestFunction::Sha256 {
+            self.sha.update(bytes);
+        }
         self.size += bytes.len() as u64;
     }
 
     /// Both digests of a file's content.
-    pub(crate) fn of_file(path: &std::path::Path) -> Result<(Digest, Sha)> {
+    pub(crate) fn of_file(
+        function: DigestFunction,
+        path: &std::path::Path,
+    ) -> Result<(Digest, WireDigest)> {
         use std::io::Read;
         let mut file = std::fs::File::open(path).map_err(|e| Error::io("read", path, e))?;
-        let mut hashers = Hashers::default();
+        let mut hashers = Hashers::new(function);
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = file
@@ -138,14 +224,42 @@ impl Hashers {
         }
     }
 
-    pub(crate) fn finish(self) -> (Digest, Sha) {
-        let blake3 = Digest::from_bytes(*self.blake3.finalize().as_bytes());
-        let sha = Sha {
-            hash: self.sha.finalize().into(),
+    pub(crate) fn finish(self) -> (Digest, WireDigest) {
+        let blake3 = *self.blake3.finalize().as_bytes();
+        let hash = match self.function {
+            DigestFunction::Sha256 => self.sha.finalize().into(),
+            DigestFunction::Blake3 => blake3,
+        };
+        let wire = WireDigest {
+            hash,
             size: self.size,
         };
-        (blake3, sha)
+        (Digest::from_bytes(blake3), wire)
     }
+}
+
+/// How many times a call that failed for a passing reason is asked again.
+pub const RETRIES: u32 = 4;
+
+/// Whether a call that failed with this status is worth asking again: the engine or a
+/// worker went away, was overloaded or too slow, or gave up on a conflict.
+pub fn retryable(code: tonic::Code) -> bool {
+    use tonic::Code;
+    matches!(
+        code,
+        Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded | Code::Aborted
+    )
+}
+
+/// The pause before the `attempt`-th try again (1-based): 100 ms doubling, at most
+/// 3.2 s, less a little jitter so that many waiting actions do not ask at once.
+pub fn backoff(attempt: u32) -> Duration {
+    let base = 100u64 << attempt.saturating_sub(1).min(5);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    Duration::from_millis(base - (nanos % (base / 4 + 1)))
 }
 
 /// How to reach an engine.
@@ -209,16 +323,25 @@ pub struct Remote {
     auth: Auth,
     instance: String,
     url: String,
-    /// SHA-256 digests of blobs by BLAKE3 digest (see the module comment).
-    shas: Mutex<HashMap<Digest, Sha>>,
+    function: DigestFunction,
+    /// Wire digests of blobs by BLAKE3 digest, computed here from their bytes (see the
+    /// module comment).
+    known: Mutex<HashMap<Digest, WireDigest>>,
+    /// Wire digests a remote's result names for blobs by BLAKE3 digest: claims, used
+    /// to fetch a blob that is then checked against both.
+    claims: Mutex<HashMap<Digest, WireDigest>>,
+    /// The local store, whose `blob_sha256` table keeps SHA-256 digests across builds.
+    local: OnceLock<Arc<LocalStore>>,
+    /// Blobs known to be in the engine's CAS in this build, or being sent.
+    uploads: cas::Uploads,
     /// Whether the engine runs actions (its Capabilities say so).
     pub can_execute: bool,
 }
 
 impl Remote {
     /// Connects and asks the engine's Capabilities: an engine that cannot be reached,
-    /// does not speak SHA-256 or refuses the credentials fails here, once, before the
-    /// build starts.
+    /// speaks no digest function kiln does or refuses the credentials fails here, once,
+    /// before the build starts.
     pub fn connect(url: &str, opts: &Options) -> Result<Remote> {
         let remote_err = |what: String| Error::new(ErrorKind::Remote, format!("{url}: {what}"));
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -261,12 +384,26 @@ impl Remote {
             auth,
             instance: opts.instance.clone(),
             url: url.to_string(),
-            shas: Mutex::new(HashMap::new()),
+            function: DigestFunction::Sha256,
+            known: Mutex::new(HashMap::new()),
+            claims: Mutex::new(HashMap::new()),
+            local: OnceLock::new(),
+            uploads: cas::Uploads::default(),
             can_execute: false,
         };
-        remote.learn(Digest::of_bytes(b""), Sha::of_bytes(b""));
-        remote.can_execute = remote.capabilities()?;
+        let caps = remote.capabilities()?;
+        let (function, can_execute) =
+            choose_digest_function(&caps).map_err(|why| remote_err(format!("the engine {why}")))?;
+        remote.function = function;
+        remote.can_execute = can_execute;
+        remote.learn(Digest::of_bytes(b""), WireDigest::of_bytes(function, b""));
         Ok(remote)
+    }
+
+    /// Keeps the SHA-256 digests kiln computes in `local`'s index, and looks them up
+    /// there, so that a later build hashes nothing again.
+    pub fn with_local_store(&self, local: Arc<LocalStore>) {
+        let _ = self.local.set(local);
     }
 
     /// The endpoint, for messages.
@@ -274,54 +411,50 @@ impl Remote {
         &self.url
     }
 
-    /// Checks the engine's Capabilities; returns whether it executes actions.
-    fn capabilities(&self) -> Result<bool> {
+    /// The digest function of this connection's traffic.
+    pub fn digest_function(&self) -> DigestFunction {
+        self.function
+    }
+
+    /// The engine's Capabilities.
+    fn capabilities(&self) -> Result<re::ServerCapabilities> {
         use re::capabilities_client::CapabilitiesClient;
-        use re::digest_function::Value;
-        let mut client =
-            CapabilitiesClient::with_interceptor(self.channel.clone(), self.auth.clone());
+        let client = CapabilitiesClient::with_interceptor(self.channel.clone(), self.auth.clone());
         let req = re::GetCapabilitiesRequest {
             instance_name: self.instance.clone(),
         };
-        let caps = self.call(
-            "ask its capabilities",
-            Duration::from_secs(10),
-            async move { client.get_capabilities(req).await },
-        )?;
-        let sha256 = Value::Sha256 as i32;
-        if let Some(cache) = &caps.cache_capabilities {
-            if !cache.digest_functions.is_empty() && !cache.digest_functions.contains(&sha256) {
-                return Err(Error::new(
-                    ErrorKind::Remote,
-                    format!("{}: its cache does not take SHA-256 digests", self.url),
-                ));
-            }
-        }
-        Ok(caps.execution_capabilities.as_ref().is_some_and(|e| {
-            e.exec_enabled && (e.digest_function == sha256 || e.digest_functions.contains(&sha256))
-        }))
+        self.call("ask its capabilities", Duration::from_secs(10), || {
+            let (mut client, req) = (client.clone(), req.clone());
+            async move { client.get_capabilities(req).await }
+        })
     }
 
-    /// Runs a call on the runtime, with a deadline, turning a gRPC error into a store
-    /// error that says what kiln was doing.
-    fn call<T, F>(&self, what: &str, timeout: Duration, fut: F) -> Result<T>
+    /// Runs a call on the runtime, with a deadline for each try, turning a gRPC error
+    /// into a store error that says what kiln was doing. A call that failed for a
+    /// passing reason ([`retryable`]) is made again, up to [`RETRIES`] times.
+    fn call<T, F, Fut>(&self, what: &str, timeout: Duration, mut make: F) -> Result<T>
     where
-        F: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
-        let got = self
-            .rt
-            .block_on(async { tokio::time::timeout(timeout, fut).await });
-        match got {
-            Ok(Ok(resp)) => Ok(resp.into_inner()),
-            Ok(Err(status)) => Err(self.status_error(what, &status)),
-            Err(_) => Err(Error::new(
-                ErrorKind::Remote,
-                format!(
-                    "{}: {what}: no answer within {} s",
-                    self.url,
+        let mut attempt = 0;
+        loop {
+            let got = self
+                .rt
+                .block_on(async { tokio::time::timeout(timeout, make()).await });
+            let status = match got {
+                Ok(Ok(resp)) => return Ok(resp.into_inner()),
+                Ok(Err(status)) => status,
+                Err(_) => tonic::Status::deadline_exceeded(format!(
+                    "no answer within {} s",
                     timeout.as_secs()
-                ),
-            )),
+                )),
+            };
+            attempt += 1;
+            if attempt > RETRIES || !retryable(status.code()) {
+                return Err(self.status_error(what, &status));
+            }
+            std::thread::sleep(backoff(attempt));
         }
     }
 
@@ -341,13 +474,61 @@ impl Remote {
         )
     }
 
-    /// Records a blob's SHA-256 beside its BLAKE3 digest.
-    pub(crate) fn learn(&self, blake3: Digest, sha: Sha) {
-        self.shas.lock().unwrap().insert(blake3, sha);
+    /// The wire digest of bytes.
+    pub(crate) fn digest_bytes(&self, bytes: &[u8]) -> WireDigest {
+        WireDigest::of_bytes(self.function, bytes)
     }
 
-    pub(crate) fn sha_of(&self, blake3: &Digest) -> Option<Sha> {
-        self.shas.lock().unwrap().get(blake3).copied()
+    pub(crate) fn hashers(&self) -> Hashers {
+        Hashers::new(self.function)
+    }
+
+    /// Records a blob's wire digest beside its BLAKE3 digest: both computed here from
+    /// the blob's bytes (kept for later builds too).
+    pub(crate) fn learn(&self, blake3: Digest, wire: WireDigest) {
+        let new = self.known.lock().unwrap().insert(blake3, wire) != Some(wire);
+        if let (true, DigestFunction::Sha256, Some(local)) = (new, self.function, self.local.get())
+        {
+            local.note_sha256(&blake3, wire.hash, wire.size);
+        }
+    }
+
+    /// Records what a remote's result says a blob's wire digest is (checked when the
+    /// blob is fetched).
+    pub(crate) fn claim(&self, blake3: Digest, wire: WireDigest) {
+        if self.wire_of(&blake3).is_none() {
+            self.claims.lock().unwrap().insert(blake3, wire);
+        }
+    }
+
+    /// The wire digest of a blob kiln hashed itself, in this build or an earlier one.
+    pub(crate) fn wire_of(&self, blake3: &Digest) -> Option<WireDigest> {
+        if let Some(wire) = self.known.lock().unwrap().get(blake3) {
+            return Some(*wire);
+        }
+        let local = self.local.get()?;
+        let wire = match self.function {
+            DigestFunction::Sha256 => {
+                let (hash, size) = local.sha256_of(blake3).ok()??;
+                WireDigest { hash, size }
+            }
+            // BLAKE3 on the wire: the digest is the same; the size is the blob's.
+            DigestFunction::Blake3 => {
+                let size = std::fs::metadata(local.blob_path(blake3)).ok()?.len();
+                WireDigest {
+                    hash: *blake3.as_bytes(),
+                    size,
+                }
+            }
+        };
+        self.known.lock().unwrap().insert(*blake3, wire);
+        Some(wire)
+    }
+
+    /// The wire digest to fetch a blob by: known, or claimed by a remote's result.
+    pub(crate) fn wire_to_fetch(&self, blake3: &Digest) -> Option<WireDigest> {
+        self.wire_of(blake3)
+            .or_else(|| self.claims.lock().unwrap().get(blake3).copied())
     }
 
     fn instance_prefix(&self) -> String {
@@ -361,4 +542,139 @@ impl Remote {
 /// A store error for a REAPI reply that breaks the protocol or kiln's rules.
 pub(crate) fn corrupt(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::Corrupt, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use re::digest_function::Value;
+
+    fn caps(cache: &[Value], exec: Option<(&[Value], Value)>) -> re::ServerCapabilities {
+        re::ServerCapabilities {
+            cache_capabilities: Some(re::CacheCapabilities {
+                digest_functions: cache.iter().map(|v| *v as i32).collect(),
+                ..Default::default()
+            }),
+            execution_capabilities: exec.map(|(all, one)| re::ExecutionCapabilities {
+                digest_function: one as i32,
+                digest_functions: all.iter().map(|v| *v as i32).collect(),
+                exec_enabled: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// BLAKE3 where every service kiln uses offers it, SHA-256 otherwise (what casd and
+    /// BuildGrid offer), and an engine with neither is refused.
+    #[test]
+    fn the_digest_function_follows_the_capabilities() {
+        use DigestFunction::{Blake3, Sha256};
+        let both = [Value::Sha256, Value::Blake3];
+        // casd: SHA-256 and others, no BLAKE3.
+        let casd = [Value::Sha256, Value::Sha1, Value::Sha384, Value::Sha512];
+        let cases = [
+            (
+                caps(&casd, Some((&casd, Value::Sha256))),
+                Ok((Sha256, true)),
+            ),
+            (
+                caps(&both, Some((&both, Value::Sha256))),
+                Ok((Blake3, true)),
+            ),
+            // A cache alone (no execution) with BLAKE3.
+            (caps(&both, None), Ok((Blake3, false))),
+            // The cache offers BLAKE3, execution only SHA-256: SHA-256 for both.
+            (
+                caps(&both, Some((&[Value::Sha256], Value::Sha256))),
+                Ok((Sha256, true)),
+            ),
+            // Before REAPI 2.3: empty lists and the single execution field.
+            (caps(&[], Some((&[], Value::Sha256))), Ok((Sha256, true))),
+            (caps(&[], None), Ok((Sha256, false))),
+            // Execution in BLAKE3 only, cache in both: BLAKE3.
+            (
+                caps(&both, Some((&[Value::Blake3], Value::Unknown))),
+                Ok((Blake3, true)),
+            ),
+            // A cache in SHA-256 whose execution takes only SHA-1: a cache, no executor.
+            (
+                caps(&[Value::Sha256], Some((&[Value::Sha1], Value::Sha1))),
+                Ok((Sha256, false)),
+            ),
+        ];
+        for (i, (caps, want)) in cases.into_iter().enumerate() {
+            assert_eq!(choose_digest_function(&caps), want, "case {i}");
+        }
+        let neither = caps(&[Value::Sha1, Value::Md5], None);
+        assert!(choose_digest_function(&neither).is_err());
+    }
+
+    /// What is asked again goes by the status code, not the message.
+    #[test]
+    fn retries_go_by_status_code() {
+        use tonic::Code;
+        for code in [
+            Code::Unavailable,
+            Code::ResourceExhausted,
+            Code::DeadlineExceeded,
+            Code::Aborted,
+        ] {
+            assert!(retryable(code), "{code:?}");
+        }
+        for code in [
+            Code::InvalidArgument,
+            Code::NotFound,
+            Code::PermissionDenied,
+            Code::Unauthenticated,
+            Code::FailedPrecondition,
+            Code::Internal,
+            Code::Unknown,
+        ] {
+            assert!(!retryable(code), "{code:?}");
+        }
+        // A message that reads like a passing failure does not make one.
+        let status = tonic::Status::invalid_argument("(Unavailable) stream");
+        assert!(!retryable(status.code()));
+    }
+
+    /// Pauses grow, stay bounded, and the retries end.
+    #[test]
+    fn backoff_grows_and_is_bounded() {
+        let pauses: Vec<Duration> = (1..=RETRIES + 3).map(backoff).collect();
+        for (i, pause) in pauses.iter().enumerate() {
+            let base = 100u64 << (i as u32).min(5);
+            assert!(*pause <= Duration::from_millis(base), "{i}: {pause:?}");
+            assert!(
+                *pause >= Duration::from_millis(base * 3 / 4),
+                "{i}: {pause:?}"
+            );
+        }
+        assert!(pauses.iter().all(|p| *p <= Duration::from_millis(3200)));
+        let total: Duration = (1..=RETRIES).map(backoff).sum();
+        assert!(total <= Duration::from_secs(2), "{total:?}");
+    }
+
+    /// One pass gives both digests; with BLAKE3 on the wire the two are the same.
+    #[test]
+    fn hashers_give_both_digests() {
+        let mut h = Hashers::new(DigestFunction::Sha256);
+        h.update(b"hello ");
+        h.update(b"world");
+        let (blake3, wire) = h.finish();
+        assert_eq!(blake3, Digest::of_bytes(b"hello world"));
+        assert_eq!(
+            wire,
+            WireDigest::of_bytes(DigestFunction::Sha256, b"hello world")
+        );
+        assert_eq!(
+            wire.hex(),
+            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+        );
+        let mut h = Hashers::new(DigestFunction::Blake3);
+        h.update(b"hello world");
+        let (blake3, wire) = h.finish();
+        assert_eq!(wire.hash, *blake3.as_bytes());
+        assert_eq!(wire.size, 11);
+    }
 }

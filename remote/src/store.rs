@@ -11,7 +11,7 @@ use kiln_cache::{ActionResult, Digest, Error, ErrorKind, Result, Store};
 use re::action_cache_client::ActionCacheClient;
 
 use crate::cas::Blob;
-use crate::{corrupt, re, Hashers, Remote, Sha, MAX_MESSAGE};
+use crate::{corrupt, re, Hashers, Remote, WireDigest, MAX_MESSAGE};
 
 /// The type of the `auxiliary_metadata` entry that carries kiln's own record of a
 /// result (its BLAKE3 digests) in a REAPI ActionResult.
@@ -36,19 +36,18 @@ impl GrpcStore {
             .max_decoding_message_size(MAX_MESSAGE)
     }
 
-    /// The SHA-256 of a blob kiln knows by BLAKE3: learned earlier in the build.
-    fn sha(&self, digest: &Digest) -> Option<Sha> {
-        self.remote.sha_of(digest)
-    }
-
-    /// Fetches a blob into `out`, checked against both digests.
+    /// Fetches a blob into `out`, checked against both digests; a pair that passed is
+    /// learned.
     fn fetch_checked(&self, digest: &Digest, out: &mut File) -> Result<bool> {
-        let Some(sha) = self.sha(digest) else {
+        let Some(sha) = self.remote.wire_to_fetch(digest) else {
             return Ok(false);
         };
         match self.remote.download(sha, out)? {
             None => Ok(false),
-            Some(got) if got == *digest => Ok(true),
+            Some(got) if got == *digest => {
+                self.remote.learn(*digest, sha);
+                Ok(true)
+            }
             Some(_) => Err(corrupt(format!(
                 "{}: blob {} does not match its BLAKE3 digest {}",
                 self.remote.url(),
@@ -60,22 +59,27 @@ impl GrpcStore {
 
     /// Hashes a file both ways, learns the pair, and sends it if the CAS lacks it.
     fn put_path(&self, path: &Path) -> Result<Digest> {
-        let (digest, sha) = Hashers::of_file(path)?;
+        let (digest, sha) = Hashers::of_file(self.remote.digest_function(), path)?;
         self.remote.learn(digest, sha);
+        self.send(sha, path)?;
+        Ok(digest)
+    }
+
+    fn send(&self, sha: WireDigest, path: &Path) -> Result<()> {
         let blobs = BTreeMap::from([(sha, Blob::File(path.to_path_buf()))]);
         self.remote.upload_missing(&blobs)?;
-        Ok(digest)
+        Ok(())
     }
 }
 
 /// The ActionCache key of a kiln action key.
-pub(crate) fn ac_digest(key: &Digest) -> Sha {
-    Sha::of_bytes(format!("kiln action {}", key.to_hex()).as_bytes())
+pub(crate) fn ac_digest(remote: &Remote, key: &Digest) -> WireDigest {
+    remote.digest_bytes(format!("kiln action {}", key.to_hex()).as_bytes())
 }
 
 impl Store for GrpcStore {
     fn contains(&self, digest: &Digest) -> Result<bool> {
-        let Some(sha) = self.sha(digest) else {
+        let Some(sha) = self.remote.wire_to_fetch(digest) else {
             return Ok(false);
         };
         Ok(sha.size == 0 || !self.remote.find_missing(&[sha])?.contains(&sha))
@@ -115,7 +119,7 @@ impl Store for GrpcStore {
     }
 
     fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
-        let (digest, sha) = (Digest::of_bytes(bytes), Sha::of_bytes(bytes));
+        let (digest, sha) = (Digest::of_bytes(bytes), self.remote.digest_bytes(bytes));
         self.remote.learn(digest, sha);
         let blobs = BTreeMap::from([(sha, Blob::Bytes(bytes.to_vec()))]);
         self.remote.upload_missing(&blobs)?;
@@ -126,47 +130,63 @@ impl Store for GrpcStore {
         self.put_path(path)
     }
 
+    /// A local blob whose wire digest kiln computed before (in this build or, from the
+    /// local store's index, an earlier one) is not hashed again.
+    fn put_blob(&self, digest: &Digest, path: &Path) -> Result<Digest> {
+        match self.remote.wire_of(digest) {
+            Some(sha) => {
+                self.send(sha, path)?;
+                Ok(*digest)
+            }
+            None => self.put_path(path),
+        }
+    }
+
     fn get_action(&self, key: &Digest) -> Result<Option<ActionResult>> {
         let req = re::GetActionResultRequest {
             instance_name: self.remote.instance.clone(),
-            action_digest: Some(ac_digest(key).proto()),
+            action_digest: Some(ac_digest(&self.remote, key).proto()),
             inline_stdout: false,
             inline_stderr: false,
             inline_output_files: Vec::new(),
-            digest_function: re::digest_function::Value::Sha256 as i32,
+            digest_function: self.remote.digest_function().value(),
         };
-        let mut ac = self.ac();
-        let got = self.remote.rt.block_on(async {
-            tokio::time::timeout(Duration::from_secs(30), ac.get_action_result(req)).await
-        });
-        let result = match got {
-            Ok(Ok(resp)) => resp.into_inner(),
-            Ok(Err(status)) if status.code() == tonic::Code::NotFound => return Ok(None),
-            Ok(Err(status)) => return Err(self.remote.status_error("look up a result", &status)),
-            Err(_) => {
-                let message = format!(
-                    "{}: look up a result: no answer within 30 s",
-                    self.remote.url()
-                );
-                return Err(Error::new(ErrorKind::Remote, message));
-            }
-        };
-        self.read_reapi(&result).map(Some)
+        let ac = self.ac();
+        // A miss is an answer, not an error: NOT_FOUND becomes None.
+        let got = self
+            .remote
+            .call("look up a result", Duration::from_secs(30), || {
+                let (mut ac, req) = (ac.clone(), req.clone());
+                async move {
+                    match ac.get_action_result(req).await {
+                        Ok(resp) => Ok(resp.map(Some)),
+                        Err(status) if status.code() == tonic::Code::NotFound => {
+                            Ok(tonic::Response::new(None))
+                        }
+                        Err(status) => Err(status),
+                    }
+                }
+            })?;
+        match got {
+            Some(result) => self.read_reapi(&result).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn put_action(&self, key: &Digest, result: &ActionResult) -> Result<()> {
         let action_result = self.to_reapi(result)?;
         let req = re::UpdateActionResultRequest {
             instance_name: self.remote.instance.clone(),
-            action_digest: Some(ac_digest(key).proto()),
+            action_digest: Some(ac_digest(&self.remote, key).proto()),
             action_result: Some(action_result),
             results_cache_policy: None,
-            digest_function: re::digest_function::Value::Sha256 as i32,
+            digest_function: self.remote.digest_function().value(),
         };
-        let mut ac = self.ac();
+        let ac = self.ac();
         self.remote
-            .call("store a result", Duration::from_secs(30), async move {
-                ac.update_action_result(req).await
+            .call("store a result", Duration::from_secs(30), || {
+                let (mut ac, req) = (ac.clone(), req.clone());
+                async move { ac.update_action_result(req).await }
             })?;
         Ok(())
     }
@@ -175,8 +195,10 @@ impl Store for GrpcStore {
 impl GrpcStore {
     /// kiln's result as a REAPI ActionResult carrying kiln's own record.
     fn to_reapi(&self, result: &ActionResult) -> Result<re::ActionResult> {
+        // Digests kiln computed, or (for a result read from this engine and stored
+        // again) the ones the engine gave: a result names blobs, it vouches for none.
         let sha = |d: &Digest| {
-            self.sha(d).ok_or_else(|| {
+            self.remote.wire_to_fetch(d).ok_or_else(|| {
                 let message = format!("blob {} was not sent before its result", d.short());
                 Error::new(ErrorKind::Remote, message)
             })
@@ -242,7 +264,7 @@ impl GrpcStore {
                     "{url}: a result whose outputs disagree with kiln's record"
                 ))
             })?;
-            let sha = Sha::from_proto(
+            let sha = WireDigest::from_proto(
                 file.digest
                     .as_ref()
                     .ok_or_else(|| corrupt("an output without a digest"))?,
@@ -259,14 +281,12 @@ impl GrpcStore {
             (ours.stderr, &result.stderr_digest),
         ] {
             if let Some(d) = given {
-                pairs.push((digest, Sha::from_proto(d)?));
+                pairs.push((digest, WireDigest::from_proto(d)?));
             }
         }
         // A pair is only a claim until the blob is fetched and checked both ways.
         for (digest, sha) in pairs {
-            if self.sha(&digest).is_none() {
-                self.remote.learn(digest, sha);
-            }
+            self.remote.claim(digest, sha);
         }
         Ok(ours)
     }
@@ -288,7 +308,7 @@ mod tests {
         let honest = Digest::of_bytes(b"honest\n");
         store.put_bytes(b"forged\n").unwrap();
         // The claim a bad result makes: the honest digest is these other bytes.
-        remote.learn(honest, Sha::of_bytes(b"forged\n"));
+        remote.claim(honest, remote.digest_bytes(b"forged\n"));
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("out");
         let err = store.fetch(&honest, &dest).unwrap_err();
@@ -297,7 +317,6 @@ mod tests {
         assert!(store.read(&honest).is_err());
         // The honest pairing fetches.
         let real = store.put_bytes(b"honest\n").unwrap();
-        remote.learn(real, Sha::of_bytes(b"honest\n"));
         assert!(store.fetch(&real, &dest).unwrap());
         assert_eq!(std::fs::read(&dest).unwrap(), b"honest\n");
     }

@@ -1,54 +1,71 @@
 //! An action's input root as REAPI wants it: a Merkle tree of Directory messages whose
-//! files are named by SHA-256 digest.
+//! files are named by wire digest.
+//!
+//! Where a file's wire digest comes from, cheapest first (nothing is hashed twice):
+//! 1. a staged input: its BLAKE3 digest is in the action key, and its wire digest in
+//!    [`Remote`]'s table or the local store's index;
+//! 2. a file hashed earlier in this build, by (device, inode, size, mtime) — the same
+//!    tool or store blob linked into many sandboxes; several actions asking at once
+//!    wait for one hash;
+//! 3. a file outside the sandbox (kiln itself, a tool) whose recorded file state still
+//!    holds: its BLAKE3 digest from the file-state table, then as in 1;
+//! 4. hashing it, both ways in one pass (and remembering both).
+//!
+//! A tree tool (a toolchain) is sealed once per build and joins each input root as one
+//! subtree digest.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use kiln_cache::{Error, Result};
+use kiln_cache::{Digest, Error, ErrorKind, Result};
 use prost::Message;
 
 use crate::cas::Blob;
-use crate::{re, Hashers, Remote, Sha};
+use crate::{re, Hashers, Remote, WireDigest};
 
 /// A directory being built: files and subdirectories by name.
 #[derive(Default)]
 pub(crate) struct Dir {
-    files: BTreeMap<String, (Sha, bool)>,
-    dirs: BTreeMap<String, Dir>,
+    files: BTreeMap<String, (WireDigest, bool)>,
+    dirs: BTreeMap<String, Node>,
 }
 
-/// SHA-256 digests of files already hashed, by (device, inode, size, mtime): the same
-/// tool or store blob linked into many sandboxes is hashed once per build, also when
-/// many actions reach it at once (kiln itself, ~80 MB, starts every input root).
-#[derive(Default)]
-pub(crate) struct FileHashes(Mutex<HashMap<FileId, OnceSha>>);
+/// A subdirectory: still being built, or sealed already (a tool tree).
+enum Node {
+    Open(Dir),
+    Sealed(WireDigest),
+}
 
-/// A file's digest, computed by the first action that needs it while the others wait.
-type OnceSha = Arc<Mutex<Option<Sha>>>;
+impl Default for Node {
+    fn default() -> Node {
+        Node::Open(Dir::default())
+    }
+}
+
+/// A sealed tree: its root's digest and every blob it needs.
+pub(crate) type Sealed = (WireDigest, Arc<BTreeMap<WireDigest, Blob>>);
+
+type Cell<T> = Arc<OnceLock<std::result::Result<T, String>>>;
+
+/// What a build remembers of files it hashed and trees it sealed.
+#[derive(Default)]
+pub(crate) struct FileHashes {
+    by_id: Mutex<HashMap<FileId, Cell<WireDigest>>>,
+    /// Directories whose recorded file states were loaded from the local store.
+    loaded: Mutex<HashSet<PathBuf>>,
+    trees: Mutex<HashMap<PathBuf, Cell<Sealed>>>,
+}
 
 /// (device, inode, size, mtime seconds, mtime nanoseconds).
 type FileId = (u64, u64, u64, i64, i64);
 
-/// A tree of files and the blobs it needs in the CAS.
-#[derive(Default)]
-pub(crate) struct InputRoot {
-    pub root: Dir,
-    pub blobs: BTreeMap<Sha, Blob>,
-}
-
-impl InputRoot {
-    /// Adds the file at `path` (following a symbolic link) as `rel`.
-    pub fn add_file(
-        &mut self,
-        remote: &Remote,
-        hashes: &FileHashes,
-        rel: &str,
-        path: &Path,
-    ) -> Result<()> {
-        let meta = fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;
+impl FileHashes {
+    /// The wire digest of the file at `path` (`meta` its metadata, links followed),
+    /// hashed at most once per build however many actions ask.
+    fn file(&self, remote: &Remote, path: &Path, meta: &fs::Metadata) -> Result<WireDigest> {
         let id = (
             meta.dev(),
             meta.ino(),
@@ -56,42 +73,140 @@ impl InputRoot {
             meta.mtime(),
             meta.mtime_nsec(),
         );
-        let once = hashes.0.lock().unwrap().entry(id).or_default().clone();
-        let mut known = once.lock().unwrap();
-        let sha = match *known {
-            Some(sha) => sha,
-            None => *known.insert(hash_file(remote, path)?),
+        let cell = self.by_id.lock().unwrap().entry(id).or_default().clone();
+        let got = cell.get_or_init(|| self.resolve(remote, path, meta).map_err(|e| e.to_string()));
+        got.clone()
+            .map_err(|e| Error::new(ErrorKind::Io, format!("hash {}: {e}", path.display())))
+    }
+
+    /// Steps 3 and 4 of the module comment.
+    fn resolve(&self, remote: &Remote, path: &Path, meta: &fs::Metadata) -> Result<WireDigest> {
+        let real = fs::canonicalize(path).map_err(|e| Error::io("resolve", path, e))?;
+        let local = remote.local.get();
+        if let Some(local) = local {
+            self.load_states(local, real.parent().unwrap_or(Path::new("/")))?;
+            let known = local.file_states().lookup(&real, meta);
+            if let Some(wire) = known.and_then(|d| remote.wire_of(&d)) {
+                return Ok(wire);
+            }
+        }
+        let (blake3, wire) = Hashers::of_file(remote.digest_function(), &real)?;
+        remote.learn(blake3, wire);
+        if let Some(local) = local {
+            local.file_states().remember(&real, meta, blake3);
+        }
+        Ok(wire)
+    }
+
+    fn load_states(&self, local: &kiln_cache::LocalStore, dir: &Path) -> Result<()> {
+        if self.loaded.lock().unwrap().insert(dir.to_path_buf()) {
+            local.load_file_states(dir)?;
+        }
+        Ok(())
+    }
+
+    /// The tree tool at `path`, sealed once per build.
+    pub fn tool_tree(&self, remote: &Remote, path: &Path) -> Result<Sealed> {
+        let cell = self
+            .trees
+            .lock()
+            .unwrap()
+            .entry(path.to_path_buf())
+            .or_default()
+            .clone();
+        let got = cell.get_or_init(|| {
+            let mut tree = InputRoot::default();
+            tree.add_tree(remote, self, "", path, &HashMap::new(), &|_| false)
+                .map_err(|e| e.to_string())?;
+            let root = tree.seal(remote);
+            Ok((root, Arc::new(tree.blobs)))
+        });
+        got.clone()
+            .map_err(|e| Error::new(ErrorKind::Io, format!("read tool {}: {e}", path.display())))
+    }
+}
+
+/// A tree of files and the blobs it needs in the CAS.
+#[derive(Default)]
+pub(crate) struct InputRoot {
+    pub root: Dir,
+    pub blobs: BTreeMap<WireDigest, Blob>,
+}
+
+impl InputRoot {
+    /// Adds the file at `path` (following a symbolic link) as `rel`; `known`: its
+    /// BLAKE3 digest if the caller knows it.
+    pub fn add_file(
+        &mut self,
+        remote: &Remote,
+        hashes: &FileHashes,
+        rel: &str,
+        path: &Path,
+        known: Option<&Digest>,
+    ) -> Result<()> {
+        let meta = fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;
+        let wire = match known.and_then(|d| remote.wire_of(d)) {
+            Some(wire) => wire,
+            None => match known {
+                Some(digest) => hash_staged(remote, path, digest)?,
+                None => hashes.file(remote, path, &meta)?,
+            },
         };
-        drop(known);
         let executable = meta.permissions().mode() & 0o111 != 0;
-        self.blobs.insert(sha, Blob::File(path.to_path_buf()));
-        self.insert(rel, (sha, executable));
+        self.blobs.insert(wire, Blob::File(path.to_path_buf()));
+        self.insert(rel, (wire, executable));
         Ok(())
     }
 
     /// Adds bytes as the file `rel`.
-    pub fn add_bytes(&mut self, rel: &str, bytes: Vec<u8>) {
-        let sha = Sha::of_bytes(&bytes);
-        self.blobs.insert(sha, Blob::Bytes(bytes));
-        self.insert(rel, (sha, false));
+    pub fn add_bytes(&mut self, remote: &Remote, rel: &str, bytes: Vec<u8>) {
+        let wire = remote.digest_bytes(&bytes);
+        self.blobs.insert(wire, Blob::Bytes(bytes));
+        self.insert(rel, (wire, false));
     }
 
     /// Adds an empty directory `rel` (and its parents).
     pub fn add_dir(&mut self, rel: &str) {
+        self.dir_mut(rel);
+    }
+
+    fn dir_mut(&mut self, rel: &str) -> &mut Dir {
         let mut dir = &mut self.root;
         for part in rel.split('/').filter(|p| !p.is_empty()) {
-            dir = dir.dirs.entry(part.to_string()).or_default();
+            let node = dir.dirs.entry(part.to_string()).or_default();
+            // Sealed trees are added at leaves only; a path through one opens it anew.
+            if matches!(node, Node::Sealed(_)) {
+                *node = Node::default();
+            }
+            let Node::Open(open) = node else {
+                unreachable!("opened above")
+            };
+            dir = open;
+        }
+        dir
+    }
+
+    /// Adds a sealed tree as the directory `rel`, with its blobs.
+    pub fn add_sealed(&mut self, rel: &str, sealed: &Sealed) {
+        let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        self.dir_mut(parent)
+            .dirs
+            .insert(name.to_string(), Node::Sealed(sealed.0));
+        for (wire, blob) in sealed.1.iter() {
+            self.blobs.insert(*wire, blob.clone());
         }
     }
 
     /// Adds every file below `dir` as `rel/...`, following symbolic links to files and
-    /// leaving out those that lead nowhere; `skip` names root-relative paths left out.
+    /// leaving out those that lead nowhere; `known` gives BLAKE3 digests by
+    /// root-relative path; `skip` names root-relative paths left out.
     pub fn add_tree(
         &mut self,
         remote: &Remote,
         hashes: &FileHashes,
         rel: &str,
         dir: &Path,
+        known: &HashMap<String, Digest>,
         skip: &dyn Fn(&str) -> bool,
     ) -> Result<()> {
         self.add_dir(rel);
@@ -111,42 +226,44 @@ impl InputRoot {
                 continue;
             };
             if meta.is_dir() {
-                self.add_tree(remote, hashes, &child_rel, &path, skip)?;
+                self.add_tree(remote, hashes, &child_rel, &path, known, skip)?;
             } else if meta.is_file() {
-                self.add_file(remote, hashes, &child_rel, &path)?;
+                let digest = known.get(&child_rel);
+                self.add_file(remote, hashes, &child_rel, &path, digest)?;
             }
         }
         Ok(())
     }
 
-    fn insert(&mut self, rel: &str, file: (Sha, bool)) {
+    fn insert(&mut self, rel: &str, file: (WireDigest, bool)) {
         let (parent, name) = match rel.rsplit_once('/') {
             Some((parent, name)) => (parent, name),
             None => ("", rel),
         };
-        self.add_dir(parent);
-        let mut dir = &mut self.root;
-        for part in parent.split('/').filter(|p| !p.is_empty()) {
-            dir = dir.dirs.get_mut(part).expect("just added");
-        }
-        dir.files.insert(name.to_string(), file);
+        self.dir_mut(parent).files.insert(name.to_string(), file);
     }
 
     /// Encodes the tree: the root's digest; every Directory message joins the blobs.
-    pub fn seal(&mut self) -> Sha {
+    pub fn seal(&mut self, remote: &Remote) -> WireDigest {
         let root = std::mem::take(&mut self.root);
-        encode(root, &mut self.blobs)
+        encode(remote, root, &mut self.blobs)
     }
 }
 
-fn encode(dir: Dir, blobs: &mut BTreeMap<Sha, Blob>) -> Sha {
+fn encode(remote: &Remote, dir: Dir, blobs: &mut BTreeMap<WireDigest, Blob>) -> WireDigest {
     // BTreeMaps keep names sorted, as REAPI requires.
     let directories = dir
         .dirs
         .into_iter()
-        .map(|(name, sub)| re::DirectoryNode {
-            name,
-            digest: Some(encode(sub, blobs).proto()),
+        .map(|(name, sub)| {
+            let digest = match sub {
+                Node::Open(sub) => encode(remote, sub, blobs),
+                Node::Sealed(digest) => digest,
+            };
+            re::DirectoryNode {
+                name,
+                digest: Some(digest.proto()),
+            }
         })
         .collect();
     let files = dir
@@ -166,17 +283,25 @@ fn encode(dir: Dir, blobs: &mut BTreeMap<Sha, Blob>) -> Sha {
         node_properties: None,
     };
     let bytes = message.encode_to_vec();
-    let sha = Sha::of_bytes(&bytes);
+    let sha = remote.digest_bytes(&bytes);
     blobs.insert(sha, Blob::Bytes(bytes));
     sha
 }
 
-/// A file's SHA-256; its BLAKE3 digest is learned on the way, so a result that names
-/// the file (an output the store already holds) is not hashed again.
-fn hash_file(remote: &Remote, path: &Path) -> Result<Sha> {
-    let (blake3, sha) = Hashers::of_file(path)?;
-    remote.learn(blake3, sha);
-    Ok(sha)
+/// The wire digest of a staged input whose BLAKE3 digest the key names but whose wire
+/// digest kiln has not computed yet: both in one pass, the BLAKE3 one checked.
+fn hash_staged(remote: &Remote, path: &Path, digest: &Digest) -> Result<WireDigest> {
+    let (blake3, wire) = Hashers::of_file(remote.digest_function(), path)?;
+    if blake3 != *digest {
+        let why = format!(
+            "staged input {} is not the content its key names ({})",
+            path.display(),
+            digest.short()
+        );
+        return Err(Error::new(ErrorKind::Corrupt, why));
+    }
+    remote.learn(blake3, wire);
+    Ok(wire)
 }
 
 /// Where a tool tree lies in the input root.

@@ -51,16 +51,19 @@ CREATE TABLE IF NOT EXISTS action_keys (
   id TEXT PRIMARY KEY, key TEXT NOT NULL, prev_key TEXT, executed INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS key_records (key TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS blob_sha256 (
+  digest TEXT PRIMARY KEY, sha256 BLOB NOT NULL, size INTEGER NOT NULL);
 ";
 
 /// The tables whose first row opening reads.
-const TABLES: [&str; 6] = [
+const TABLES: [&str; 7] = [
     "actions",
     "blobs",
     "file_states",
     "action_keys",
     "key_records",
     "meta",
+    "blob_sha256",
 ];
 
 /// When the index was rebuilt, and where the damaged one went.

@@ -162,7 +162,7 @@ impl Run<'_> {
             env,
             ..self.spec.clone()
         });
-        let (exit_code, _) = self.exec.run(listed[0], &kind, self.sandbox)?;
+        let (exit_code, _, _) = self.exec.run(listed[0], &kind, self.sandbox, &[])?;
         let read = |name: &str| capture(self.sandbox, name);
         Ok((exit_code, read("stdout"), read("stderr")))
     }
@@ -183,7 +183,14 @@ impl Run<'_> {
         let captures = Some((stdout.as_slice(), &[][..]));
         let result = self
             .exec
-            .result(action, self.sandbox.root(), captures, named, self.started)
+            .result(
+                action,
+                self.sandbox.root(),
+                captures,
+                named,
+                &super::Written::new(),
+                self.started,
+            )
             .map_err(|e| failure(e, self.sandbox, captures, 0));
         self.settle(i, result);
     }

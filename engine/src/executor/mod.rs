@@ -506,7 +506,7 @@ impl Executor {
             .filter(|(a, _)| !builtin || a.producer.is_some());
         let sandbox = self.prepare(staged, action.outputs.iter())?;
         let since = now_ns();
-        let (exit_code, emitted) = self.run(action, &action.kind, &sandbox)?;
+        let (exit_code, emitted, written) = self.run(action, &action.kind, &sandbox, inputs)?;
         let emitted = self
             .store_emitted(emitted, inputs, &sandbox)
             .map_err(fail)?;
@@ -514,7 +514,7 @@ impl Executor {
             let why = format!("failed with exit code {exit_code}");
             Err(failure(action.error(&why), &sandbox, None, exit_code))
         } else {
-            self.result(action, sandbox.root(), None, emitted, started)
+            self.result(action, sandbox.root(), None, emitted, &written, started)
                 .map_err(|e| failure(e, &sandbox, None, exit_code))
         };
         let outcome = self.with_reads(action, &sandbox, since, outcome);
@@ -576,17 +576,19 @@ impl Executor {
     }
 
     /// Runs `kind` (the action's own, or a batch's shared process) in the sandbox;
-    /// returns its exit code and the outputs a builtin gave as bytes.
+    /// returns its exit code, the outputs a builtin gave as bytes, and the digests of
+    /// the files a remote run wrote (checked as they were written).
     fn run(
         &self,
         action: &Action,
         kind: &ActionKind,
         sandbox: &Sandbox,
-    ) -> Result<(i32, Given), Box<Failure>> {
+        inputs: &[(Artifact, KeyInput)],
+    ) -> Result<(i32, Given, Written), Box<Failure>> {
         match kind {
             ActionKind::Exec(spec) => {
-                if let Some(code) = self.run_remotely(action, kind, spec, sandbox)? {
-                    return Ok((code, Vec::new()));
+                if let Some(run) = self.run_remotely(action, kind, spec, sandbox, inputs)? {
+                    return Ok((run.exit_code, Vec::new(), run.written));
                 }
                 let _slot = self.local_slots.take();
                 let mode = self.sandbox_mode().map_err(fail)?;
@@ -595,12 +597,13 @@ impl Executor {
                     false => None,
                 };
                 let code = sandbox.run(spec, mode, &self.host, access.as_ref());
-                Ok((code.map_err(fail)?, Vec::new()))
+                Ok((code.map_err(fail)?, Vec::new(), Written::new()))
             }
             ActionKind::Builtin(b) => {
                 let _slot = self.local_slots.take();
                 let digests = self.tool_digests(&b.tools).map_err(fail)?;
-                Ok(run_builtin(b, sandbox, &self.root, action, &digests))
+                let (code, given) = run_builtin(b, sandbox, &self.root, action, &digests);
+                Ok((code, given, Written::new()))
             }
         }
     }
@@ -615,7 +618,8 @@ impl Executor {
         kind: &ActionKind,
         spec: &ExecSpec,
         sandbox: &Sandbox,
-    ) -> Result<Option<i32>, Box<Failure>> {
+        inputs: &[(Artifact, KeyInput)],
+    ) -> Result<Option<RemoteRun>, Box<Failure>> {
         let Some(remote) = &self.remote else {
             return Ok(None);
         };
@@ -623,10 +627,16 @@ impl Executor {
             return Ok(None);
         }
         sandbox.link_tools(&spec.tools).map_err(fail)?;
-        match remote.run(sandbox.root(), spec, &action.outputs) {
-            Ok(run) => {
+        let staged: HashMap<String, Digest> = inputs
+            .iter()
+            .map(|(artifact, key)| (artifact.path.clone(), key.digest))
+            .collect();
+        match remote.run(sandbox.root(), spec, &staged, &action.outputs) {
+            Ok(mut run) => {
+                let written = std::mem::take(&mut run.written);
                 self.remote_stats.lock().unwrap().record(action, &run);
-                Ok(Some(run.exit_code))
+                run.written = written;
+                Ok(Some(run))
             }
             Err(e) if self.remote_local_fallback && e.kind == ErrorKind::Remote => {
                 if !self.remote_off.swap(true, Ordering::Relaxed) {
@@ -655,13 +665,21 @@ impl Executor {
         root: &Path,
         captures: Option<(&[u8], &[u8])>,
         emitted: Vec<OutputFile>,
+        written: &Written,
         started: Instant,
     ) -> Result<ActionResult> {
-        let outputs = self.collect_outputs(action, root, emitted)?;
+        let outputs = self.collect_outputs(action, root, emitted, written)?;
         let (stdout, stderr) = match captures {
             Some((out, err)) => (self.local.put_bytes(out)?, self.local.put_bytes(err)?),
             None => {
-                let put = |name: &str| self.local.put_file_move(&root.join(".kiln").join(name));
+                let put = |name: &str| {
+                    let rel = format!(".kiln/{name}");
+                    let path = root.join(&rel);
+                    match written.get(&rel) {
+                        Some(digest) => self.local.put_file_move_verified(&path, *digest),
+                        None => self.local.put_file_move(&path),
+                    }
+                };
                 (put("stdout")?, put("stderr")?)
             }
         };
@@ -775,6 +793,7 @@ impl Executor {
         action: &Action,
         root: &Path,
         emitted: Vec<OutputFile>,
+        written: &Written,
     ) -> Result<Vec<OutputFile>> {
         let declared = |rel: &str| {
             let under = |out: &String| out.ends_with('/') && rel.starts_with(out.as_str());
@@ -817,8 +836,10 @@ impl Executor {
                 let executable = meta.mode() & 0o111 != 0;
                 // A file with other names (a link to an input, or to a host file where
                 // nothing stops that) is copied: moving and sealing it would change them.
-                let digest = match meta.nlink() {
-                    1 => self.local.put_file_move(&path)?,
+                // A file a remote run wrote was hashed as it was written.
+                let digest = match (meta.nlink(), written.get(&rel)) {
+                    (1, Some(digest)) => self.local.put_file_move_verified(&path, *digest)?,
+                    (1, None) => self.local.put_file_move(&path)?,
                     _ => self.local.put_file(&path)?,
                 };
                 Ok(OutputFile {
@@ -1021,6 +1042,9 @@ fn run_builtin(
 
 /// Outputs a builtin gave without files, as it gave them.
 type Given = Vec<(String, crate::action::Emitted)>;
+
+/// The BLAKE3 digests of files a remote run wrote into the sandbox, by relative path.
+type Written = HashMap<String, Digest>;
 
 /// The time now, in nanoseconds since the epoch (as file times are compared).
 fn now_ns() -> i64 {

@@ -52,8 +52,10 @@ pub struct HashedFile {
 }
 
 impl FileStates {
-    pub(crate) fn insert_loaded(&self, path: PathBuf, state: FileState) {
-        self.known.write().unwrap().insert(path, state);
+    pub(crate) fn insert_loaded(&self, states: Vec<(PathBuf, FileState)>) {
+        let mut known = self.known.write().unwrap();
+        known.reserve(states.len());
+        known.extend(states);
     }
 
     /// The digest of the file at `path` (absolute), rehashing only if its state changed.

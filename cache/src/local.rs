@@ -34,7 +34,8 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use tempfile::NamedTempFile;
@@ -104,6 +105,9 @@ pub struct LocalStore {
     /// The inode of the index file opened, to mark it if a query finds it damaged.
     index_ino: Option<u64>,
     files: FileStates,
+    /// A load of file states in the background, and whether none is under way.
+    files_loading: Mutex<Option<std::thread::JoinHandle<()>>>,
+    files_ready: AtomicBool,
     touched_actions: Mutex<HashSet<Digest>>,
     pending_keys: Mutex<Vec<(String, KeyEntry, String)>>,
     /// `blobs` rows of blob files written by this process: (digest, size, time).
@@ -131,6 +135,8 @@ impl LocalStore {
             db: Mutex::new(conn),
             index_ino: index::inode(&index::path(root)),
             files: FileStates::default(),
+            files_loading: Mutex::new(None),
+            files_ready: AtomicBool::new(true),
             touched_actions: Mutex::new(HashSet::new()),
             pending_keys: Mutex::new(Vec::new()),
             pending_blobs: Mutex::new(Vec::new()),
@@ -156,15 +162,41 @@ impl LocalStore {
         self.root.join("cas").join(&hex[..2]).join(hex)
     }
 
-    /// The file-state table. Call [`LocalStore::load_file_states`] first for the
-    /// directories a build will look at.
+    /// The file-state table. Call [`LocalStore::load_file_states`] (or
+    /// [`LocalStore::load_file_states_in_background`]) first for the directories a build
+    /// will look at; this waits for a load in the background to end.
     pub fn file_states(&self) -> &FileStates {
+        if !self.files_ready.load(Ordering::Acquire) {
+            let loading = self.files_loading.lock().unwrap().take();
+            if let Some(loading) = loading {
+                let _ = loading.join();
+            }
+            self.files_ready.store(true, Ordering::Release);
+        }
         &self.files
     }
 
     /// Loads the recorded states of every file below `dir` into memory.
     pub fn load_file_states(&self, dir: &Path) -> Result<()> {
         self.query(|db| self.load_file_states_from(db, dir))
+    }
+
+    /// [`LocalStore::load_file_states`] on a thread of its own, while the caller goes on
+    /// (loading and analysing the workspace); [`LocalStore::file_states`] waits for it.
+    /// If the load fails, the table stays as it was and files are hashed again (the
+    /// index's damage is marked as by any query, and named by the next one).
+    pub fn load_file_states_in_background(self: &Arc<Self>, dir: &Path) {
+        let store = Arc::clone(self);
+        let dir = dir.to_path_buf();
+        let mut loading = self.files_loading.lock().unwrap();
+        let previous = loading.take();
+        self.files_ready.store(false, Ordering::Release);
+        *loading = Some(std::thread::spawn(move || {
+            if let Some(previous) = previous {
+                let _ = previous.join();
+            }
+            let _ = store.load_file_states(&dir);
+        }));
     }
 
     fn load_file_states_from(&self, db: &mut Connection, dir: &Path) -> Result<()> {
@@ -184,6 +216,7 @@ impl LocalStore {
                 row.get::<_, String>(5)?,
             ))
         })?;
+        let mut loaded = Vec::new();
         for row in rows {
             let (path, size, mtime_ns, ctime_ns, ino, digest) = row?;
             let Ok(digest) = digest.parse() else { continue };
@@ -194,8 +227,9 @@ impl LocalStore {
                 ino: ino as u64,
                 digest,
             };
-            self.files.insert_loaded(PathBuf::from(path), state);
+            loaded.push((PathBuf::from(path), state));
         }
+        self.files.insert_loaded(loaded);
         Ok(())
     }
 
@@ -559,7 +593,7 @@ impl Store for LocalStore {
 
     fn flush(&self) -> Result<()> {
         let pending = Pending {
-            states: self.files.take_pending(),
+            states: self.file_states().take_pending(),
             blobs: std::mem::take(&mut *self.pending_blobs.lock().unwrap()),
             actions: std::mem::take(&mut *self.pending_actions.lock().unwrap()),
             touched: self.touched_actions.lock().unwrap().drain().collect(),

@@ -133,6 +133,64 @@ pub struct Analysis<'a> {
     pub(crate) done: &'a mut HashMap<ActionId, (ActionResult, Status)>,
     /// The keys of the actions in `done`.
     pub(crate) run_keys: &'a mut HashMap<ActionId, Digest>,
+    /// The source files named so far, to be checked (see [`check_sources`]).
+    pub(crate) sources: &'a std::cell::RefCell<Vec<TargetSources>>,
+}
+
+/// The source files a target names: (workspace-relative path, offset of the entry in its
+/// BUILD.toml).
+pub(crate) type TargetSources = (Label, Vec<(String, usize)>);
+
+/// Checks that every source file named exists and is a regular file (in parallel: one
+/// `stat` each); the error is the first in analysis order, at its entry.
+pub(crate) fn check_sources(ws: &Workspace, sources: &[TargetSources]) -> Result<()> {
+    use rayon::prelude::*;
+    let all: Vec<(&Label, &String, usize)> = sources
+        .iter()
+        .flat_map(|(label, paths)| paths.iter().map(move |(p, at)| (label, p, *at)))
+        .collect();
+    let problem = all
+        .par_iter()
+        .map(|&(label, path, at)| source_problem(ws, label, path, at))
+        .find_first(Option::is_some)
+        .flatten();
+    problem.map_or(Ok(()), Err)
+}
+
+fn source_problem(ws: &Workspace, label: &Label, path: &String, offset: usize) -> Option<Error> {
+    let err = |kind, message: String| {
+        let error = Error::new(kind, message);
+        match ws.target(label) {
+            Some(target) => error.at(target.attrs.location(offset)),
+            None => error,
+        }
+    };
+    match std::fs::metadata(ws.root.join(path)) {
+        Ok(meta) if meta.is_file() => None,
+        Ok(meta) if meta.is_dir() => {
+            let rel = match label.package.as_str() {
+                "" => path.as_str(),
+                package => &path[package.len() + 1..],
+            };
+            Some(
+                err(
+                    ErrorKind::Config,
+                    format!("source `{path}` of {label} is a directory, not a file"),
+                )
+                .hint(format!(
+                    "name its files with a glob (`{rel}/**`) or a filegroup"
+                )),
+            )
+        }
+        Ok(_) => Some(err(
+            ErrorKind::Config,
+            format!("source `{path}` of {label} is not a regular file"),
+        )),
+        Err(_) => Some(err(
+            ErrorKind::MissingFile,
+            format!("source file `{path}` of {label} does not exist"),
+        )),
+    }
 }
 
 impl Analysis<'_> {
@@ -180,32 +238,23 @@ impl Analysis<'_> {
         Ok(out)
     }
 
-    /// A source file of this package, checked to exist and to be a file.
+    /// A source file of this package. Whether it exists and is a regular file is
+    /// checked once analysis is over, for every source at once and in parallel
+    /// ([`check_sources`]), with the error at this entry.
     pub fn source_file(&self, rel: &Spanned<String>) -> Result<Artifact> {
         let at = || self.attrs().location(rel.span.start);
         check_relative(&rel.value).map_err(|e| Error::new(ErrorKind::Config, e).at(at()))?;
         let path = self.package_path(&rel.value);
-        let label = self.label();
-        let err = |kind, message: String| Error::new(kind, message).at(at());
-        match std::fs::metadata(self.workspace.root.join(&path)) {
-            Ok(meta) if meta.is_file() => Ok(Artifact::source(path)),
-            Ok(meta) if meta.is_dir() => Err(err(
-                ErrorKind::Config,
-                format!("source `{path}` of {label} is a directory, not a file"),
-            )
-            .hint(format!(
-                "name its files with a glob (`{}/**`) or a filegroup",
-                rel.value
-            ))),
-            Ok(_) => Err(err(
-                ErrorKind::Config,
-                format!("source `{path}` of {label} is not a regular file"),
-            )),
-            Err(_) => Err(err(
-                ErrorKind::MissingFile,
-                format!("source file `{path}` of {label} does not exist"),
-            )),
+        let mut sources = self.sources.borrow_mut();
+        if sources
+            .last()
+            .is_none_or(|(label, _)| label != self.label())
+        {
+            sources.push((self.label().clone(), Vec::new()));
         }
+        let (_, paths) = sources.last_mut().expect("pushed");
+        paths.push((path.clone(), rel.span.start));
+        Ok(Artifact::source(path))
     }
 
     /// The files a target declares it writes in the list attribute `attr`, as paths

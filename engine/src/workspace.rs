@@ -12,6 +12,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
+
 use crate::error::{did_you_mean, Error, ErrorKind, Result};
 use crate::label::Label;
 use crate::value::{Table, Value};
@@ -76,14 +78,22 @@ impl Workspace {
         config.check_keys(sections, WORKSPACE_FILE)?;
         let mut packages = BTreeMap::new();
         let (build_files, dirs) = find_build_files(root)?;
-        for build_file in build_files {
-            let dir = build_file.parent().unwrap_or(root);
-            let name = dir
-                .strip_prefix(root)
-                .unwrap_or(Path::new(""))
-                .to_string_lossy()
-                .into_owned();
-            let package = load_package(&name, &build_file, rules)?;
+        // Parsed in parallel; the first error in walk order is the one reported.
+        let loaded: Vec<Result<(String, Package)>> = build_files
+            .par_iter()
+            .map(|build_file| {
+                let dir = build_file.parent().unwrap_or(root);
+                let name = dir
+                    .strip_prefix(root)
+                    .unwrap_or(Path::new(""))
+                    .to_string_lossy()
+                    .into_owned();
+                let package = load_package(&name, build_file, rules)?;
+                Ok((name, package))
+            })
+            .collect();
+        for package in loaded {
+            let (name, package) = package?;
             packages.insert(name, package);
         }
         Ok(Workspace {
@@ -138,15 +148,12 @@ fn read_toml(path: &Path) -> Result<Table> {
 fn find_build_files(root: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     let mut found = Vec::new();
     let mut dirs = Vec::new();
-    let walker = walkdir::WalkDir::new(root)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| {
-            e.depth() == 0 || {
-                let name = e.file_name().to_string_lossy();
-                !(e.file_type().is_dir() && (name.starts_with('.') || name == OUT_DIR))
-            }
-        });
+    let walker = walkdir::WalkDir::new(root).into_iter().filter_entry(|e| {
+        e.depth() == 0 || {
+            let name = e.file_name().to_string_lossy();
+            !(e.file_type().is_dir() && (name.starts_with('.') || name == OUT_DIR))
+        }
+    });
     for entry in walker {
         let entry = entry.map_err(|e| {
             Error::new(
@@ -160,6 +167,10 @@ fn find_build_files(root: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
             found.push(entry.into_path());
         }
     }
+    // Sorted once here rather than each directory's entries during the walk: the same
+    // order (paths compare component by component).
+    found.sort_unstable();
+    dirs.sort_unstable();
     Ok((found, dirs))
 }
 

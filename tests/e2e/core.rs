@@ -525,3 +525,53 @@ fn dash_c_runs_as_if_started_in_the_directory() {
     );
     assert_eq!(ws.read("kiln-out/text/other.txt"), "independent\n");
 }
+
+/// bubblewrap is probed (a `bwrap … true` process) once, and the answer kept in the
+/// cache with what it depends on: a later build that runs an action starts no probe,
+/// and a memo of other facts is probed again.
+#[test]
+fn bubblewrap_is_probed_once_and_the_answer_remembered() {
+    let real = kiln_testkit::which("bwrap").expect("bubblewrap is required (run .ci/install-deps)");
+    let ws = chain();
+    let bin = ws.cache.parent().unwrap().join("bin");
+    let log = bin.join("bwrap.log");
+    crate::support::write(
+        &bin.join("bwrap"),
+        &format!(
+            "#!/bin/sh\necho \"$*\" >> {}\nexec {} \"$@\"\n",
+            log.display(),
+            real.display()
+        ),
+    );
+    std::fs::set_permissions(
+        bin.join("bwrap"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let build = || {
+        let out = ws
+            .cmd(&["--sandbox=bwrap", "build"])
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        crate::support::Run::from(out).assert_ok().executed()
+    };
+    let probes = || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let probes = lines.iter().filter(|l| l.ends_with(" true")).count();
+        (probes, lines.len() - probes)
+    };
+    assert_eq!(build(), 4);
+    assert_eq!(probes(), (1, 4), "one probe, then the four actions");
+    let memo = ws.cache.join("bwrap-works");
+    assert!(std::fs::read_to_string(&memo).unwrap().contains("boot="));
+    ws.write("text/b.txt", "edited\n");
+    assert_eq!(build(), 1);
+    assert_eq!(probes(), (1, 5), "the remembered answer is used");
+    std::fs::write(&memo, "another bwrap, another boot\n").unwrap();
+    ws.write("text/b.txt", "edited again\n");
+    assert_eq!(build(), 1);
+    assert_eq!(probes(), (2, 6), "a memo of other facts is probed again");
+}

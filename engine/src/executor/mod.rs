@@ -263,10 +263,11 @@ impl Executor {
         store: Arc<dyn Store>,
         mode: SandboxMode,
     ) -> Result<Executor> {
-        local.load_file_states(root)?;
-        crate::sandbox::remove_abandoned(&local.tmp_dir());
         let key_prefix = key_prefix(root);
         let last_keys = local.last_keys(&key_prefix)?;
+        // While the workspace is analysed; the first source hashed waits for it.
+        local.load_file_states_in_background(root);
+        crate::sandbox::remove_abandoned(&local.tmp_dir());
         let host = Host {
             workspace: root.to_path_buf(),
             cache: local.root().to_path_buf(),
@@ -487,7 +488,7 @@ impl Executor {
     /// The sandbox mode actions run in (`auto` resolved).
     pub fn sandbox_mode(&self) -> Result<SandboxMode> {
         self.resolved_mode
-            .get_or_init(|| self.mode.resolve())
+            .get_or_init(|| self.mode.resolve(&self.local.root().join("bwrap-works")))
             .clone()
     }
 

@@ -36,25 +36,67 @@ pub fn tool_path(tool: &Tool) -> PathBuf {
     }
 }
 
-/// Whether bubblewrap can make the namespaces kiln asks for here.
-pub fn works() -> bool {
+/// Whether bubblewrap can make the namespaces kiln asks for here: probed by running it
+/// once, and the answer "yes" remembered in `memo` (a file of the cache) together with
+/// what it depends on (the bwrap binary, the user, the boot, the kernel's user-namespace
+/// switches), so that a build does not pay a probe process (~10 ms) while none of that
+/// changed. "No" is never remembered: it is probed again, as it may be fixed meanwhile.
+pub fn works(memo: &Path) -> bool {
     static WORKS: OnceLock<bool> = OnceLock::new();
     *WORKS.get_or_init(|| {
-        Command::new(bwrap())
-            .args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"])
-            .args([
-                "--unshare-net",
-                "--unshare-pid",
-                "--unshare-ipc",
-                "--unshare-uts",
-            ])
-            .args(["--cap-drop", "ALL", "true"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+        let facts = probe_facts();
+        if facts
+            .as_deref()
+            .is_some_and(|f| fs::read(memo).is_ok_and(|m| m == f.as_bytes()))
+        {
+            return true;
+        }
+        let works = probe();
+        if let (true, Some(facts)) = (works, facts) {
+            let tmp = memo.with_extension(format!("tmp{}", std::process::id()));
+            if fs::write(&tmp, facts).is_ok() && fs::rename(&tmp, memo).is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+        }
+        works
     })
+}
+
+/// What a probe's answer depends on, as one line; None if bwrap is not found.
+fn probe_facts() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let bwrap = bwrap();
+    let meta = fs::metadata(&bwrap).ok()?;
+    let read = |p: &str| fs::read_to_string(p).unwrap_or_default().trim().to_string();
+    Some(format!(
+        "{} {} {} {} uid={} boot={} userns={}/{}/{}\n",
+        bwrap.display(),
+        meta.len(),
+        meta.mtime_nsec() + meta.mtime() * 1_000_000_000,
+        meta.ino(),
+        unsafe { libc::getuid() },
+        read("/proc/sys/kernel/random/boot_id"),
+        read("/proc/sys/kernel/unprivileged_userns_clone"),
+        read("/proc/sys/user/max_user_namespaces"),
+        read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns"),
+    ))
+}
+
+fn probe() -> bool {
+    Command::new(bwrap())
+        .args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"])
+        .args([
+            "--unshare-net",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+        ])
+        .args(["--cap-drop", "ALL", "true"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn bwrap() -> PathBuf {

@@ -71,18 +71,19 @@ impl std::str::FromStr for SandboxMode {
 }
 
 impl SandboxMode {
-    /// The mode to use: `auto` becomes bwrap where it works.
-    pub fn resolve(self) -> Result<SandboxMode> {
+    /// The mode to use: `auto` becomes bwrap where it works (the probe's answer kept in
+    /// `memo`, see [`bwrap::works`]).
+    pub fn resolve(self, memo: &Path) -> Result<SandboxMode> {
         match self {
             SandboxMode::Dir => Ok(SandboxMode::Dir),
-            SandboxMode::Auto if bwrap::works() => Ok(SandboxMode::Bwrap),
+            SandboxMode::Auto if bwrap::works(memo) => Ok(SandboxMode::Bwrap),
             SandboxMode::Auto => {
                 eprintln!(
                     "kiln: warning: bubblewrap is missing or cannot make namespaces here: actions run in plain directories, with no boundary (--sandbox=dir); their results are kept apart from isolated ones and not uploaded"
                 );
                 Ok(SandboxMode::Dir)
             }
-            SandboxMode::Bwrap if bwrap::works() => Ok(SandboxMode::Bwrap),
+            SandboxMode::Bwrap if bwrap::works(memo) => Ok(SandboxMode::Bwrap),
             SandboxMode::Bwrap => Err(Error::new(
                 ErrorKind::Action,
                 "use bubblewrap: `bwrap` is missing or cannot create namespaces here",

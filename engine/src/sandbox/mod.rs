@@ -590,13 +590,13 @@ fn view_entries(workspace: &Path, reads: &Reads) -> Result<Vec<String>> {
 /// one runs again here ([`crate::reads::beyond`]).
 pub const REMOTE_LEFT_OUT: &[&str] = &[".git", ".hg", ".svn", ".jj"];
 
+/// Entries of a remote input root beyond the sandbox: (root-relative path, host path).
+pub type RemoteView = Vec<(String, PathBuf)>;
+
 /// The workspace entries a remote worker's root holds for an action with [`Reads`], as
 /// (root-relative path, host path): what [`view_entries`] names, with the top-level
 /// entries of [`REMOTE_LEFT_OUT`] left out, and the sandbox-relative paths left out.
-pub fn remote_view(
-    workspace: &Path,
-    reads: &Reads,
-) -> Result<(Vec<(String, PathBuf)>, Vec<String>)> {
+pub fn remote_view(workspace: &Path, reads: &Reads) -> Result<(RemoteView, Vec<String>)> {
     let top = match reads.dir.is_empty() {
         true => view_entries(workspace, reads)?,
         false => {

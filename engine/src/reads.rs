@@ -66,6 +66,45 @@ pub fn resolve(
     set.into_iter().collect()
 }
 
+/// Where a remote run's reads reach what its root did not hold as a local run's does:
+/// a path below `fixed` (the local sandbox's fixed root, where paths compiled into a
+/// binary point: Go's `runtime.Caller`), or an entry of `left_out` (root-relative).
+/// Such a run is not the run the key would name, and runs again here.
+pub fn beyond(
+    entries: &[LogEntry],
+    root: &Path,
+    workdir: &str,
+    fixed: &Path,
+    left_out: &[String],
+) -> Option<String> {
+    let mut pwd = clean(&root.join(workdir));
+    let check = |path: &str, pwd: &Path| -> Option<String> {
+        let abs = clean(&pwd.join(path));
+        if root != fixed && abs.starts_with(fixed) {
+            return Some(abs.display().to_string());
+        }
+        let rel = abs.strip_prefix(root).ok()?;
+        left_out
+            .iter()
+            .any(|l| rel.starts_with(l))
+            .then(|| abs.display().to_string())
+    };
+    for entry in entries {
+        let found = match entry {
+            LogEntry::Chdir(dir) => {
+                pwd = clean(&pwd.join(dir));
+                check(".", &pwd)
+            }
+            LogEntry::Open(path) | LogEntry::Stat(path) => check(path, &pwd),
+            LogEntry::Getenv(_) => None,
+        };
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}
+
 /// Whether a sandbox-relative path lies in the readable directory `dir`.
 fn readable(rel: &str, dir: &str) -> bool {
     if dir.is_empty() {
@@ -244,6 +283,34 @@ mod tests {
                 Read::Env("USER".into()),
             ]
         );
+    }
+
+    #[test]
+    fn a_remote_run_reaching_the_fixed_root_or_what_was_left_out_is_beyond_its_root() {
+        let fixed = Path::new("/kiln/ws");
+        let left_out = [".git".to_string()];
+        let root = Path::new("/w/root");
+        let plain = [
+            LogEntry::Open("testdata/a".into()),
+            LogEntry::Open("/w/root/m/b".into()),
+            LogEntry::Getenv("HOME".into()),
+        ];
+        assert_eq!(beyond(&plain, root, "m/pkg", fixed, &left_out), None);
+        let caller = [LogEntry::Stat("/kiln/ws/m/pkg/../testdata/c".into())];
+        assert_eq!(
+            beyond(&caller, root, "m/pkg", fixed, &left_out),
+            Some("/kiln/ws/m/testdata/c".into())
+        );
+        let git = [
+            LogEntry::Chdir("../..".into()),
+            LogEntry::Open(".git/HEAD".into()),
+        ];
+        assert_eq!(
+            beyond(&git, root, "m/pkg", fixed, &left_out),
+            Some("/w/root/.git/HEAD".into())
+        );
+        // A worker whose root is the fixed path itself holds what it names.
+        assert_eq!(beyond(&caller, fixed, "m/pkg", fixed, &left_out), None);
     }
 
     #[test]

@@ -7,17 +7,26 @@
 //! from the sandbox (regular files only, nothing undeclared), hashes and stores them,
 //! so a remote result is trusted no more than a local one.
 //!
-//! Which actions run remotely ([`runs_remotely`]): processes with a fixed set of inputs.
-//! These stay local, and why:
+//! Which actions run remotely ([`runs_remotely`]): processes, each in a sandbox of its
+//! own. These stay local, and why:
 //!
 //! * builtins (tar layers, checksums, image manifests): kiln's own code, cheaper than
 //!   sending their inputs;
 //! * actions that reach the build's shared store (`go build` and `go test`'s compile
 //!   steps, whose compile cache is served to them over a socket by this kiln);
-//! * actions with reads (test runs whose inputs are what the test opened in a
-//!   workspace directory, known only after they ran);
-//! * batches (many packages or platforms in one process);
+//! * shared batches (many packages or platforms in one process);
 //! * fixed-output actions (the only ones with network).
+//!
+//! An action with reads (a Go test run, [`crate::action::Reads`]) runs remotely with
+//! its readable directory in the input root (as the local sandbox shows it, version
+//! control data left out: [`crate::sandbox::remote_view`]); its read log comes back
+//! with the root as the worker's process saw it, and the executor keys the result by
+//! what was read exactly as for a local run. Its tree tools (the Go toolchain) are left
+//! out too: staging thousands of files costs a worker seconds for each test, and a
+//! test binary seldom needs them. A run whose log reaches the local sandbox's fixed
+//! root (paths compiled into a test binary, as `runtime.Caller` gives them) or what
+//! was left out (it looked for `go` on PATH, opened a file of GOROOT) runs again here
+//! ([`crate::reads::beyond`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -48,6 +57,9 @@ pub struct RemoteRun {
     /// `.kiln/stdout`, `.kiln/stderr`), checked as they were written: the executor
     /// stores them without hashing them again.
     pub written: HashMap<String, Digest>,
+    /// For an action with reads: the root as the worker's process saw it (absolute),
+    /// against which its read log's paths resolve.
+    pub seen_root: Option<std::path::PathBuf>,
 }
 
 /// The steps of a remote run. The worker's own come from the ExecutedActionMetadata
@@ -74,13 +86,19 @@ pub trait RemoteExecutor: Send + Sync {
     /// file tools linked in `.kiln/bin`) as its input root, with the tree tools of
     /// `spec` at `.kiln/tools/NAME`. `inputs` holds the BLAKE3 digests of the staged
     /// inputs by root-relative path (what the action key names; they need no hashing).
+    /// `view`: more of the root, as (root-relative path, host file or directory), not
+    /// staged in `root` (the readable directory of an action with reads).
     /// Writes the declared `outputs` it produced below `root` and its stdout and
-    /// stderr to `root/.kiln/stdout` and `.kiln/stderr`.
+    /// stderr to `root/.kiln/stdout` and `.kiln/stderr`; for an action with reads, its
+    /// log too (at `reads.log`), and [`RemoteRun::seen_root`]. An action with reads
+    /// gets its tree tools as empty directories (a toolchain is thousands of files to
+    /// stage for a test that seldom opens one): its log says whether it reached them.
     fn run(
         &self,
         root: &Path,
         spec: &ExecSpec,
         inputs: &HashMap<String, Digest>,
+        view: &[(String, std::path::PathBuf)],
         outputs: &[String],
     ) -> Result<RemoteRun>;
 
@@ -92,7 +110,8 @@ pub trait RemoteExecutor: Send + Sync {
 pub fn runs_remotely(kind: &ActionKind) -> bool {
     match kind {
         ActionKind::Exec(spec) => {
-            spec.batch.is_none() && spec.reads.is_none() && !spec.store_access && !spec.network
+            let shared = spec.batch.as_ref().is_some_and(|b| b.shared);
+            !shared && !spec.store_access && !spec.network
         }
         ActionKind::Builtin(_) => false,
     }

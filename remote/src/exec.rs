@@ -24,7 +24,7 @@ use bazel_remote_apis::google::longrunning::operation;
 use kiln_cache::Digest;
 use kiln_engine::action::ExecSpec;
 use kiln_engine::remote::{RemoteExecutor, RemotePhases, RemoteRun};
-use kiln_engine::sandbox::{Launch, LAUNCH_FILE};
+use kiln_engine::sandbox::{Launch, LAUNCH_FILE, ROOT_FILE};
 use kiln_engine::{Error as EngineError, ErrorKind as EngineKind};
 use prost::Message;
 use re::execution_client::ExecutionClient;
@@ -63,14 +63,42 @@ impl RemoteRunner {
         root: &Path,
         spec: &ExecSpec,
         known: &HashMap<String, Digest>,
+        view: &[(String, PathBuf)],
     ) -> kiln_cache::Result<InputRoot> {
         let remote = &self.remote;
         let mut tree = InputRoot::default();
-        let skip = |rel: &str| matches!(rel, ".kiln/stdout" | ".kiln/stderr" | ".kiln/bin/kiln");
+        let skip = |rel: &str| {
+            matches!(
+                rel,
+                ".kiln/stdout" | ".kiln/stderr" | ".kiln/bin/kiln" | ROOT_FILE
+            )
+        };
         tree.add_tree(remote, &self.hashes, "", root, known, &skip)?;
+        // The readable directory of an action with reads: workspace files, hashed
+        // as they are now (a change after the action started fails it when its
+        // reads are checked).
+        let none = HashMap::new();
+        for (rel, host) in view {
+            match fs::metadata(host) {
+                Ok(meta) if meta.is_dir() => {
+                    tree.add_tree(remote, &self.hashes, rel, host, &none, &|_| false)?
+                }
+                Ok(meta) if meta.is_file() => {
+                    tree.add_file(remote, &self.hashes, rel, host, None)?
+                }
+                _ => {}
+            }
+        }
         for tool in spec.tools.iter().filter(|t| t.tree) {
+            let at = tool_dir(&tool.name).display().to_string();
+            // An action with reads gets an empty directory: its log tells whether
+            // it reached the tool (see RemoteExecutor::run).
+            if spec.reads.is_some() {
+                tree.add_dir(&at);
+                continue;
+            }
             let sealed = self.hashes.tool_tree(remote, &tool.path)?;
-            tree.add_sealed(&tool_dir(&tool.name).display().to_string(), &sealed);
+            tree.add_sealed(&at, &sealed);
         }
         tree.add_file(remote, &self.hashes, ".kiln/bin/kiln", &self.kiln, None)?;
         let launch = serde_json::to_vec(&Launch::of(spec)).expect("a launch spec encodes");
@@ -453,11 +481,20 @@ impl RemoteExecutor for RemoteRunner {
         root: &Path,
         spec: &ExecSpec,
         inputs: &HashMap<String, Digest>,
+        view: &[(String, PathBuf)],
         outputs: &[String],
     ) -> kiln_engine::Result<RemoteRun> {
         let started = Instant::now();
-        let mut tree = self.input_root(root, spec, inputs).map_err(remote_error)?;
+        let mut tree = self
+            .input_root(root, spec, inputs, view)
+            .map_err(remote_error)?;
         let input_root = tree.seal(&self.remote);
+        // An action with reads brings back its log and where its root was.
+        let mut outputs = outputs.to_vec();
+        if let Some(reads) = &spec.reads {
+            outputs.extend([reads.log.clone(), ROOT_FILE.to_string()]);
+        }
+        let outputs = &outputs[..];
         let action = self.action(input_root, outputs, &mut tree.blobs);
         self.remote
             .upload_missing(&tree.blobs)
@@ -482,6 +519,10 @@ impl RemoteExecutor for RemoteRunner {
             .fetch_outputs(root, outputs, &result)
             .map_err(remote_error)?;
         let fetch = fetch_started.elapsed();
+        let seen_root = match spec.reads {
+            Some(_) => seen_root(&root.join(ROOT_FILE)),
+            None => None,
+        };
         let metadata = result.execution_metadata.clone().unwrap_or_default();
         let phases = RemotePhases {
             upload,
@@ -496,12 +537,25 @@ impl RemoteExecutor for RemoteRunner {
             worker: metadata.worker,
             phases,
             written,
+            seen_root,
         })
     }
 
     fn name(&self) -> &str {
         &self.shown
     }
+}
+
+/// The root a worker's launcher said its process saw: an absolute, plain path (it
+/// comes from the worker; None if it is anything else).
+fn seen_root(file: &Path) -> Option<PathBuf> {
+    let bytes = fs::read(file).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let plain = text.starts_with('/')
+        && text.len() < 4096
+        && !text.contains('\0')
+        && text.split('/').all(|c| c != "." && c != "..");
+    plain.then(|| PathBuf::from(text))
 }
 
 /// The time between two of the engine's timestamps; None where either is missing or

@@ -10,7 +10,7 @@ use std::process::Command;
 use crate::support::{go_root, go_workspace, Builder, Run, Workspace};
 
 /// Each package's verdict in `go test` output: `ok`, `FAIL` or `?`.
-fn verdicts(output: &str) -> BTreeMap<String, String> {
+pub(crate) fn verdicts(output: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for line in output.lines() {
         let mut fields = line.split(['\t', ' ']).filter(|f| !f.is_empty());
@@ -25,7 +25,7 @@ fn verdicts(output: &str) -> BTreeMap<String, String> {
 }
 
 /// `go test ./...` run offline in `dir` of the workspace, as a developer would.
-fn go_test(ws: &Workspace, dir: &str, flags: &[&str]) -> BTreeMap<String, String> {
+pub(crate) fn go_test(ws: &Workspace, dir: &str, flags: &[&str]) -> BTreeMap<String, String> {
     let out = Command::new(format!("{}/bin/go", go_root()))
         .arg("test")
         .args(flags)

@@ -20,6 +20,8 @@
 //! - `release`: checksums, provenance, cache housekeeping.
 //! - `pull`: oci_pull: only the platforms the images need, media types of pulled layers.
 //! - `reapi`: remote execution and the gRPC cache on buildbox-casd.
+//! - `remote_go`: go_test runs on buildbox-casd: keyed by what they read as here, shared
+//!   with local builds, failures shown and not cached, what runs here again and why.
 //! - `buildgrid`: remote execution on BuildGrid with several workers: parallelism from the
 //!   fleet, a worker lost mid-job, outputs identical to a local build, failures.
 //! - `registry`: pushes and pulls against real registries with credentials and TLS.
@@ -55,6 +57,7 @@ mod reapi;
 mod registry;
 mod release;
 mod remote;
+mod remote_go;
 mod sbom;
 mod serve;
 mod service;

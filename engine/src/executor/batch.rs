@@ -162,7 +162,13 @@ impl Run<'_> {
             env,
             ..self.spec.clone()
         });
-        let (exit_code, _, _) = self.exec.run(listed[0], &kind, self.sandbox, &[])?;
+        // The members' inputs by digest, for a remote executor (a batch that is not
+        // shared runs one member: its own).
+        let inputs: Vec<(Artifact, KeyInput)> = which
+            .iter()
+            .flat_map(|&i| self.members[i].1.iter().cloned())
+            .collect();
+        let (exit_code, _, _) = self.exec.run(listed[0], &kind, self.sandbox, &inputs)?;
         let read = |name: &str| capture(self.sandbox, name);
         Ok((exit_code, read("stdout"), read("stderr")))
     }

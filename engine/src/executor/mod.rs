@@ -632,8 +632,28 @@ impl Executor {
             .iter()
             .map(|(artifact, key)| (artifact.path.clone(), key.digest))
             .collect();
-        match remote.run(sandbox.root(), spec, &staged, &action.outputs) {
+        let (view, mut left_out) = match &spec.reads {
+            Some(reads) => crate::sandbox::remote_view(&self.root, reads).map_err(fail)?,
+            None => Default::default(),
+        };
+        if spec.reads.is_some() {
+            // Tree tools are left out of such a root (see RemoteExecutor::run).
+            let trees = spec.tools.iter().filter(|t| t.tree);
+            left_out.extend(trees.map(|t| format!(".kiln/tools/{}", t.name)));
+        }
+        let spec = &remote_spec(spec);
+        let outputs = &action.outputs;
+        match remote.run(sandbox.root(), spec, &staged, &view, outputs) {
             Ok(mut run) => {
+                if let Some(path) = self.reaches_beyond(sandbox, spec, &run, &left_out) {
+                    eprintln!(
+                        "kiln: warning: {}: its remote run read {path}, which a worker's root \
+                         does not hold as a sandbox here does; running it here",
+                        action.describe()
+                    );
+                    sandbox.set_remote_root(None);
+                    return Ok(None);
+                }
                 let written = std::mem::take(&mut run.written);
                 self.remote_stats.lock().unwrap().record(action, &run);
                 run.written = written;
@@ -656,6 +676,31 @@ impl Executor {
                 e.message
             )))),
         }
+    }
+
+    /// For an action with reads that ran remotely: notes the root its process saw (so
+    /// that its log resolves against it), and says where its log reaches what the
+    /// worker's root did not hold as a local sandbox would ([`crate::reads::beyond`]).
+    /// A run that did not say where its root was leaves no log: what it read is unknown.
+    fn reaches_beyond(
+        &self,
+        sandbox: &Sandbox,
+        spec: &ExecSpec,
+        run: &RemoteRun,
+        left_out: &[String],
+    ) -> Option<String> {
+        let reads = spec.reads.as_ref()?;
+        let log = sandbox.root().join(&reads.log);
+        let Some(root) = &run.seen_root else {
+            let _ = std::fs::remove_file(&log);
+            return None;
+        };
+        sandbox.set_remote_root(Some(root.clone()));
+        let entries = reads.parse.entries(&std::fs::read(&log).ok()?).ok()?;
+        // In dir mode nothing is compiled in at a fixed path: no root but the worker's.
+        let mode = self.sandbox_mode().ok()?;
+        let fixed = crate::sandbox::fixed_root(mode).unwrap_or(root);
+        crate::reads::beyond(&entries, root, &spec.workdir, fixed, left_out)
     }
 
     /// The result of an action that succeeded in the sandbox at `root`: its declared
@@ -1043,6 +1088,19 @@ fn run_builtin(
 
 /// Outputs a builtin gave without files, as it gave them.
 type Given = Vec<(String, crate::action::Emitted)>;
+
+/// The spec a remote worker runs: environment values that are not in keys expanded
+/// here ([`crate::sandbox::is_volatile`]), so that a test reading USER sees this
+/// machine's value, the one its result is keyed by.
+fn remote_spec(spec: &ExecSpec) -> ExecSpec {
+    let mut spec = spec.clone();
+    for value in spec.env.values_mut() {
+        if crate::sandbox::is_volatile(value) {
+            *value = crate::sandbox::expand_volatile(value);
+        }
+    }
+    spec
+}
 
 /// The BLAKE3 digests of files a remote run wrote into the sandbox, by relative path.
 type Written = HashMap<String, Digest>;

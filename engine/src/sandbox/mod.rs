@@ -202,6 +202,12 @@ impl Seen {
     }
 }
 
+/// The fixed path at which processes see their sandbox root in `mode` (bwrap's
+/// `/kiln/ws`), if there is one.
+pub fn fixed_root(mode: SandboxMode) -> Option<&'static Path> {
+    (mode == SandboxMode::Bwrap).then(|| Path::new(bwrap::ROOT))
+}
+
 /// The file of a remote input root that tells [`launch`] what to run.
 pub const LAUNCH_FILE: &str = ".kiln/launch.json";
 
@@ -211,7 +217,16 @@ pub struct Launch {
     pub argv: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub workdir: String,
+    /// A root-relative file to write the root's absolute path into before starting
+    /// the process: for an action with [`Reads`], whose log names paths as the process
+    /// saw them, below wherever the worker put the root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_file: Option<String>,
 }
+
+/// The file of a remote input root that [`launch`] writes the root's path into, for
+/// an action with [`Reads`] ([`Launch::root_file`]).
+pub const ROOT_FILE: &str = ".kiln/root";
 
 impl Launch {
     pub fn of(spec: &ExecSpec) -> Launch {
@@ -219,6 +234,7 @@ impl Launch {
             argv: spec.argv.clone(),
             env: spec.env.clone(),
             workdir: spec.workdir.clone(),
+            root_file: spec.reads.as_ref().map(|_| ROOT_FILE.to_string()),
         }
     }
 }
@@ -248,6 +264,11 @@ pub fn launch() -> Error {
     };
     for dir in [".kiln/home", ".kiln/tmp", ".kiln/bin"] {
         let _ = fs::create_dir_all(root.join(dir));
+    }
+    if let Some(file) = &spec.root_file {
+        if let Err(e) = fs::write(root.join(file), root.as_os_str().as_encoded_bytes()) {
+            return fail(file, &e);
+        }
     }
     let exec = ExecSpec {
         argv: spec.argv,
@@ -315,6 +336,8 @@ pub struct Sandbox {
     /// Sandbox-relative paths the process may not write (see [`Sandbox::seal`]).
     sealed: Vec<String>,
     lock: Option<(fs::File, PathBuf)>,
+    /// The root as a remote worker's process saw it, once one ran there.
+    remote_root: std::sync::Mutex<Option<PathBuf>>,
 }
 
 impl Sandbox {
@@ -335,6 +358,7 @@ impl Sandbox {
             dir: Some(path),
             sealed: Vec::new(),
             lock: Some((lock, lock_path)),
+            remote_root: std::sync::Mutex::new(None),
         };
         for sub in [".kiln/bin", ".kiln/home", ".kiln/tmp"] {
             let p = sandbox.root().join(sub);
@@ -378,9 +402,18 @@ impl Sandbox {
         dir
     }
 
-    /// The sandbox root as the process of an action run in `mode` sees it.
+    /// The sandbox root as the process of an action run in `mode` sees it, or, after
+    /// a run on a remote worker, as that worker's process saw it.
     pub fn seen_root(&self, mode: SandboxMode) -> PathBuf {
+        if let Some(root) = self.remote_root.lock().unwrap().clone() {
+            return root;
+        }
         Seen::new(self.root(), mode, &ExecSpec::default()).root
+    }
+
+    /// Notes where a remote worker's process saw the root (None: it ran here again).
+    pub fn set_remote_root(&self, root: Option<PathBuf>) {
+        *self.remote_root.lock().unwrap() = root;
     }
 
     /// Runs the process; returns its exit code (stdout and stderr go to .kiln/).
@@ -551,6 +584,43 @@ fn view_entries(workspace: &Path, reads: &Reads) -> Result<Vec<String>> {
     }
     out.sort();
     Ok(out)
+}
+
+/// Entries of a readable directory left out of a remote input root: version control
+/// data, which can be far larger than the files a test reads. A remote run that reads
+/// one runs again here ([`crate::reads::beyond`]).
+pub const REMOTE_LEFT_OUT: &[&str] = &[".git", ".hg", ".svn", ".jj"];
+
+/// Entries of a remote input root beyond the sandbox: (root-relative path, host path).
+pub type RemoteView = Vec<(String, PathBuf)>;
+
+/// The workspace entries a remote worker's root holds for an action with [`Reads`], as
+/// (root-relative path, host path): what [`view_entries`] names, with the top-level
+/// entries of [`REMOTE_LEFT_OUT`] left out, and the sandbox-relative paths left out.
+pub fn remote_view(workspace: &Path, reads: &Reads) -> Result<(RemoteView, Vec<String>)> {
+    let top = match reads.dir.is_empty() {
+        true => view_entries(workspace, reads)?,
+        false => {
+            let dir = workspace.join(&reads.dir);
+            let mut names: Vec<String> = fs::read_dir(&dir)
+                .map_err(|e| Error::io("list", &dir, e))?
+                .flatten()
+                .map(|e| format!("{}/{}", reads.dir, e.file_name().to_string_lossy()))
+                .collect();
+            names.sort();
+            names
+        }
+    };
+    let left_out = |rel: &str| REMOTE_LEFT_OUT.contains(&rel.rsplit('/').next().unwrap_or(rel));
+    let (out, kept): (Vec<String>, Vec<String>) = top.into_iter().partition(|r| left_out(r));
+    let view = kept
+        .into_iter()
+        .map(|rel| {
+            let host = workspace.join(&rel);
+            (rel, host)
+        })
+        .collect();
+    Ok((view, out))
 }
 
 /// `dir` mode's view of the readable directory: links into the workspace.

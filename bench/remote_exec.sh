@@ -11,7 +11,7 @@
 #
 #   cold-local   kiln build -j JOBS, empty local cache, no remote (bubblewrap)
 #   cold-remote  kiln build -j JOBS --remote-executor grpc://casd, empty local cache, a
-#                fresh casd (empty action cache) that has seen kiln and `cat` before
+#                fresh casd (empty action cache) that has seen the launcher and `cat`
 #                (one other action built through it), so every action runs on casd
 #   warm-grpc    a second machine: the same workspace at another path, empty local
 #                cache, --remote-cache grpc://casd holding every result (a casd that
@@ -27,7 +27,7 @@
 # Decisions: casd runs as the test fixture runs it (testkit's `Casd`: --jobs, the
 # runner binding /usr, /bin, /lib, /lib64 read-only); a cold remote build starts a new
 # casd with a new cache directory in hyperfine's --prepare, warmed by a one-action
-# workspace, so the first contact's upload of kiln itself (what every later build on
+# workspace, so the first contact's upload of the launcher (what every later build on
 # that engine reuses) is timed once, separately, and not in every run. The load
 # average is printed, as shared machines make the figures move.
 # KILN_BIN overrides the binary; CASD_ARGS adds casd arguments (e.g.
@@ -100,7 +100,7 @@ casd_args() { # PORT
 
 A=$WORK/a/ws           # the first machine (and the local and remote cold builds)
 B=$WORK/b/elsewhere/ws # the second machine: same workspace, another path
-W=$WORK/warmup/ws      # one genrule, to show casd kiln and `cat` before the cold runs
+W=$WORK/warmup/ws      # one genrule, to show casd the launcher and `cat` before the cold runs
 for ws in "$A" "$B"; do
     python3 "$ROOT/bench/gen_genrule_workspace.py" "$ws" --targets "$TARGETS" \
         --files "$FILES" --packages "$PACKAGES" >/dev/null
@@ -115,7 +115,7 @@ EXEC_PORT=$(free_port)
 EXEC_URL=grpc://127.0.0.1:$EXEC_PORT
 cat > "$WORK/fresh-casd.sh" <<EOF
 #!/usr/bin/env bash
-# A new casd on port $EXEC_PORT with an empty cache, shown kiln and cat by one action.
+# A new casd on port $EXEC_PORT with an empty cache, shown the launcher and cat by one action.
 set -e
 if [ -f $WORK/casd-exec.pid ]; then
     kill \$(cat $WORK/casd-exec.pid) 2>/dev/null || true
@@ -145,7 +145,9 @@ PIDS+=($!)
 wait_port "$CACHE_PORT"
 wait_port "$HTTP_PORT"
 
-echo "== $N genrules; first contact with a new casd (uploads kiln itself, $(du -h "$KILN" | cut -f1)):"
+LAUNCHER=$(dirname "$KILN")/kiln-launch
+[ -x "$LAUNCHER" ] || echo "remote_exec.sh: warning: no $LAUNCHER: kiln itself launches every remote action" >&2
+echo "== $N genrules; first contact with a new casd (uploads the launcher, $(du -h "$LAUNCHER" 2>/dev/null | cut -f1); kiln is $(du -h "$KILN" | cut -f1)):"
 start=$(date +%s.%N)
 "$WORK/fresh-casd.sh"
 echo "   $(python3 -c "import sys; print('%.2f s' % (float(sys.argv[2]) - float(sys.argv[1])))" "$start" "$(date +%s.%N)") for one action"

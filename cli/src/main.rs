@@ -316,8 +316,11 @@ fn run(args: Vec<OsString>) -> anyhow::Result<ExitCode> {
         Some("go-test-exec") => Some(commands::go_test_exec::run as fn(&[String]) -> _),
         Some("go-build-each") => Some(commands::go_build_each::run as fn(&[String]) -> _),
         Some(kiln_remote::LAUNCH_COMMAND) => {
-            // A remote worker's input root: returns only if the process could not start.
-            return Err(kiln_engine::sandbox::launch().into());
+            // A remote worker's input root, where no kiln-launch lies beside kiln: returns
+            // only if the process could not start.
+            let e = kiln_launch::run();
+            let message = format!("kiln launch: {e}");
+            return Err(kiln_engine::Error::new(kiln_engine::ErrorKind::Action, message).into());
         }
         _ => None,
     };

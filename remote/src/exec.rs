@@ -1,13 +1,21 @@
 //! [`RemoteRunner`]: actions run by an engine's Execution service.
 //!
 //! The input root is the prepared sandbox (inputs at workspace paths, file tools in
-//! `.kiln/bin`), with the tree tools at `.kiln/tools/NAME` and kiln itself at
-//! `.kiln/bin/kiln`. The Command runs `.kiln/bin/kiln remote-launch`, which reads
-//! `.kiln/launch.json` (argv, environment, working directory with kiln's placeholders)
-//! and starts the process with paths below wherever the worker put the input root
-//! ([`kiln_engine::sandbox::launch`]). So the tools are the same bytes whose digests
-//! are in kiln's keys, and a worker needs only the base system its platform names
-//! (the C library, for kiln and dynamically linked tools).
+//! `.kiln/bin`), with the tree tools at `.kiln/tools/NAME`, the launcher at
+//! [`LAUNCHER_PATH`] and the launch file ([`kiln_engine::sandbox::LAUNCH_FILE`]: argv,
+//! environment, working directory with kiln's placeholders). The Command runs the
+//! launcher, which starts the process with paths below wherever the worker put the input
+//! root ([`kiln_launch::run`]). So the tools are the same bytes whose digests are in
+//! kiln's keys, and a worker needs only the base system its platform names (the C
+//! library, for the launcher and dynamically linked tools).
+//!
+//! The launcher is `kiln-launch`, the few hundred KB binary built beside kiln: engines
+//! such as buildbox-casd copy every input file into each action's root, and kiln itself
+//! is ~85 MB. kiln joins the root (at `.kiln/bin/kiln`) only for an action whose argv or
+//! environment names `{kiln}` (helpers such as `kiln go-test-exec`). Where no
+//! `kiln-launch` lies beside kiln, kiln itself launches every action
+//! (`.kiln/bin/kiln remote-launch`, the same code), and kiln warns once that each root
+//! carries it.
 //!
 //! The outputs come back into the sandbox, where the executor checks them as it
 //! checks a local run's: only declared paths are written, only regular files.
@@ -24,7 +32,7 @@ use bazel_remote_apis::google::longrunning::operation;
 use kiln_cache::Digest;
 use kiln_engine::action::ExecSpec;
 use kiln_engine::remote::{RemoteExecutor, RemotePhases, RemoteRun};
-use kiln_engine::sandbox::{Launch, LAUNCH_FILE, ROOT_FILE};
+use kiln_engine::sandbox::{launch_of, LAUNCH_FILE, ROOT_FILE};
 use kiln_engine::{Error as EngineError, ErrorKind as EngineKind};
 use prost::Message;
 use re::execution_client::ExecutionClient;
@@ -40,19 +48,45 @@ pub struct RemoteRunner {
     platform: Vec<(String, String)>,
     hashes: FileHashes,
     kiln: PathBuf,
+    /// `kiln-launch`, beside kiln; None: kiln launches (`kiln remote-launch`).
+    launcher: Option<PathBuf>,
     shown: String,
 }
+
+/// Where the launcher lies in an input root (outside `.kiln/bin`, the action's PATH).
+pub const LAUNCHER_PATH: &str = ".kiln/kiln-launch";
+
+/// Where kiln lies in the input root of an action that names `{kiln}`.
+const KILN_PATH: &str = ".kiln/bin/kiln";
 
 impl RemoteRunner {
     /// `platform`: the properties of `[remote] platform` (a worker must match them).
     pub fn new(remote: Arc<Remote>, platform: BTreeMap<String, String>) -> RemoteRunner {
         let shown = remote.url().to_string();
+        let kiln = kiln_engine::sandbox::kiln_exe();
+        let launcher = kiln_engine::sandbox::launcher_exe();
+        if launcher.is_none() {
+            eprintln!(
+                "kiln: warning: no `{}` beside {}: kiln itself launches every remote action, in each input root",
+                kiln_launch::LAUNCHER,
+                kiln.display()
+            );
+        }
         RemoteRunner {
             remote,
             platform: platform.into_iter().collect(),
             hashes: FileHashes::default(),
-            kiln: kiln_engine::sandbox::kiln_exe(),
+            kiln,
+            launcher,
             shown,
+        }
+    }
+
+    /// The Command's arguments: the launcher, run in the input root.
+    fn launch_command(&self) -> Vec<String> {
+        match self.launcher {
+            Some(_) => vec![LAUNCHER_PATH.into()],
+            None => vec![KILN_PATH.into(), LAUNCH_COMMAND.into()],
         }
     }
 
@@ -67,11 +101,14 @@ impl RemoteRunner {
     ) -> kiln_cache::Result<InputRoot> {
         let remote = &self.remote;
         let mut tree = InputRoot::default();
+        let launch = launch_of(spec);
+        let file = launch.encode().map_err(|e| {
+            kiln_cache::Error::new(kiln_cache::ErrorKind::Usage, format!("launch: {e}"))
+        })?;
+        let with_kiln = launch.needs_kiln() || self.launcher.is_none();
         let skip = |rel: &str| {
-            matches!(
-                rel,
-                ".kiln/stdout" | ".kiln/stderr" | ".kiln/bin/kiln" | ROOT_FILE
-            )
+            matches!(rel, ".kiln/stdout" | ".kiln/stderr" | ROOT_FILE)
+                || (with_kiln && rel == KILN_PATH)
         };
         tree.add_tree(remote, &self.hashes, "", root, known, &skip)?;
         // The readable directory of an action with reads: workspace files, hashed
@@ -100,9 +137,13 @@ impl RemoteRunner {
             let sealed = self.hashes.tool_tree(remote, &tool.path)?;
             tree.add_sealed(&at, &sealed);
         }
-        tree.add_file(remote, &self.hashes, ".kiln/bin/kiln", &self.kiln, None)?;
-        let launch = serde_json::to_vec(&Launch::of(spec)).expect("a launch spec encodes");
-        tree.add_bytes(remote, LAUNCH_FILE, launch);
+        if with_kiln {
+            tree.add_file(remote, &self.hashes, KILN_PATH, &self.kiln, None)?;
+        }
+        if let Some(launcher) = &self.launcher {
+            tree.add_file(remote, &self.hashes, LAUNCHER_PATH, launcher, None)?;
+        }
+        tree.add_bytes(remote, LAUNCH_FILE, file);
         Ok(tree)
     }
 
@@ -131,7 +172,7 @@ impl RemoteRunner {
         // The platform goes in both places: Command's for engines of REAPI 2.1.
         #[allow(deprecated)]
         let command = re::Command {
-            arguments: vec![".kiln/bin/kiln".into(), LAUNCH_COMMAND.into()],
+            arguments: self.launch_command(),
             output_paths,
             platform: Some(platform.clone()),
             ..Default::default()

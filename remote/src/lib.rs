@@ -59,8 +59,8 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-/// The hidden kiln subcommand that starts an action's process on a remote worker
-/// (see [`kiln_engine::sandbox::launch`]).
+/// The hidden kiln subcommand that starts an action's process on a remote worker where
+/// no `kiln-launch` lies beside kiln (the same code: [`kiln_launch::run`]).
 pub const LAUNCH_COMMAND: &str = "remote-launch";
 
 /// Blobs up to this size travel in batch requests; larger ones through ByteStream.

@@ -182,6 +182,11 @@ impl Casd {
         format!("grpc://127.0.0.1:{}", self.port)
     }
 
+    /// casd's storage directory (its CAS and action cache).
+    pub fn storage(&self) -> PathBuf {
+        self.tmp.path().join("cache")
+    }
+
     /// What casd logged.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.tmp.path().join("casd.log")).unwrap_or_default()

@@ -183,6 +183,110 @@ tools = ["uname", "ls", "test"]
     );
 }
 
+/// The largest file in casd's storage, in bytes: what the biggest blob kiln sent weighs.
+fn largest_blob(casd: &Casd) -> u64 {
+    walk(&casd.storage())
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .max()
+        .unwrap_or(0)
+}
+
+/// A plain action's input root carries the small launcher, not kiln itself (an engine
+/// such as casd copies every input file into each action's root, and kiln is tens of
+/// MB); an action that names `{kiln}` gets kiln there and runs it.
+#[test]
+fn only_an_action_naming_kiln_carries_kiln_to_the_worker() {
+    let casd = Casd::start();
+    let ws = workspace()
+        .file(
+            "p/BUILD.toml",
+            r#"
+[genrule.plain]
+outs = ["plain.txt"]
+cmd = "if test -e {sandbox}/.kiln/bin/kiln; then echo kiln; else echo no-kiln; fi > $OUT; wc -c < {sandbox}/.kiln/kiln-launch >> $OUT"
+tools = ["test", "wc"]
+
+[genrule.helper]
+outs = ["version.txt"]
+cmd = "$KILN --version > $OUT"
+env = { KILN = "{kiln}" }
+"#,
+        )
+        .build();
+    let kiln_size = std::fs::metadata(crate::support::KILN).unwrap().len();
+
+    let run = ws.kiln(&["build", "//p:plain", "--remote-executor", &casd.url()]);
+    run.assert_ok();
+    assert_eq!(run.remote_counts(), (0, 1), "{}", run.stderr);
+    let got = ws.read("kiln-out/p/plain.txt");
+    let mut lines = got.lines();
+    assert_eq!(lines.next(), Some("no-kiln"), "kiln is in the root:\n{got}");
+    let launcher: u64 = lines.next().unwrap().trim().parse().unwrap();
+    assert!(
+        launcher > 0 && launcher < 2_000_000 && launcher < kiln_size / 10,
+        "the launcher in the root is {launcher} bytes (kiln: {kiln_size})"
+    );
+    let largest = largest_blob(&casd);
+    assert!(
+        largest < 2_000_000,
+        "casd was sent a {largest}-byte blob for a genrule (kiln: {kiln_size})"
+    );
+
+    // An action that names {kiln} (as go test runs and go-build-each do) runs it there.
+    let run = ws.kiln(&["build", "//p:helper", "--remote-executor", &casd.url()]);
+    run.assert_ok();
+    assert_eq!(run.remote_counts(), (0, 1), "{}", run.stderr);
+    let here = std::process::Command::new(crate::support::KILN)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        ws.read("kiln-out/p/version.txt"),
+        String::from_utf8(here.stdout).unwrap()
+    );
+    assert!(
+        largest_blob(&casd) >= kiln_size,
+        "kiln itself reached casd for the action that names it"
+    );
+}
+
+/// A kiln installed without `kiln-launch` beside it says so once and launches remote
+/// actions itself (`kiln remote-launch`): the build is the same.
+#[test]
+fn without_the_launcher_kiln_launches_remote_actions_itself() {
+    let casd = Casd::start();
+    let ws = dag(2, 1);
+    let bin = tempfile::tempdir().unwrap();
+    let kiln = bin.path().join("kiln");
+    std::fs::copy(crate::support::KILN, &kiln).unwrap();
+    let run = Run::from(
+        crate::support::kiln_cmd_at(
+            &kiln,
+            &ws.root,
+            &ws.cache,
+            &["build", "--remote-executor", &casd.url()],
+        )
+        .output()
+        .unwrap(),
+    );
+    run.assert_ok();
+    let (actions, _, _, _) = run.counts();
+    assert_eq!(run.remote_counts(), (0, actions), "{}", run.stderr);
+    let warnings: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("no `kiln-launch` beside"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", run.stderr);
+    assert_eq!(ws.read("kiln-out/dag/l0_1.txt"), "SOURCE 1\nleaf 1\n");
+    assert!(
+        largest_blob(&casd) >= std::fs::metadata(&kiln).unwrap().len(),
+        "kiln itself was the launcher"
+    );
+}
+
 #[test]
 fn a_remote_failure_shows_its_output_like_a_local_one() {
     let casd = Casd::start();

@@ -196,7 +196,12 @@ impl Workspace {
 }
 
 pub fn kiln_cmd(dir: &Path, cache: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(KILN);
+    kiln_cmd_at(Path::new(KILN), dir, cache, args)
+}
+
+/// [`kiln_cmd`] with another kiln binary.
+pub fn kiln_cmd_at(kiln: &Path, dir: &Path, cache: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(kiln);
     cmd.args(args)
         .current_dir(dir)
         .env("KILN_CACHE", cache)

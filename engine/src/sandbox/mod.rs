@@ -33,13 +33,19 @@
 //!
 //! An action with [`Reads`] also sees one workspace directory read-only at its place
 //! under the root (see [`crate::action::Reads`]).
+//!
+//! The placeholders' expansion and the process's PATH, HOME, TMPDIR and PWD come from
+//! the kiln-launch crate ([`kiln_launch::Seen`]), the same code the `kiln-launch` binary
+//! runs in a remote worker's input root: here [`seen`] says where things are in each mode.
 
 mod bwrap;
 mod running;
 
+pub use kiln_launch::{host_user, Launch, LAUNCH_FILE, ROOT_FILE};
 pub use running::{kill_all, Running};
 
-use std::collections::BTreeMap;
+use kiln_launch::{resolve_program, Seen};
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -110,95 +116,33 @@ pub struct StoreAccess {
     pub blobs: PathBuf,
 }
 
-/// Where the process finds things: the placeholders' values in one mode.
-struct Seen {
-    root: PathBuf,
-    tmp: PathBuf,
-    kiln: PathBuf,
-    tools: Vec<(String, PathBuf)>,
-}
-
-impl Seen {
-    fn new(root: &Path, mode: SandboxMode, spec: &ExecSpec) -> Seen {
-        let tools = &spec.tools;
-        if mode == SandboxMode::Bwrap {
-            let root = PathBuf::from(bwrap::ROOT);
-            return Seen {
-                // The host's /tmp, where a fixed-output action sees it, is not its own.
-                tmp: match spec.network {
-                    true => root.join(".kiln/tmp"),
-                    false => PathBuf::from("/tmp"),
-                },
-                root,
-                kiln: PathBuf::from(bwrap::KILN),
-                tools: tools
-                    .iter()
-                    .map(|t| (t.name.clone(), bwrap::tool_path(t)))
-                    .collect(),
-            };
-        }
-        Seen {
-            root: root.to_path_buf(),
-            tmp: root.join(".kiln/tmp"),
-            kiln: kiln_exe(),
+/// Where the process of an action run in `mode` finds things: the placeholders' values.
+fn seen(root: &Path, mode: SandboxMode, spec: &ExecSpec) -> Seen {
+    let tools = &spec.tools;
+    if mode == SandboxMode::Bwrap {
+        let root = PathBuf::from(bwrap::ROOT);
+        return Seen {
+            // The host's /tmp, where a fixed-output action sees it, is not its own.
+            tmp: match spec.network {
+                true => root.join(".kiln/tmp"),
+                false => PathBuf::from("/tmp"),
+            },
+            root,
+            kiln: PathBuf::from(bwrap::KILN),
             tools: tools
                 .iter()
-                .map(|t| (t.name.clone(), t.path.clone()))
+                .map(|t| (t.name.clone(), bwrap::tool_path(t)))
                 .collect(),
-        }
-    }
-
-    /// Where a process launched by [`launch`] finds things: everything below the
-    /// directory it starts in (a remote worker's input root).
-    fn launched(root: &Path) -> Seen {
-        // File tools in .kiln/bin, tree tools in .kiln/tools.
-        let tools = [".kiln/bin", ".kiln/tools"]
-            .iter()
-            .flat_map(|dir| fs::read_dir(root.join(dir)).into_iter().flatten().flatten())
-            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-            .collect();
-        Seen {
-            root: root.to_path_buf(),
-            tmp: root.join(".kiln/tmp"),
-            kiln: root.join(".kiln/bin/kiln"),
-            tools,
-        }
-    }
-
-    /// The process's argv and environment: placeholders expanded, with PATH (the
-    /// sandbox's tool directory first), HOME, TMPDIR and PWD set.
-    fn process(&self, spec: &ExecSpec) -> (Vec<String>, BTreeMap<String, String>) {
-        let mut env: BTreeMap<String, String> = spec
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), self.expand(v)))
-            .collect();
-        let bin = self.root.join(".kiln/bin").display().to_string();
-        let path = match env.get("PATH") {
-            Some(p) if !p.is_empty() => format!("{bin}:{p}"),
-            _ => bin,
         };
-        env.insert("PATH".into(), path);
-        let at = |rel: &str| self.root.join(rel).display().to_string();
-        env.insert("HOME".into(), at(".kiln/home"));
-        env.insert("TMPDIR".into(), self.tmp.display().to_string());
-        env.insert("PWD".into(), at(&spec.workdir));
-        let argv = spec.argv.iter().map(|a| self.expand(a)).collect();
-        (argv, env)
     }
-
-    /// Expands `{tool:NAME}`, `{sandbox}`, `{kiln}` and `{user}` placeholders.
-    fn expand(&self, s: &str) -> String {
-        if !s.contains('{') {
-            return s.to_string();
-        }
-        let mut out = s.replace("{sandbox}", &self.root.display().to_string());
-        out = out.replace("{kiln}", &self.kiln.display().to_string());
-        out = out.replace("{user}", host_user());
-        for (name, path) in &self.tools {
-            out = out.replace(&format!("{{tool:{name}}}"), &path.display().to_string());
-        }
-        out
+    Seen {
+        root: root.to_path_buf(),
+        tmp: root.join(".kiln/tmp"),
+        kiln: kiln_exe(),
+        tools: tools
+            .iter()
+            .map(|t| (t.name.clone(), t.path.clone()))
+            .collect(),
     }
 }
 
@@ -208,86 +152,18 @@ pub fn fixed_root(mode: SandboxMode) -> Option<&'static Path> {
     (mode == SandboxMode::Bwrap).then(|| Path::new(bwrap::ROOT))
 }
 
-/// The file of a remote input root that tells [`launch`] what to run.
-pub const LAUNCH_FILE: &str = ".kiln/launch.json";
-
-/// What [`launch`] runs: the parts of an [`ExecSpec`] a remote worker needs.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Launch {
-    pub argv: Vec<String>,
-    pub env: BTreeMap<String, String>,
-    pub workdir: String,
-    /// A root-relative file to write the root's absolute path into before starting
-    /// the process: for an action with [`Reads`], whose log names paths as the process
-    /// saw them, below wherever the worker put the root.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub root_file: Option<String>,
-}
-
-/// The file of a remote input root that [`launch`] writes the root's path into, for
-/// an action with [`Reads`] ([`Launch::root_file`]).
-pub const ROOT_FILE: &str = ".kiln/root";
-
-impl Launch {
-    pub fn of(spec: &ExecSpec) -> Launch {
-        Launch {
-            argv: spec.argv.clone(),
-            env: spec.env.clone(),
-            workdir: spec.workdir.clone(),
-            root_file: spec.reads.as_ref().map(|_| ROOT_FILE.to_string()),
-        }
+/// What a remote worker's launcher runs for this action ([`kiln_launch::run`]); an
+/// action with [`Reads`] has the root's path written to [`ROOT_FILE`] first.
+pub fn launch_of(spec: &ExecSpec) -> Launch {
+    Launch {
+        argv: spec.argv.clone(),
+        env: spec.env.clone(),
+        workdir: spec.workdir.clone(),
+        root_file: match spec.reads {
+            Some(_) => ROOT_FILE.to_string(),
+            None => String::new(),
+        },
     }
-}
-
-/// Runs an action's process in the current directory, a remote worker's input root
-/// laid out as a sandbox (inputs at workspace paths, file tools in `.kiln/bin`, tree
-/// tools in `.kiln/tools/NAME`, kiln itself at `.kiln/bin/kiln`): reads
-/// [`LAUNCH_FILE`], expands the placeholders to paths below this directory (a worker
-/// chooses where an input root lies; REAPI commands get relative paths only), sets
-/// PATH, HOME, TMPDIR and PWD as a local sandbox does, and replaces itself with the
-/// process. Returns only on failure.
-pub fn launch() -> Error {
-    let fail = |what: &str, e: &dyn std::fmt::Display| {
-        Error::new(ErrorKind::Action, format!("kiln launch: {what}: {e}"))
-    };
-    let root = match std::env::current_dir() {
-        Ok(root) => root,
-        Err(e) => return fail("the working directory", &e),
-    };
-    let text = match fs::read(root.join(LAUNCH_FILE)) {
-        Ok(text) => text,
-        Err(e) => return fail(LAUNCH_FILE, &e),
-    };
-    let spec: Launch = match serde_json::from_slice(&text) {
-        Ok(spec) => spec,
-        Err(e) => return fail(LAUNCH_FILE, &e),
-    };
-    for dir in [".kiln/home", ".kiln/tmp", ".kiln/bin"] {
-        let _ = fs::create_dir_all(root.join(dir));
-    }
-    if let Some(file) = &spec.root_file {
-        if let Err(e) = fs::write(root.join(file), root.as_os_str().as_encoded_bytes()) {
-            return fail(file, &e);
-        }
-    }
-    let exec = ExecSpec {
-        argv: spec.argv,
-        env: spec.env,
-        workdir: spec.workdir,
-        ..ExecSpec::default()
-    };
-    let seen = Seen::launched(&root);
-    let (argv, env) = seen.process(&exec);
-    let Some(program) = argv.first() else {
-        return fail(LAUNCH_FILE, &"no argv");
-    };
-    let e = Command::new(resolve_program(program, &env["PATH"]))
-        .args(&argv[1..])
-        .env_clear()
-        .envs(&env)
-        .current_dir(root.join(&exec.workdir))
-        .exec();
-    fail(&format!("start `{program}`"), &e)
 }
 
 /// The running kiln binary. Linux names a binary replaced while it runs
@@ -297,23 +173,11 @@ pub fn kiln_exe() -> PathBuf {
     PathBuf::from(exe.to_string_lossy().trim_end_matches(" (deleted)"))
 }
 
-/// The name of the user kiln runs as (`{user}`: USER and LOGNAME of tests, as `go test`
-/// passes them on). Not in keys: an action whose log says it read the variable is keyed
-/// by its value ([`crate::action::Reads`]).
-pub fn host_user() -> &'static str {
-    static USER: OnceLock<String> = OnceLock::new();
-    USER.get_or_init(|| {
-        std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| {
-                if unsafe { libc::getuid() } == 0 {
-                    "root"
-                } else {
-                    "nobody"
-                }
-                .into()
-            })
-    })
+/// The launcher that starts actions on remote workers (`kiln-launch`, built with kiln):
+/// beside the running kiln binary, if it is there.
+pub fn launcher_exe() -> Option<PathBuf> {
+    let launcher = kiln_exe().with_file_name(kiln_launch::LAUNCHER);
+    launcher.is_file().then_some(launcher)
 }
 
 /// Whether an environment value holds a placeholder whose value is not in keys.
@@ -408,7 +272,7 @@ impl Sandbox {
         if let Some(root) = self.remote_root.lock().unwrap().clone() {
             return root;
         }
-        Seen::new(self.root(), mode, &ExecSpec::default()).root
+        seen(self.root(), mode, &ExecSpec::default()).root
     }
 
     /// Notes where a remote worker's process saw the root (None: it ran here again).
@@ -426,8 +290,7 @@ impl Sandbox {
     ) -> Result<i32> {
         let root = self.root();
         self.link_tools(&spec.tools)?;
-        let seen = Seen::new(root, mode, spec);
-        let (argv, mut env) = seen.process(spec);
+        let (argv, mut env) = seen(root, mode, spec).process(&spec.argv, &spec.env, &spec.workdir);
         if let Some(access) = access {
             let socket = access.socket.display().to_string();
             env.insert(kiln_cache::gocacheprog::SOCKET_ENV.into(), socket);
@@ -656,20 +519,6 @@ pub fn go_cache_dir() -> PathBuf {
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(kiln_cache::default_cache_dir)
-}
-
-/// An absolute program path: as given if it contains a slash, else looked up on PATH.
-fn resolve_program(name: &str, path: &str) -> PathBuf {
-    if name.contains('/') {
-        return PathBuf::from(name);
-    }
-    for dir in path.split(':') {
-        let candidate = Path::new(dir).join(name);
-        if candidate.exists() {
-            return candidate;
-        }
-    }
-    PathBuf::from(name)
 }
 
 /// Finds a tool on the host PATH, as an absolute path (looked up once per process).

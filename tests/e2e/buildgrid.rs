@@ -190,14 +190,7 @@ fn a_failure_on_buildgrid_shows_its_output_like_a_local_one() {
     let (_one, grid) = fleet(1);
     let ws = workspace()
         .file("kiln.toml", &grid.kiln_toml())
-        .file(
-            "p/BUILD.toml",
-            r#"
-[genrule.bad]
-outs = ["bad.txt"]
-cmd = "echo to-stdout; echo to-stderr >&2; exit 7"
-"#,
-        )
+        .file("p/BUILD.toml", crate::reapi::FAILING)
         .build();
     let local = ws.kiln(&["build"]);
     assert_eq!(local.status, 1, "{}", local.stderr);

@@ -4,7 +4,6 @@
 //! leaves out) is an error, and pulled layers keep their media types (zstd, Docker's).
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use kiln_testkit::Registry;
 use serde_json::Value;
@@ -15,15 +14,7 @@ const ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 const DOCKER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 const OCI_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
-fn skopeo(args: &[&str]) -> Output {
-    let out = Command::new("skopeo").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use crate::registry::skopeo;
 
 /// The manifest or index the registry serves for `reference` (plain http).
 fn raw(reference: &str) -> Value {

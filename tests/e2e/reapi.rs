@@ -287,19 +287,17 @@ fn without_the_launcher_kiln_launches_remote_actions_itself() {
     );
 }
 
-#[test]
-fn a_remote_failure_shows_its_output_like_a_local_one() {
-    let casd = Casd::start();
-    let ws = workspace()
-        .file(
-            "p/BUILD.toml",
-            r#"
+/// A genrule that prints to both streams and fails.
+pub(crate) const FAILING: &str = r#"
 [genrule.bad]
 outs = ["bad.txt"]
 cmd = "echo to-stdout; echo to-stderr >&2; exit 7"
-"#,
-        )
-        .build();
+"#;
+
+#[test]
+fn a_remote_failure_shows_its_output_like_a_local_one() {
+    let casd = Casd::start();
+    let ws = workspace().file("p/BUILD.toml", FAILING).build();
     let run = ws.kiln(&["build", "--remote-executor", &casd.url()]);
     assert_eq!(run.status, 1, "{}", run.stderr);
     assert!(

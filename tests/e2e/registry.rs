@@ -79,7 +79,7 @@ fn assert_secret_hidden(ws: &Workspace, run: &Run, secret: &str) {
     }
 }
 
-fn skopeo(args: &[&str]) -> Output {
+pub(crate) fn skopeo(args: &[&str]) -> Output {
     let out = Command::new("skopeo").args(args).output().unwrap();
     assert!(
         out.status.success(),

@@ -79,7 +79,6 @@ pub fn plan(ws: &Workspace, rules: &RuleSet, exec: &Executor, targets: Vec<Label
         targets,
         ..Plan::default()
     };
-    let sources = std::cell::RefCell::new(Vec::new());
     for label in &order {
         let target = ws.target(label).expect("ordered targets exist");
         let rule = rules.get(&target.rule).expect("rules were checked at load");
@@ -91,7 +90,6 @@ pub fn plan(ws: &Workspace, rules: &RuleSet, exec: &Executor, targets: Vec<Label
             graph: &mut plan.graph,
             done: &mut plan.done,
             run_keys: &mut plan.run_keys,
-            sources: &sources,
         };
         let info = rule.analyze(target, &mut ctx)?;
         if let Some(problem) = plan.graph.take_problem() {
@@ -99,7 +97,6 @@ pub fn plan(ws: &Workspace, rules: &RuleSet, exec: &Executor, targets: Vec<Label
         }
         plan.infos.insert(label.clone(), info);
     }
-    crate::rule::check_sources(ws, &sources.into_inner())?;
     plan.order = order;
     Ok(plan)
 }

@@ -133,28 +133,6 @@ pub struct Analysis<'a> {
     pub(crate) done: &'a mut HashMap<ActionId, (ActionResult, Status)>,
     /// The keys of the actions in `done`.
     pub(crate) run_keys: &'a mut HashMap<ActionId, Digest>,
-    /// The source files named so far, to be checked (see [`check_sources`]).
-    pub(crate) sources: &'a std::cell::RefCell<Vec<TargetSources>>,
-}
-
-/// The source files a target names: (workspace-relative path, offset of the entry in its
-/// BUILD.toml).
-pub(crate) type TargetSources = (Label, Vec<(String, usize)>);
-
-/// Checks that every source file named exists and is a regular file (in parallel: one
-/// `stat` each); the error is the first in analysis order, at its entry.
-pub(crate) fn check_sources(ws: &Workspace, sources: &[TargetSources]) -> Result<()> {
-    use rayon::prelude::*;
-    let all: Vec<(&Label, &String, usize)> = sources
-        .iter()
-        .flat_map(|(label, paths)| paths.iter().map(move |(p, at)| (label, p, *at)))
-        .collect();
-    let problem = all
-        .par_iter()
-        .map(|&(label, path, at)| source_problem(ws, label, path, at))
-        .find_first(Option::is_some)
-        .flatten();
-    problem.map_or(Ok(()), Err)
 }
 
 fn source_problem(ws: &Workspace, label: &Label, path: &String, offset: usize) -> Option<Error> {
@@ -238,22 +216,15 @@ impl Analysis<'_> {
         Ok(out)
     }
 
-    /// A source file of this package. Whether it exists and is a regular file is
-    /// checked once analysis is over, for every source at once and in parallel
-    /// ([`check_sources`]), with the error at this entry.
+    /// A source file of this package, checked to exist and to be a regular file.
     pub fn source_file(&self, rel: &Spanned<String>) -> Result<Artifact> {
         let at = || self.attrs().location(rel.span.start);
         check_relative(&rel.value).map_err(|e| Error::new(ErrorKind::Config, e).at(at()))?;
         let path = self.package_path(&rel.value);
-        let mut sources = self.sources.borrow_mut();
-        if sources
-            .last()
-            .is_none_or(|(label, _)| label != self.label())
-        {
-            sources.push((self.label().clone(), Vec::new()));
+        // Checked now: rules may read a source during analysis (k8s_manifests does).
+        if let Some(problem) = source_problem(self.workspace, self.label(), &path, rel.span.start) {
+            return Err(problem);
         }
-        let (_, paths) = sources.last_mut().expect("pushed");
-        paths.push((path.clone(), rel.span.start));
         Ok(Artifact::source(path))
     }
 

@@ -118,11 +118,11 @@ impl FileStates {
     }
 }
 
-fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+pub(crate) fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
     meta.mtime() * 1_000_000_000 + meta.mtime_nsec()
 }
 
-fn ctime_ns(meta: &std::fs::Metadata) -> i64 {
+pub(crate) fn ctime_ns(meta: &std::fs::Metadata) -> i64 {
     meta.ctime() * 1_000_000_000 + meta.ctime_nsec()
 }
 

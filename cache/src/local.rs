@@ -35,7 +35,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use tempfile::NamedTempFile;
@@ -106,7 +106,7 @@ pub struct LocalStore {
     index_ino: Option<u64>,
     files: FileStates,
     /// A load of file states in the background, and whether none is under way.
-    files_loading: Mutex<Option<std::thread::JoinHandle<()>>>,
+    files_loading: Mutex<Option<std::thread::JoinHandle<Result<Vec<(PathBuf, FileState)>>>>>,
     files_ready: AtomicBool,
     touched_actions: Mutex<HashSet<Digest>>,
     pending_keys: Mutex<Vec<(String, KeyEntry, String)>>,
@@ -167,9 +167,12 @@ impl LocalStore {
     /// will look at; this waits for a load in the background to end.
     pub fn file_states(&self) -> &FileStates {
         if !self.files_ready.load(Ordering::Acquire) {
-            let loading = self.files_loading.lock().unwrap().take();
-            if let Some(loading) = loading {
-                let _ = loading.join();
+            // Joined under the lock: every thread that asks meanwhile waits for the load.
+            let mut loading = self.files_loading.lock().unwrap();
+            if let Some(Ok(rows)) = loading.take().map(|load| load.join()) {
+                if let Ok(rows) = self.checked(rows) {
+                    self.files.insert_loaded(rows);
+                }
             }
             self.files_ready.store(true, Ordering::Release);
         }
@@ -181,55 +184,26 @@ impl LocalStore {
         self.query(|db| self.load_file_states_from(db, dir))
     }
 
-    /// [`LocalStore::load_file_states`] on a thread of its own, while the caller goes on
-    /// (loading and analysing the workspace); [`LocalStore::file_states`] waits for it.
-    /// If the load fails, the table stays as it was and files are hashed again (the
-    /// index's damage is marked as by any query, and named by the next one).
-    pub fn load_file_states_in_background(self: &Arc<Self>, dir: &Path) {
-        let store = Arc::clone(self);
+    /// [`LocalStore::load_file_states`] on a thread of its own, with a read-only
+    /// connection of its own, while the caller goes on (loading and analysing the
+    /// workspace); [`LocalStore::file_states`] waits for it and takes its rows. If the
+    /// load fails, files are hashed again (a damaged index is marked as by any query).
+    pub fn load_file_states_in_background(&self, dir: &Path) {
+        self.file_states(); // one load at a time
+        let index = index::path(&self.root);
         let dir = dir.to_path_buf();
         let mut loading = self.files_loading.lock().unwrap();
-        let previous = loading.take();
         self.files_ready.store(false, Ordering::Release);
         *loading = Some(std::thread::spawn(move || {
-            if let Some(previous) = previous {
-                let _ = previous.join();
-            }
-            let _ = store.load_file_states(&dir);
+            let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let db = Connection::open_with_flags(&index, flags)?;
+            read_file_states(&db, &dir)
         }));
     }
 
     fn load_file_states_from(&self, db: &mut Connection, dir: &Path) -> Result<()> {
-        let lo = format!("{}/", dir.display());
-        let hi = format!("{}0", dir.display()); // '0' is the character after '/'
-        let mut stmt = db.prepare_cached(
-            "SELECT path, size, mtime_ns, ctime_ns, ino, digest FROM file_states
-             WHERE path >= ?1 AND path < ?2",
-        )?;
-        let rows = stmt.query_map(params![lo, hi], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, i64>(1)?,
-                row.get::<_, i64>(2)?,
-                row.get::<_, i64>(3)?,
-                row.get::<_, i64>(4)?,
-                row.get::<_, String>(5)?,
-            ))
-        })?;
-        let mut loaded = Vec::new();
-        for row in rows {
-            let (path, size, mtime_ns, ctime_ns, ino, digest) = row?;
-            let Ok(digest) = digest.parse() else { continue };
-            let state = FileState {
-                size: size as u64,
-                mtime_ns,
-                ctime_ns,
-                ino: ino as u64,
-                digest,
-            };
-            loaded.push((PathBuf::from(path), state));
-        }
-        self.files.insert_loaded(loaded);
+        self.files.insert_loaded(read_file_states(db, dir)?);
         Ok(())
     }
 
@@ -436,6 +410,40 @@ impl LocalStore {
             e.at_index(&index::path(&self.root))
         })
     }
+}
+
+/// The recorded states of every file below `dir`.
+fn read_file_states(db: &Connection, dir: &Path) -> Result<Vec<(PathBuf, FileState)>> {
+    let lo = format!("{}/", dir.display());
+    let hi = format!("{}0", dir.display()); // '0' is the character after '/'
+    let mut stmt = db.prepare_cached(
+        "SELECT path, size, mtime_ns, ctime_ns, ino, digest FROM file_states
+         WHERE path >= ?1 AND path < ?2",
+    )?;
+    let rows = stmt.query_map(params![lo, hi], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, i64>(2)?,
+            row.get::<_, i64>(3)?,
+            row.get::<_, i64>(4)?,
+            row.get::<_, String>(5)?,
+        ))
+    })?;
+    let mut loaded = Vec::new();
+    for row in rows {
+        let (path, size, mtime_ns, ctime_ns, ino, digest) = row?;
+        let Ok(digest) = digest.parse() else { continue };
+        let state = FileState {
+            size: size as u64,
+            mtime_ns,
+            ctime_ns,
+            ino: ino as u64,
+            digest,
+        };
+        loaded.push((PathBuf::from(path), state));
+    }
+    Ok(loaded)
 }
 
 /// The last recorded key of every action whose id starts with `prefix`.
@@ -872,6 +880,59 @@ mod tests {
         // A result whose blob vanished is a miss.
         fs::remove_file(store.blob_path(&d)).unwrap();
         assert!(store.get_action(&key).unwrap().is_none());
+    }
+
+    /// States recorded by an earlier build are found after a load in the background,
+    /// by any thread that asks first, and only for files below the directory loaded.
+    #[test]
+    fn file_states_loaded_in_the_background_are_found() {
+        use crate::filestate::{ctime_ns, mtime_ns};
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        fs::create_dir_all(&ws).unwrap();
+        let (inside, outside) = (ws.join("a.txt"), dir.path().join("b.txt"));
+        let digest = Digest::of_bytes(b"a\n");
+        {
+            let store = LocalStore::open(&dir.path().join("cache")).unwrap();
+            for path in [&inside, &outside] {
+                fs::write(path, "a\n").unwrap();
+                let meta = fs::metadata(path).unwrap();
+                store
+                    .query(|db| {
+                        db.execute(
+                            "INSERT INTO file_states (path, size, mtime_ns, ctime_ns, ino, digest)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                            params![
+                                path.to_str().unwrap(),
+                                meta.size() as i64,
+                                mtime_ns(&meta),
+                                ctime_ns(&meta),
+                                meta.ino() as i64,
+                                digest.to_hex()
+                            ],
+                        )?;
+                        Ok(())
+                    })
+                    .unwrap();
+            }
+        }
+        let store = LocalStore::open(&dir.path().join("cache")).unwrap();
+        store.load_file_states_in_background(&ws);
+        let found = |path: &Path| {
+            let meta = fs::metadata(path).unwrap();
+            store.file_states().lookup(path, &meta)
+        };
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(|| found(&inside));
+            let b = s.spawn(|| found(&inside));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        assert_eq!((a, b), (Some(digest), Some(digest)));
+        assert_eq!(
+            found(&outside),
+            None,
+            "only the directory asked for is loaded"
+        );
     }
 
     /// A blob's SHA-256 noted in one process is found by the next, from the index,

@@ -241,8 +241,9 @@ fn parse(text: &str) -> Option<Manifest> {
     Some(manifest)
 }
 
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let dir = path.parent().expect("manifests live in a directory");
+/// Writes `path` whole or not at all (a temporary file beside it, renamed over it).
+pub(crate) fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let dir = path.parent().expect("written files live in a directory");
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(text.as_bytes())?;

@@ -135,19 +135,16 @@ pub struct Analysis<'a> {
     pub(crate) run_keys: &'a mut HashMap<ActionId, Digest>,
 }
 
-fn source_problem(ws: &Workspace, label: &Label, path: &String, offset: usize) -> Option<Error> {
-    let err = |kind, message: String| {
-        let error = Error::new(kind, message);
-        match ws.target(label) {
-            Some(target) => error.at(target.attrs.location(offset)),
-            None => error,
-        }
-    };
-    match std::fs::metadata(ws.root.join(path)) {
+/// Why the source file `path` (workspace-relative) that `target` names at `offset` of
+/// its BUILD.toml cannot be used, if it cannot: missing, a directory, not a regular file.
+fn source_problem(root: &Path, target: &TargetDecl, path: &str, offset: usize) -> Option<Error> {
+    let label = &target.label;
+    let err = |kind, message: String| Error::new(kind, message).at(target.attrs.location(offset));
+    match std::fs::metadata(root.join(path)) {
         Ok(meta) if meta.is_file() => None,
         Ok(meta) if meta.is_dir() => {
             let rel = match label.package.as_str() {
-                "" => path.as_str(),
+                "" => path,
                 package => &path[package.len() + 1..],
             };
             Some(
@@ -221,8 +218,10 @@ impl Analysis<'_> {
         let at = || self.attrs().location(rel.span.start);
         check_relative(&rel.value).map_err(|e| Error::new(ErrorKind::Config, e).at(at()))?;
         let path = self.package_path(&rel.value);
-        // Checked now: rules may read a source during analysis (k8s_manifests does).
-        if let Some(problem) = source_problem(self.workspace, self.label(), &path, rel.span.start) {
+        // Checked here, at its entry: rules may read a source during analysis.
+        if let Some(problem) =
+            source_problem(&self.workspace.root, self.target, &path, rel.span.start)
+        {
             return Err(problem);
         }
         Ok(Artifact::source(path))

@@ -53,10 +53,8 @@ pub fn works(memo: &Path) -> bool {
         }
         let works = probe();
         if let (true, Some(facts)) = (works, facts) {
-            let tmp = memo.with_extension(format!("tmp{}", std::process::id()));
-            if fs::write(&tmp, facts).is_ok() && fs::rename(&tmp, memo).is_err() {
-                let _ = fs::remove_file(&tmp);
-            }
+            // A memo that cannot be written only means probing again next time.
+            let _ = crate::noop::write_atomically(memo, &facts);
         }
         works
     })

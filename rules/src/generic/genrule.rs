@@ -81,9 +81,6 @@ impl Rule for Genrule {
                 env,
                 tools,
                 workdir: String::new(),
-                network: false,
-                store_access: false,
-                batch: None,
                 ..Default::default()
             }),
             platform: None,

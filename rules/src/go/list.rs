@@ -187,9 +187,6 @@ fn list_copy(
             workdir: format!("{copy}{}", module.dir)
                 .trim_end_matches('/')
                 .to_string(),
-            network: false,
-            store_access: false,
-            batch: None,
             ..Default::default()
         }),
         platform: None,

@@ -106,7 +106,7 @@ pub struct LocalStore {
     index_ino: Option<u64>,
     files: FileStates,
     /// A load of file states in the background, and whether none is under way.
-    files_loading: Mutex<Option<std::thread::JoinHandle<Result<Vec<(PathBuf, FileState)>>>>>,
+    files_loading: Mutex<Option<std::thread::JoinHandle<Result<FileStateRows>>>>,
     files_ready: AtomicBool,
     touched_actions: Mutex<HashSet<Digest>>,
     pending_keys: Mutex<Vec<(String, KeyEntry, String)>>,
@@ -118,6 +118,9 @@ pub struct LocalStore {
     /// its row is still to be written).
     sha256: Mutex<Sha256Table>,
 }
+
+/// Recorded file states, by absolute path.
+type FileStateRows = Vec<(PathBuf, FileState)>;
 
 /// SHA-256 digest and size by BLAKE3 digest, and whether the row is yet to be written.
 type Sha256Table = HashMap<Digest, ([u8; 32], u64, bool)>;
@@ -413,7 +416,7 @@ impl LocalStore {
 }
 
 /// The recorded states of every file below `dir`.
-fn read_file_states(db: &Connection, dir: &Path) -> Result<Vec<(PathBuf, FileState)>> {
+fn read_file_states(db: &Connection, dir: &Path) -> Result<FileStateRows> {
     let lo = format!("{}/", dir.display());
     let hi = format!("{}0", dir.display()); // '0' is the character after '/'
     let mut stmt = db.prepare_cached(

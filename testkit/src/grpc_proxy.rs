@@ -2,8 +2,8 @@
 //! checks no credentials), as engines are deployed behind a load balancer: TLS with a
 //! certificate from a test's [`Pki`] (for `127.0.0.1` and `localhost`), HTTP/2, and a
 //! bearer token checked on every request. A request without that exact
-//! `authorization: Bearer <token>` gets HTTP 401, which gRPC clients read as
-//! UNAUTHENTICATED.
+//! `authorization: Bearer <token>` is logged as HTTP 401 and answered as a gRPC
+//! server would: UNAUTHENTICATED.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -58,7 +58,8 @@ impl GrpcTlsProxy {
         format!("grpcs://localhost:{}", self.port)
     }
 
-    /// nginx's access log: one line per gRPC call, with its HTTP status.
+    /// nginx's access log: one line per gRPC call, `ok` or `refused` (the token), the
+    /// HTTP status and the method's path.
     pub fn access_log(&self) -> String {
         std::fs::read_to_string(self.tmp.path().join("access.log")).unwrap_or_default()
     }
@@ -89,24 +90,34 @@ fn conf_text(tmp: &Path, port: u16, target: u16, pki: &Pki, token: &str) -> Stri
 worker_processes 1;
 events {{ worker_connections 256; }}
 http {{
-  log_format calls '$status $request_uri';
+  log_format calls '$kiln_token $status $request_uri';
   access_log {t}/access.log calls;
   client_body_temp_path {t}/client_body;
   proxy_temp_path {t}/proxy;
   fastcgi_temp_path {t}/fastcgi;
   uwsgi_temp_path {t}/uwsgi;
   scgi_temp_path {t}/scgi;
-  map $http_authorization $kiln_refused {{
-    default 1;
-    \"Bearer {token}\" 0;
+  map $http_authorization $kiln_token {{
+    default refused;
+    \"Bearer {token}\" ok;
   }}
   server {{
     listen 127.0.0.1:{port} ssl http2;
     ssl_certificate {cert};
     ssl_certificate_key {key};
     client_max_body_size 0;
+    # A refusal as a gRPC server gives it (NGINX's API gateway recipe): status 16,
+    # UNAUTHENTICATED, in the headers of an empty answer.
+    error_page 401 = /grpc-unauthenticated;
+    location = /grpc-unauthenticated {{
+      internal;
+      default_type application/grpc;
+      add_header grpc-status 16;
+      add_header grpc-message \"missing or wrong bearer token\";
+      return 204;
+    }}
     location / {{
-      if ($kiln_refused) {{ return 401; }}
+      if ($kiln_token = refused) {{ return 401; }}
       grpc_pass grpc://127.0.0.1:{target};
       grpc_read_timeout 600s;
       grpc_send_timeout 600s;

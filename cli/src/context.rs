@@ -209,10 +209,14 @@ impl RemoteConfig {
                 return Ok(None);
             }
             Err(e) => {
-                let message = format!(
-                    "remote executor {e}\n  hint: check the address and that the engine runs, or add --remote-local-fallback to build here"
-                );
-                return Err(kiln_engine::Error::new(ErrorKind::Remote, message).into());
+                let error =
+                    kiln_engine::Error::new(ErrorKind::Remote, format!("remote executor {e}"));
+                // A refusal (credentials, certificate) says in its message what to fix.
+                return Err(match kiln_remote::is_refusal(&e) {
+                    true => error,
+                    false => error.hint("check the address and that the engine runs, or add --remote-local-fallback to build here"),
+                }
+                .into());
             }
         };
         if !remote.can_execute {

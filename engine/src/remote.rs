@@ -93,6 +93,9 @@ pub trait RemoteExecutor: Send + Sync {
     /// log too (at `reads.log`), and [`RemoteRun::seen_root`]. An action with reads
     /// gets its tree tools as empty directories (a toolchain is thousands of files to
     /// stage for a test that seldom opens one): its log says whether it reached them.
+    /// `fresh`: kiln decided the action must run (`kiln test --rerun`, a retry of a
+    /// failed attempt), so the engine must run it rather than answer from its own
+    /// cache.
     fn run(
         &self,
         root: &Path,
@@ -100,6 +103,7 @@ pub trait RemoteExecutor: Send + Sync {
         inputs: &HashMap<String, Digest>,
         view: &[(String, std::path::PathBuf)],
         outputs: &[String],
+        fresh: bool,
     ) -> Result<RemoteRun>;
 
     /// How to name it in messages (its endpoint, never a credential).

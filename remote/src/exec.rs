@@ -181,6 +181,8 @@ impl RemoteRunner {
         let action = re::Action {
             command_digest: Some(command.proto()),
             input_root_digest: Some(input_root.proto()),
+            // Nothing kiln sends is known, before it runs, to be a result kiln will not
+            // keep: failures are decided by the run (see `run` for engines that keep them).
             do_not_cache: false,
             platform: Some(platform),
             ..Default::default()
@@ -192,16 +194,18 @@ impl RemoteRunner {
     /// said it was executing). An execution that broke off for a passing reason
     /// ([`retryable`]) is asked again, at most [`RETRIES`] times; one the engine
     /// refused for missing inputs (FAILED_PRECONDITION: its CAS dropped them since they
-    /// were found there) is asked again once after sending what it lacks.
+    /// were found there) is asked again once after sending what it lacks. `fresh`:
+    /// the engine must run it, not answer from its ActionCache (`skip_cache_lookup`).
     fn execute(
         &self,
         action: WireDigest,
         blobs: &BTreeMap<WireDigest, Blob>,
+        fresh: bool,
     ) -> kiln_cache::Result<(re::ExecuteResponse, Duration)> {
         let mut attempt = 0;
         let mut resent = false;
         loop {
-            let status = match self.execute_once(action) {
+            let status = match self.execute_once(action, fresh) {
                 Ok(got) => return Ok(got),
                 Err(status) => status,
             };
@@ -222,6 +226,7 @@ impl RemoteRunner {
     fn execute_once(
         &self,
         action: WireDigest,
+        fresh: bool,
     ) -> Result<(re::ExecuteResponse, Duration), tonic::Status> {
         let remote = &self.remote;
         let mut client =
@@ -229,7 +234,7 @@ impl RemoteRunner {
                 .max_decoding_message_size(MAX_MESSAGE);
         let req = re::ExecuteRequest {
             instance_name: remote.instance.clone(),
-            skip_cache_lookup: false,
+            skip_cache_lookup: fresh,
             action_digest: Some(action.proto()),
             digest_function: remote.digest_function().value(),
             ..Default::default()
@@ -524,6 +529,7 @@ impl RemoteExecutor for RemoteRunner {
         inputs: &HashMap<String, Digest>,
         view: &[(String, PathBuf)],
         outputs: &[String],
+        fresh: bool,
     ) -> kiln_engine::Result<RemoteRun> {
         let started = Instant::now();
         let mut tree = self
@@ -541,7 +547,15 @@ impl RemoteExecutor for RemoteRunner {
             .upload_missing(&tree.blobs)
             .map_err(remote_error)?;
         let upload = started.elapsed();
-        let (response, queued) = self.execute(action, &tree.blobs).map_err(remote_error)?;
+        let mut executed = self.execute(action, &tree.blobs, fresh);
+        // kiln never caches a failure; an engine that does would hand it back forever.
+        if let Ok((response, _)) = &executed {
+            let failed = response.result.as_ref().is_some_and(|r| r.exit_code != 0);
+            if response.cached_result && failed && !fresh {
+                executed = self.execute(action, &tree.blobs, true);
+            }
+        }
+        let (response, queued) = executed.map_err(remote_error)?;
         if let Some(status) = response.status.as_ref().filter(|s| s.code != 0) {
             let message = format!(
                 "{}: the action did not run: {} (code {})",

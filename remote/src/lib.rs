@@ -262,6 +262,47 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(base - (nanos % (base / 4 + 1)))
 }
 
+/// What an error message says when the engine (or a proxy before it) refused the
+/// call's credentials.
+pub const REFUSED_CREDENTIALS: &str = "the engine refused the credentials";
+
+/// What an error message says when the engine's TLS certificate was not trusted.
+pub const UNTRUSTED_CERTIFICATE: &str = "TLS: the engine's certificate is not trusted";
+
+/// Why an engine would not talk to kiln at all: not a passing failure, and not one
+/// that checking the address fixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// UNAUTHENTICATED or PERMISSION_DENIED, or a proxy's bare HTTP 401 or 403.
+    Credentials,
+    /// The TLS handshake failed on the server's certificate (an unknown CA, another
+    /// name).
+    Certificate,
+}
+
+/// The refusal a failed call's status is, if any. A proxy that answers 401 with a
+/// page of its own instead of a gRPC status reaches tonic as a body it cannot decode,
+/// with the HTTP status only in the message.
+pub fn refusal(status: &tonic::Status) -> Option<Refusal> {
+    use tonic::Code;
+    let message = status.message();
+    let http = |code: &str| message.contains(&format!("response with status: {code}"));
+    match status.code() {
+        Code::Unauthenticated | Code::PermissionDenied => Some(Refusal::Credentials),
+        Code::Internal if http("401") || http("403") => Some(Refusal::Credentials),
+        Code::Unavailable | Code::Unknown if message.contains("peer certificate") => {
+            Some(Refusal::Certificate)
+        }
+        _ => None,
+    }
+}
+
+/// Whether a store error says the engine refused kiln (see [`Refusal`]).
+pub fn is_refusal(e: &Error) -> bool {
+    let m = e.message();
+    m.contains(REFUSED_CREDENTIALS) || m.contains(UNTRUSTED_CERTIFICATE)
+}
+
 /// How to reach an engine.
 #[derive(Clone, Default)]
 pub struct Options {
@@ -451,7 +492,8 @@ impl Remote {
                 )),
             };
             attempt += 1;
-            if attempt > RETRIES || !retryable(status.code()) {
+            let passing = retryable(status.code()) && refusal(&status).is_none();
+            if attempt > RETRIES || !passing {
                 return Err(self.status_error(what, &status));
             }
             std::thread::sleep(backoff(attempt));
@@ -468,10 +510,25 @@ impl Remote {
             .filter(|c| !c.is_control())
             .take(500)
             .collect();
-        Error::new(
-            ErrorKind::Remote,
-            format!("{}: {what}: {message} ({:?})", self.url, status.code()),
-        )
+        let code = status.code();
+        let text = match refusal(status) {
+            Some(Refusal::Credentials) => {
+                let advice = match self.auth.0 {
+                    Some(_) => "the token kiln sent is not one it takes",
+                    None => "kiln sent no token: set the variable `[remote] token_env` names (KILN_REMOTE_TOKEN by default)",
+                };
+                format!(
+                    "{}: {what}: {REFUSED_CREDENTIALS}: {message} ({code:?}); {advice}",
+                    self.url
+                )
+            }
+            Some(Refusal::Certificate) => format!(
+                "{}: {what}: {UNTRUSTED_CERTIFICATE} ({message}); trust its CA with SSL_CERT_FILE",
+                self.url
+            ),
+            None => format!("{}: {what}: {message} ({code:?})", self.url),
+        };
+        Error::new(ErrorKind::Remote, text)
     }
 
     /// The wire digest of bytes.
@@ -636,6 +693,31 @@ mod tests {
         // A message that reads like a passing failure does not make one.
         let status = tonic::Status::invalid_argument("(Unavailable) stream");
         assert!(!retryable(status.code()));
+    }
+
+    /// Refused credentials (a gRPC status or a proxy's bare HTTP answer) and an
+    /// untrusted certificate are told apart from passing failures.
+    #[test]
+    fn refusals_are_told_apart() {
+        use tonic::{Code, Status};
+        let cases = [
+            (Status::unauthenticated("no token"), Some(Refusal::Credentials)),
+            (Status::permission_denied("read only"), Some(Refusal::Credentials)),
+            (
+                Status::internal("protocol error: received message with invalid compression flag: 60 (valid flags are 0 and 1) while receiving response with status: 401 Unauthorized"),
+                Some(Refusal::Credentials),
+            ),
+            (
+                Status::unavailable("invalid peer certificate: UnknownIssuer"),
+                Some(Refusal::Certificate),
+            ),
+            (Status::unavailable("connection refused"), None),
+            (Status::internal("status: 500"), None),
+            (Status::new(Code::NotFound, "401"), None),
+        ];
+        for (status, want) in cases {
+            assert_eq!(refusal(&status), want, "{status:?}");
+        }
     }
 
     /// Pauses grow, stay bounded, and the retries end.

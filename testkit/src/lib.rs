@@ -7,9 +7,11 @@
 //! with openssl) and [`DroppingProxy`] (drops the first connections).
 //!
 //! For remote execution: [`Casd`] (buildbox-casd, one machine's REAPI engine) and
-//! [`BuildGrid`] (a scheduler with PostgreSQL, a CAS and several workers).
+//! [`BuildGrid`] (a scheduler with PostgreSQL, a CAS and several workers), and
+//! [`GrpcTlsProxy`] (nginx putting TLS and a bearer token check in front of one).
 
 mod buildgrid;
+mod grpc_proxy;
 mod pki;
 mod proxy;
 mod registry;
@@ -17,6 +19,7 @@ mod slow;
 pub mod token;
 
 pub use buildgrid::BuildGrid;
+pub use grpc_proxy::GrpcTlsProxy;
 pub use pki::Pki;
 pub use proxy::{DroppingProxy, Fault};
 pub use registry::{Registry, RegistryAuth};
@@ -185,6 +188,10 @@ impl Casd {
     /// casd's storage directory (its CAS and action cache).
     pub fn storage(&self) -> PathBuf {
         self.tmp.path().join("cache")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// What casd logged.

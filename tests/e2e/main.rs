@@ -20,6 +20,8 @@
 //! - `release`: checksums, provenance, cache housekeeping.
 //! - `pull`: oci_pull: only the platforms the images need, media types of pulled layers.
 //! - `reapi`: remote execution and the gRPC cache on buildbox-casd.
+//! - `reapi_tls`: `grpcs://` and the bearer token, casd behind nginx terminating TLS and
+//!   checking the token; refusals without the token or the CA.
 //! - `remote_go`: go_test runs on buildbox-casd: keyed by what they read as here, shared
 //!   with local builds, failures shown and not cached, what runs here again and why.
 //! - `buildgrid`: remote execution on BuildGrid with several workers: parallelism from the
@@ -54,6 +56,7 @@ mod k8s;
 mod modcheck;
 mod pull;
 mod reapi;
+mod reapi_tls;
 mod registry;
 mod release;
 mod remote;

@@ -231,3 +231,86 @@ fn a_failing_remote_test_shows_its_output_like_a_local_one_and_is_not_cached() {
     assert_eq!(ran.len(), 2, "{ran:?}\n{}", again.stderr);
     assert!(ran.iter().all(|l| !l.contains("/ok]")), "{ran:?}");
 }
+
+/// Whether casd answered each GoTest run from its own cache, from a `--json` file.
+fn engine_cached(ws: &Workspace) -> Vec<bool> {
+    let text = std::fs::read_to_string(ws.path("events.json")).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["mnemonic"] == "GoTest" && e["event"] == "action_executed")
+        .map(|e| e["ran_on"]["engine_cached"].as_bool().unwrap())
+        .collect()
+}
+
+/// What the test logged of the time it ran.
+fn clock(run: &Run) -> String {
+    let line = run.stderr.lines().find(|l| l.contains("now="));
+    line.unwrap_or_else(|| panic!("no time logged:\n{}", run.stderr))
+        .split("now=")
+        .nth(1)
+        .unwrap()
+        .to_string()
+}
+
+/// `kiln test --rerun` runs a test again on the engine: kiln asks with
+/// `skip_cache_lookup`, so the engine does not hand back the result it keeps under the
+/// same Action digest (which it does when kiln does not insist).
+#[test]
+fn a_rerun_runs_on_the_engine_not_from_its_cache() {
+    let casd = Casd::start();
+    let ws = go_workspace()
+        .file("clock/clock.go", "package clock\n")
+        .file(
+            "clock/clock_test.go",
+            &test_file(
+                "clock",
+                &["time"],
+                "\tt.Logf(\"now=%d\", time.Now().UnixNano())",
+            ),
+        )
+        .file("BUILD.toml", "[go_test.unit]\n")
+        .build();
+    let url = casd.url();
+    // --json before `--`: what follows it is go test's.
+    let verbose = |ws: &Workspace, args: &[&str]| {
+        let json = ws.path("events.json").display().to_string();
+        let mut all = args.to_vec();
+        all.extend(["--json", &json, "--remote-executor", &url, "--", "-v"]);
+        ws.kiln(&all)
+    };
+    let first = verbose(&ws, &["test"]);
+    first.assert_ok();
+    assert_eq!(engine_cached(&ws), [false], "{}", first.stderr);
+    let ran_at = clock(&first);
+
+    // Another checkout whose kiln cache (local, and another casd as its remote cache)
+    // is empty: kiln misses, and the engine answers the same Action from its own
+    // cache (the same run, the same time).
+    let elsewhere = Casd::start();
+    let other = ws.copy();
+    let run = verbose(&other, &["test", "--remote-cache", &elsewhere.url()]);
+    run.assert_ok();
+    assert_eq!(engine_cached(&other), [true], "{}", run.stderr);
+    assert_eq!(clock(&run), ran_at, "{}", run.stderr);
+
+    // --rerun: the engine runs it again, twice over.
+    let again = verbose(&ws, &["test", "--rerun"]);
+    again.assert_ok();
+    assert_eq!(engine_cached(&ws), [false], "{}", again.stderr);
+    assert_eq!(
+        test_runs(&ws, "events.json").values().next().unwrap(),
+        "remote"
+    );
+    let second = clock(&again);
+    assert_ne!(second, ran_at, "the engine served its cached run");
+    let third = verbose(&ws, &["test", "--rerun"]);
+    third.assert_ok();
+    assert_eq!(engine_cached(&ws), [false], "{}", third.stderr);
+    assert_ne!(clock(&third), second);
+
+    // Without --rerun the result kiln now holds is reused: nothing runs.
+    let cached = verbose(&ws, &["test"]);
+    cached.assert_ok();
+    assert!(engine_cached(&ws).is_empty(), "{}", cached.stderr);
+    assert_eq!(cached.executed(), 0, "{}", cached.stderr);
+}

@@ -62,6 +62,7 @@ pub fn run(cli: &Cli, labels: &[String], request: &Request) -> Result<ExitCode> 
     let progress = Progress::new(ctx.store.clone(), request.verbose());
     let mut exec = ctx.executor(cli)?;
     exec.test_args = request.args.clone();
+    exec.rerun_tests = request.rerun;
     let targets = select(&ctx, &super::default_labels(labels), mode)?;
     let (plan, report) = build(cli, &ctx, &exec, targets, &progress, request.rerun)?;
     if let Some(path) = &request.junit {

@@ -168,7 +168,13 @@ impl Run<'_> {
             .iter()
             .flat_map(|&i| self.members[i].1.iter().cloned())
             .collect();
-        let (exit_code, _, _) = self.exec.run(listed[0], &kind, self.sandbox, &inputs)?;
+        // A retry runs because an attempt failed: an engine that keeps failures in its
+        // cache must not hand that one back.
+        let retry = which.iter().any(|&i| !self.failed_runs[i].is_empty());
+        let fresh = retry || listed.iter().any(|a| self.exec.must_run(a));
+        let (exit_code, _, _) = self
+            .exec
+            .run(listed[0], &kind, self.sandbox, &inputs, fresh)?;
         let read = |name: &str| capture(self.sandbox, name);
         Ok((exit_code, read("stdout"), read("stderr")))
     }

@@ -175,6 +175,9 @@ pub struct Executor {
     /// Arguments for test actions from the command line (`kiln test -- ARGS`), which
     /// rules turn into their tests' flags.
     pub test_args: Vec<String>,
+    /// Whether test actions run even where a result is cached (`kiln test --rerun`):
+    /// a remote executor is then told not to answer from its own cache either.
+    pub rerun_tests: bool,
     tool_digests: Mutex<HashMap<PathBuf, Digest>>,
     last_keys: HashMap<String, kiln_cache::KeyEntry>,
     key_prefix: String,
@@ -282,6 +285,7 @@ impl Executor {
             keep_sandbox_on_failure: false,
             materialize: true,
             test_args: Vec::new(),
+            rerun_tests: false,
             tool_digests: Mutex::new(HashMap::new()),
             last_keys,
             key_prefix,
@@ -507,7 +511,9 @@ impl Executor {
             .filter(|(a, _)| !builtin || a.producer.is_some());
         let sandbox = self.prepare(staged, action.outputs.iter())?;
         let since = now_ns();
-        let (exit_code, emitted, written) = self.run(action, &action.kind, &sandbox, inputs)?;
+        let fresh = self.must_run(action);
+        let (exit_code, emitted, written) =
+            self.run(action, &action.kind, &sandbox, inputs, fresh)?;
         let emitted = self
             .store_emitted(emitted, inputs, &sandbox)
             .map_err(fail)?;
@@ -576,19 +582,29 @@ impl Executor {
         Ok(sandbox)
     }
 
+    /// Whether kiln runs the action whatever a cache holds for it (a test under
+    /// `kiln test --rerun`), so that an engine's own cache must not answer either.
+    pub(super) fn must_run(&self, action: &Action) -> bool {
+        self.rerun_tests && action.is_test()
+    }
+
     /// Runs `kind` (the action's own, or a batch's shared process) in the sandbox;
     /// returns its exit code, the outputs a builtin gave as bytes, and the digests of
-    /// the files a remote run wrote (checked as they were written).
+    /// the files a remote run wrote (checked as they were written). `fresh`: kiln
+    /// decided it must run ([`Executor::must_run`], a retry of a failed attempt), so a
+    /// remote engine must not answer from its own cache.
     fn run(
         &self,
         action: &Action,
         kind: &ActionKind,
         sandbox: &Sandbox,
         inputs: &[(Artifact, KeyInput)],
+        fresh: bool,
     ) -> Result<(i32, Given, Written), Box<Failure>> {
         match kind {
             ActionKind::Exec(spec) => {
-                if let Some(run) = self.run_remotely(action, kind, spec, sandbox, inputs)? {
+                let remote = self.run_remotely(action, kind, spec, sandbox, inputs, fresh)?;
+                if let Some(run) = remote {
                     return Ok((run.exit_code, Vec::new(), run.written));
                 }
                 let _slot = self.local_slots.take();
@@ -620,6 +636,7 @@ impl Executor {
         spec: &ExecSpec,
         sandbox: &Sandbox,
         inputs: &[(Artifact, KeyInput)],
+        fresh: bool,
     ) -> Result<Option<RemoteRun>, Box<Failure>> {
         let Some(remote) = &self.remote else {
             return Ok(None);
@@ -643,7 +660,7 @@ impl Executor {
         }
         let spec = &remote_spec(spec);
         let outputs = &action.outputs;
-        match remote.run(sandbox.root(), spec, &staged, &view, outputs) {
+        match remote.run(sandbox.root(), spec, &staged, &view, outputs, fresh) {
             Ok(mut run) => {
                 if let Some(path) = self.reaches_beyond(sandbox, spec, &run, &left_out) {
                     eprintln!(

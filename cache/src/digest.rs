@@ -71,29 +71,37 @@ impl FromStr for Digest {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Digest> {
-        let bad = || Error::new(ErrorKind::Corrupt, format!("parse digest `{s}`"));
-        if s.len() != 64 {
-            return Err(bad());
+        // blake3's decoder: no allocation, no UTF-8 round trips (index rows parse
+        // thousands of these per build).
+        match blake3::Hash::from_hex(s) {
+            Ok(hash) if s.len() == 64 => Ok(Digest(*hash.as_bytes())),
+            _ => Err(Error::new(
+                ErrorKind::Corrupt,
+                format!("parse digest `{s}`"),
+            )),
         }
-        let mut out = [0u8; 32];
-        for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
-            let hex = std::str::from_utf8(chunk).map_err(|_| bad())?;
-            out[i] = u8::from_str_radix(hex, 16).map_err(|_| bad())?;
-        }
-        Ok(Digest(out))
     }
 }
 
 impl Serialize for Digest {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
+        s.serialize_str(blake3::Hash::from_bytes(self.0).to_hex().as_str())
     }
 }
 
 impl<'de> Deserialize<'de> for Digest {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Digest, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        struct Hex;
+        impl serde::de::Visitor<'_> for Hex {
+            type Value = Digest;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a digest of 64 hex characters")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<Digest, E> {
+                s.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Hex)
     }
 }
 
@@ -106,6 +114,13 @@ mod tests {
         let d = Digest::of_bytes(b"kiln");
         assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
         assert_ne!(d, Digest::of_bytes(b"kiln "));
+        assert_eq!(d.to_string().to_uppercase().parse::<Digest>().unwrap(), d);
         assert!("zz".parse::<Digest>().is_err());
+        assert!("g".repeat(64).parse::<Digest>().is_err());
+        assert!(format!("{}é", &d.to_string()[..62]).parse::<Digest>().is_err());
+        assert!(format!("{d}0").parse::<Digest>().is_err());
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), d);
+        assert!(serde_json::from_str::<Digest>("\"zz\"").is_err());
     }
 }

@@ -430,13 +430,13 @@ fn read_file_states(db: &Connection, dir: &Path) -> Result<FileStateRows> {
             row.get::<_, i64>(2)?,
             row.get::<_, i64>(3)?,
             row.get::<_, i64>(4)?,
-            row.get::<_, String>(5)?,
+            row.get_ref(5)?.as_str().ok().and_then(|d| d.parse().ok()),
         ))
     })?;
     let mut loaded = Vec::new();
     for row in rows {
         let (path, size, mtime_ns, ctime_ns, ino, digest) = row?;
-        let Ok(digest) = digest.parse() else { continue };
+        let Some(digest) = digest else { continue };
         let state = FileState {
             size: size as u64,
             mtime_ns,

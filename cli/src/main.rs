@@ -6,6 +6,9 @@
 //! Bad arguments, as every error, are one line (`kiln: error: …`): option values are
 //! checked as clap parses them.
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod commands;
 mod context;
 mod environ;

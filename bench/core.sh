@@ -19,12 +19,18 @@
 #
 # Environment: TARGETS, FILES, PACKAGES (workspace size; 1000, 10000, 100), JOBS (2),
 # COLD_RUNS (5), NOOP_RUNS (30), EDIT_RUNS (15), KILN_FLAGS (extra global flags for
-# kiln, e.g. "--sandbox=dir"; the default sandbox is auto, i.e. bubblewrap where it works).
+# kiln, e.g. "--sandbox=dir"; the default sandbox is auto, i.e. bubblewrap where it works),
+# WORK_DIR (where the workspace and kiln's cache go; bench/out by default). For cold
+# figures that compare across runs, give WORK_DIR a fresh file system, e.g.
+#   mount -t tmpfs -o size=4g tmpfs /mnt/kb && WORK_DIR=/mnt/kb bash bench/core.sh
+# (see bench/README.md, "Quiet machine": an ext4 without a journal slows inode
+# allocation for minutes after many deletions, and kiln's sandboxes delete many).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=$ROOT/bench/out
-WS=$OUT/ws
+WORK=${WORK_DIR:-$OUT}
+WS=$WORK/ws
 LOGS=$OUT/logs
 KILN=$ROOT/target/release/kiln
 JOBS=${JOBS:-2}
@@ -32,7 +38,7 @@ COLD_RUNS=${COLD_RUNS:-5}
 NOOP_RUNS=${NOOP_RUNS:-30}
 EDIT_RUNS=${EDIT_RUNS:-15}
 KILN_FLAGS=${KILN_FLAGS:-}
-export KILN_CACHE=$OUT/cache
+export KILN_CACHE=$WORK/cache
 
 die() {
     echo "core.sh: $*" >&2

@@ -6,7 +6,7 @@
 //! server would: UNAUTHENTICATED.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 use crate::{free_port, wait_for_port, Pki};
 
@@ -24,22 +24,8 @@ impl GrpcTlsProxy {
         let port = free_port();
         let conf = tmp.path().join("nginx.conf");
         std::fs::write(&conf, conf_text(tmp.path(), port, target, pki, token)).unwrap();
-        let globals = format!(
-            "daemon off; pid {}/nginx.pid; error_log {}/error.log;",
-            tmp.path().display(),
-            tmp.path().display()
-        );
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(format!("{}/", tmp.path().display()))
-            .arg("-c")
-            .arg(&conf)
-            .args(["-g", &globals])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("nginx is required for this test (run .ci/install-deps): {e}")
-            });
+        let error_log = tmp.path().join("error.log");
+        let child = crate::spawn_nginx(tmp.path(), &conf, &error_log.display().to_string());
         let proxy = GrpcTlsProxy {
             tmp,
             child: Some(child),
@@ -67,13 +53,7 @@ impl GrpcTlsProxy {
 
 impl Drop for GrpcTlsProxy {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-            let _ = child.wait();
-        }
+        crate::stop_nginx(&mut self.child);
     }
 }
 

@@ -47,21 +47,7 @@ impl Nginx {
         let port = free_port();
         let conf = tmp.path().join("nginx.conf");
         std::fs::write(&conf, nginx_conf(tmp.path(), port)).unwrap();
-        let globals = format!(
-            "daemon off; pid {}/nginx.pid; error_log stderr;",
-            tmp.path().display()
-        );
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(format!("{}/", tmp.path().display()))
-            .arg("-c")
-            .arg(&conf)
-            .args(["-g", &globals])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("nginx is required for this test (run .ci/install-deps): {e}")
-            });
+        let child = spawn_nginx(tmp.path(), &conf, "stderr");
         let nginx = Nginx {
             tmp,
             child: Some(child),
@@ -87,13 +73,7 @@ impl Nginx {
 
     /// Stops nginx as an outage would: SIGTERM to the master, which ends its workers.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-            let _ = child.wait();
-        }
+        stop_nginx(&mut self.child);
     }
 }
 
@@ -244,6 +224,36 @@ pub fn which(name: &str) -> Option<PathBuf> {
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
+}
+
+/// Stops an nginx started by [`spawn_nginx`]: SIGTERM to the master, which ends its
+/// workers (a SIGKILL would leave them serving).
+pub(crate) fn stop_nginx(child: &mut Option<Child>) {
+    if let Some(mut child) = child.take() {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let _ = child.wait();
+    }
+}
+
+/// Starts nginx in the foreground with its prefix, pid file and config in `dir`;
+/// `error_log` is where its errors go (`stderr` or a path).
+pub(crate) fn spawn_nginx(dir: &Path, conf: &Path, error_log: &str) -> Child {
+    let globals = format!(
+        "daemon off; pid {}/nginx.pid; error_log {error_log};",
+        dir.display()
+    );
+    Command::new("nginx")
+        .arg("-p")
+        .arg(format!("{}/", dir.display()))
+        .arg("-c")
+        .arg(conf)
+        .args(["-g", &globals])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("nginx is required for this test (run .ci/install-deps): {e}"))
 }
 
 /// Waits (up to 10 s) until something accepts connections on the port.

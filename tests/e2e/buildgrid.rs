@@ -229,15 +229,9 @@ fn a_failure_on_buildgrid_shows_its_output_like_a_local_one() {
         )
         .build();
     let run = build_on(&odd, &grid, &[]);
-    assert_eq!(run.status, 1, "{}", run.stderr);
-    let errors: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("kiln: error"))
-        .collect();
-    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    let error = run.the_error(1);
     assert!(
-        errors[0].contains("container-image") && errors[0].contains(&grid.url()),
+        error.contains("container-image") && error.contains(&grid.url()),
         "{}",
         run.stderr
     );

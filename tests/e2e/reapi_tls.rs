@@ -63,13 +63,6 @@ fn kiln(ws: &Workspace, engine: &Engine, ca: bool, token: bool, args: &[&str]) -
     Run::from(cmd.output().unwrap())
 }
 
-fn error_lines(run: &Run) -> Vec<&str> {
-    run.stderr
-        .lines()
-        .filter(|l| l.starts_with("kiln: error"))
-        .collect()
-}
-
 #[test]
 fn a_build_through_tls_with_the_token_runs_remotely_and_matches_a_local_build() {
     let engine = Engine::start();
@@ -131,25 +124,19 @@ fn without_the_token_the_engine_refuses_before_anything_is_built() {
         false,
         &["build", "--remote-executor", &url],
     );
-    assert_eq!(
-        run.status, 3,
-        "as other remote-connect errors:\n{}",
-        run.stderr
-    );
+    let error = run.the_error(3);
     let log = engine.proxy.access_log();
     assert_eq!(
         log.lines().collect::<Vec<_>>(),
         ["refused 204 /build.bazel.remote.execution.v2.Capabilities/GetCapabilities"],
         "one call, refused, not retried"
     );
-    let errors = error_lines(&run);
-    assert_eq!(errors.len(), 1, "{}", run.stderr);
     assert!(
-        errors[0].contains(&url) && errors[0].contains("refused the credentials"),
+        error.contains(&url) && error.contains("refused the credentials"),
         "{}",
         run.stderr
     );
-    assert!(errors[0].contains("sent no token"), "{}", run.stderr);
+    assert!(error.contains("sent no token"), "{}", run.stderr);
     assert!(
         !run.stderr.contains("hint:"),
         "no hint about the address:\n{}",
@@ -163,11 +150,8 @@ fn without_the_token_the_engine_refuses_before_anything_is_built() {
     cmd.env("SSL_CERT_FILE", engine.pki.ca_cert())
         .env(TOKEN_ENV, "not-the-token-5e8d");
     let run = Run::from(cmd.output().unwrap());
-    assert_eq!(run.status, 3, "{}", run.stderr);
-    let errors = error_lines(&run);
-    assert_eq!(errors.len(), 1, "{}", run.stderr);
     assert!(
-        errors[0].contains("refused the credentials"),
+        run.the_error(3).contains("refused the credentials"),
         "{}",
         run.stderr
     );
@@ -187,14 +171,12 @@ fn without_the_ca_the_certificate_is_named_and_nothing_is_sent() {
         true,
         &["build", "--remote-executor", &url],
     );
-    assert_eq!(run.status, 3, "{}", run.stderr);
-    let errors = error_lines(&run);
-    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    let error = run.the_error(3);
     assert!(
-        errors[0].contains(&url)
-            && errors[0].contains("TLS")
-            && errors[0].contains("certificate is not trusted")
-            && errors[0].contains("SSL_CERT_FILE"),
+        error.contains(&url)
+            && error.contains("TLS")
+            && error.contains("certificate is not trusted")
+            && error.contains("SSL_CERT_FILE"),
         "{}",
         run.stderr
     );

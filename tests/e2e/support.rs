@@ -131,6 +131,19 @@ impl Run {
         self.counts().2
     }
 
+    /// The run's one `kiln: error` line, after checking its exit status.
+    #[track_caller]
+    pub fn the_error(&self, status: i32) -> &str {
+        assert_eq!(self.status, status, "{}", self.stderr);
+        let errors: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("kiln: error"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{}", self.stderr);
+        errors[0]
+    }
+
     /// The actions that ran, as the plain progress lines name them.
     pub fn ran(&self) -> Vec<String> {
         let mut v: Vec<String> = self

@@ -587,3 +587,58 @@ fn walk_links(dir: &Path) -> Vec<PathBuf> {
     }
     found
 }
+
+/// A Go test that looks for the socket of kiln's Go compile cache below `dir` (where
+/// kiln's TMPDIR puts it) and, finding one, talks to it as a go command would, but
+/// without what kiln gave the compile actions: it fails if the server answers.
+fn socket_snoop_test(dir: &Path) -> String {
+    format!(
+        r#"package p
+
+import (
+	"bufio"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestSnoop(t *testing.T) {{
+	found, _ := filepath.Glob("{}/kiln-gocache-*/socket")
+	for _, s := range found {{
+		c, err := net.Dial("unix", s)
+		if err != nil {{
+			continue
+		}}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte("{{\"ID\":1,\"Command\":\"close\"}}\n"))
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		if line != "" {{
+			t.Errorf("reached the store's server at %s: %s", s, line)
+		}}
+	}}
+}}
+"#,
+        dir.display()
+    )
+}
+
+#[test]
+fn a_go_test_cannot_reach_the_compile_cache_server_of_the_build() {
+    // kiln's TMPDIR outside /tmp (as many CI runners set it), where sandboxes see it
+    // read-only, which lets a process connect to a socket there: the server of Go's
+    // compile cache must not take what such a process puts.
+    let tmpdir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let ws = crate::support::go_workspace()
+        .file("p/p.go", "package p\n\nfunc V() int { return 1 }\n")
+        .file("p/p_test.go", &socket_snoop_test(tmpdir.path()))
+        .file("BUILD.toml", "[go_test.unit]\npackages = [\"./...\"]\n")
+        .build();
+    let run = Run::from(
+        ws.cmd(&["test", "--sandbox=bwrap"])
+            .env("TMPDIR", tmpdir.path())
+            .output()
+            .unwrap(),
+    );
+    run.assert_ok();
+}

@@ -335,6 +335,7 @@ impl Executor {
         let (listener, blobs) = started.as_ref().map_err(Clone::clone)?;
         Ok(StoreAccess {
             socket: listener.path().to_path_buf(),
+            token: listener.token().to_string(),
             socket_dir: listener.dir().to_path_buf(),
             blobs: blobs.clone(),
         })

@@ -112,6 +112,8 @@ pub struct Host {
 #[derive(Debug, Clone)]
 pub struct StoreAccess {
     pub socket: PathBuf,
+    /// What a session must start with (see [`kiln_cache::gocacheprog::TOKEN_ENV`]).
+    pub token: String,
     pub socket_dir: PathBuf,
     pub blobs: PathBuf,
 }
@@ -347,6 +349,8 @@ impl Sandbox {
         if let Some(access) = access {
             let socket = access.socket.display().to_string();
             env.insert(kiln_cache::gocacheprog::SOCKET_ENV.into(), socket);
+            let token = access.token.clone();
+            env.insert(kiln_cache::gocacheprog::TOKEN_ENV.into(), token);
         }
         let (mut cmd, _args) = match mode {
             SandboxMode::Bwrap => bwrap::command(root, spec, host, access, &self.sealed, &argv[0]),

@@ -642,3 +642,32 @@ fn a_go_test_cannot_reach_the_compile_cache_server_of_the_build() {
     );
     run.assert_ok();
 }
+
+#[test]
+fn an_action_cannot_reach_the_host_s_service_sockets_in_run() {
+    // Services listen in /run (docker.sock, the system and user buses, containerd):
+    // connecting needs no write access, so a read-only view of the host would let an
+    // action drive them, as root a way out of any sandbox. Here a stand-in for
+    // /run/docker.sock, owned by root as the real one is.
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("skipped: needs root to listen in /run");
+        return;
+    }
+    let dir = tempfile::tempdir_in("/run").unwrap();
+    let socket = dir.path().join("docker.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let source = format!(
+        "package p\n\nimport (\n\t\"net\"\n\t\"testing\"\n)\n\nfunc TestDial(t *testing.T) {{\n\tif c, err := net.Dial(\"unix\", {:?}); err == nil {{\n\t\tc.Write([]byte(\"pwned\"))\n\t\tt.Error(\"reached the host's service\")\n\t}}\n}}\n",
+        socket.display().to_string()
+    );
+    let ws = crate::support::go_workspace()
+        .file("p/p.go", "package p\n")
+        .file("p/p_test.go", &source)
+        .file("BUILD.toml", "[go_test.unit]\npackages = [\"./...\"]\n")
+        .build();
+    let run = ws.kiln(&["test", "--sandbox=bwrap"]);
+    let reached = listener.accept().is_ok();
+    run.assert_ok();
+    assert!(!reached, "an action connected to {}", socket.display());
+}

@@ -22,6 +22,7 @@
 //! | `/kiln/tools/NAME`| a tree tool, such as the Go toolchain (`{tool:go}`)         |
 //! | `/kiln/bin/kiln`  | the kiln binary (`{kiln}`), for helpers like gocacheprog    |
 //! | `/tmp`            | private scratch space in memory (TMPDIR)                    |
+//! | `/run`            | empty (the host's service sockets are there), unless the action has network |
 //! | everything else   | the host's file system, read-only, without the workspace and the cache |
 //!
 //! Fixed paths are what let paths compiled into binaries (Go's test binaries keep

@@ -62,7 +62,7 @@
 
 mod socket;
 
-pub use socket::{relay, Listener, SOCKET_ENV};
+pub use socket::{relay, Listener, SOCKET_ENV, TOKEN_ENV};
 
 use std::io::{self, BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -787,6 +787,8 @@ mod tests {
         let close = "{\"ID\":9,\"Command\":\"close\"}\n";
         let talk = |input: String| -> Vec<Value> {
             let mut conn = std::os::unix::net::UnixStream::connect(listener.path()).unwrap();
+            conn.write_all(format!("{}\n", listener.token()).as_bytes())
+                .unwrap();
             conn.write_all(input.as_bytes()).unwrap();
             let mut out = String::new();
             conn.read_to_string(&mut out).unwrap();
@@ -813,6 +815,23 @@ mod tests {
             !socket.exists(),
             "the socket's directory goes with the listener"
         );
+    }
+
+    #[test]
+    fn a_session_without_the_listener_s_token_is_closed_unanswered() {
+        use std::io::{Read, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(open(dir.path()));
+        let listener = Listener::start(store.clone(), store.clone()).unwrap();
+        for first in ["", "not-the-token\n"] {
+            let mut conn = std::os::unix::net::UnixStream::connect(listener.path()).unwrap();
+            let put = put_lines(1, b"compile x", b"forged object", "");
+            conn.write_all(format!("{first}{put}").as_bytes()).unwrap();
+            let mut out = String::new();
+            let _ = conn.read_to_string(&mut out);
+            assert_eq!(out, "", "{first:?}");
+        }
+        assert_eq!(listener.stats(), ServeStats::default());
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub use error::{disk_full, Error, ErrorKind, Result};
 pub use filestate::{FileState, FileStates, HashedFile};
 pub use local::index::Rebuild;
 pub use local::{CacheStats, KeyEntry, KeyOutcome, LocalStore};
-pub use remote::{HttpOptions, HttpStore};
+pub use remote::{redact as redact_url, HttpOptions, HttpStore};
 pub use result::{ActionResult, OutputFile};
 pub use store::{Check, Store};
 pub use tiered::{ReadOnly, TieredStore};

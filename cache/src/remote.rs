@@ -451,7 +451,7 @@ fn status_err(what: &str, shown: &str, status: u16) -> Error {
 }
 
 /// The URL without a `user:password@` part.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };

@@ -170,7 +170,7 @@ impl RemoteConfig {
                 Ok(url) => Ok(Some(url)),
                 Err(e) => Err(kiln_engine::Error::new(
                     ErrorKind::Config,
-                    format!("{env}: `{url}` {e}"),
+                    format!("{env}: `{}` {e}", kiln_cache::redact_url(&url)),
                 )
                 .into()),
             };
@@ -182,7 +182,7 @@ impl RemoteConfig {
             .expect("the url came from it")
             .location(url.span.start);
         check(&url.value).map(Some).map_err(|e| {
-            let message = format!("remote {key} `{}` {e}", url.value);
+            let message = format!("remote {key} `{}` {e}", kiln_cache::redact_url(&url.value));
             kiln_engine::Error::new(ErrorKind::Config, message)
                 .at(at)
                 .into()
@@ -260,7 +260,8 @@ impl RemoteConfig {
         } else {
             remote
         };
-        Ok((Arc::new(TieredStore::new(local, remote, &url)), grpc))
+        let shown = kiln_cache::redact_url(&url);
+        Ok((Arc::new(TieredStore::new(local, remote, &shown)), grpc))
     }
 }
 

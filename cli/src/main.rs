@@ -269,12 +269,37 @@ impl Usage {
             }
             line.push_str(part);
         }
-        Usage(line.strip_prefix("error: ").unwrap_or(&line).to_string())
+        Usage(hide_passwords(
+            line.strip_prefix("error: ").unwrap_or(&line),
+        ))
     }
 
     fn not_utf8(arg: &OsString) -> Usage {
         Usage(format!("argument {arg:?} is not valid UTF-8"))
     }
+}
+
+/// A message with the `user:password@` part of every URL in it left out (a bad
+/// `--remote-cache` value is quoted by clap).
+fn hide_passwords(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c == '/' || c == '\'' || c == '`' || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        out.push_str(
+            authority
+                .rsplit_once('@')
+                .map_or(authority, |(_, host)| host),
+        );
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The arguments after the program name, checked to be UTF-8.

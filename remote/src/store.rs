@@ -320,4 +320,29 @@ mod tests {
         assert!(store.fetch(&real, &dest).unwrap());
         assert_eq!(std::fs::read(&dest).unwrap(), b"honest\n");
     }
+
+    /// A result that claims a blob is empty (size 0, which is never asked of the
+    /// engine) under the digest of other bytes: with BLAKE3 on the wire, where the
+    /// claimed hash is the BLAKE3 digest, nothing may be written under that digest.
+    #[test]
+    fn an_empty_blob_claimed_under_another_digest_is_refused() {
+        let casd = Casd::start();
+        for function in [crate::DigestFunction::Sha256, crate::DigestFunction::Blake3] {
+            let mut remote = Remote::connect(&casd.url(), &crate::Options::default()).unwrap();
+            remote.function = function;
+            let remote = Arc::new(remote);
+            let store = GrpcStore::new(remote.clone());
+            let honest = Digest::of_bytes(b"honest\n");
+            let hash = match function {
+                crate::DigestFunction::Blake3 => *honest.as_bytes(),
+                crate::DigestFunction::Sha256 => remote.digest_bytes(b"honest\n").hash,
+            };
+            remote.claim(honest, WireDigest { hash, size: 0 });
+            let dir = tempfile::tempdir().unwrap();
+            let dest = dir.path().join("out");
+            let err = store.fetch(&honest, &dest).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Corrupt, "{function:?}: {err}");
+            assert!(!dest.exists(), "{function:?}");
+        }
+    }
 }

@@ -736,3 +736,56 @@ fn go_compile_cache_travels_through_the_remote() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stderr), "b\n");
 }
+
+/// A remote cache URL may carry a password (`https://user:password@host/`): it never
+/// reaches a message, whether the server cannot be reached or the URL is malformed.
+#[test]
+fn a_password_in_the_remote_cache_url_is_never_shown() {
+    let ws = workspace()
+        .file(
+            "BUILD.toml",
+            "[genrule.out]\nouts = [\"o.txt\"]\ncmd = \"echo > $OUT\"\n",
+        )
+        .build();
+    // A port nothing listens on: every request fails and is warned about.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://ci:hunter2-secret@127.0.0.1:{port}/cache");
+    let run = ws.kiln(&["build", "--remote-cache", &url]);
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("warning: remote cache"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("hunter2-secret"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("http://127.0.0.1:{port}/cache")),
+        "{}",
+        run.stderr
+    );
+    // Malformed, from the environment and from kiln.toml.
+    let bad = "http://ci:hunter2-secret@cache.example/ x";
+    let run = Run::from(
+        ws.cmd(&["build"])
+            .env("KILN_REMOTE_CACHE", bad)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(!run.stderr.contains("hunter2-secret"), "{}", run.stderr);
+    ws.write(
+        "kiln.toml",
+        &format!("[workspace]\nname = \"test\"\n\n[remote]\ncache = {bad:?}\n"),
+    );
+    let run = ws.kiln(&["build"]);
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(!run.stderr.contains("hunter2-secret"), "{}", run.stderr);
+    let run = ws.kiln(&["build", "--remote-cache", bad]);
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(!run.stderr.contains("hunter2-secret"), "{}", run.stderr);
+}

@@ -494,3 +494,180 @@ fn a_full_disk_is_named_as_such() {
     assert!(stderr.contains("no space left on device"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn an_output_directory_made_a_link_to_a_host_directory_is_not_followed() {
+    use std::os::unix::fs::PermissionsExt;
+    // The action replaces the directory of its output with a link to a directory of
+    // the host (here one of the workspace, which bubblewrap hides from it) where a file
+    // has the output's name: kiln must not move that file into the cache, chmod it or
+    // place it in kiln-out.
+    for mode in each_mode() {
+        let ws = workspace().file("private/out.txt", "private\n").build();
+        let victim = ws.path("private/out.txt");
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let cmd = format!(
+            "rm -r kiln-out/sub; ln -s {} kiln-out/sub",
+            ws.path("private").display()
+        );
+        ws.write(
+            "BUILD.toml",
+            &format!(
+                "[genrule.out]\nouts = [\"sub/out.txt\"]\ncmd = {cmd:?}\ntools = [\"rm\", \"ln\"]\n"
+            ),
+        );
+        let run = ws.kiln(&["build", mode]);
+        assert_eq!(run.status, 1, "{mode}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("kiln-out/sub") && run.stderr.contains("symbolic link"),
+            "{mode}: {}",
+            run.stderr
+        );
+        assert_eq!(ws.read("private/out.txt"), "private\n", "{mode}");
+        let meta = std::fs::metadata(&victim).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{mode}");
+        assert!(!ws.path("kiln-out/sub/out.txt").exists(), "{mode}");
+    }
+}
+
+#[test]
+fn an_action_cannot_swap_kiln_s_captures_for_links_to_host_files() {
+    use std::os::unix::fs::PermissionsExt;
+    // `.kiln/stdout` and `.kiln/stderr` are kiln's captures of the process's output,
+    // which kiln prints (a failure) or stores (a success); `.kiln` holds them. Each
+    // made a link to a file the action cannot read (in the hidden workspace).
+    let attacks = [
+        ("ln -sf @SECRET@ .kiln/stderr; exit 1", ".kiln/stderr"),
+        ("ln -sf @SECRET@ .kiln/stdout; echo > $OUT", ".kiln/stdout"),
+        (
+            "mv .kiln moved; moved/bin/ln -s @DIR@ .kiln; exit 1",
+            ".kiln",
+        ),
+    ];
+    for mode in each_mode() {
+        for (attack, named) in attacks {
+            let ws = workspace().file("private/stderr", "secret-bytes\n").build();
+            let secret = ws.path("private/stderr");
+            std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+            let cmd = attack
+                .replace("@SECRET@", &secret.display().to_string())
+                .replace("@DIR@", &ws.path("private").display().to_string());
+            ws.write("BUILD.toml", &genrule(&cmd, &["ln", "mv"], &[]));
+            let run = ws.kiln(&["build", mode]);
+            assert_eq!(run.status, 1, "{mode} {attack}: {}", run.stderr);
+            assert!(
+                !run.stderr.contains("secret-bytes") && !run.stdout.contains("secret-bytes"),
+                "{mode} {attack}: {}",
+                run.stderr
+            );
+            assert!(
+                run.stderr.contains(named),
+                "{mode} {attack}: {}",
+                run.stderr
+            );
+            let meta = std::fs::symlink_metadata(&secret).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{mode} {attack}");
+            assert_eq!(ws.read("private/stderr"), "secret-bytes\n");
+            let links = walk_links(&ws.cache);
+            assert!(links.is_empty(), "{mode} {attack}: {links:?} in the cache");
+        }
+    }
+}
+
+/// Symbolic links below a directory.
+fn walk_links(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let t = entry.file_type().unwrap();
+        if t.is_symlink() {
+            found.push(entry.path());
+        } else if t.is_dir() {
+            found.extend(walk_links(&entry.path()));
+        }
+    }
+    found
+}
+
+/// A Go test that looks for the socket of kiln's Go compile cache below `dir` (where
+/// kiln's TMPDIR puts it) and, finding one, talks to it as a go command would, but
+/// without what kiln gave the compile actions: it fails if the server answers.
+fn socket_snoop_test(dir: &Path) -> String {
+    format!(
+        r#"package p
+
+import (
+	"bufio"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestSnoop(t *testing.T) {{
+	found, _ := filepath.Glob("{}/kiln-gocache-*/socket")
+	for _, s := range found {{
+		c, err := net.Dial("unix", s)
+		if err != nil {{
+			continue
+		}}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte("{{\"ID\":1,\"Command\":\"close\"}}\n"))
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		if line != "" {{
+			t.Errorf("reached the store's server at %s: %s", s, line)
+		}}
+	}}
+}}
+"#,
+        dir.display()
+    )
+}
+
+#[test]
+fn a_go_test_cannot_reach_the_compile_cache_server_of_the_build() {
+    // kiln's TMPDIR outside /tmp (as many CI runners set it), where sandboxes see it
+    // read-only, which lets a process connect to a socket there: the server of Go's
+    // compile cache must not take what such a process puts.
+    let tmpdir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let ws = crate::support::go_workspace()
+        .file("p/p.go", "package p\n\nfunc V() int { return 1 }\n")
+        .file("p/p_test.go", &socket_snoop_test(tmpdir.path()))
+        .file("BUILD.toml", "[go_test.unit]\npackages = [\"./...\"]\n")
+        .build();
+    let run = Run::from(
+        ws.cmd(&["test", "--sandbox=bwrap"])
+            .env("TMPDIR", tmpdir.path())
+            .output()
+            .unwrap(),
+    );
+    run.assert_ok();
+}
+
+#[test]
+fn an_action_cannot_reach_the_host_s_service_sockets_in_run() {
+    // Services listen in /run (docker.sock, the system and user buses, containerd):
+    // connecting needs no write access, so a read-only view of the host would let an
+    // action drive them, as root a way out of any sandbox. Here a stand-in for
+    // /run/docker.sock, owned by root as the real one is.
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("skipped: needs root to listen in /run");
+        return;
+    }
+    let dir = tempfile::tempdir_in("/run").unwrap();
+    let socket = dir.path().join("docker.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let source = format!(
+        "package p\n\nimport (\n\t\"net\"\n\t\"testing\"\n)\n\nfunc TestDial(t *testing.T) {{\n\tif c, err := net.Dial(\"unix\", {:?}); err == nil {{\n\t\tc.Write([]byte(\"pwned\"))\n\t\tt.Error(\"reached the host's service\")\n\t}}\n}}\n",
+        socket.display().to_string()
+    );
+    let ws = crate::support::go_workspace()
+        .file("p/p.go", "package p\n")
+        .file("p/p_test.go", &source)
+        .file("BUILD.toml", "[go_test.unit]\npackages = [\"./...\"]\n")
+        .build();
+    let run = ws.kiln(&["test", "--sandbox=bwrap"]);
+    let reached = listener.accept().is_ok();
+    run.assert_ok();
+    assert!(!reached, "an action connected to {}", socket.display());
+}

@@ -16,10 +16,15 @@
 //! `DiskPath`s: it cannot remove or replace either, and entries arrive only through the
 //! protocol. One store, opened once, serves every go process of the build.
 //!
+//! Other sandboxes may see the socket too (a TMPDIR outside `/tmp` is part of the host
+//! they see read-only, and connecting needs no write access), so a session starts with
+//! the listener's token, a random line given only to the actions with store access
+//! ([`TOKEN_ENV`]); a connection that does not send it is closed unanswered.
+//!
 //! Sessions do not flush the store when they close (a remote upload would hold up the
 //! go command's exit); the build flushes it once, at its end ([`Listener::flush`]).
 
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,10 +39,14 @@ use crate::store::Store;
 /// The environment variable that tells `kiln gocacheprog` where the socket is.
 pub const SOCKET_ENV: &str = "KILN_STORE_SOCKET";
 
+/// The environment variable that gives `kiln gocacheprog` the listener's token.
+pub const TOKEN_ENV: &str = "KILN_STORE_TOKEN";
+
 /// A GOCACHEPROG server on a Unix socket. Stops listening when dropped.
 pub struct Listener {
     dir: tempfile::TempDir,
     path: PathBuf,
+    token: String,
     store: Arc<dyn Store>,
     stop: Arc<AtomicBool>,
     stats: Arc<Mutex<ServeStats>>,
@@ -55,17 +64,20 @@ impl Listener {
             .tempdir()
             .map_err(|e| Error::io("create", &std::env::temp_dir(), e))?;
         let path = dir.path().join("socket");
+        let token = new_token().map_err(|e| Error::io("read", Path::new("/dev/urandom"), e))?;
         let listener = UnixListener::bind(&path).map_err(|e| Error::io("listen on", &path, e))?;
         let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Mutex::new(ServeStats::default()));
         let thread = {
             let (store, stop, stats) = (store.clone(), stop.clone(), stats.clone());
-            std::thread::spawn(move || accept(listener, store, local, stop, stats))
+            let token = token.clone();
+            std::thread::spawn(move || accept(listener, token, store, local, stop, stats))
         };
         Ok(Listener {
             dir,
             path,
+            token,
             store,
             stop,
             stats,
@@ -77,6 +89,11 @@ impl Listener {
     /// The socket, for [`SOCKET_ENV`].
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The line a session must start with, for [`TOKEN_ENV`].
+    pub fn token(&self) -> &str {
+        &self.token
     }
 
     /// The private directory holding the socket (what a sandbox must see).
@@ -112,6 +129,7 @@ impl Drop for Listener {
 
 fn accept(
     listener: UnixListener,
+    token: String,
     store: Arc<dyn Store>,
     local: Arc<LocalStore>,
     stop: Arc<AtomicBool>,
@@ -128,21 +146,49 @@ fn accept(
             continue;
         };
         let (store, local, stats) = (store.clone(), local.clone(), stats.clone());
+        let token = token.clone();
         std::thread::spawn(move || {
             let Ok(reader) = conn.try_clone() else { return };
-            // A broken session ends the go command's use of the cache; go reports it.
-            if let Ok(done) = serve_session(&*store, &local, BufReader::new(reader), &conn) {
-                stats.lock().unwrap().add(&done);
+            let mut reader = BufReader::new(reader);
+            // A process without the token (another sandbox's) gets nothing, and holds
+            // no thread for long.
+            let _ = conn.set_read_timeout(Some(TOKEN_TIMEOUT));
+            let given = read_token(&mut reader);
+            let _ = conn.set_read_timeout(None);
+            if given.is_some_and(|given| given == token) {
+                // A broken session ends the go command's use of the cache; go reports it.
+                if let Ok(done) = serve_session(&*store, &local, reader, &conn) {
+                    stats.lock().unwrap().add(&done);
+                }
             }
             let _ = conn.shutdown(std::net::Shutdown::Both);
         });
     }
 }
 
+/// How long a session's token may take to arrive (the relay sends it at once).
+const TOKEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A new token: 128 random bits, in hex.
+fn new_token() -> io::Result<String> {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The first line of a session (at most a token's length and its newline).
+fn read_token(reader: &mut impl BufRead) -> Option<String> {
+    let mut line = Vec::new();
+    reader.take(64).read_until(b'\n', &mut line).ok()?;
+    let line = String::from_utf8(line).ok()?;
+    Some(line.strip_suffix('\n')?.to_string())
+}
+
 /// Copies stdin to the socket and the socket to stdout until the server closes the
-/// session: the whole of `kiln gocacheprog` inside a sandbox.
-pub fn relay(socket: &Path) -> io::Result<()> {
+/// session: the whole of `kiln gocacheprog` inside a sandbox. `token`: the listener's.
+pub fn relay(socket: &Path, token: &str) -> io::Result<()> {
     let conn = UnixStream::connect(socket)?;
+    (&conn).write_all(format!("{token}\n").as_bytes())?;
     let mut to_server = conn.try_clone()?;
     std::thread::spawn(move || {
         let _ = io::copy(&mut io::stdin().lock(), &mut to_server);

@@ -28,10 +28,12 @@ pub fn stats(json: bool) -> Result<ExitCode> {
 /// `$KILN_CACHE`. With `KILN_GOCACHEPROG_STATS=1` the latter prints its counts to
 /// stderr when Go closes it.
 pub fn gocacheprog() -> Result<ExitCode> {
-    use kiln_cache::gocacheprog::{relay, SOCKET_ENV};
+    use kiln_cache::gocacheprog::{relay, SOCKET_ENV, TOKEN_ENV};
     if let Some(socket) = std::env::var_os(SOCKET_ENV).filter(|s| !s.is_empty()) {
         let socket = std::path::PathBuf::from(socket);
-        relay(&socket).with_context(|| format!("failed to relay to {}", socket.display()))?;
+        let token = std::env::var(TOKEN_ENV).unwrap_or_default();
+        relay(&socket, &token)
+            .with_context(|| format!("failed to relay to {}", socket.display()))?;
         return Ok(ExitCode::SUCCESS);
     }
     let local = open_local()?;

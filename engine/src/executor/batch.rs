@@ -277,7 +277,14 @@ fn write_batch_file(
     };
     let path = sandbox.root().join(BATCH_FILE);
     let json = serde_json::to_vec(&file).expect("batch files serialize");
-    std::fs::write(&path, json).map_err(|e| Error::io("write", &path, e))
+    // A new file, never written through whatever an earlier attempt left at its path.
+    let _ = std::fs::remove_file(&path);
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| Error::io("write", &path, e))?;
+    std::io::Write::write_all(&mut out, &json).map_err(|e| Error::io("write", &path, e))
 }
 
 /// A batch member's own arguments: the last `member_args` of its argv.

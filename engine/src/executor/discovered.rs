@@ -167,7 +167,13 @@ impl Executor {
         let (ActionKind::Exec(spec), Some(reads)) = (&action.kind, reads_of(action)) else {
             return Ok(None);
         };
-        let log = std::fs::read(sandbox.root().join(&reads.log)).unwrap_or_default();
+        // Its own file, not a link the process left there to a file of the host.
+        let own = crate::sandbox::lstat_beneath(sandbox.root(), &reads.log)
+            .is_ok_and(|meta| meta.is_some_and(|m| m.is_file()));
+        let log = match own {
+            true => std::fs::read(sandbox.root().join(&reads.log)).unwrap_or_default(),
+            false => Vec::new(),
+        };
         let Ok(entries) = reads.parse.entries(&log) else {
             return Ok(Some(Discovered {
                 set: Vec::new(),

@@ -335,6 +335,7 @@ impl Executor {
         let (listener, blobs) = started.as_ref().map_err(Clone::clone)?;
         Ok(StoreAccess {
             socket: listener.path().to_path_buf(),
+            token: listener.token().to_string(),
             socket_dir: listener.dir().to_path_buf(),
             blobs: blobs.clone(),
         })
@@ -614,7 +615,11 @@ impl Executor {
                     false => None,
                 };
                 let code = sandbox.run(spec, mode, &self.host, access.as_ref());
-                Ok((code.map_err(fail)?, Vec::new(), Written::new()))
+                let code = code.map_err(fail)?;
+                sandbox
+                    .check_own()
+                    .map_err(|why| fail(action.error(&why)))?;
+                Ok((code, Vec::new(), Written::new()))
             }
             ActionKind::Builtin(b) => {
                 let _slot = self.local_slots.take();
@@ -869,15 +874,21 @@ impl Executor {
         let mut missing = Vec::new();
         for out in &action.outputs {
             let path = root.join(out.trim_end_matches('/'));
-            // Never followed: a link could lead anywhere on the host.
-            match (std::fs::symlink_metadata(&path), out.ends_with('/')) {
-                (Ok(meta), true) if meta.is_dir() => {
+            // Never followed, nor a link in place of a directory on the way: a link
+            // could lead anywhere on the host.
+            let found = crate::sandbox::lstat_beneath(root, out).map_err(|(dir, what)| {
+                action.error(&format!(
+                    "made {dir}, a directory of its outputs, {what}; outputs must be regular files below real directories"
+                ))
+            })?;
+            match (found, out.ends_with('/')) {
+                (Some(meta), true) if meta.is_dir() => {
                     list_dir_files(action, &path, out, &mut files)?
                 }
-                (Ok(meta), false) if meta.is_file() => files.push(out.clone()),
-                (Ok(meta), _) => return Err(not_regular(action, out, &meta)),
-                (Err(_), _) if emitted.iter().any(|o| o.path == *out) => {}
-                (Err(_), _) => missing.push(out.clone()),
+                (Some(meta), false) if meta.is_file() => files.push(out.clone()),
+                (Some(meta), _) => return Err(not_regular(action, out, &meta)),
+                (None, _) if emitted.iter().any(|o| o.path == *out) => {}
+                (None, _) => missing.push(out.clone()),
             }
         }
         if !missing.is_empty() {
@@ -1052,20 +1063,9 @@ fn list_dir_files(action: &Action, dir: &Path, prefix: &str, out: &mut Vec<Strin
 
 /// An output that is not a regular file (or, for a directory output, a directory).
 fn not_regular(action: &Action, output: &str, meta: &std::fs::Metadata) -> Error {
-    use std::os::unix::fs::FileTypeExt;
-    let t = meta.file_type();
-    let what = if t.is_symlink() {
-        "a symbolic link"
-    } else if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a fifo"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_block_device() || t.is_char_device() {
-        "a device"
-    } else {
-        "a regular file where a directory was declared"
+    let what = match crate::sandbox::kind_of(meta) {
+        "a regular file" => "a regular file where a directory was declared",
+        what => what,
     };
     action.error(&format!(
         "wrote {output} as {what}; outputs must be regular files (a directory output, declared with a trailing /, a directory of them)"

@@ -5,7 +5,8 @@
 //! as links), except `/proc`, `/dev` and `/tmp`, which are the sandbox's own, and
 //! `/kiln`, where the sandbox root, tree tools and the kiln binary appear at fixed
 //! paths. The workspace and the cache are then covered by empty tmpfs mounts (a tool
-//! that lives below one is bound back, read-only). bwrap reads its arguments from a
+//! that lives below one is bound back, read-only), and so is `/run` for an action
+//! without network: the host's service sockets are there. bwrap reads its arguments from a
 //! file descriptor, so the host paths they name are not in the sandbox's
 //! `/proc/1/cmdline`.
 
@@ -27,6 +28,9 @@ pub const KILN: &str = "/kiln/bin/kiln";
 const TOOLS: &str = "/kiln/tools";
 /// Host top-level entries the sandbox has its own of.
 const OWN: &[&str] = &["proc", "dev", "tmp", "kiln"];
+/// Where the host's services keep their sockets: empty for an action without network
+/// (a tool below them, such as NixOS's `/run/current-system/sw/bin`, is bound back).
+const RUN: &[&str] = &["/run", "/var/run"];
 
 /// Where a tool is seen: a tree at `/kiln/tools/NAME`, a file where it is.
 pub fn tool_path(tool: &Tool) -> PathBuf {
@@ -154,7 +158,16 @@ pub fn command(
         // A fixed-output action may read what the host keeps in /tmp (a `file://`
         // module mirror, say), read-only; its scratch space is the sandbox's own.
         true => args.add(&["--ro-bind", "/tmp", "/tmp"]),
-        false => args.add(&["--unshare-net", "--tmpfs", "/tmp"]),
+        false => {
+            args.add(&["--unshare-net", "--tmpfs", "/tmp"]);
+            // The host's service sockets (docker.sock, the system and user buses): a
+            // socket can be connected to on a read-only mount.
+            for run in RUN {
+                if fs::symlink_metadata(run).is_ok_and(|m| m.is_dir()) {
+                    args.add(&["--tmpfs", run]);
+                }
+            }
+        }
     }
     let hidden = [&host.workspace, &host.cache];
     for dir in hidden {
@@ -163,9 +176,10 @@ pub fn command(
             args.add(&["--tmpfs", &dir.display().to_string()]);
         }
     }
+    let in_run = |path: &Path| !spec.network && RUN.iter().any(|r| path.starts_with(r));
     for tool in &spec.tools {
         let seen = tool_path(tool);
-        if tool.tree || hidden.iter().any(|d| tool.path.starts_with(d)) {
+        if tool.tree || hidden.iter().any(|d| tool.path.starts_with(d)) || in_run(&tool.path) {
             args.bind("--ro-bind", &tool.path, &seen);
         }
     }

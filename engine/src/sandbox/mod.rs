@@ -22,6 +22,7 @@
 //! | `/kiln/tools/NAME`| a tree tool, such as the Go toolchain (`{tool:go}`)         |
 //! | `/kiln/bin/kiln`  | the kiln binary (`{kiln}`), for helpers like gocacheprog    |
 //! | `/tmp`            | private scratch space in memory (TMPDIR)                    |
+//! | `/run`            | empty (the host's service sockets are there), unless the action has network |
 //! | everything else   | the host's file system, read-only, without the workspace and the cache |
 //!
 //! Fixed paths are what let paths compiled into binaries (Go's test binaries keep
@@ -47,7 +48,7 @@ pub use running::{kill_all, Running};
 use kiln_launch::{resolve_program, Seen};
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -112,6 +113,8 @@ pub struct Host {
 #[derive(Debug, Clone)]
 pub struct StoreAccess {
     pub socket: PathBuf,
+    /// What a session must start with (see [`kiln_cache::gocacheprog::TOKEN_ENV`]).
+    pub token: String,
     pub socket_dir: PathBuf,
     pub blobs: PathBuf,
 }
@@ -188,6 +191,59 @@ pub fn is_volatile(value: &str) -> bool {
 /// An environment value with the placeholders that are not in keys expanded.
 pub fn expand_volatile(value: &str) -> String {
     value.replace("{user}", host_user())
+}
+
+/// kiln's own entries in a sandbox (true: a directory), which its process can write
+/// but must leave as they are: the captures of its output and their directory, and the
+/// directory of its tools' links (written again for a batch's retry).
+const OWN: &[(&str, bool)] = &[
+    (".kiln", true),
+    (".kiln/bin", true),
+    (".kiln/stdout", false),
+    (".kiln/stderr", false),
+];
+
+/// What lies at `rel` below `root`, found without following any link: None if nothing
+/// does; if something on the way is not a directory (a link a process made to a
+/// directory of the host, say), an error naming that part of `rel` and what it is.
+pub fn lstat_beneath(
+    root: &Path,
+    rel: &str,
+) -> std::result::Result<Option<fs::Metadata>, (String, &'static str)> {
+    let mut path = root.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+    for (i, part) in parts.iter().enumerate() {
+        path.push(part);
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            return Ok(None);
+        };
+        if i + 1 == parts.len() {
+            return Ok(Some(meta));
+        }
+        if !meta.is_dir() {
+            return Err((parts[..=i].join("/"), kind_of(&meta)));
+        }
+    }
+    Ok(None)
+}
+
+/// What a file is, for messages: "a symbolic link", "a directory", ...
+pub fn kind_of(meta: &fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a fifo"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "a regular file"
+    }
 }
 
 /// A prepared sandbox directory. Removed when dropped.
@@ -294,6 +350,8 @@ impl Sandbox {
         if let Some(access) = access {
             let socket = access.socket.display().to_string();
             env.insert(kiln_cache::gocacheprog::SOCKET_ENV.into(), socket);
+            let token = access.token.clone();
+            env.insert(kiln_cache::gocacheprog::TOKEN_ENV.into(), token);
         }
         let (mut cmd, _args) = match mode {
             SandboxMode::Bwrap => bwrap::command(root, spec, host, access, &self.sealed, &argv[0]),
@@ -327,6 +385,26 @@ impl Sandbox {
         let status = status
             .map_err(|e| Error::new(ErrorKind::Action, format!("wait for `{}`: {e}", argv[0])))?;
         Ok(exit_code(status))
+    }
+
+    /// After a process ran: why not, if it replaced one of kiln's own entries
+    /// ([`OWN`]), which kiln reads, moves and writes after it and must not reach a file
+    /// of the host through.
+    pub fn check_own(&self) -> std::result::Result<(), String> {
+        for &(rel, dir) in OWN {
+            let what = match lstat_beneath(self.root(), rel) {
+                Ok(Some(meta)) if dir && meta.is_dir() => continue,
+                Ok(Some(meta)) if !dir && meta.is_file() && meta.nlink() == 1 => continue,
+                Ok(Some(meta)) if !dir && meta.is_file() => "a file with other names",
+                Ok(Some(meta)) => kind_of(&meta),
+                Ok(None) => "nothing",
+                Err((_, what)) => what,
+            };
+            return Err(format!(
+                "replaced kiln's own {rel} in its sandbox with {what}"
+            ));
+        }
+        Ok(())
     }
 
     /// One link per declared file tool in `.kiln/bin` (PATH).

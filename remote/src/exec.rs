@@ -345,6 +345,8 @@ impl RemoteRunner {
                 .root
                 .as_ref()
                 .ok_or_else(|| refused("gives a tree without root"))?;
+            tree_entries(top, &children, &mut HashMap::new(), 0)
+                .map_err(|what| refused(&format!("tree `{}` {what}", dir.path)))?;
             self.write_dir(
                 &root.join(&dir.path),
                 &dir.path,
@@ -486,6 +488,59 @@ impl RemoteRunner {
 }
 
 /// A name of a tree entry: one path component.
+/// The most files and directories one tree output may hold (a directory counted each
+/// time it is listed): a small Tree whose directories each list the next one twice
+/// would otherwise have kiln write 2^depth entries.
+const MAX_TREE_ENTRIES: u64 = 1_000_000;
+
+/// The number of entries writing the tree at `dir` makes, counting a shared directory
+/// each time it is listed (`memo` holds the counts of directories already seen); an
+/// error for a name listed twice in one directory, a directory missing from the Tree,
+/// one nested deeper than kiln writes, or more than [`MAX_TREE_ENTRIES`] in all.
+fn tree_entries(
+    dir: &re::Directory,
+    children: &BTreeMap<WireDigest, &re::Directory>,
+    memo: &mut HashMap<WireDigest, u64>,
+    depth: usize,
+) -> std::result::Result<u64, String> {
+    if depth > 256 {
+        return Err("is too deep".into());
+    }
+    let mut names = std::collections::HashSet::new();
+    let listed = dir.files.iter().map(|f| &f.name);
+    if let Some(twice) = listed
+        .chain(dir.directories.iter().map(|d| &d.name))
+        .find(|name| !names.insert(*name))
+    {
+        return Err(format!("lists `{twice}` twice in one directory"));
+    }
+    let mut total = (dir.files.len() + dir.directories.len()) as u64;
+    for sub in &dir.directories {
+        let sha = WireDigest::from_proto(
+            sub.digest
+                .as_ref()
+                .ok_or("names a directory without digest")?,
+        )
+        .map_err(|e| e.to_string())?;
+        let below = match memo.get(&sha) {
+            Some(n) => *n,
+            None => {
+                let child = children
+                    .get(&sha)
+                    .ok_or_else(|| format!("lacks directory {}", sub.name))?;
+                let n = tree_entries(child, children, memo, depth + 1)?;
+                memo.insert(sha, n);
+                n
+            }
+        };
+        total = total.saturating_add(below);
+        if total > MAX_TREE_ENTRIES {
+            return Err(format!("holds more than {MAX_TREE_ENTRIES} entries"));
+        }
+    }
+    Ok(total)
+}
+
 fn check_name(name: &str) -> std::result::Result<(), String> {
     match name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
         true => Err(format!("names an entry `{name}`")),
@@ -691,5 +746,57 @@ mod tests {
         };
         assert_eq!(engine_queue(&none), None);
         assert_eq!(worker_phases(&none).worker, Duration::ZERO);
+    }
+
+    /// A Tree of a few hundred bytes whose every directory lists the next one twice
+    /// (under two names) stands for 2^depth entries: refused before anything is
+    /// written; a name listed twice in one directory is refused too.
+    #[test]
+    fn a_digest_of_multi_byte_characters_is_refused_not_a_panic() {
+        let d = re::Digest {
+            hash: format!("a{}a", "é".repeat(31)),
+            size_bytes: 1,
+        };
+        assert!(WireDigest::from_proto(&d).is_err());
+    }
+
+    #[test]
+    fn a_tree_that_expands_beyond_its_size_is_refused() {
+        let function = crate::DigestFunction::Sha256;
+        let file = re::FileNode {
+            name: "f".into(),
+            digest: Some(WireDigest::of_bytes(function, b"x").proto()),
+            ..Default::default()
+        };
+        let mut dirs = vec![re::Directory {
+            files: vec![file.clone()],
+            ..Default::default()
+        }];
+        for _ in 0..64 {
+            let below = WireDigest::of_bytes(function, &dirs.last().unwrap().encode_to_vec());
+            let node = |name: &str| re::DirectoryNode {
+                name: name.into(),
+                digest: Some(below.proto()),
+            };
+            dirs.push(re::Directory {
+                directories: vec![node("a"), node("b")],
+                ..Default::default()
+            });
+        }
+        let children: BTreeMap<WireDigest, &re::Directory> = dirs
+            .iter()
+            .map(|d| (WireDigest::of_bytes(function, &d.encode_to_vec()), d))
+            .collect();
+        let entries = |top: &re::Directory| tree_entries(top, &children, &mut HashMap::new(), 0);
+        // Ten levels: 2^10 files and 2^11 - 2 directories, fine.
+        assert_eq!(entries(&dirs[10]), Ok(1024 + 2046));
+        let huge = entries(dirs.last().unwrap()).unwrap_err();
+        assert!(huge.contains("more than"), "{huge}");
+
+        let twice = re::Directory {
+            files: vec![file.clone(), file],
+            ..Default::default()
+        };
+        assert!(entries(&twice).unwrap_err().contains("`f` twice"));
     }
 }

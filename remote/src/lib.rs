@@ -167,12 +167,11 @@ impl WireDigest {
         if d.hash.len() != 64 || d.size_bytes < 0 {
             return Err(bad());
         }
-        let mut hash = [0u8; 32];
-        for (i, byte) in hash.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&d.hash[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-        }
+        // Parsed without slicing the string: a 64-byte hash of multi-byte characters
+        // would split one.
+        let hash: kiln_cache::Digest = d.hash.parse().map_err(|_| bad())?;
         Ok(WireDigest {
-            hash,
+            hash: *hash.as_bytes(),
             size: d.size_bytes as u64,
         })
     }

@@ -377,6 +377,20 @@ impl Store for TieredStore {
         if !self.download_result(&result)? {
             return Ok(None);
         }
+        // The blobs are verified against their digests; the sizes the result claims
+        // must be theirs too, or every later lookup would find the result wrong and
+        // download it again.
+        if let Some(o) = result
+            .outputs
+            .iter()
+            .find(|o| !shared.local.blob_intact(&o.digest, Some(o.size)))
+        {
+            shared.breaker.warn(&format!(
+                "ignored the result under {key}: the size it gives `{}` is not its blob's",
+                o.path
+            ));
+            return Ok(None);
+        }
         shared.local.put_action_deferred(key, &result);
         self.remote_hits.fetch_add(1, Ordering::Relaxed);
         Ok(Some((result, true)))

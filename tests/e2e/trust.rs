@@ -61,25 +61,12 @@ fn a_remote_result_naming_paths_outside_its_outputs_is_ignored() {
     run.assert_ok();
     // A writer to the remote (or anyone on the wire of a plain-http cache) rewrites
     // the result to put its blob outside kiln-out, next to the workspace.
-    let ac = server.root().join("ac");
-    let entry = std::fs::read_dir(&ac)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let key = entry.file_name().unwrap().to_string_lossy().into_owned();
-    let mut result: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&entry).unwrap()).unwrap();
-    let honest = result["outputs"][0].clone();
-    let mut escape = honest.clone();
-    escape["path"] = "kiln-out/../../escaped.txt".into();
-    result["outputs"] = serde_json::json!([honest, escape]);
-    put(
-        &server,
-        &format!("/ac/{key}"),
-        &serde_json::to_vec(&result).unwrap(),
-    );
+    rewrite_the_result(&server, |result| {
+        let honest = result["outputs"][0].clone();
+        let mut escape = honest.clone();
+        escape["path"] = "kiln-out/../../escaped.txt".into();
+        result["outputs"] = serde_json::json!([honest, escape]);
+    });
 
     let other = ws.copy();
     let run = other.kiln(&[
@@ -105,6 +92,60 @@ fn a_remote_result_naming_paths_outside_its_outputs_is_ignored() {
         "one warning naming the remote: {}",
         run.stderr
     );
+}
+
+/// Rewrites the one result the server holds, as a writer to the remote could.
+fn rewrite_the_result(server: &KilnServe, edit: impl FnOnce(&mut serde_json::Value)) {
+    let ac = server.root().join("ac");
+    let entry = std::fs::read_dir(&ac)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let key = entry.file_name().unwrap().to_string_lossy().into_owned();
+    let mut result: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&entry).unwrap()).unwrap();
+    edit(&mut result);
+    put(
+        server,
+        &format!("/ac/{key}"),
+        &serde_json::to_vec(&result).unwrap(),
+    );
+}
+
+#[test]
+fn a_remote_result_giving_its_outputs_wrong_sizes_is_a_miss_once() {
+    let server = KilnServe::start();
+    let ws = workspace()
+        .file("BUILD.toml", &genrule("echo honest > $OUT", &["sh"], &[]))
+        .build();
+    ws.kiln(&["build", "--remote-cache", &server.url()])
+        .assert_ok();
+    rewrite_the_result(&server, |result| result["outputs"][0]["size"] = 1.into());
+
+    let other = ws.copy();
+    let args = [
+        "build",
+        "--remote-cache",
+        &server.url(),
+        "--remote-read-only",
+    ];
+    let run = other.kiln(&args);
+    run.assert_ok();
+    assert_eq!(run.executed(), 1, "the result is a miss: {}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("the size it gives `kiln-out/out.txt` is not its blob's"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(other.read("kiln-out/out.txt"), "honest\n");
+    // The build's own result serves the next build: the remote is not asked again.
+    std::fs::remove_dir_all(other.path("kiln-out")).unwrap();
+    let run = other.kiln(&args);
+    assert_eq!(run.counts(), (1, 1, 0, 0), "{}", run.stderr);
+    assert_eq!(run.remote_counts(), (0, 0), "{}", run.stderr);
 }
 
 /// A PUT to the server, as any client with write access could send it.

@@ -117,7 +117,9 @@ mod tests {
         assert_eq!(d.to_string().to_uppercase().parse::<Digest>().unwrap(), d);
         assert!("zz".parse::<Digest>().is_err());
         assert!("g".repeat(64).parse::<Digest>().is_err());
-        assert!(format!("{}é", &d.to_string()[..62]).parse::<Digest>().is_err());
+        assert!(format!("{}é", &d.to_string()[..62])
+            .parse::<Digest>()
+            .is_err());
         assert!(format!("{d}0").parse::<Digest>().is_err());
         let json = serde_json::to_string(&d).unwrap();
         assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), d);

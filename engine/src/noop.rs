@@ -382,8 +382,15 @@ mod tests {
         std::fs::write(dir.join("out.txt"), "a\n").unwrap();
         let manifest = recorded(&dir, &["out.txt", "."]);
         let text = std::fs::read_to_string(&manifest).unwrap();
-        assert_eq!(text.lines().filter(|l| l.starts_with("R ")).count(), 2, "{text}");
-        assert!(check(&manifest, None).is_some(), "a build right after a build replays");
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("R ")).count(),
+            2,
+            "{text}"
+        );
+        assert!(
+            check(&manifest, None).is_some(),
+            "a build right after a build replays"
+        );
 
         forge_content(&manifest, "out.txt");
         assert!(check(&manifest, None).is_none());
@@ -405,7 +412,9 @@ mod tests {
         std::fs::write(dir.join("out.txt"), "a\n").unwrap();
         let manifest = recorded(&dir, &["out.txt"]);
         assert!(std::fs::read_to_string(&manifest).unwrap().contains("\nR "));
-        std::thread::sleep(std::time::Duration::from_nanos(RACY_NS as u64 + 100_000_000));
+        std::thread::sleep(std::time::Duration::from_nanos(
+            RACY_NS as u64 + 100_000_000,
+        ));
         assert!(check(&manifest, None).is_some());
         let text = std::fs::read_to_string(&manifest).unwrap();
         assert!(!text.contains("\nR ") && text.contains("\nF "), "{text}");

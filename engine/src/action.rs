@@ -134,6 +134,14 @@ pub enum LogEntry {
 pub trait ReadLog: Send + Sync {
     /// The entries of a log, in order; an error if it is malformed.
     fn entries(&self, log: &[u8]) -> Result<Vec<LogEntry>, String>;
+
+    /// The programs a failed run's output says it could not find on PATH, by the names
+    /// it looked for. Such a lookup may leave no log entry (a test's `TestMain` runs
+    /// before Go writes its log): a remote run that missed a program the local sandbox
+    /// has runs again here.
+    fn not_found(&self, _output: &[u8]) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Exec actions that may share one process, as `go test` runs many packages at once.

@@ -402,3 +402,41 @@ fn rerun_runs_cached_tests_again() {
         run.stderr
     );
 }
+
+/// A test that runs `go` gets the toolchain its binary was built with, even where
+/// `tools = ["go"]` names it (as `kiln init` once wrote) and the host's `go` is a shim
+/// (pyenv, asdf: `#!/usr/bin/env bash`, which finds no bash on a test's PATH).
+#[test]
+fn a_test_running_go_gets_the_toolchain_not_the_hosts_go() {
+    let ws = go_workspace()
+        .file("gov/gov.go", "package gov\n")
+        .file(
+            "gov/gov_test.go",
+            &test_file(
+                "gov",
+                &["os/exec", "runtime", "strings"],
+                "\tout, err := exec.Command(\"go\", \"env\", \"GOVERSION\").CombinedOutput()\n\tif err != nil {\n\t\tt.Fatalf(\"%v: %s\", err, out)\n\t}\n\tif v := strings.TrimSpace(string(out)); v != runtime.Version() {\n\t\tt.Fatalf(\"go %s, built with %s\", v, runtime.Version())\n\t}",
+            ),
+        )
+        .file("BUILD.toml", "[go_test.unit]\ntools = [\"go\"]\n")
+        .file(
+            "shims/go",
+            &format!("#!/usr/bin/env bash\nexec {}/bin/go \"$@\"\n", go_root()),
+        )
+        .build();
+    let shim = ws.path("shims/go");
+    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        ws.path("shims").display(),
+        std::env::var("PATH").unwrap()
+    );
+    let run = Run::from(ws.cmd(&["test"]).env("PATH", path).output().unwrap());
+    run.assert_ok();
+    assert_eq!(
+        verdicts(&run.stderr),
+        go_test(&ws, "", &[]),
+        "{}",
+        run.stderr
+    );
+}

@@ -289,6 +289,7 @@ fn mains_with_the_same_base_name_take_their_paths() {
 
 #[test]
 fn programs_tests_start_by_name_become_tools() {
+    // Not the toolchain's programs: tests find them on PATH from the toolchain.
     let ws = go_workspace()
         .file("x.go", "package m\n")
         .file(
@@ -307,6 +308,8 @@ func TestTools(t *testing.T) {
 	_ = exec.Command("/bin/true")
 	_ = exec.Command("kiln-no-such-program")
 	_ = exec.Command("git")
+	_ = exec.Command("go", "env", "GOROOT")
+	_ = exec.Command("gofmt", "-l", ".")
 }
 "#,
         )

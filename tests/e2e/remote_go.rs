@@ -314,3 +314,67 @@ fn a_rerun_runs_on_the_engine_not_from_its_cache() {
     assert!(engine_cached(&ws).is_empty(), "{}", cached.stderr);
     assert_eq!(cached.executed(), 0, "{}", cached.stderr);
 }
+
+/// Tests that run the toolchain's `go` run again here, where the toolchain is (a
+/// worker's root leaves it out): `intest` from a test, which Go's test log shows, and
+/// `inmain` from `TestMain` before `m.Run`, which no log shows: its remote run fails
+/// with `exec: "go": executable file not found in $PATH`, and kiln knows `go` from the
+/// toolchain on a local sandbox's PATH.
+#[test]
+fn tests_that_run_go_run_here_with_a_warning_even_from_test_main() {
+    let casd = Casd::start();
+    let version = "\tout, err := exec.Command(\"go\", \"env\", \"GOVERSION\").CombinedOutput()\n\tif err != nil {\n\t\tlog.Fatalf(\"%v: %s\", err, out)\n\t}";
+    let ws = go_workspace()
+        .file("inmain/inmain.go", "package inmain\n")
+        .file(
+            "inmain/inmain_test.go",
+            &format!("package inmain\n\nimport (\n\t\"log\"\n\t\"os\"\n\t\"os/exec\"\n\t\"testing\"\n)\n\nfunc TestMain(m *testing.M) {{\n{version}\n\tos.Exit(m.Run())\n}}\n\nfunc TestIt(t *testing.T) {{}}\n"),
+        )
+        .file("intest/intest.go", "package intest\n")
+        .file(
+            "intest/intest_test.go",
+            &test_file("intest", &["log", "os/exec"], version),
+        )
+        .file("plain/plain.go", "package plain\n")
+        .file("plain/plain_test.go", &test_file("plain", &[], "\t_ = 1"))
+        .file("BUILD.toml", "[go_test.unit]\n")
+        .build();
+    let run = kiln_json(&ws, &["test", "--remote-executor", &casd.url()]);
+    run.assert_ok();
+    assert_eq!(
+        test_runs(&ws, "events.json"),
+        remote_and_local(&[
+            ("inmain", "local"),
+            ("intest", "local"),
+            ("plain", "remote")
+        ]),
+        "{}",
+        run.stderr
+    );
+    let warning = |pkg: &str| {
+        run.stderr.lines().any(|l| {
+            l.starts_with("kiln: warning: GoTest")
+                && l.contains(&format!("example.com/m/{pkg}]"))
+                && l.contains("/.kiln/tools/go/bin/go")
+                && l.ends_with("running it here")
+        })
+    };
+    assert!(warning("inmain") && warning("intest"), "{}", run.stderr);
+    // The remote failure that led there is not shown as the package's: it passed.
+    assert!(
+        !run.stderr.contains("executable file not found"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("declare it with tools"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        verdicts(&run.stderr),
+        go_test(&ws, "", &[]),
+        "{}",
+        run.stderr
+    );
+}

@@ -667,9 +667,9 @@ impl Executor {
         let outputs = &action.outputs;
         match remote.run(sandbox.root(), spec, &staged, &view, outputs, fresh) {
             Ok(mut run) => {
-                if let Some(path) = self.reaches_beyond(sandbox, spec, &run, &left_out) {
+                if let Some(what) = self.reaches_beyond(sandbox, spec, &run, &left_out) {
                     eprintln!(
-                        "kiln: warning: {}: its remote run read {path}, which a worker's root \
+                        "kiln: warning: {}: its remote run {what}, which a worker's root \
                          does not hold as a sandbox here does; running it here",
                         action.describe()
                     );
@@ -701,8 +701,10 @@ impl Executor {
     }
 
     /// For an action with reads that ran remotely: notes the root its process saw (so
-    /// that its log resolves against it), and says where its log reaches what the
-    /// worker's root did not hold as a local sandbox would ([`crate::reads::beyond`]).
+    /// that its log resolves against it), and says where the run reached what the
+    /// worker's root did not hold as a local sandbox would: a path its log names
+    /// ([`crate::reads::beyond`]), or, for a failed run, a program its output says it
+    /// could not find that a local sandbox has on PATH ([`Self::left_out_program`]).
     /// A run that did not say where its root was leaves no log: what it read is unknown.
     fn reaches_beyond(
         &self,
@@ -718,11 +720,49 @@ impl Executor {
             return None;
         };
         sandbox.set_remote_root(Some(root.clone()));
+        if run.exit_code != 0 {
+            if let Some(found) = self.left_out_program(sandbox, spec, reads, root) {
+                return Some(found);
+            }
+        }
         let entries = reads.parse.entries(&std::fs::read(&log).ok()?).ok()?;
         // In dir mode nothing is compiled in at a fixed path: no root but the worker's.
         let mode = self.sandbox_mode().ok()?;
         let fixed = crate::sandbox::fixed_root(mode).unwrap_or(root);
         crate::reads::beyond(&entries, root, &spec.workdir, fixed, left_out)
+            .map(|path| format!("read {path}"))
+    }
+
+    /// A program a failed remote run could not find (as its output says) that a local
+    /// sandbox finds on PATH in a tool tree left out of a worker's root (the Go
+    /// toolchain's `go`), as `ran NAME (<root>/.kiln/tools/TOOL/…)`. The run's read log
+    /// may not show the lookup: Go writes it only once a test's `TestMain` calls `Run`.
+    fn left_out_program(
+        &self,
+        sandbox: &Sandbox,
+        spec: &ExecSpec,
+        reads: &crate::action::Reads,
+        root: &Path,
+    ) -> Option<String> {
+        let mut output = std::fs::read(sandbox.root().join(".kiln/stdout")).unwrap_or_default();
+        output.extend(std::fs::read(sandbox.root().join(".kiln/stderr")).unwrap_or_default());
+        let names = reads.parse.not_found(&output);
+        let path = spec.env.get("PATH")?;
+        for tool in spec.tools.iter().filter(|t| t.tree) {
+            // `{tool:NAME}` holds a colon: PATH splits once it is expanded.
+            let host = tool.path.display().to_string();
+            let expanded = path.replace(&format!("{{tool:{}}}", tool.name), &host);
+            for dir in expanded.split(':') {
+                let Ok(sub) = Path::new(dir).strip_prefix(&tool.path) else {
+                    continue;
+                };
+                if let Some(name) = names.iter().find(|n| tool.path.join(sub).join(n).is_file()) {
+                    let seen = root.join(".kiln/tools").join(&tool.name).join(sub);
+                    return Some(format!("ran {name} ({})", seen.join(name).display()));
+                }
+            }
+        }
+        None
     }
 
     /// The result of an action that succeeded in the sandbox at `root`: its declared

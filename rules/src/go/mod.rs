@@ -64,6 +64,10 @@ pub const PLATFORMS: &[&str] = &[
     "freebsd/arm64",
 ];
 
+/// The programs of the toolchain's `bin/`, which every Go action has on PATH: a
+/// go_test's `tools` naming one means the toolchain's, not the host's.
+pub const TOOLCHAIN_PROGRAMS: &[&str] = &["go", "gofmt"];
+
 /// The platform kiln runs on, as `os/arch` in Go's words (tests run here).
 pub fn host_platform() -> String {
     let arch = match std::env::consts::ARCH {

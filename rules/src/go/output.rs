@@ -372,17 +372,27 @@ pub fn render(report: &PackageReport, cached: bool, verbose: bool) -> String {
     out
 }
 
-/// A hint for a test that could not start a program: `exec: "git": executable file not
-/// found in $PATH` means `git` is not a declared tool of the go_test.
-fn missing_tool_hint(log: &str) -> String {
+/// The programs a test could not start, sorted: `exec: "git": executable file not found
+/// in $PATH` names `git`.
+pub(super) fn not_found(log: &str) -> Vec<String> {
     const NOT_FOUND: &str = "\": executable file not found in $PATH";
-    let mut names: Vec<&str> = log
+    let mut names: Vec<String> = log
         .match_indices(NOT_FOUND)
         .filter_map(|(at, _)| log[..at].rsplit_once("exec: \"").map(|(_, name)| name))
         .filter(|name| !name.contains(['"', '\n']))
+        .map(String::from)
         .collect();
     names.sort_unstable();
     names.dedup();
+    names
+}
+
+/// A hint for a test that could not start a program: `exec: "git": executable file not
+/// found in $PATH` means `git` is not a declared tool of the go_test.
+fn missing_tool_hint(log: &str) -> String {
+    let mut names = not_found(log);
+    // The toolchain's are on PATH (a remote run missing them runs again here).
+    names.retain(|n| !super::TOOLCHAIN_PROGRAMS.contains(&n.as_str()));
     if names.is_empty() {
         return String::new();
     }

@@ -7,7 +7,8 @@
 //! tags = ["integration"]   # build tags
 //! timeout = "5m"           # go test -timeout
 //! env = { APP_ENV = "test" }
-//! tools = ["git", "sh"]    # host programs the tests run (on PATH, hashed into keys)
+//! tools = ["git", "sh"]    # host programs the tests run (on PATH, hashed into keys;
+//!                          # `go` and `gofmt` are the toolchain's, always on PATH)
 //! flaky_attempts = 2       # run a failing package up to this many times in all
 //! ```
 //!
@@ -58,7 +59,7 @@ use super::cover::{self, Cover};
 use super::flags::TestArgs;
 use super::list::{list, GoPackage, Packages};
 use super::testlog::TestLog;
-use super::{cgo_tools, go_env, host_platform, rel_join, toolchain, Module};
+use super::{cgo_tools, go_env, host_platform, rel_join, toolchain, Module, TOOLCHAIN_PROGRAMS};
 use crate::go::output;
 
 const FIELDS: &[&str] = &[
@@ -176,6 +177,12 @@ impl Settings {
         }
         let mut run_tools = vec![go.clone()];
         for name in attrs.str_list("tools")? {
+            // The toolchain's own programs are on the test's PATH already, from the
+            // toolchain the binary was built with; the host's `go` may be another
+            // version, or a shim (pyenv, asdf) that cannot run in a sandbox.
+            if TOOLCHAIN_PROGRAMS.contains(&name.value.as_str()) {
+                continue;
+            }
             run_tools.push(ctx.host_tool(&name)?);
         }
         let timeout = match (&args.timeout, attrs.str("timeout")?) {

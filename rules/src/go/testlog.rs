@@ -35,6 +35,12 @@ impl ReadLog for TestLog {
             })
             .collect()
     }
+
+    /// `output`: test2json's events (and any other lines).
+    fn not_found(&self, output: &[u8]) -> Vec<String> {
+        let report = super::output::parse(output);
+        super::output::not_found(&format!("{}{}", report.log, report.other))
+    }
 }
 
 #[cfg(test)]
@@ -54,6 +60,22 @@ mod tests {
             ]
         );
         assert_eq!(TestLog.entries(MAGIC.as_bytes()).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn finds_the_programs_a_run_could_not_start_in_its_events() {
+        let events = concat!(
+            r#"{"Action":"start","Package":"m/p"}"#,
+            "\n",
+            r#"{"Action":"output","Package":"m/p","Output":"main.go:1: exec: \"go\": executable file not found in $PATH\n"}"#,
+            "\n",
+            r#"{"Action":"fail","Package":"m/p","Elapsed":0.01}"#,
+            "\n",
+        );
+        assert_eq!(TestLog.not_found(events.as_bytes()), ["go"]);
+        assert!(TestLog
+            .not_found(b"exec: \"git\": not allowed\n")
+            .is_empty());
     }
 
     #[test]

@@ -188,7 +188,9 @@ fn main(module: &Module, pkg: &Package, tags: Vec<String>) -> Main {
     }
 }
 
-/// Programs the packages' tests start by a literal name that are on PATH, sorted.
+/// Programs the packages' tests start by a literal name that are on PATH, sorted; not
+/// the toolchain's (`go`), which tests find on PATH from the toolchain they were built
+/// with.
 fn tools(tested: &[&Package]) -> Vec<String> {
     let mut names = BTreeSet::new();
     for pkg in tested {
@@ -199,6 +201,7 @@ fn tools(tested: &[&Package]) -> Vec<String> {
     }
     names
         .into_iter()
+        .filter(|n| !kiln_rules::go::TOOLCHAIN_PROGRAMS.contains(&n.as_str()))
         .filter(|n| kiln_engine::sandbox::find_on_path(n).is_some())
         .collect()
 }

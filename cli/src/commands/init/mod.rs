@@ -12,7 +12,8 @@
 //! * **`go_test.unit`** covers `./...`; when some packages do not load offline (missing
 //!   dependencies), it lists the packages with tests that do, and BUILD.toml says what
 //!   was left out. `tools` names the programs its tests start by a literal name
-//!   (`exec.Command("git", …)`) that are on PATH.
+//!   (`exec.Command("git", …)`) that are on PATH, but the toolchain's own (`go`, `gofmt`:
+//!   a test finds them on PATH from the toolchain it was built with).
 //! * **One `go_binary` per main package**: `package main` in the default build with a
 //!   `func main` ([`decide`]). Also mains below `_`-prefixed directories (`_examples/foo`,
 //!   which `./...` skips but `go build ./_examples/foo` builds) and mains whose every file

@@ -15,7 +15,12 @@
 //! * actions that reach the build's shared store (`go build` and `go test`'s compile
 //!   steps, whose compile cache is served to them over a socket by this kiln);
 //! * shared batches (many packages or platforms in one process);
-//! * fixed-output actions (the only ones with network).
+//! * fixed-output actions (the only ones with network);
+//! * actions that need a tool tree (the Go toolchain's 12,000 files: `go list`, module
+//!   checks), but for test runs, which leave it out (below): a worker stages a tree for
+//!   every action, so `go list` took 8–15 s on casd against 0.1–0.3 s here, more than
+//!   all of a module's remote test runs together (bench/README.md, "go test runs on
+//!   casd").
 //!
 //! An action with reads (a Go test run, [`crate::action::Reads`]) runs remotely with
 //! its readable directory in the input root (as the local sandbox shows it, version
@@ -115,7 +120,8 @@ pub fn runs_remotely(kind: &ActionKind) -> bool {
     match kind {
         ActionKind::Exec(spec) => {
             let shared = spec.batch.as_ref().is_some_and(|b| b.shared);
-            !shared && !spec.store_access && !spec.network
+            let tree = spec.reads.is_none() && spec.tools.iter().any(|t| t.tree);
+            !shared && !spec.store_access && !spec.network && !tree
         }
         ActionKind::Builtin(_) => false,
     }

@@ -53,10 +53,15 @@ fn module() -> Builder {
 /// The packages whose GoTest action ran (passing or failing), each with where it ran
 /// ("remote" or "local"), from a `--json` event file.
 fn test_runs(ws: &Workspace, json: &str) -> BTreeMap<String, String> {
+    runs_of(ws, json, "GoTest")
+}
+
+/// The actions of `mnemonic` that ran, by the last word of their id, each with where.
+fn runs_of(ws: &Workspace, json: &str, mnemonic: &str) -> BTreeMap<String, String> {
     let text = std::fs::read_to_string(ws.path(json)).unwrap();
     text.lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|e| e["mnemonic"] == "GoTest")
+        .filter(|e| e["mnemonic"] == mnemonic)
         .filter(|e| e["event"] == "action_executed" || e["event"] == "action_failed")
         .map(|e| {
             let id = e["id"].as_str().unwrap();
@@ -104,6 +109,12 @@ fn go_test_runs_on_casd_agree_with_local_runs_and_go_test_and_are_shared() {
         run.stderr
     );
     assert!(run.remote_counts().1 >= 2, "{}", run.stderr);
+    // go list needs the whole toolchain, which a worker would stage for it: it ran here.
+    let lists = runs_of(&ws, "events.json", "GoList");
+    assert!(
+        !lists.is_empty() && lists.values().all(|at| at == "local"),
+        "{lists:?}"
+    );
     let remote = verdicts(&run.stderr);
     assert_eq!(remote.len(), 3, "{}", run.stderr);
     assert!(remote.values().all(|v| v == "ok"), "{}", run.stderr);

@@ -111,19 +111,25 @@ fn a_build_through_tls_with_the_token_runs_remotely_and_matches_a_local_build() 
     }
 }
 
-#[test]
-fn without_the_token_the_engine_refuses_before_anything_is_built() {
+/// A build on a new engine through the proxy, with or without the CA and the token.
+fn refused_build(ca: bool, token: bool) -> (Engine, String, Workspace, Run) {
     let engine = Engine::start();
     let url = engine.proxy.url();
     let ws = ws();
-    // The refusal happens: nginx refuses the capabilities call (UNAUTHENTICATED).
     let run = kiln(
         &ws,
         &engine,
-        true,
-        false,
+        ca,
+        token,
         &["build", "--remote-executor", &url],
     );
+    (engine, url, ws, run)
+}
+
+#[test]
+fn without_the_token_the_engine_refuses_before_anything_is_built() {
+    // The refusal happens: nginx refuses the capabilities call (UNAUTHENTICATED).
+    let (engine, url, ws, run) = refused_build(true, false);
     let error = run.the_error(3);
     let log = engine.proxy.access_log();
     assert_eq!(
@@ -161,16 +167,7 @@ fn without_the_token_the_engine_refuses_before_anything_is_built() {
 
 #[test]
 fn without_the_ca_the_certificate_is_named_and_nothing_is_sent() {
-    let engine = Engine::start();
-    let url = engine.proxy.url();
-    let ws = ws();
-    let run = kiln(
-        &ws,
-        &engine,
-        false,
-        true,
-        &["build", "--remote-executor", &url],
-    );
+    let (engine, url, ws, run) = refused_build(false, true);
     let error = run.the_error(3);
     assert!(
         error.contains(&url)

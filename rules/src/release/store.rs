@@ -328,9 +328,21 @@ impl Store {
         let path = self.dir.join(RECORD);
         let mut json = serde_json::to_vec_pretty(record).expect("records serialize");
         json.push(b'\n');
-        let tmp = self.dir.join(format!(".{RECORD}.{}", std::process::id()));
-        std::fs::write(&tmp, json).map_err(|e| format!("write {}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).map_err(|e| format!("write {}: {e}", path.display()))
+        // A new file of a random name: a link left under a guessable one is not followed.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{RECORD}."))
+            .tempfile_in(&self.dir)
+            .map_err(|e| format!("create a file in {}: {e}", self.dir.display()))?;
+        std::io::Write::write_all(&mut tmp, &json)
+            .map_err(|e| format!("write {}: {e}", tmp.path().display()))?;
+        // Readable as a plain write would leave it (a temporary file is 0600).
+        use std::os::unix::fs::PermissionsExt;
+        let _ = tmp
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644));
+        tmp.persist(&path)
+            .map(|_| ())
+            .map_err(|e| format!("write {}: {}", path.display(), e.error))
     }
 }
 
@@ -459,6 +471,29 @@ mod tests {
         std::fs::write(dir.join("linux_amd64/app"), body).unwrap();
         let sum = sha256_file(&dir.join("linux_amd64/app")).unwrap();
         std::fs::write(dir.join("SHA256SUMS"), format!("{sum}  linux_amd64/app\n")).unwrap();
+    }
+
+    #[test]
+    fn a_link_planted_where_the_record_is_staged_is_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path().join("store"));
+        std::fs::create_dir_all(&store.dir).unwrap();
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, "keep me").unwrap();
+        let staged = store.dir.join(format!(".{RECORD}.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, staged).unwrap();
+        release(&tmp.path().join("v1"), "v1");
+        store
+            .publish("v1", &tmp.path().join("v1"), || Ok(Vec::new()))
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+        assert_eq!(store.record().unwrap().releases.len(), 1);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(store.dir.join(RECORD))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644);
     }
 
     #[test]

@@ -282,3 +282,58 @@ fn images_are_pushed_by_version_and_rollback_moves_the_stable_tag() {
     assert_eq!(tagged(&repository, "v2"), digests[1]);
     assert_eq!(tagged(&repository, "stable"), digests[0]);
 }
+
+#[test]
+fn a_hand_edited_record_never_moves_current_outside_the_store() {
+    let (store_dir, store, ws) = with_store();
+    set_version(&ws, "v1.0.0");
+    ws.kiln(&["run", "//:release"]).assert_ok();
+    let good = record(&store);
+    // A copy of v1.0.0 outside the store, which the record is edited to name: as a
+    // version that climbs out of the store, and as a version whose directory in the
+    // store is a link to it.
+    let outside = store_dir.path().join("outside");
+    let cp = Command::new("cp")
+        .arg("-r")
+        .arg(store.join("v1.0.0"))
+        .arg(&outside)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    std::os::unix::fs::symlink(&outside, store.join("v9.0.0")).unwrap();
+    let edited = |version: &str| {
+        let mut hostile = good.clone();
+        let mut entry = good["releases"][0].clone();
+        entry["version"] = version.into();
+        hostile["releases"].as_array_mut().unwrap().push(entry);
+        std::fs::write(
+            store.join("releases.json"),
+            serde_json::to_vec(&hostile).unwrap(),
+        )
+        .unwrap();
+    };
+    for version in ["../outside", &outside.display().to_string()] {
+        edited(version);
+        let run = ws.kiln(&["rollback", version]);
+        assert_ne!(run.status, 0, "{version}: {}", run.stdout);
+        assert!(
+            run.stderr.contains("releases.json") && run.stderr.contains("cannot name a directory"),
+            "{version}: {}",
+            run.stderr
+        );
+        let run = ws.kiln(&["release", "list"]);
+        assert_ne!(run.status, 0, "{version}: {}", run.stdout);
+        assert_eq!(current(&store), "v1.0.0");
+    }
+    // A version printed by `release list` cannot carry terminal escapes.
+    edited("v2\u{1b}[2J");
+    let run = ws.kiln(&["release", "list"]);
+    assert_ne!(run.status, 0, "{}", run.stdout);
+    assert!(!run.stdout.contains('\u{1b}'), "{}", run.stdout);
+
+    edited("v9.0.0");
+    let run = ws.kiln(&["rollback", "v9.0.0"]);
+    assert_ne!(run.status, 0, "{}", run.stdout);
+    assert!(run.stderr.contains("is not a directory"), "{}", run.stderr);
+    assert_eq!(current(&store), "v1.0.0");
+}

@@ -470,7 +470,7 @@ fn kiln_run_pushes_the_index_and_skopeo_pulls_the_same_digest() {
     assert_eq!(copied, ours);
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     let tmp = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(tmp.path(), bytes).unwrap();
     let out = tool("sha256sum", &[tmp.path().to_str().unwrap()]);

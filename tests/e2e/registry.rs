@@ -1080,3 +1080,81 @@ fn plain_http_to_a_registry_that_is_not_loopback_needs_insecure() {
     let ws = image_workspace(&format!("{host}/other"), &insecure);
     push(&ws, empty.path(), &[]).assert_ok();
 }
+
+/// A registry on loopback that serves `manifest` for any manifest request and, for any
+/// blob, bytes without end (up to 256 MiB); returns its port and the count of blob
+/// bytes it managed to send.
+fn endless_blob_registry(manifest: Vec<u8>) -> (u16, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sent = std::sync::Arc::new(AtomicU64::new(0));
+    let count = sent.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let (manifest, count) = (manifest.clone(), count.clone());
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let target = line.split(' ').nth(1).unwrap_or("").to_string();
+                loop {
+                    let mut header = String::new();
+                    if reader.read_line(&mut header).unwrap_or(0) <= 2 {
+                        break;
+                    }
+                }
+                if target.contains("/manifests/") {
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        manifest.len()
+                    );
+                    let _ = conn.write_all(head.as_bytes());
+                    let _ = conn.write_all(&manifest);
+                    return;
+                }
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+                let chunk = vec![b'x'; 1 << 16];
+                for _ in 0..4096 {
+                    if conn.write_all(&chunk).is_err() {
+                        return;
+                    }
+                    count.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (port, sent)
+}
+
+#[test]
+fn oci_pull_stops_reading_a_blob_longer_than_its_descriptor() {
+    // The attack: a registry (or anyone on its path) answers a blob request with bytes
+    // that never end, to fill the disk kiln downloads to.
+    let config = "{}";
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{}","size":{}}},"layers":[]}}"#,
+        crate::image::sha256_hex(config.as_bytes()),
+        config.len()
+    );
+    let digest = format!("sha256:{}", crate::image::sha256_hex(manifest.as_bytes()));
+    let (port, sent) = endless_blob_registry(manifest.into_bytes());
+    let ws = pull_workspace(
+        "",
+        &format!("127.0.0.1:{port}/base@{digest}"),
+        "[\"linux/amd64\"]",
+    );
+    let empty = docker_config("{}");
+    let run = build_with(&ws, empty.path(), &["build", "//:base"]);
+    assert_ne!(run.status, 0, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("the registry served more than the 2 bytes the manifest says"),
+        "{}",
+        run.stderr
+    );
+    let sent = sent.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(sent < 64 << 20, "kiln read {sent} bytes of a 2-byte blob");
+}

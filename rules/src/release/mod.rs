@@ -327,18 +327,13 @@ fn version(ctx: &Analysis<'_>) -> Result<(String, BTreeMap<String, String>)> {
     let at = attrs.location(raw.span.start);
     let version = kiln_engine::host::substitute(&raw.value, &stamp)
         .map_err(|e| Error::new(ErrorKind::Config, e).at(at.clone()))?;
-    if version.is_empty()
-        || version == "."
-        || version == ".."
-        || version.contains(['/', '\\'])
-        || version.chars().any(char::is_control)
-    {
+    if !crate::release::store::is_version(&version) {
         return Err(Error::new(
             ErrorKind::Config,
             format!("version `{version}` cannot name a directory"),
         )
         .at(at)
-        .hint("a version is one path component, e.g. v1.2.3"));
+        .hint("a version is one path component not starting with `.`, other than `current` and `releases.json`, e.g. v1.2.3"));
     }
     Ok((version, stamp))
 }

@@ -117,9 +117,20 @@ impl Store {
     /// The record, empty for a store that does not exist yet.
     pub fn record(&self) -> Result<Record> {
         let path = self.dir.join(RECORD);
+        let not_record = |e: String| format!("{} is not a release record: {e}", path.display());
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| format!("{} is not a release record: {e}", path.display())),
+            Ok(bytes) => {
+                let record: Record =
+                    serde_json::from_slice(&bytes).map_err(|e| not_record(e.to_string()))?;
+                let named = record.releases.iter().map(|r| &r.version);
+                if let Some(bad) = named.chain(&record.current).find(|v| !is_version(v)) {
+                    return Err(not_record(format!(
+                        "version `{}` cannot name a directory of the store\nhint: a version is one path component, e.g. v1.2.3; restore {RECORD} from a backup",
+                        bad.escape_debug()
+                    )));
+                }
+                Ok(record)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Record::default()),
             Err(e) => Err(format!("read {}: {e}", path.display())),
         }
@@ -134,6 +145,13 @@ impl Store {
         from: &Path,
         push: impl FnOnce() -> Result<Vec<PushedImage>>,
     ) -> Result<String> {
+        if !is_version(version) {
+            return Err(format!(
+                "version `{}` cannot name a directory of the store {}",
+                version.escape_debug(),
+                self.dir.display()
+            ));
+        }
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| format!("create {}: {e}", self.dir.display()))?;
         let _lock = Lock::take(&self.dir)?;
@@ -231,6 +249,10 @@ impl Store {
     /// own SHA256SUMS if it has one.
     pub fn verify(&self, release: &Published) -> Result<()> {
         let dir = self.dir.join(&release.version);
+        // Read through a link, the files checked would be wherever it points.
+        if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            return Err(format!("{} is not a directory", dir.display()));
+        }
         let found = hash_tree(&dir)?;
         if found != release.files {
             return Err(differs(&dir, &release.version, &release.files, &found));
@@ -306,10 +328,33 @@ impl Store {
         let path = self.dir.join(RECORD);
         let mut json = serde_json::to_vec_pretty(record).expect("records serialize");
         json.push(b'\n');
-        let tmp = self.dir.join(format!(".{RECORD}.{}", std::process::id()));
-        std::fs::write(&tmp, json).map_err(|e| format!("write {}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).map_err(|e| format!("write {}: {e}", path.display()))
+        // A new file of a random name: a link left under a guessable one is not followed.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{RECORD}."))
+            .tempfile_in(&self.dir)
+            .map_err(|e| format!("create a file in {}: {e}", self.dir.display()))?;
+        std::io::Write::write_all(&mut tmp, &json)
+            .map_err(|e| format!("write {}: {e}", tmp.path().display()))?;
+        // Readable as a plain write would leave it (a temporary file is 0600).
+        use std::os::unix::fs::PermissionsExt;
+        let _ = tmp
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644));
+        tmp.persist(&path)
+            .map(|_| ())
+            .map_err(|e| format!("write {}: {}", path.display(), e.error))
     }
+}
+
+/// Whether `version` can name a release directory: one printable path component, and
+/// none of the store's own names (`releases.json`, `current`, hidden files).
+pub fn is_version(version: &str) -> bool {
+    !version.is_empty()
+        && !version.starts_with('.')
+        && !version.contains(['/', '\\'])
+        && !version.chars().any(char::is_control)
+        && version != RECORD
+        && version != CURRENT
 }
 
 fn was_note(was: &Option<String>, now: &str) -> String {
@@ -426,6 +471,51 @@ mod tests {
         std::fs::write(dir.join("linux_amd64/app"), body).unwrap();
         let sum = sha256_file(&dir.join("linux_amd64/app")).unwrap();
         std::fs::write(dir.join("SHA256SUMS"), format!("{sum}  linux_amd64/app\n")).unwrap();
+    }
+
+    #[test]
+    fn a_link_planted_where_the_record_is_staged_is_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path().join("store"));
+        std::fs::create_dir_all(&store.dir).unwrap();
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, "keep me").unwrap();
+        let staged = store.dir.join(format!(".{RECORD}.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, staged).unwrap();
+        release(&tmp.path().join("v1"), "v1");
+        store
+            .publish("v1", &tmp.path().join("v1"), || Ok(Vec::new()))
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+        assert_eq!(store.record().unwrap().releases.len(), 1);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(store.dir.join(RECORD))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644);
+    }
+
+    #[test]
+    fn versions_stay_inside_the_store() {
+        for v in ["v1.2.3", "1.0", "release-7+g1a2b"] {
+            assert!(is_version(v), "{v}");
+        }
+        for v in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "/abs",
+            "a/../../b",
+            "a\\b",
+            "v1\n",
+            ".lock",
+            "current",
+            "releases.json",
+        ] {
+            assert!(!is_version(v), "{v}");
+        }
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //!
 //! The `Authorization` header goes only to URLs of the registry's own host and port: a
 //! redirect (a blob served from object storage) or an upload `Location` on another host
-//! gets none, so a token or password never leaves the host it was issued for. Redirects
-//! are followed by this module, never by the HTTP library, for that reason.
+//! gets none, so a token or password never leaves the host it was issued for; one that
+//! leads to plain http (where the registry is not loopback or listed insecure) is refused.
+//! Redirects are followed by this module, never by the HTTP library, for that reason.
 
 use std::fs::File;
 use std::io::{IsTerminal, Read};
@@ -140,6 +141,14 @@ impl Client {
         let (mut reauthed, mut redirects) = (false, 0);
         loop {
             let own_host = authority(&url) == self.host;
+            if !url.starts_with("https://") && !self.plain_ok(&authority(&url)) {
+                return Err(Failure::fatal(format!(
+                    "{} {}: registry {} sent kiln to plain http; kiln speaks http only to loopback and to registries listed with `insecure = true`",
+                    request.method,
+                    shown(&url),
+                    self.host
+                )));
+            }
             let sent = if own_host {
                 self.authorization.lock().unwrap().clone()
             } else {
@@ -311,8 +320,7 @@ impl Client {
 
     /// Credentials go to the realm only over https, or to loopback and insecure hosts.
     fn check_realm(&self, realm: &str) -> Result<(), Failure> {
-        let host = authority(realm);
-        let plain_ok = is_loopback(&host) || (self.insecure && host == self.host);
+        let plain_ok = self.plain_ok(&authority(realm));
         if realm.starts_with("https://") || (realm.starts_with("http://") && plain_ok) {
             return Ok(());
         }
@@ -320,6 +328,11 @@ impl Client {
             "registry {} names the token realm {realm}: kiln sends credentials only over https (or to loopback)",
             self.host
         )))
+    }
+
+    /// Whether plain http may go to `host`: loopback, or this registry listed insecure.
+    fn plain_ok(&self, host: &str) -> bool {
+        is_loopback(host) || (self.insecure && host == self.host)
     }
 
     fn no_credentials(&self) -> String {
@@ -441,6 +454,28 @@ mod tests {
         );
         assert_eq!(authority("http://user@evil.example/x"), "evil.example");
         assert_eq!(authority("https://s3.example?x=1"), "s3.example");
+    }
+
+    #[test]
+    fn a_redirect_to_plain_http_is_refused_before_anything_is_sent() {
+        let none = HostSettings::default();
+        let c = Client::new("registry.example", None, &none, vec![]).unwrap();
+        *c.authorization.lock().unwrap() = Some("Bearer secret-token".into());
+        for url in [
+            "http://registry.example/v2/app/blobs/uploads/1",
+            "http://storage.example/blob",
+        ] {
+            let request = Request::new(Method::GET, url.into());
+            let err = c.send(&request).unwrap_err();
+            assert!(!err.retry, "{}", err.message);
+            assert!(
+                err.message
+                    .contains("registry registry.example sent kiln to plain http"),
+                "{}",
+                err.message
+            );
+            assert!(!err.message.contains("secret-token"), "{}", err.message);
+        }
     }
 
     #[test]

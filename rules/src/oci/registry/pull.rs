@@ -164,7 +164,14 @@ impl Repository {
         let tmp = blobs.join(format!(".{hex}.partial"));
         let mut file = std::fs::File::create(&tmp)
             .map_err(|e| Failure::fatal(format!("create {}: {e}", tmp.display())))?;
-        let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
+        // One byte more than the descriptor says is enough to refuse it: a registry
+        // serving without end does not fill the disk.
+        let mut reader = resp
+            .body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .reader()
+            .take(blob.size.saturating_add(1));
         let (mut hasher, mut size, mut buf) = (Sha256::new(), 0u64, vec![0; 1 << 16]);
         loop {
             let n = reader.read(&mut buf).map_err(|e| Failure {
@@ -178,6 +185,14 @@ impl Repository {
             size += n as u64;
             file.write_all(&buf[..n])
                 .map_err(|e| Failure::fatal(format!("write {}: {e}", tmp.display())))?;
+        }
+        if size > blob.size {
+            drop(file);
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Failure::fatal(format!(
+                "{what}: the registry served more than the {} bytes the manifest says",
+                blob.size
+            )));
         }
         let actual = format!("sha256:{:x}", hasher.finalize());
         if actual != blob.digest || size != blob.size {

@@ -118,7 +118,7 @@ impl Store {
     pub fn record(&self) -> Result<Record> {
         let path = self.dir.join(RECORD);
         let not_record = |e: String| format!("{} is not a release record: {e}", path.display());
-        match std::fs::read(&path) {
+        match read_record(&path) {
             Ok(bytes) => {
                 let record: Record =
                     serde_json::from_slice(&bytes).map_err(|e| not_record(e.to_string()))?;
@@ -462,6 +462,29 @@ fn now_rfc3339() -> String {
     kiln_cache::time::rfc3339(secs as i64, None)
 }
 
+/// The most a release record may hold: a store of ten thousand releases is a few MB.
+const MAX_RECORD: u64 = 64 << 20;
+
+/// The bytes of the record at `path`, read only if it is a regular file of a sane size
+/// (a link to `/dev/zero` or a fifo would hang `release list` and `rollback`).
+fn read_record(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let meta = std::fs::symlink_metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_RECORD + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_RECORD {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_RECORD} bytes"
+        )));
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -494,6 +517,23 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o644);
+    }
+
+    #[test]
+    fn a_record_that_is_no_regular_file_is_refused_not_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path().join("store"));
+        std::fs::create_dir_all(&store.dir).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", store.dir.join(RECORD)).unwrap();
+        let err = store.record().unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
+        std::fs::remove_file(store.dir.join(RECORD)).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(store.dir.join(RECORD))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        assert!(store.record().unwrap_err().contains("not a regular file"));
     }
 
     #[test]

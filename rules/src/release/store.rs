@@ -234,13 +234,21 @@ impl Store {
                     .iter()
                     .map(|i| format!("  {}@{}", i.repository, i.digest))
                     .collect();
-                format!(
+                let line = format!(
                     "{mark} {}  {}  {}  {} files{images}",
                     r.version,
                     r.published,
                     r.digest,
                     r.files.len()
-                )
+                );
+                // The record may have been edited by hand: no control character of it
+                // reaches the terminal as such.
+                line.chars()
+                    .map(|c| match c.is_control() {
+                        true => c.escape_default().to_string(),
+                        false => c.to_string(),
+                    })
+                    .collect()
             })
             .collect())
     }
@@ -534,6 +542,25 @@ mod tests {
             .unwrap();
         assert!(made.success());
         assert!(store.record().unwrap_err().contains("not a regular file"));
+    }
+
+    #[test]
+    fn a_listing_shows_no_control_character_of_a_hand_edited_record() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path().join("store"));
+        release(&tmp.path().join("v1"), "v1");
+        store
+            .publish("v1", &tmp.path().join("v1"), || Ok(Vec::new()))
+            .unwrap();
+        let path = store.dir.join(RECORD);
+        let mut record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        record["releases"][0]["published"] = "\u{1b}]0;owned\u{7}\u{1b}[2J".into();
+        std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+        let lines = store.list().unwrap();
+        assert_eq!(lines.len(), 1);
+        assert!(!lines[0].chars().any(char::is_control), "{:?}", lines[0]);
+        assert!(lines[0].contains("\\u{1b}]0;owned"), "{}", lines[0]);
     }
 
     #[test]

@@ -352,7 +352,6 @@ impl RemoteRunner {
                 &dir.path,
                 top,
                 &children,
-                0,
                 &mut written,
             )?;
         }
@@ -375,21 +374,18 @@ impl RemoteRunner {
         Ok(written)
     }
 
+    /// Writes the tree at `dir` below `at`, a tree [`tree_entries`] has bounded.
     fn write_dir(
         &self,
         at: &Path,
         rel: &str,
         dir: &re::Directory,
         children: &BTreeMap<WireDigest, &re::Directory>,
-        depth: usize,
         written: &mut HashMap<String, Digest>,
     ) -> kiln_cache::Result<()> {
         let bad = |what: String| {
             crate::corrupt(format!("{}: the result's tree {what}", self.remote.url()))
         };
-        if depth > 256 {
-            return Err(bad("is too deep".into()));
-        }
         if !dir.symlinks.is_empty() {
             return Err(bad(
                 "holds a symbolic link; outputs are regular files".into()
@@ -421,7 +417,6 @@ impl RemoteRunner {
                 &format!("{rel}/{}", sub.name),
                 child,
                 children,
-                depth + 1,
                 written,
             )?;
         }

@@ -11,8 +11,9 @@
 //!    holds: its BLAKE3 digest from the file-state table, then as in 1;
 //! 4. hashing it, both ways in one pass (and remembering both).
 //!
-//! A tree tool (a toolchain) is sealed once per build and joins each input root as one
-//! subtree digest.
+//! A tree tool (a toolchain) never joins an input root: actions that need one run here
+//! (`kiln_engine::remote::runs_remotely`), and a test run gets an empty directory at
+//! its place.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
@@ -30,33 +31,17 @@ use crate::{re, Hashers, Remote, WireDigest};
 #[derive(Default)]
 pub(crate) struct Dir {
     files: BTreeMap<String, (WireDigest, bool)>,
-    dirs: BTreeMap<String, Node>,
+    dirs: BTreeMap<String, Dir>,
 }
-
-/// A subdirectory: still being built, or sealed already (a tool tree).
-enum Node {
-    Open(Dir),
-    Sealed(WireDigest),
-}
-
-impl Default for Node {
-    fn default() -> Node {
-        Node::Open(Dir::default())
-    }
-}
-
-/// A sealed tree: its root's digest and every blob it needs.
-pub(crate) type Sealed = (WireDigest, Arc<BTreeMap<WireDigest, Blob>>);
 
 type Cell<T> = Arc<OnceLock<std::result::Result<T, String>>>;
 
-/// What a build remembers of files it hashed and trees it sealed.
+/// What a build remembers of files it hashed.
 #[derive(Default)]
 pub(crate) struct FileHashes {
     by_id: Mutex<HashMap<FileId, Cell<WireDigest>>>,
     /// Directories whose recorded file states were loaded from the local store.
     loaded: Mutex<HashSet<PathBuf>>,
-    trees: Mutex<HashMap<PathBuf, Cell<Sealed>>>,
 }
 
 /// (device, inode, size, mtime seconds, mtime nanoseconds).
@@ -103,26 +88,6 @@ impl FileHashes {
             local.load_file_states(dir)?;
         }
         Ok(())
-    }
-
-    /// The tree tool at `path`, sealed once per build.
-    pub fn tool_tree(&self, remote: &Remote, path: &Path) -> Result<Sealed> {
-        let cell = self
-            .trees
-            .lock()
-            .unwrap()
-            .entry(path.to_path_buf())
-            .or_default()
-            .clone();
-        let got = cell.get_or_init(|| {
-            let mut tree = InputRoot::default();
-            tree.add_tree(remote, self, "", path, &HashMap::new(), &|_| false)
-                .map_err(|e| e.to_string())?;
-            let root = tree.seal(remote);
-            Ok((root, Arc::new(tree.blobs)))
-        });
-        got.clone()
-            .map_err(|e| Error::new(ErrorKind::Io, format!("read tool {}: {e}", path.display())))
     }
 }
 
@@ -173,28 +138,9 @@ impl InputRoot {
     fn dir_mut(&mut self, rel: &str) -> &mut Dir {
         let mut dir = &mut self.root;
         for part in rel.split('/').filter(|p| !p.is_empty()) {
-            let node = dir.dirs.entry(part.to_string()).or_default();
-            // Sealed trees are added at leaves only; a path through one opens it anew.
-            if matches!(node, Node::Sealed(_)) {
-                *node = Node::default();
-            }
-            let Node::Open(open) = node else {
-                unreachable!("opened above")
-            };
-            dir = open;
+            dir = dir.dirs.entry(part.to_string()).or_default();
         }
         dir
-    }
-
-    /// Adds a sealed tree as the directory `rel`, with its blobs.
-    pub fn add_sealed(&mut self, rel: &str, sealed: &Sealed) {
-        let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
-        self.dir_mut(parent)
-            .dirs
-            .insert(name.to_string(), Node::Sealed(sealed.0));
-        for (wire, blob) in sealed.1.iter() {
-            self.blobs.insert(*wire, blob.clone());
-        }
     }
 
     /// Adds every file below `dir` as `rel/...`, following symbolic links to files and
@@ -255,15 +201,9 @@ fn encode(remote: &Remote, dir: Dir, blobs: &mut BTreeMap<WireDigest, Blob>) -> 
     let directories = dir
         .dirs
         .into_iter()
-        .map(|(name, sub)| {
-            let digest = match sub {
-                Node::Open(sub) => encode(remote, sub, blobs),
-                Node::Sealed(digest) => digest,
-            };
-            re::DirectoryNode {
-                name,
-                digest: Some(digest.proto()),
-            }
+        .map(|(name, sub)| re::DirectoryNode {
+            name,
+            digest: Some(encode(remote, sub, blobs).proto()),
         })
         .collect();
     let files = dir

@@ -3,11 +3,11 @@
 
 use std::collections::HashMap;
 
-use kiln_cache::{ActionResult, Digest};
+use kiln_cache::Digest;
 
 use crate::action::{ActionGraph, ActionId};
 use crate::error::{Error, ErrorKind, Result};
-use crate::executor::{Executor, Status};
+use crate::executor::{Done, Executor};
 use crate::label::{Label, Pattern};
 use crate::rule::{Analysis, RuleSet, TargetInfo};
 use crate::value::Spanned;
@@ -23,7 +23,7 @@ pub struct Plan {
     pub order: Vec<Label>,
     pub infos: HashMap<Label, TargetInfo>,
     /// Actions run during analysis.
-    pub done: HashMap<ActionId, (ActionResult, Status)>,
+    pub done: HashMap<ActionId, Done>,
     /// The keys of the actions run during analysis.
     run_keys: HashMap<ActionId, Digest>,
 }

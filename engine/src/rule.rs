@@ -12,7 +12,7 @@ use kiln_cache::{ActionResult, Digest};
 
 use crate::action::{Action, ActionGraph, ActionId, Artifact, Tool};
 use crate::error::{Error, ErrorKind, Result};
-use crate::executor::{Executor, Status};
+use crate::executor::{Done, Executor, Status};
 use crate::key::{KeyInput, KeyRecord};
 use crate::label::Label;
 use crate::value::{Spanned, Table};
@@ -130,7 +130,7 @@ pub struct Analysis<'a> {
     pub exec: &'a Executor,
     pub(crate) infos: &'a HashMap<Label, TargetInfo>,
     pub(crate) graph: &'a mut ActionGraph,
-    pub(crate) done: &'a mut HashMap<ActionId, (ActionResult, Status)>,
+    pub(crate) done: &'a mut HashMap<ActionId, Done>,
     /// The keys of the actions in `done`.
     pub(crate) run_keys: &'a mut HashMap<ActionId, Digest>,
 }
@@ -393,7 +393,7 @@ impl Analysis<'_> {
         let key = record.digest();
         let ran_before = self.same_outputs(&action);
         if let Some(id) = ran_before.filter(|id| self.run_keys.get(id) == Some(&key)) {
-            return Ok((id, self.done[&id].0.clone()));
+            return Ok((id, self.done[&id].result.clone()));
         }
         // Added before it runs, so that an output another action writes stops it here.
         let id = self.graph.add(action);
@@ -401,10 +401,11 @@ impl Analysis<'_> {
             return Err(problem.error(self.workspace, self.graph));
         }
         let action = &self.graph.actions[id];
-        let (result, status) = run_or_replay(self.exec, action, &inputs, &key, &record)?;
-        self.exec.materialize(&result)?;
+        let done = run_or_replay(self.exec, action, &inputs, &key, &record)?;
+        self.exec.materialize(&done.result)?;
         self.run_keys.insert(id, key);
-        self.done.insert(id, (result.clone(), status));
+        let result = done.result.clone();
+        self.done.insert(id, done);
         Ok((id, result))
     }
 
@@ -429,7 +430,7 @@ impl Analysis<'_> {
                     let out = self
                         .done
                         .get(&p)
-                        .and_then(|(r, _)| r.output(&artifact.path))
+                        .and_then(|d| d.result.output(&artifact.path))
                         .ok_or_else(|| {
                             Error::new(
                                 ErrorKind::Action,
@@ -461,11 +462,15 @@ fn run_or_replay(
     inputs: &[(Artifact, KeyInput)],
     key: &Digest,
     record: &KeyRecord,
-) -> Result<(ActionResult, Status)> {
+) -> Result<Done> {
     if let Some(found) = exec.lookup(action, key, record)? {
         let cached = kiln_cache::KeyOutcome::Cached;
         exec.note_key(action, &found.key, &found.record, cached);
-        return Ok((found.result, Status::Cached));
+        return Ok(Done {
+            result: found.result,
+            status: Status::Cached,
+            remote: found.remote,
+        });
     }
     let ran = exec.execute(action, inputs).map_err(|f| {
         exec.note_failure(action, key, record, &f);
@@ -477,7 +482,11 @@ fn run_or_replay(
         e
     })?;
     exec.store_ran(action, key, record, &ran)?;
-    Ok((ran.result, Status::Executed))
+    Ok(Done {
+        result: ran.result,
+        status: Status::Executed,
+        remote: false,
+    })
 }
 
 fn join_rel(package: &str, rel: &str) -> String {

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use crate::action::{Action, ActionGraph, ActionId, Artifact};
 use crate::error::{Error, ErrorKind, Result};
-use crate::executor::{Executor, Failure, Found, Outcome, Status};
+use crate::executor::{Done, Executor, Failure, Found, Outcome, Status};
 use crate::key::{KeyInput, KeyRecord};
 
 /// What the scheduler tells the user interface.
@@ -101,7 +101,7 @@ struct Job {
 pub fn run(
     graph: &ActionGraph,
     wanted: &[ActionId],
-    done: &HashMap<ActionId, (ActionResult, Status)>,
+    done: &HashMap<ActionId, Done>,
     exec: &Executor,
     reporter: &dyn Reporter,
     opts: Options,
@@ -189,8 +189,12 @@ pub fn run(
                 if stop {
                     continue;
                 }
-                if let Some((result, status)) = done.get(&id) {
-                    state.finish(id, result.clone(), *status)?;
+                if let Some(done) = done.get(&id) {
+                    if done.remote {
+                        state.report.remote += 1;
+                        reporter.remote_hit(&graph.actions[id]);
+                    }
+                    state.finish(id, done.result.clone(), done.status)?;
                     continue;
                 }
                 let inputs = input_digests(graph, id, &sources, &state.report.results)?;

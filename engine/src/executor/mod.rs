@@ -37,6 +37,15 @@ pub enum Status {
     Failed,
 }
 
+/// An action run, or found in a cache, during analysis (before the build).
+#[derive(Debug, Clone)]
+pub struct Done {
+    pub result: ActionResult,
+    pub status: Status,
+    /// Found in a remote cache.
+    pub remote: bool,
+}
+
 /// What running an action ends with.
 pub type Outcome = std::result::Result<Ran, Box<Failure>>;
 

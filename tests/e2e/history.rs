@@ -281,6 +281,31 @@ fn images_are_pushed_by_version_and_rollback_moves_the_stable_tag() {
     assert_eq!(run.status, 1, "{}", run.stderr);
     assert_eq!(tagged(&repository, "v2"), digests[1]);
     assert_eq!(tagged(&repository, "stable"), digests[0]);
+
+    // Tags that are no image tags are refused where they are written, before anything
+    // is published or pushed: the moving tag, and a version that tags images.
+    let build = ws.read("BUILD.toml");
+    ws.write("BUILD.toml", &format!("{build}tag = \"../latest\"\n"));
+    let run = ws.kiln(&["run", "//:release"]);
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("BUILD.toml:")
+            && run.stderr.contains("`../latest` is not an image tag"),
+        "{}",
+        run.stderr
+    );
+    ws.write("BUILD.toml", &build);
+    set_version(&ws, "v3+build.7");
+    let run = ws.kiln(&["run", "//:release"]);
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("version `v3+build.7` tags the release's images"),
+        "{}",
+        run.stderr
+    );
+    assert!(!store.join("v3+build.7").exists());
+    assert_eq!(tagged(&repository, "stable"), digests[0]);
 }
 
 #[test]

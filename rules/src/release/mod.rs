@@ -182,7 +182,7 @@ impl Rule for Release {
                 .hint("add store = \"DIR\" to the release"));
         }
         if store.is_some() || sign.is_some() {
-            let tag = ctx.attrs().str("tag")?.map_or("stable".into(), |t| t.value);
+            let tag = release_tag(ctx, &version, !images.is_empty())?;
             let publish = Publish {
                 store,
                 sign,
@@ -316,6 +316,28 @@ fn key_env(ctx: &Analysis<'_>) -> Result<String> {
 }
 
 /// The stamped `version` (checked to be one path component) and every stamp value.
+/// The moving tag (`tag`, default `stable`) its images get besides the version, both
+/// checked as tags when it pushes images: a bad one would fail the push after the
+/// files were published.
+fn release_tag(ctx: &Analysis<'_>, version: &str, images: bool) -> Result<String> {
+    use crate::oci::registry::{valid_tag, TAG_SYNTAX};
+    let tag = ctx.attrs().str("tag")?;
+    if let Some(tag) = tag.as_ref().filter(|t| !valid_tag(&t.value)) {
+        return Err(ctx
+            .error_at("tag", format!("tag `{}` is not an image tag", tag.value))
+            .hint(format!("tags are {TAG_SYNTAX}, e.g. stable")));
+    }
+    if images && !valid_tag(version) {
+        return Err(ctx
+            .error_at(
+                "version",
+                format!("version `{version}` tags the release's images, and is not an image tag"),
+            )
+            .hint(format!("tags are {TAG_SYNTAX}, e.g. v1.2.3")));
+    }
+    Ok(tag.map_or("stable".into(), |t| t.value))
+}
+
 fn version(ctx: &Analysis<'_>) -> Result<(String, BTreeMap<String, String>)> {
     let attrs = ctx.attrs();
     let raw = attrs.required_str("version", "a release")?;

@@ -62,7 +62,7 @@ pub struct Store {
 }
 
 /// `releases.json`.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Record {
     pub current: Option<String>,
     pub releases: Vec<Published>,
@@ -127,6 +127,15 @@ impl Store {
                     return Err(not_record(format!(
                         "version `{}` cannot name a directory of the store\nhint: a version is one path component, e.g. v1.2.3; restore {RECORD} from a backup",
                         bad.escape_debug()
+                    )));
+                }
+                let mut images = record.releases.iter().flat_map(|r| &r.images);
+                if let Some((image, why)) = images.find_map(|i| bad_image(i).map(|w| (i, w))) {
+                    return Err(not_record(format!(
+                        "image `{}@{}` tagged `{}`: {why}\nhint: restore {RECORD} from a backup",
+                        image.repository.escape_debug(),
+                        image.digest.escape_debug(),
+                        image.tag.escape_debug()
                     )));
                 }
                 Ok(record)
@@ -356,6 +365,19 @@ impl Store {
 
 /// Whether `version` can name a release directory: one printable path component, and
 /// none of the store's own names (`releases.json`, `current`, hidden files).
+/// What is wrong with a recorded image, which rollback would re-tag: each part goes
+/// into a registry URL.
+fn bad_image(image: &PushedImage) -> Option<String> {
+    use crate::oci::registry::{pull::hex_of, valid_tag, RepoRef, TAG_SYNTAX};
+    if let Err(e) = RepoRef::parse(&image.repository) {
+        return Some(e);
+    }
+    if let Err(e) = hex_of(&image.digest) {
+        return Some(e);
+    }
+    (!valid_tag(&image.tag)).then(|| format!("the tag is not {TAG_SYNTAX}"))
+}
+
 pub fn is_version(version: &str) -> bool {
     !version.is_empty()
         && !version.starts_with('.')
@@ -542,6 +564,56 @@ mod tests {
             .unwrap();
         assert!(made.success());
         assert!(store.record().unwrap_err().contains("not a regular file"));
+    }
+
+    #[test]
+    fn a_hand_edited_image_is_refused_before_rollback_reaches_a_registry() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path().join("store"));
+        release(&tmp.path().join("v1"), "v1");
+        let pushed = PushedImage {
+            // Nothing listens there: a rollback that got as far as the registry would
+            // fail with a connection error, not a refused record.
+            repository: "127.0.0.1:1/hello/app".into(),
+            digest: format!("sha256:{}", "a".repeat(64)),
+            tag: "stable".into(),
+        };
+        let image = pushed.clone();
+        store
+            .publish("v1", &tmp.path().join("v1"), move || Ok(vec![image]))
+            .unwrap();
+        let hostile = [
+            // Each lands in a registry URL: another repository's manifests, another host.
+            PushedImage {
+                tag: "x/../../../../other/manifests/stable".into(),
+                ..pushed.clone()
+            },
+            PushedImage {
+                digest: "sha256:../../../other/manifests/stable".into(),
+                ..pushed.clone()
+            },
+            PushedImage {
+                repository: "evil.example@127.0.0.1:1/hello/app".into(),
+                ..pushed.clone()
+            },
+            PushedImage {
+                repository: "127.0.0.1:1/Hello/../app".into(),
+                ..pushed.clone()
+            },
+        ];
+        let good = store.record().unwrap();
+        for image in hostile {
+            let mut record = good.clone();
+            record.releases[0].images = vec![image.clone()];
+            std::fs::write(store.dir.join(RECORD), serde_json::to_vec(&record).unwrap()).unwrap();
+            let err = store.rollback("v1").unwrap_err();
+            assert!(err.contains("is not a release record"), "{image:?}: {err}");
+            assert!(
+                err.contains(&image.tag) && err.contains(&image.digest),
+                "{err}"
+            );
+            assert!(store.list().is_err());
+        }
     }
 
     #[test]

@@ -107,7 +107,7 @@ impl RepoRef {
             _ => ("docker.io".to_string(), rest.to_string()),
         };
         let (host, name) = docker_hub(host, name);
-        if host.is_empty() || !valid_name(&name) {
+        if !valid_host(&host) || !valid_name(&name) {
             return Err(format!(
                 "registry reference `{text}`: a repository reads host[:port]/name, with a lowercase name"
             ));
@@ -444,6 +444,27 @@ pub fn expect(
 }
 
 /// Repository names per the distribution spec: lowercase path components.
+/// A tag per the distribution spec ([`TAG_SYNTAX`]).
+pub fn valid_tag(tag: &str) -> bool {
+    tag.len() <= 128
+        && tag.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// What [`valid_tag`] accepts, for messages.
+pub const TAG_SYNTAX: &str = "[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}";
+
+/// A registry host as a URL's authority may hold it: a name or address, maybe a port
+/// (no user info, path, query or fragment to smuggle another host in).
+fn valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.split('/').all(|c| {

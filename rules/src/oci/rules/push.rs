@@ -27,7 +27,7 @@ use kiln_engine::value::Spanned;
 use kiln_engine::workspace::TargetDecl;
 use kiln_engine::Result;
 
-use crate::oci::registry::{RepoRef, Repository, Settings};
+use crate::oci::registry::{valid_tag, RepoRef, Repository, Settings, TAG_SYNTAX};
 use crate::oci::rules::builtins::builtin;
 use crate::oci::rules::{label_attr, stamp_values, stamped, META_LAYOUT, META_PULL_FROM};
 
@@ -68,10 +68,7 @@ impl Rule for OciPush {
             if !valid_tag(&value) {
                 return Err(kiln_engine::Error::new(
                     kiln_engine::ErrorKind::Config,
-                    format!(
-                        "tag `{value}` of {}: tags are [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}",
-                        target.label
-                    ),
+                    format!("tag `{value}` of {}: tags are {TAG_SYNTAX}", target.label),
                 )
                 .at(ctx.attrs().location(tag.span.start)));
             }
@@ -100,15 +97,6 @@ impl Rule for OciPush {
             ..TargetInfo::default()
         })
     }
-}
-
-/// Tags per the distribution spec.
-fn valid_tag(tag: &str) -> bool {
-    tag.len() <= 128
-        && tag.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-        && tag
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
 fn write_plan(ctx: &BuiltinCtx) -> std::result::Result<(), String> {

@@ -119,6 +119,94 @@ impl Uploads {
     }
 }
 
+/// Small blobs that concurrent actions read, sent together. A reader that finds no
+/// batch in flight sends everything queued (up to [`BATCH_TOTAL`]) as one
+/// BatchReadBlobs and hands each blob to its readers; the others queue theirs and wait.
+/// A warm build from a gRPC cache reads one output for each of thousands of results:
+/// one request each cost the engine and kiln more than the lookups themselves.
+#[derive(Default)]
+pub(crate) struct Reads {
+    state: Mutex<ReadState>,
+    changed: Condvar,
+}
+
+/// A blob's bytes, None if the CAS lacks it, or the error of the batch that read it.
+type ReadOutcome = std::result::Result<Option<std::sync::Arc<Vec<u8>>>, String>;
+
+#[derive(Default)]
+struct ReadState {
+    /// Blobs no batch has taken yet, in the order they were asked for.
+    queued: Vec<WireDigest>,
+    /// How many readers wait for each blob (queued, in flight or read).
+    readers: HashMap<WireDigest, usize>,
+    /// Blobs a batch read, until their last reader takes them.
+    read: HashMap<WireDigest, ReadOutcome>,
+    sending: bool,
+}
+
+impl Reads {
+    /// `sha`'s bytes (checked), None if the CAS lacks it; `batch` reads a batch.
+    fn read(
+        &self,
+        sha: WireDigest,
+        batch: impl Fn(&[WireDigest]) -> Result<Vec<(WireDigest, Vec<u8>)>>,
+    ) -> Result<Option<std::sync::Arc<Vec<u8>>>> {
+        let mut state = self.state.lock().unwrap();
+        let readers = state.readers.entry(sha).or_insert(0);
+        *readers += 1;
+        if *readers == 1 {
+            state.queued.push(sha);
+        }
+        loop {
+            if state.read.contains_key(&sha) {
+                let readers = state.readers.get_mut(&sha).expect("a reader is counted");
+                *readers -= 1;
+                let outcome = match *readers {
+                    0 => {
+                        state.readers.remove(&sha);
+                        state.read.remove(&sha).expect("checked above")
+                    }
+                    _ => state.read[&sha].clone(),
+                };
+                return outcome.map_err(|message| Error::new(ErrorKind::Remote, message));
+            }
+            if state.sending || state.queued.is_empty() {
+                state = self.changed.wait(state).unwrap();
+                continue;
+            }
+            let (mut size, mut take) = (0, 0);
+            for queued in &state.queued {
+                if take > 0 && size + queued.size > BATCH_TOTAL {
+                    break;
+                }
+                size += queued.size;
+                take += 1;
+            }
+            let shas: Vec<WireDigest> = state.queued.drain(..take).collect();
+            state.sending = true;
+            drop(state);
+            let got = batch(&shas);
+            state = self.state.lock().unwrap();
+            state.sending = false;
+            match got {
+                Ok(got) => {
+                    let mut got: HashMap<_, _> = got.into_iter().collect();
+                    for sha in shas {
+                        let bytes = got.remove(&sha).map(std::sync::Arc::new);
+                        state.read.insert(sha, Ok(bytes));
+                    }
+                }
+                Err(e) => {
+                    for sha in shas {
+                        state.read.insert(sha, Err(e.message().to_string()));
+                    }
+                }
+            }
+            self.changed.notify_all();
+        }
+    }
+}
+
 /// The time a transfer of `size` bytes is given: 30 s plus 1 MiB/s.
 fn budget(size: u64) -> Duration {
     Duration::from_secs(30 + size / (1 << 20))
@@ -338,10 +426,8 @@ impl Remote {
                     sha.hex()
                 )))
             }
-            0 => Some(Vec::new()),
-            size if size <= BATCH_BLOB => {
-                self.read_batch(&[sha])?.into_iter().next().map(|(_, b)| b)
-            }
+            0 => Some(std::sync::Arc::new(Vec::new())),
+            size if size <= BATCH_BLOB => self.reads.read(sha, |shas| self.read_batch(shas))?,
             _ => return self.read_stream(sha, out),
         };
         let Some(bytes) = bytes else { return Ok(None) };
@@ -485,4 +571,65 @@ fn upload_id() -> String {
         &h[17..20],
         &h[20..32]
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Barrier;
+
+    use super::*;
+
+    fn sha(n: u8) -> WireDigest {
+        WireDigest {
+            hash: [n; 32],
+            size: 10,
+        }
+    }
+
+    #[test]
+    fn concurrent_reads_share_batches_and_each_reader_gets_its_blob() {
+        let reads = Reads::default();
+        let (batches, asked) = (Mutex::new(Vec::new()), AtomicUsize::new(0));
+        // Blob n holds [n]; 7 is missing; a batch holding 9 fails.
+        let batch = |shas: &[WireDigest]| -> Result<Vec<(WireDigest, Vec<u8>)>> {
+            std::thread::sleep(Duration::from_millis(20));
+            batches.lock().unwrap().push(shas.len());
+            asked.fetch_add(shas.len(), Ordering::SeqCst);
+            if shas.contains(&sha(9)) {
+                return Err(Error::new(ErrorKind::Remote, "the engine went away"));
+            }
+            let found = shas.iter().filter(|s| s.hash[0] != 7);
+            Ok(found.map(|s| (*s, vec![s.hash[0]])).collect())
+        };
+        let threads = 24;
+        let start = Barrier::new(threads);
+        std::thread::scope(|scope| {
+            for t in 0..threads {
+                let (reads, batch, start) = (&reads, &batch, &start);
+                scope.spawn(move || {
+                    start.wait();
+                    // Three readers for each blob 0..8.
+                    let n = (t / 3) as u8;
+                    let got = reads.read(sha(n), batch);
+                    match n {
+                        7 => assert!(got.unwrap().is_none()),
+                        9 => unreachable!(),
+                        _ => assert_eq!(*got.unwrap().unwrap(), vec![n]),
+                    }
+                });
+            }
+        });
+        // Every blob was asked for once, in fewer batches than blobs.
+        assert_eq!(asked.load(Ordering::SeqCst), 8);
+        let batches = batches.lock().unwrap().clone();
+        assert!(batches.len() < 8, "{batches:?}");
+        assert!(reads.state.lock().unwrap().read.is_empty());
+        assert!(reads.state.lock().unwrap().readers.is_empty());
+
+        // A failed batch fails each of its readers, and leaves nothing behind.
+        let err = reads.read(sha(9), batch).unwrap_err();
+        assert!(err.to_string().contains("went away"), "{err}");
+        assert!(reads.state.lock().unwrap().read.is_empty());
+    }
 }

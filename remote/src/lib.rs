@@ -378,6 +378,8 @@ pub struct Remote {
     local: OnceLock<Arc<LocalStore>>,
     /// Blobs known to be in the engine's CAS in this build, or being sent.
     uploads: cas::Uploads,
+    /// Small blobs being read, sent together.
+    reads: cas::Reads,
     /// Whether the engine runs actions (its Capabilities say so).
     pub can_execute: bool,
 }
@@ -433,6 +435,7 @@ impl Remote {
             claims: Mutex::new(HashMap::new()),
             local: OnceLock::new(),
             uploads: cas::Uploads::default(),
+            reads: cas::Reads::default(),
             can_execute: false,
         };
         let caps = remote.capabilities()?;

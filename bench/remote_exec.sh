@@ -18,8 +18,12 @@
 #                a first machine populated)
 #   warm-http    the same with --remote-cache http://kiln-serve holding every result
 #
+#   floor        bench/reapi_floor.py: the same number of `cat` actions from a client
+#                that costs nothing, on a fresh casd (FLOOR_PYTHON: a python with grpcio
+#                and BuildGrid's REAPI protos, default BuildGrid's environment)
+#
 # and prints the ratios (aims: cold-remote / cold-local <= 2, warm-grpc / warm-http
-# <= 1.2), then the split of the remote actions' time from one more cold remote build's
+# <= 1.2; floor / cold-local is the lowest cold ratio any client reaches), then the split of the remote actions' time from one more cold remote build's
 # --json (`ran_on.phases_ms`: kiln's upload, the engine's queue, the worker's input
 # fetch, execution and output upload, kiln's fetch).
 #
@@ -30,6 +34,9 @@
 # workspace, so the first contact's upload of the launcher (what every later build on
 # that engine reuses) is timed once, separately, and not in every run. The load
 # average is printed, as shared machines make the figures move.
+# WORK_DIR: where the workspaces, caches and casd's storage go (/tmp by default); for
+# cold figures that compare across runs give it a fresh file system (bench/core.sh says
+# why), e.g. mount -t tmpfs -o size=6g tmpfs /mnt/kb && WORK_DIR=/mnt/kb bench/remote_exec.sh
 # KILN_BIN overrides the binary; CASD_ARGS adds casd arguments (e.g.
 # "--runner-arg=--staging-mode=copy-or-link"); KEEP=1 keeps the scratch directory.
 
@@ -57,12 +64,13 @@ done
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 KILN=${KILN_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/kiln}
+FLOOR_PYTHON=${FLOOR_PYTHON:-/opt/kiln-buildgrid/bin/python3}
 [ -x "$KILN" ] || { echo "remote_exec.sh: $KILN is missing; run cargo build --release -p kiln" >&2; exit 1; }
 for tool in hyperfine curl python3 buildbox-casd buildbox-run; do
     command -v "$tool" >/dev/null || { echo "remote_exec.sh: $tool is required" >&2; exit 1; }
 done
 
-WORK=$(mktemp -d /tmp/kiln-bench-rexec.XXXXXX)
+WORK=$(mktemp -d "${WORK_DIR:-/tmp}/kiln-bench-rexec.XXXXXX")
 LOGS=$WORK/logs
 mkdir -p "$LOGS"
 PIDS=()
@@ -175,6 +183,18 @@ hyperfine --runs "$RUNS" --export-json "$WORK/cold.json" --style basic \
     "$(kiln_in "$A" cold-remote "$WORK/cache-cold" --remote-executor "$EXEC_URL")"
 cp -r "$A/kiln-out" "$WORK/out-remote"
 echo "load average after the cold runs: $(load)"
+# The engine's floor: the same number of cat actions from a client that costs nothing
+# (bench/reapi_floor.py), on a fresh casd like cold-remote's.
+echo "0" > "$WORK/floor"
+if "$FLOOR_PYTHON" -c "import grpc, buildgrid" 2>/dev/null; then
+    "$WORK/fresh-casd.sh"
+    for _ in $(seq 1 "$RUNS"); do
+        "$FLOOR_PYTHON" "$ROOT/bench/reapi_floor.py" "$EXEC_PORT" --actions "$N" | tee -a "$LOGS/floor.log"
+    done
+    sed -n 's/^floor_seconds=//p' "$LOGS/floor.log" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}' > "$WORK/floor"
+else
+    echo "   (no engine floor: $FLOOR_PYTHON has no grpc or REAPI protos; see bench/reapi_floor.py)"
+fi
 hyperfine --runs "$WARM_RUNS" --warmup 1 --export-json "$WORK/warm.json" --style basic \
     -n warm-grpc --prepare "rm -rf $WORK/cache-b $B/kiln-out" \
     "$(kiln_in "$B" warm-grpc "$WORK/cache-b" --remote-cache "grpc://127.0.0.1:$CACHE_PORT")" \
@@ -213,7 +233,8 @@ rm -rf "$WORK/cache-cold" "$A/kiln-out"
 (cd "$A" && KILN_CACHE=$WORK/cache-cold "$KILN" build -j "$JOBS" --remote-executor "$EXEC_URL" \
     --json "$WORK/cold-remote.jsonl" 2>>"$LOGS/split.log")
 
-python3 - "$WORK/cold.json" "$WORK/warm.json" "$WORK/cold-remote.jsonl" "$JOBS" "$CASD_JOBS" <<'PY'
+python3 - "$WORK/cold.json" "$WORK/warm.json" "$WORK/cold-remote.jsonl" "$JOBS" "$CASD_JOBS" \
+    "$(cat "$WORK/floor")" <<'PY'
 import json, statistics, sys
 
 results = {}
@@ -231,6 +252,10 @@ for name in ["cold-local", "cold-remote", "warm-grpc", "warm-http"]:
 t = {n: r["median"] for n, r in results.items()}
 print()
 print("cold-remote / cold-local  %6.2fx  (aim: <= 2)" % (t["cold-remote"] / t["cold-local"]))
+floor = float(sys.argv[6])
+if floor:
+    print("engine floor / cold-local %6.2fx  (%.2f s: no client of this engine gets below it here)"
+          % (floor / t["cold-local"], floor))
 print("warm-grpc / warm-http     %6.2fx  (aim: <= 1.2)" % (t["warm-grpc"] / t["warm-http"]))
 
 runs = []

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# kiln's core benchmark: 1,000 genrules over 10,000 source files, kiln against ninja.
+# kiln's core benchmark: 1,000 genrules over 10,000 source files, kiln against ninja
+# (and Bazel, with BAZEL=1).
 #
 #   bash bench/core.sh
 #
@@ -20,6 +21,11 @@
 # Environment: TARGETS, FILES, PACKAGES (workspace size; 1000, 10000, 100), JOBS (2),
 # COLD_RUNS (5), NOOP_RUNS (30), EDIT_RUNS (15), KILN_FLAGS (extra global flags for
 # kiln, e.g. "--sandbox=dir"; the default sandbox is auto, i.e. bubblewrap where it works),
+# BAZEL=1 (Bazel as a third peer: Debian's bazel-bootstrap 4.2, `bazel build --jobs JOBS
+# //...` over the same genrules in the workspace's BUILD.bazel files, its server kept
+# running between runs as Bazel users have it, output base under WORK_DIR; cold is after
+# `bazel clean`, which empties its action cache and outputs; its genrules run in its
+# linux-sandbox where that works, as kiln's in bubblewrap),
 # WORK_DIR (where the workspace and kiln's cache go; bench/out by default). For cold
 # figures that compare across runs, give WORK_DIR a fresh file system, e.g.
 #   mount -t tmpfs -o size=4g tmpfs /mnt/kb && WORK_DIR=/mnt/kb bash bench/core.sh
@@ -45,7 +51,10 @@ die() {
     exit 1
 }
 
-for tool in cargo python3 hyperfine ninja; do
+BAZEL=${BAZEL:-}
+PEERS=(ninja)
+[ -n "$BAZEL" ] && PEERS+=(bazel)
+for tool in cargo python3 hyperfine "${PEERS[@]}"; do
     command -v "$tool" >/dev/null || die "needs $tool on PATH"
 done
 
@@ -70,6 +79,24 @@ kiln_cmd() { echo "$KILN -C $WS -j $JOBS $KILN_FLAGS build 2>>$LOGS/kiln-$1.log"
 ninja_cmd() { echo "ninja -C $WS -j $JOBS >>$LOGS/ninja-$1.log 2>&1"; }
 KILN_CLEAN="rm -rf $KILN_CACHE $WS/kiln-out"
 NINJA_CLEAN="rm -rf $WS/ninja-out $WS/.ninja_log $WS/.ninja_deps"
+BAZEL_RUN="cd $WS && bazel --output_user_root=$WORK/bazel-root"
+bazel_cmd() { echo "$BAZEL_RUN build --nosandbox_debug --jobs $JOBS //... >>$LOGS/bazel-$1.log 2>&1"; }
+BAZEL_CLEAN="$BAZEL_RUN clean >/dev/null 2>&1"
+# The peers' commands for hyperfine: NAME [clean|edit] (what runs before each).
+peers() {
+    local name=$1 before=${2:-}
+    local label=${name/noop/no-op} peer
+    for peer in "${PEERS[@]}"; do
+        printf '%s\0' --command-name "$peer $label"
+        case "$before:$peer" in
+            clean:ninja) printf '%s\0' --prepare "$NINJA_CLEAN" ;;
+            clean:bazel) printf '%s\0' --prepare "$BAZEL_CLEAN" ;;
+            edit:*) printf '%s\0' --prepare "$EDIT" ;;
+        esac
+        "${peer}_cmd" "$name" | tr -d '\n'
+        printf '\0'
+    done
+}
 EDIT="date +%s%N >>$WS/$EDIT_FILE"
 
 bench() { # NAME RUNS WARMUP [hyperfine args...]
@@ -98,6 +125,23 @@ expect_kiln() { # NAME CACHED EXECUTED
     expect "$LOGS/kiln-$1.log" "$count" \
         "^kiln: $N actions: $2 cached, $3 executed, 0 failed in " '^kiln: [0-9]+ actions:'
 }
+expect_bazel() { # NAME PROCESSES: Bazel's count of the processes it ran (no-op: 0)
+    local count pattern
+    count=$(cat "$LOGS/$1.count")
+    pattern="^INFO: 1 process: 1 internal\.\$"
+    [ "$2" != 0 ] && pattern="^INFO: $(($2 + 1)) processes: 1 internal, $2 [a-z-]+\.\$"
+    [ -n "$BAZEL" ] && expect "$LOGS/bazel-$1.log" "$count" "$pattern" '^INFO: [0-9]+ process'
+    return 0
+}
+same_bytes() { # WHEN
+    diff -r "$WS/kiln-out" "$WS/ninja-out" >/dev/null ||
+        die "kiln-out/ and ninja-out/ differ $1"
+    if [ -n "$BAZEL" ]; then
+        diff -r "$WS/kiln-out" "$WS/bazel-bin" >/dev/null ||
+            die "kiln-out/ and bazel-bin/ differ $1"
+    fi
+    echo "   ok: kiln-out/ and the peers' outputs hold the same $N files $1" >&2
+}
 expect_ninja() { # NAME PATTERN
     local count
     count=$(cat "$LOGS/$1.count")
@@ -105,54 +149,62 @@ expect_ninja() { # NAME PATTERN
 }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+mapfile -d '' -t COLD < <(peers cold clean)
 bench cold "$COLD_RUNS" 1 \
-    --command-name "kiln cold" --prepare "$KILN_CLEAN" "$(kiln_cmd cold)" \
-    --command-name "ninja cold" --prepare "$NINJA_CLEAN" "$(ninja_cmd cold)"
+    --command-name "kiln cold" --prepare "$KILN_CLEAN" "$(kiln_cmd cold)" "${COLD[@]}"
 expect_kiln cold 0 "$N"
 # ninja prints one [i/N] line per edge; count only the last one of each run.
 expect "$LOGS/ninja-cold.log" "$(cat "$LOGS/cold.count")" "^\[$N/$N\]" "^\[$N/$N\]"
-diff -r "$WS/kiln-out" "$WS/ninja-out" >/dev/null ||
-    die "kiln-out/ and ninja-out/ differ after the cold builds"
-echo "   ok: kiln-out/ and ninja-out/ hold the same $N files" >&2
+expect_bazel cold "$N"
+same_bytes "after the cold builds"
 
-bench noop "$NOOP_RUNS" 3 \
-    --command-name "kiln no-op" "$(kiln_cmd noop)" \
-    --command-name "ninja no-op" "$(ninja_cmd noop)"
+mapfile -d '' -t NOOP < <(peers noop)
+bench noop "$NOOP_RUNS" 3 --command-name "kiln no-op" "$(kiln_cmd noop)" "${NOOP[@]}"
 expect_kiln noop "$N" 0
 expect_ninja noop '^ninja: no work to do\.$'
+expect_bazel noop 0
 
-bench edit "$EDIT_RUNS" 2 \
-    --command-name "kiln edit" --prepare "$EDIT" "$(kiln_cmd edit)" \
-    --command-name "ninja edit" --prepare "$EDIT" "$(ninja_cmd edit)"
+mapfile -d '' -t EDITS < <(peers edit edit)
+bench edit "$EDIT_RUNS" 2 --command-name "kiln edit" --prepare "$EDIT" "$(kiln_cmd edit)" \
+    "${EDITS[@]}"
 expect_kiln edit $((N - EDIT_N)) "$EDIT_N"
 # The log holds one [i/EDIT_N] line per rerun edge; check the last one of each run.
 expect "$LOGS/ninja-edit.log" "$(cat "$LOGS/edit.count")" "^\[$EDIT_N/$EDIT_N\]" \
     "^(\[$EDIT_N/[0-9]+\]|ninja: no work to do)"
-# ninja's runs edited the file after kiln's last run: bring kiln up to date, then compare.
+expect_bazel edit "$EDIT_N"
+# The peers' runs edited the file after kiln's last run (and Bazel's after ninja's):
+# bring every tool up to date, then compare.
 $KILN -C "$WS" -j "$JOBS" $KILN_FLAGS build 2>>"$LOGS/kiln-final.log"
-diff -r "$WS/kiln-out" "$WS/ninja-out" >/dev/null ||
-    die "kiln-out/ and ninja-out/ differ after the edit builds"
-echo "   ok: kiln-out/ and ninja-out/ still hold the same bytes after the edits" >&2
+ninja -C "$WS" -j "$JOBS" >>"$LOGS/ninja-final.log" 2>&1
+[ -z "$BAZEL" ] || (eval "$(bazel_cmd final)")
+same_bytes "after the edit builds"
 
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
-python3 - "$OUT" "$N" "$JOBS" "$LOAD_BEFORE" "$LOAD_AFTER" <<'EOF' | tee "$OUT/core.md"
+python3 - "$OUT" "$N" "$JOBS" "$LOAD_BEFORE" "$LOAD_AFTER" "${PEERS[@]}" <<'EOF' | tee "$OUT/core.md"
 import json, os, sys
 out, n, jobs, load_before, load_after = sys.argv[1:6]
-print(f"| {n} genrules, -j{jobs} | kiln mean ± σ (median) | ninja mean ± σ (median) "
-      "| kiln/ninja, means | kiln/ninja, medians |")
-print("|---|---|---|---|---|")
-for name in ["cold", "noop", "edit"]:
-    kiln, ninja = json.load(open(f"{out}/core-{name}.json"))["results"]
-    ms = lambda v: f"{v * 1000:.1f}"
-    fmt = lambda r: f"{ms(r['mean'])} ms ± {ms(r['stddev'] or 0)} ({ms(r['median'])})"
-    ratio = lambda k: f"{kiln[k] / ninja[k]:.2f}"
-    print(f"| {name} | {fmt(kiln)} | {fmt(ninja)} | {ratio('mean')} | {ratio('median')} |")
-print(f"\n| CPU time (user + sys, mean) | kiln | ninja | kiln/ninja |")
-print("|---|---|---|---|")
-for name in ["cold", "noop", "edit"]:
-    kiln, ninja = json.load(open(f"{out}/core-{name}.json"))["results"]
-    cpu = lambda r: r["user"] + r["system"]
-    print(f"| {name} | {cpu(kiln) * 1000:.1f} ms | {cpu(ninja) * 1000:.1f} ms "
-          f"| {cpu(kiln) / cpu(ninja):.2f} |")
+peers = sys.argv[6:]
+runs = {name: json.load(open(f"{out}/core-{name}.json"))["results"] for name in ["cold", "noop", "edit"]}
+ms = lambda v: f"{v * 1000:.1f}"
+fmt = lambda r: f"{ms(r['mean'])} ms ± {ms(r['stddev'] or 0)} ({ms(r['median'])})"
+cpu = lambda r: r["user"] + r["system"]
+head = f"| {n} genrules, -j{jobs} | kiln mean ± σ (median) |"
+head += "".join(f" {p} mean ± σ (median) | kiln/{p}, means | kiln/{p}, medians |" for p in peers)
+print(head)
+print("|---|---|" + "---|---|---|" * len(peers))
+for name, (kiln, *others) in runs.items():
+    row = f"| {name} | {fmt(kiln)} |"
+    for other in others:
+        row += f" {fmt(other)} | {kiln['mean'] / other['mean']:.2f} | {kiln['median'] / other['median']:.2f} |"
+    print(row)
+print("\n| CPU time (user + sys, mean) | kiln |" + "".join(f" {p} | kiln/{p} |" for p in peers))
+print("|---|---|" + "---|---|" * len(peers))
+for name, (kiln, *others) in runs.items():
+    row = f"| {name} | {cpu(kiln) * 1000:.1f} ms |"
+    for other in others:
+        row += f" {cpu(other) * 1000:.1f} ms | {cpu(kiln) / cpu(other):.2f} |"
+    print(row)
+if "bazel" in peers:
+    print("\n(Bazel's CPU time is only its client's: its server, which runs the build, is not in it.)")
 print(f"\nload average before: {load_before}; after: {load_after} ({os.cpu_count()} cores)")
 EOF

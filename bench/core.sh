@@ -188,23 +188,22 @@ runs = {name: json.load(open(f"{out}/core-{name}.json"))["results"] for name in 
 ms = lambda v: f"{v * 1000:.1f}"
 fmt = lambda r: f"{ms(r['mean'])} ms ± {ms(r['stddev'] or 0)} ({ms(r['median'])})"
 cpu = lambda r: r["user"] + r["system"]
-head = f"| {n} genrules, -j{jobs} | kiln mean ± σ (median) |"
-head += "".join(f" {p} mean ± σ (median) | kiln/{p}, means | kiln/{p}, medians |" for p in peers)
-print(head)
-print("|---|---|" + "---|---|---|" * len(peers))
-for name, (kiln, *others) in runs.items():
-    row = f"| {name} | {fmt(kiln)} |"
-    for other in others:
-        row += f" {fmt(other)} | {kiln['mean'] / other['mean']:.2f} | {kiln['median'] / other['median']:.2f} |"
-    print(row)
-print("\n| CPU time (user + sys, mean) | kiln |" + "".join(f" {p} | kiln/{p} |" for p in peers))
-print("|---|---|" + "---|---|" * len(peers))
-for name, (kiln, *others) in runs.items():
-    row = f"| {name} | {cpu(kiln) * 1000:.1f} ms |"
-    for other in others:
-        row += f" {cpu(other) * 1000:.1f} ms | {cpu(kiln) / cpu(other):.2f} |"
-    print(row)
+def table(title, cols, cells):
+    """One row per benchmark: kiln's cell, then each peer's cells (`cells(kiln, peer)`)."""
+    print(f"| {title} | kiln |" + "".join(f" {c.format(p=p)} |" for p in peers for c in cols))
+    print("|---|---|" + "---|" * len(cols) * len(peers))
+    for name, (kiln, *others) in runs.items():
+        print(f"| {name} |" + "".join(f" {c} |" for c in cells(kiln, None))
+              + "".join(f" {c} |" for other in others for c in cells(kiln, other)))
+    print()
+
+table(f"{n} genrules, -j{jobs}: mean ± σ (median)", ["{p}", "kiln/{p}, means", "kiln/{p}, medians"],
+      lambda kiln, other: [fmt(kiln)] if other is None else
+      [fmt(other), f"{kiln['mean'] / other['mean']:.2f}", f"{kiln['median'] / other['median']:.2f}"])
+table("CPU time (user + sys, mean)", ["{p}", "kiln/{p}"],
+      lambda kiln, other: [f"{ms(cpu(kiln))} ms"] if other is None else
+      [f"{ms(cpu(other))} ms", f"{cpu(kiln) / cpu(other):.2f}"])
 if "bazel" in peers:
-    print("\n(Bazel's CPU time is only its client's: its server, which runs the build, is not in it.)")
-print(f"\nload average before: {load_before}; after: {load_after} ({os.cpu_count()} cores)")
+    print("(Bazel's CPU time is only its client's: its server, which runs the build, is not in it.)\n")
+print(f"load average before: {load_before}; after: {load_after} ({os.cpu_count()} cores)")
 EOF

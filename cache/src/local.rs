@@ -501,9 +501,17 @@ impl Store for LocalStore {
         }
         let _ = fs::remove_file(dest);
         if fs::hard_link(&blob, dest).is_err() {
-            let tmp = dest.with_extension("kiln-tmp");
-            fs::copy(&blob, &tmp).map_err(|e| Error::io("copy", &blob, e))?;
-            fs::rename(&tmp, dest).map_err(|e| Error::io("rename", dest, e))?;
+            // A copy (the store is on another file system) goes to a new file of a fresh
+            // name: a fixed name could already be a link, planted in a checked-in
+            // kiln-out/, that the copy would follow to a file of the host.
+            let dir = dest.parent().unwrap_or(Path::new("."));
+            let tmp = tempfile::Builder::new()
+                .prefix(".kiln-fetch")
+                .tempfile_in(dir)
+                .map_err(|e| Error::io("create a temporary file in", dir, e))?;
+            fs::copy(&blob, tmp.path()).map_err(|e| Error::io("copy", &blob, e))?;
+            tmp.persist(dest)
+                .map_err(|e| Error::io("rename into", dest, e.error))?;
         }
         Ok(true)
     }

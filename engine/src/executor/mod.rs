@@ -1074,12 +1074,20 @@ fn fix_mode(path: &Path, executable: bool) -> Result<()> {
     if (meta.mode() & 0o111 != 0) == executable {
         return Ok(());
     }
-    let tmp = path.with_extension(format!("kiln-mode-{}", std::process::id()));
-    std::fs::copy(path, &tmp).map_err(|e| Error::io("copy", path, e))?;
+    // A new file of a fresh name: a fixed one could be a link planted in a checked-in
+    // kiln-out/, which the copy and the chmod would follow to a file of the host.
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(".kiln-mode")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io("create a temporary file in", dir, e))?;
+    std::fs::copy(path, tmp.path()).map_err(|e| Error::io("copy", path, e))?;
     let mode = if executable { 0o555 } else { 0o444 };
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| Error::io("chmod", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io("chmod", tmp.path(), e))?;
+    tmp.persist(path)
+        .map(drop)
+        .map_err(|e| Error::io("rename", path, e.error))
 }
 
 /// The files below a directory output, as outputs; anything but files and directories

@@ -1,0 +1,55 @@
+//! A repository kiln builds but does not control (a contributor's branch in CI, a
+//! dependency): what it checks in (links in kiln-out/, a kiln.toml, a .git of someone
+//! else above it) must not make kiln write, chmod or run anything of the host. Each
+//! attack here succeeded on kiln before its defence.
+
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+
+use crate::support::{kiln_cmd, workspace, Run};
+
+/// A file of the host outside the workspace, with its content and mode.
+fn victim(dir: &Path, mode: u32) -> std::path::PathBuf {
+    let path = dir.join("victim");
+    std::fs::write(&path, "host file\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+#[test]
+fn a_checked_in_link_where_kiln_copies_an_output_is_not_followed() {
+    // With the store on another file system, an output reaches kiln-out/ as a copy
+    // through a temporary file beside it; that file's name was fixed, so a link of that
+    // name in a checked-in kiln-out/ took the output's bytes to the host file.
+    let store = tempfile::tempdir_in("/dev/shm").unwrap();
+    let ws = workspace()
+        .file(
+            "BUILD.toml",
+            "[genrule.g]\nouts = [\"sub/out.txt\"]\ncmd = \"echo planted > $OUT\"\n",
+        )
+        .build();
+    assert_ne!(
+        dev_of(store.path()),
+        dev_of(&ws.root),
+        "/dev/shm is not another file system"
+    );
+    let host = tempfile::tempdir().unwrap();
+    let victim = victim(host.path(), 0o644);
+    std::fs::create_dir_all(ws.path("kiln-out/sub")).unwrap();
+    symlink(&victim, ws.path("kiln-out/sub/out.kiln-tmp")).unwrap();
+    let run = Run::from(
+        kiln_cmd(&ws.root, &store.path().join("cache"), &["build"])
+            .output()
+            .unwrap(),
+    );
+    run.assert_ok();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "host file\n");
+    let out = ws.path("kiln-out/sub/out.txt");
+    assert!(std::fs::symlink_metadata(&out).unwrap().is_file());
+    assert_eq!(ws.read("kiln-out/sub/out.txt"), "planted\n");
+}
+
+fn dev_of(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().dev()
+}

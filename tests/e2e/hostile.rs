@@ -53,3 +53,25 @@ fn dev_of(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).unwrap().dev()
 }
+
+#[test]
+fn kiln_clean_removes_a_checked_in_kiln_out_link_without_touching_its_target() {
+    // `kiln clean` made kiln-out/ and every directory below it writable before removing
+    // it, following a kiln-out/ that is a link: a private directory of the host became
+    // 0755.
+    let ws = workspace().build();
+    let host = tempfile::tempdir().unwrap();
+    let private = host.path().join("private");
+    std::fs::create_dir_all(private.join("sub")).unwrap();
+    for dir in [&private, &private.join("sub")] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    std::fs::create_dir_all(&ws.root).unwrap();
+    symlink(&private, ws.path("kiln-out")).unwrap();
+    ws.kiln(&["clean"]).assert_ok();
+    assert!(std::fs::symlink_metadata(ws.path("kiln-out")).is_err());
+    for dir in [&private, &private.join("sub")] {
+        let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", dir.display());
+    }
+}

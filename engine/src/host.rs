@@ -30,7 +30,7 @@ pub fn output(argv: &[&str], cwd: &Path) -> Result<String> {
 }
 
 /// The workspace's stamp values: `[stamp]` entries of kiln.toml, overridden by what git
-/// says when the workspace is a git checkout.
+/// says when the workspace is a git checkout git trusts (see `safe.directory`).
 ///
 /// | name                   | source                                   |
 /// |------------------------|------------------------------------------|
@@ -41,7 +41,10 @@ pub fn output(argv: &[&str], cwd: &Path) -> Result<String> {
 pub fn stamp_values(root: &Path, defaults: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     let mut values = defaults.clone();
     let git = |args: &[&str]| {
-        let mut argv = vec!["git", "-c", "safe.directory=*"];
+        // git's own rule decides whether the repository is trusted (owned by this user,
+        // or listed in `safe.directory`): the config of a .git planted by another user
+        // above the workspace (`core.fsmonitor`, filters) runs commands.
+        let mut argv = vec!["git"];
         argv.extend_from_slice(args);
         output(&argv, root).ok().filter(|s| !s.is_empty())
     };

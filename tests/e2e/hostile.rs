@@ -75,3 +75,62 @@ fn kiln_clean_removes_a_checked_in_kiln_out_link_without_touching_its_target() {
         assert_eq!(mode, 0o700, "{}", dir.display());
     }
 }
+
+#[test]
+fn a_git_config_of_another_user_above_the_workspace_runs_nothing() {
+    // kiln asked git for its stamp values with `safe.directory=*`, so a .git that another
+    // user planted above the workspace (CVE-2022-24765's setting) had its
+    // `core.fsmonitor` run by kiln, on the host, as the user running kiln.
+    let tmp = tempfile::tempdir().unwrap();
+    let shared = tmp.path().join("shared");
+    let marker = tmp.path().join("ran");
+    std::fs::create_dir_all(&shared).unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&shared)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    git(&["init", "-q", "."]);
+    git(&[
+        "-c",
+        "user.email=a@b",
+        "-c",
+        "user.name=a",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "x",
+    ]);
+    let hook = format!("touch {}; false #", marker.display());
+    git(&["config", "core.fsmonitor", &hook]);
+    let chown = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&shared)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let root = shared.join("ws");
+    crate::support::write(
+        &root.join("kiln.toml"),
+        "[stamp]\nSTABLE_GIT_DESCRIBE = \"v0\"\n",
+    );
+    crate::support::write(&root.join("BUILD.toml"), "[oci_base.base]\n");
+    let run = Run::from(
+        kiln_cmd(&root, &tmp.path().join("cache"), &["build"])
+            .output()
+            .unwrap(),
+    );
+    run.assert_ok();
+    assert!(
+        !marker.exists(),
+        "kiln ran the fsmonitor of another user's .git"
+    );
+}

@@ -134,3 +134,44 @@ fn a_git_config_of_another_user_above_the_workspace_runs_nothing() {
         "kiln ran the fsmonitor of another user's .git"
     );
 }
+
+#[test]
+fn a_go_root_inside_the_workspace_is_refused_before_it_gets_the_network() {
+    // `[go] root` in a hostile kiln.toml named a "toolchain" of the repository, which
+    // kiln ran as `go mod download`: the one action with the network, the host's /run
+    // (docker's socket) and /tmp. A link outside the workspace to it is no way round.
+    let fake = "#!/bin/sh\necho fake go ran with the network >&2\nexit 1\n";
+    let ws = workspace()
+        .file("evil/bin/go", fake)
+        .file("evil/src/runtime/x.go", "package runtime\n")
+        .file(
+            "go.mod",
+            "module example.com/m\n\ngo 1.23\n\nrequire example.com/dep v1.0.0\n",
+        )
+        .file("go.sum", "example.com/dep v1.0.0 h1:AAAA=\n")
+        .file("m.go", "package m\n")
+        .file("BUILD.toml", "[go_test.unit]\npackages = [\"./...\"]\n")
+        .build();
+    let go = ws.path("evil/bin/go");
+    std::fs::set_permissions(&go, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let link = host.path().join("go");
+    symlink(ws.path("evil"), &link).unwrap();
+    for root in [ws.path("evil"), link] {
+        ws.write(
+            "kiln.toml",
+            &format!(
+                "[workspace]\nname = \"m\"\n\n[go]\nroot = \"{}\"\n",
+                root.display()
+            ),
+        );
+        let run = ws.kiln(&["test"]);
+        assert!(!run.stderr.contains("fake go ran"), "{}", run.stderr);
+        assert_eq!(run.status, 2, "{}", run.stderr);
+        assert!(
+            run.stderr.contains("kiln.toml:5:8:") && run.stderr.contains("inside the workspace"),
+            "{}",
+            run.stderr
+        );
+    }
+}

@@ -90,6 +90,11 @@ pub fn toolchain(ctx: &Analysis<'_>) -> Result<Tool> {
                     .error_at("root", format!("`{}` holds no bin/go", root.value))
                     .hint("point [go] root at a Go installation (the output of `go env GOROOT`)"));
             }
+            if let Some(owner) = written_by_builds(ctx, &path) {
+                return Err(go
+                    .error_at("root", format!("`{}` is inside {owner}", root.value))
+                    .hint("a toolchain there is the repository's own code, and `go mod download` runs it with the network; point [go] root at a Go installation of the host"));
+            }
             return Ok(Tool {
                 name: "go".into(),
                 path,
@@ -117,6 +122,21 @@ pub fn toolchain(ctx: &Analysis<'_>) -> Result<Tool> {
             format!("find the Go toolchain: {message}"),
         )
         .hint("put `go` on PATH, or set [go] root = \"/path/to/goroot\" in kiln.toml")),
+    }
+}
+
+/// Whether `root` (links followed) is inside the workspace or kiln's cache, which the
+/// repository being built writes: "the workspace" or "kiln's cache".
+fn written_by_builds(ctx: &Analysis<'_>, root: &std::path::Path) -> Option<&'static str> {
+    let real = std::fs::canonicalize(root).ok()?;
+    let inside =
+        |dir: &std::path::Path| std::fs::canonicalize(dir).is_ok_and(|dir| real.starts_with(dir));
+    if inside(&ctx.workspace.root) {
+        Some("the workspace")
+    } else if inside(&kiln_cache::default_cache_dir()) {
+        Some("kiln's cache")
+    } else {
+        None
     }
 }
 

@@ -175,3 +175,37 @@ fn a_go_root_inside_the_workspace_is_refused_before_it_gets_the_network() {
         );
     }
 }
+
+#[test]
+fn an_action_gets_no_descriptor_kiln_inherited() {
+    // kiln's own caller (a CI runner, make) may leave descriptors open; every process
+    // kiln started got them, bubblewrap's sandbox included.
+    use std::os::unix::process::CommandExt;
+    for mode in ["--sandbox=bwrap", "--sandbox=dir"] {
+        let ws = workspace()
+            .file(
+                "BUILD.toml",
+                "[genrule.fds]\nouts = [\"fds.txt\"]\ncmd = \"ls /proc/self/fd > $OUT\"\ntools = [\"ls\"]\n",
+            )
+            .build();
+        let (read, write) = std::io::pipe().unwrap();
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&write);
+        let mut cmd = ws.cmd(&["build", mode]);
+        // SAFETY: dup2 in the child before exec; 9 does not keep close-on-exec.
+        unsafe {
+            cmd.pre_exec(move || match libc::dup2(raw, 9) {
+                -1 => Err(std::io::Error::last_os_error()),
+                _ => Ok(()),
+            });
+        }
+        let run = Run::from(cmd.output().unwrap());
+        drop((read, write));
+        run.assert_ok();
+        let fds: Vec<String> = ws
+            .read("kiln-out/fds.txt")
+            .lines()
+            .map(String::from)
+            .collect();
+        assert!(!fds.iter().any(|fd| fd == "9"), "{mode}: {fds:?}");
+    }
+}

@@ -13,8 +13,14 @@ use crate::error::{Error, ErrorKind, Result};
 
 /// Runs a host command and returns its trimmed stdout.
 pub fn output(argv: &[&str], cwd: &Path) -> Result<String> {
+    output_env(argv, cwd, &[])
+}
+
+/// [`output`] with variables set over the caller's environment.
+pub fn output_env(argv: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Result<String> {
     let out = Command::new(argv[0])
         .args(&argv[1..])
+        .envs(env.iter().copied())
         .current_dir(cwd)
         .stdin(Stdio::null())
         .output()

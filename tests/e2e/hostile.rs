@@ -209,3 +209,37 @@ fn an_action_gets_no_descriptor_kiln_inherited() {
         assert!(!fds.iter().any(|fd| fd == "9"), "{mode}: {fds:?}");
     }
 }
+
+#[test]
+fn a_toolchain_line_of_go_mod_does_not_switch_the_host_s_go() {
+    // With a `go` on PATH that is a shim (pyenv, asdf), kiln asks it `go env GOROOT` in
+    // the workspace; go then honoured the repository's `toolchain` line, downloading
+    // that toolchain and running it on the host (and kiln took it as the toolchain).
+    let tmp = tempfile::tempdir().unwrap();
+    let shim = tmp.path().join("shim");
+    let real = format!("{}/bin/go", crate::support::go_root());
+    crate::support::write(
+        &shim.join("go"),
+        &format!("#!/bin/sh\nexec {real} \"$@\"\n"),
+    );
+    std::fs::set_permissions(shim.join("go"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ws = workspace()
+        .file("go.mod", "module example.com/m\n\ngo 1.23\n\ntoolchain go1.99.0\n")
+        .file("m.go", "package m\n\nfunc F() int { return 1 }\n")
+        .file(
+            "m_test.go",
+            "package m\n\nimport \"testing\"\n\nfunc TestF(t *testing.T) {\n\tif F() != 1 {\n\t\tt.Fatal()\n\t}\n}\n",
+        )
+        .file("BUILD.toml", "[go_test.unit]\npackages = [\"./...\"]\n")
+        .build();
+    let path = format!("{}:{}", shim.display(), std::env::var("PATH").unwrap());
+    let run = Run::from(
+        ws.cmd(&["test"])
+            .env("PATH", path)
+            .env_remove("GOTOOLCHAIN")
+            .output()
+            .unwrap(),
+    );
+    assert!(!run.stderr.contains("go1.99.0"), "{}", run.stderr);
+    run.assert_ok();
+}

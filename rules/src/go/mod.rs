@@ -107,7 +107,11 @@ pub fn toolchain(ctx: &Analysis<'_>) -> Result<Tool> {
         if let Some(root) = goroot_of_binary() {
             return Ok(root);
         }
-        host::output(&["go", "env", "GOROOT"], &ctx.workspace.root)
+        // In the workspace (a shim such as asdf picks its version there), but never
+        // switching to the toolchain a go.mod's `toolchain` line names: go would
+        // download and run it, outside any sandbox.
+        let local = [("GOTOOLCHAIN", "local")];
+        host::output_env(&["go", "env", "GOROOT"], &ctx.workspace.root, &local)
             .map(PathBuf::from)
             .map_err(|e| e.message)
     });

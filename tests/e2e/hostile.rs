@@ -243,3 +243,34 @@ fn a_toolchain_line_of_go_mod_does_not_switch_the_host_s_go() {
     assert!(!run.stderr.contains("go1.99.0"), "{}", run.stderr);
     run.assert_ok();
 }
+
+#[test]
+fn kiln_init_runs_no_go_root_of_the_repository_on_the_host() {
+    // `kiln init` runs `go list` on the host; with the repository's kiln.toml naming a
+    // `[go] root` of its own, that was the repository's program, unsandboxed.
+    let tmp = tempfile::tempdir().unwrap();
+    let marker = tmp.path().join("ran");
+    let fake = format!("#!/bin/sh\ntouch {}\nexit 1\n", marker.display());
+    let ws = workspace()
+        .file(
+            "kiln.toml",
+            "[workspace]\nname = \"m\"\n\n[go]\nroot = \"evil\"\n",
+        )
+        .file("evil/bin/go", &fake)
+        .file("go.mod", "module example.com/m\n\ngo 1.23\n")
+        .file("m.go", "package m\n")
+        .build();
+    std::fs::set_permissions(
+        ws.path("evil/bin/go"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let run = ws.kiln(&["init"]);
+    assert!(
+        !marker.exists(),
+        "kiln init ran the repository's go: {}",
+        run.stderr
+    );
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("is inside it"), "{}", run.stderr);
+}

@@ -274,3 +274,42 @@ fn kiln_init_runs_no_go_root_of_the_repository_on_the_host() {
     assert_eq!(run.status, 2, "{}", run.stderr);
     assert!(run.stderr.contains("is inside it"), "{}", run.stderr);
 }
+
+#[test]
+fn a_source_that_links_out_of_the_workspace_is_refused() {
+    // A checked-in link to a file of the host made that file an input: its bytes went
+    // into the key, the sandbox and a remote executor's store, and into binaries through
+    // `//go:embed`, which go itself refuses for links ("cannot embed irregular file").
+    let host = tempfile::tempdir().unwrap();
+    let secret = host.path().join("secret");
+    std::fs::write(&secret, "host secret\n").unwrap();
+    let ws = crate::support::go_workspace()
+        .file(
+            "BUILD.toml",
+            "[genrule.copy]\nsrcs = [\"link.txt\"]\nouts = [\"copy.txt\"]\ncmd = \"cat $SRCS > $OUT\"\ntools = [\"cat\"]\n\n[go_binary.app]\nmain = \"./cmd/app\"\nplatforms = [\"linux/amd64\"]\n",
+        )
+        .file(
+            "cmd/app/main.go",
+            "package main\n\nimport (\n\t_ \"embed\"\n\t\"fmt\"\n)\n\n//go:embed secret.txt\nvar s string\n\nfunc main() { fmt.Print(s) }\n",
+        )
+        .build();
+    symlink(&secret, ws.path("link.txt")).unwrap();
+    symlink(&secret, ws.path("cmd/app/secret.txt")).unwrap();
+    for (target, link) in [("//:copy", "link.txt"), ("//:app", "cmd/app/secret.txt")] {
+        let run = ws.kiln(&["build", target]);
+        assert_eq!(run.status, 2, "{target}: {}", run.stderr);
+        let said = format!("source file `{link}` is a link to");
+        assert!(run.stderr.contains(&said), "{target}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("outside the workspace"),
+            "{}",
+            run.stderr
+        );
+    }
+    // A link inside the workspace is a source like any other.
+    std::fs::remove_file(ws.path("link.txt")).unwrap();
+    ws.write("real.txt", "in the workspace\n");
+    symlink("real.txt", ws.path("link.txt")).unwrap();
+    ws.kiln(&["build", "//:copy"]).assert_ok();
+    assert_eq!(ws.read("kiln-out/copy.txt"), "in the workspace\n");
+}

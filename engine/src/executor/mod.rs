@@ -376,6 +376,7 @@ impl Executor {
     /// The digest of a workspace source file (through the file-state table).
     pub fn source_input(&self, path: &str) -> Result<KeyInput> {
         let abs = self.root.join(path);
+        self.inside_workspace(path, &abs)?;
         let hashed = self.local.file_states().hash(&abs).map_err(|e| {
             Error::new(
                 ErrorKind::MissingFile,
@@ -387,6 +388,27 @@ impl Executor {
             digest: hashed.digest,
             executable: hashed.executable,
         })
+    }
+
+    /// Fails if a source is a link (or below one) that leads out of the workspace: its
+    /// bytes, a file of the host, would become an input (sent to a remote executor's
+    /// store, embedded by `//go:embed`, which go itself refuses for links).
+    fn inside_workspace(&self, path: &str, abs: &Path) -> Result<()> {
+        let Ok(real) = std::fs::canonicalize(abs) else {
+            return Ok(());
+        };
+        let root = std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
+        if real.starts_with(&root) {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::MissingFile,
+            format!(
+                "source file `{path}` is a link to {}, outside the workspace",
+                real.display()
+            ),
+        )
+        .hint("sources are the workspace's files; copy the file into the workspace"))
     }
 
     /// The identity of a tool: the digest of its file, or of its whole tree.

@@ -313,3 +313,55 @@ fn a_source_that_links_out_of_the_workspace_is_refused() {
     ws.kiln(&["build", "//:copy"]).assert_ok();
     assert_eq!(ws.read("kiln-out/copy.txt"), "in the workspace\n");
 }
+
+#[test]
+fn kiln_toml_cannot_send_a_secret_of_the_environment_to_its_remote() {
+    // `[remote] token_env` named any variable, and `[remote] cache` any server: kiln sent
+    // that variable's value (AWS_SECRET_ACCESS_KEY, a CI's tokens) as the bearer token
+    // of every request, reads under --remote-read-only included.
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let sink = heard.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut conn = conn;
+            conn.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+                .unwrap();
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = conn.read(&mut buf) {
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        }
+    });
+    let ws = workspace()
+        .file(
+            "kiln.toml",
+            &format!(
+                "[workspace]\nname = \"m\"\n\n[remote]\ncache = \"http://127.0.0.1:{port}\"\ntoken_env = \"AWS_SECRET_ACCESS_KEY\"\n"
+            ),
+        )
+        .file("BUILD.toml", "[genrule.g]\nouts = [\"o.txt\"]\ncmd = \"echo x > $OUT\"\n")
+        .build();
+    let run = Run::from(
+        ws.cmd(&["build", "--remote-read-only"])
+            .env("AWS_SECRET_ACCESS_KEY", "aws-secret-value")
+            .output()
+            .unwrap(),
+    );
+    let heard = String::from_utf8_lossy(&heard.lock().unwrap()).into_owned();
+    assert!(
+        !heard.contains("aws-secret-value"),
+        "the remote heard: {heard}"
+    );
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "kiln.toml:6:13: [remote] token_env `AWS_SECRET_ACCESS_KEY` does not start with KILN_"
+        ),
+        "{}",
+        run.stderr
+    );
+}

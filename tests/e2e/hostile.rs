@@ -365,3 +365,29 @@ fn kiln_toml_cannot_send_a_secret_of_the_environment_to_its_remote() {
         run.stderr
     );
 }
+
+#[test]
+fn a_tool_named_by_path_must_be_a_program() {
+    // A tool named by path could be any file of the host, a private key say: its bytes
+    // went into the sandbox and, with a remote executor, into the remote's store.
+    let host = tempfile::tempdir().unwrap();
+    let key = host.path().join("id_ed25519");
+    std::fs::write(&key, "-----BEGIN OPENSSH PRIVATE KEY-----\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let build = |tool: &Path| {
+        format!(
+            "[genrule.g]\nouts = [\"o.txt\"]\ncmd = \"echo x > $OUT\"\ntools = [{:?}]\n",
+            tool.display().to_string()
+        )
+    };
+    let ws = workspace().file("BUILD.toml", &build(&key)).build();
+    let run = ws.kiln(&["build"]);
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    let said = format!(
+        "BUILD.toml:4:10: tool `{}` is not an executable file",
+        key.display()
+    );
+    assert!(run.stderr.contains(&said), "{}", run.stderr);
+    ws.write("BUILD.toml", &build(Path::new("/bin/cat")));
+    ws.kiln(&["build"]).assert_ok();
+}

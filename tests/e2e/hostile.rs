@@ -391,3 +391,38 @@ fn a_tool_named_by_path_must_be_a_program() {
     ws.write("BUILD.toml", &build(Path::new("/bin/cat")));
     ws.kiln(&["build"]).assert_ok();
 }
+
+#[test]
+fn a_go_mod_linked_to_a_device_is_refused_not_read_without_end() {
+    // go.mod (and go.sum, a template) are read by kiln itself while it analyzes; one
+    // checked in as a link to /dev/zero was read until memory ran out.
+    use std::os::unix::process::CommandExt;
+    let ws = crate::support::go_workspace()
+        .file("m.go", "package m\n")
+        .file("BUILD.toml", "[go_test.unit]\npackages = [\"./...\"]\n")
+        .build();
+    std::fs::remove_file(ws.path("go.mod")).unwrap();
+    symlink("/dev/zero", ws.path("go.mod")).unwrap();
+    let mut cmd = ws.cmd(&["test"]);
+    // SAFETY: setrlimit in the child before exec: 2 GiB of address space, so that the
+    // unbounded read fails here instead of taking the machine's memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 2 << 30,
+                rlim_max: 2 << 30,
+            };
+            match libc::setrlimit(libc::RLIMIT_AS, &limit) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    let run = Run::from(cmd.output().unwrap());
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("read go.mod: a link to /dev/zero, outside the workspace"),
+        "{}",
+        run.stderr
+    );
+}

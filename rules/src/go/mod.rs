@@ -176,7 +176,16 @@ impl Module {
     pub fn load(ctx: &mut Analysis<'_>) -> Result<Module> {
         let dir = ctx.package().to_string();
         let go_mod = ctx.workspace.root.join(&dir).join("go.mod");
-        let text = std::fs::read_to_string(&go_mod).map_err(|_| {
+        let rel = rel_join(&dir, "go.mod");
+        let text = match kiln_engine::workspace::read_file(&ctx.workspace.root, &rel) {
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                return Err(Error::new(ErrorKind::Config, format!("read {rel}: {e}"))
+                    .at(ctx.attrs().location(ctx.attrs().span.start))
+                    .hint("go.mod must be a file of the workspace"));
+            }
+            read => read.ok().and_then(|b| String::from_utf8(b).ok()),
+        };
+        let text = text.ok_or_else(|| {
             Error::new(
                 ErrorKind::Config,
                 format!("{} needs go.mod in its package directory", ctx.label()),

@@ -421,8 +421,34 @@ fn a_go_mod_linked_to_a_device_is_refused_not_read_without_end() {
     let run = Run::from(cmd.output().unwrap());
     assert_eq!(run.status, 2, "{}", run.stderr);
     assert!(
-        run.stderr.contains("read go.mod: a link to /dev/zero, outside the workspace"),
+        run.stderr
+            .contains("read go.mod: a link to /dev/zero, outside the workspace"),
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn kiln_init_writes_through_no_checked_in_link() {
+    // kiln init wrote BUILD.toml through a checked-in link to nothing (creating a file of
+    // the host) and appended to .gitignore through a link to a host file.
+    let host = tempfile::tempdir().unwrap();
+    let rc = victim(host.path(), 0o644);
+    let planted = host.path().join("planted");
+    for (name, target) in [("BUILD.toml", &planted), (".gitignore", &rc)] {
+        let ws = crate::support::go_workspace()
+            .file("m.go", "package m\n")
+            .build();
+        symlink(target, ws.path(name)).unwrap();
+        let run = ws.kiln(&["init"]);
+        assert_eq!(run.status, 2, "{name}: {}", run.stderr);
+        let said = format!("{name} is a link or not a regular file");
+        assert!(run.stderr.contains(&said), "{}", run.stderr);
+        assert!(!planted.exists(), "{name}");
+        assert_eq!(
+            std::fs::read_to_string(&rc).unwrap(),
+            "host file\n",
+            "{name}"
+        );
+    }
 }

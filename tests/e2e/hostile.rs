@@ -452,3 +452,36 @@ fn kiln_init_writes_through_no_checked_in_link() {
         );
     }
 }
+
+#[test]
+fn an_action_cannot_reach_the_ssh_agent_of_the_user_outside_tmp() {
+    // A read-only mount does not stop a connection: an agent socket kept outside /tmp
+    // and /run (a home directory) was reachable by any action, and with it every key
+    // the agent holds.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let socket = dir.path().join("agent.sock");
+    let _agent = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let script = format!(
+        "import socket; s = socket.socket(socket.AF_UNIX); s.connect('{}'); print('connected')",
+        socket.display()
+    );
+    let cmd = format!("/usr/bin/python3 -c \"{script}\" > $OUT 2>&1 || echo refused >> $OUT");
+    let ws = workspace()
+        .file(
+            "BUILD.toml",
+            &format!("[genrule.g]\nouts = [\"o.txt\"]\ncmd = {cmd:?}\n"),
+        )
+        .build();
+    let run = Run::from(
+        ws.cmd(&["build", "--sandbox=bwrap"])
+            .env("SSH_AUTH_SOCK", &socket)
+            .output()
+            .unwrap(),
+    );
+    run.assert_ok();
+    let out = ws.read("kiln-out/o.txt");
+    assert!(
+        out.contains("refused") && !out.contains("connected"),
+        "{out}"
+    );
+}

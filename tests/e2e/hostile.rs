@@ -485,3 +485,62 @@ fn an_action_cannot_reach_the_ssh_agent_of_the_user_outside_tmp() {
         "{out}"
     );
 }
+
+#[test]
+fn registry_variables_without_a_host_go_to_no_registry_a_pull_names() {
+    // KILN_REGISTRY_USER/PASSWORD without KILN_REGISTRY_HOST went to any registry that
+    // answered 401, and an oci_pull (fetched by any `kiln build`) names its registry.
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let heard = Arc::new(Mutex::new(String::new()));
+    let sink = heard.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut conn = conn;
+            conn.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+                .unwrap();
+            let mut buf = [0u8; 8192];
+            let n = conn.read(&mut buf).unwrap_or(0);
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+            let _ = conn.write_all(
+                b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    let digest = "a".repeat(64);
+    let ws = workspace()
+        .file(
+            "BUILD.toml",
+            &format!(
+                "[oci_pull.base]\nimage = \"127.0.0.1:{port}/app@sha256:{digest}\"\nplatforms = [\"linux/amd64\"]\n\n\
+                 [oci_image.app]\nbase = \":base\"\nplatforms = [\"linux/amd64\"]\nentrypoint = [\"/app\"]\n"
+            ),
+        )
+        .build();
+    let run = Run::from(
+        ws.cmd(&["build"])
+            .env("KILN_REGISTRY_USER", "ci")
+            .env("KILN_REGISTRY_PASSWORD", "registry-password")
+            .env_remove("KILN_REGISTRY_HOST")
+            .env("DOCKER_CONFIG", ws.path("no-docker-config"))
+            .output()
+            .unwrap(),
+    );
+    assert_ne!(run.status, 0, "{}", run.stderr);
+    let heard = heard.lock().unwrap().clone();
+    assert!(
+        heard.contains("GET /v2/"),
+        "the registry heard nothing: {}",
+        run.stderr
+    );
+    use base64::Engine;
+    let secret = base64::engine::general_purpose::STANDARD.encode("ci:registry-password");
+    assert!(
+        !heard.contains(&secret),
+        "the registry got the password: {heard}"
+    );
+}

@@ -83,8 +83,13 @@ pub fn substitute(
         };
         let name = &rest[start + 1..start + len];
         let value = values.get(name).ok_or_else(|| {
+            let from_git = ["STABLE_GIT_COMMIT", "STABLE_GIT_DESCRIBE", "STABLE_COMMIT_TIME"];
+            let why = match from_git.contains(&name) {
+                true => "; git gave none: this is not a git checkout, or one git does not trust (owned by another user: `git config --global --add safe.directory DIR`); or set it under [stamp] in kiln.toml",
+                false => "",
+            };
             format!(
-                "unknown stamp variable `{name}` (known: {})",
+                "unknown stamp variable `{name}` (known: {}){why}",
                 values.keys().cloned().collect::<Vec<_>>().join(", ")
             )
         })?;
@@ -107,5 +112,7 @@ mod tests {
         assert!(substitute("{NOPE}", &values)
             .unwrap_err()
             .contains("`NOPE`"));
+        let err = substitute("{STABLE_GIT_COMMIT}", &values).unwrap_err();
+        assert!(err.contains("safe.directory"), "{err}");
     }
 }

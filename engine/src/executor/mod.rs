@@ -179,6 +179,8 @@ pub struct Executor {
     /// a remote executor is then told not to answer from its own cache either.
     pub rerun_tests: bool,
     tool_digests: Mutex<HashMap<PathBuf, Digest>>,
+    /// Source directories, each with where it really is (links followed), found once.
+    real_dirs: Mutex<HashMap<PathBuf, Option<PathBuf>>>,
     last_keys: HashMap<String, kiln_cache::KeyEntry>,
     key_prefix: String,
     stamp: std::sync::OnceLock<BTreeMap<String, String>>,
@@ -287,6 +289,7 @@ impl Executor {
             test_args: Vec::new(),
             rerun_tests: false,
             tool_digests: Mutex::new(HashMap::new()),
+            real_dirs: Mutex::new(HashMap::new()),
             last_keys,
             key_prefix,
             stamp: std::sync::OnceLock::new(),
@@ -394,10 +397,12 @@ impl Executor {
     /// bytes, a file of the host, would become an input (sent to a remote executor's
     /// store, embedded by `//go:embed`, which go itself refuses for links).
     fn inside_workspace(&self, path: &str, abs: &Path) -> Result<()> {
-        let Ok(real) = std::fs::canonicalize(abs) else {
+        let Some(real) = self.real_path(abs) else {
             return Ok(());
         };
-        let root = std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
+        let root = self
+            .real_dir(&self.root)
+            .unwrap_or_else(|| self.root.clone());
         if real.starts_with(&root) {
             return Ok(());
         }
@@ -409,6 +414,28 @@ impl Executor {
             ),
         )
         .hint("sources are the workspace's files; copy the file into the workspace"))
+    }
+
+    /// Where a source file really is: its directory's real path (found once per
+    /// directory) and its name, or, for a file that is itself a link, where that leads.
+    fn real_path(&self, abs: &Path) -> Option<PathBuf> {
+        let meta = std::fs::symlink_metadata(abs).ok()?;
+        if meta.file_type().is_symlink() {
+            return std::fs::canonicalize(abs).ok();
+        }
+        Some(self.real_dir(abs.parent()?)?.join(abs.file_name()?))
+    }
+
+    fn real_dir(&self, dir: &Path) -> Option<PathBuf> {
+        if let Some(found) = self.real_dirs.lock().unwrap().get(dir) {
+            return found.clone();
+        }
+        let found = std::fs::canonicalize(dir).ok();
+        self.real_dirs
+            .lock()
+            .unwrap()
+            .insert(dir.to_path_buf(), found.clone());
+        found
     }
 
     /// The identity of a tool: the digest of its file, or of its whole tree.

@@ -222,13 +222,13 @@ impl LocalStore {
     /// checked while writing it (a verified download), so it is not hashed twice.
     pub fn put_file_move_verified(&self, path: &Path, digest: Digest) -> Result<Digest> {
         let dest = self.blob_path(&digest);
-        if dest.exists() {
-            let _ = fs::remove_file(path);
-            return Ok(digest);
-        }
         let size = fs::metadata(path)
             .map_err(|e| Error::io("stat", path, e))?
             .len();
+        if self.blob_intact(&digest, Some(size)) {
+            let _ = fs::remove_file(path);
+            return Ok(digest);
+        }
         make_read_only(path)?;
         if rename_into(path, &dest).is_err() {
             create_parent(&dest)?;
@@ -501,9 +501,17 @@ impl Store for LocalStore {
         }
         let _ = fs::remove_file(dest);
         if fs::hard_link(&blob, dest).is_err() {
-            let tmp = dest.with_extension("kiln-tmp");
-            fs::copy(&blob, &tmp).map_err(|e| Error::io("copy", &blob, e))?;
-            fs::rename(&tmp, dest).map_err(|e| Error::io("rename", dest, e))?;
+            // A copy (the store is on another file system) goes to a new file of a fresh
+            // name: a fixed name could already be a link, planted in a checked-in
+            // kiln-out/, that the copy would follow to a file of the host.
+            let dir = dest.parent().unwrap_or(Path::new("."));
+            let tmp = tempfile::Builder::new()
+                .prefix(".kiln-fetch")
+                .tempfile_in(dir)
+                .map_err(|e| Error::io("create a temporary file in", dir, e))?;
+            fs::copy(&blob, tmp.path()).map_err(|e| Error::io("copy", &blob, e))?;
+            tmp.persist(dest)
+                .map_err(|e| Error::io("rename into", dest, e.error))?;
         }
         Ok(true)
     }
@@ -522,7 +530,7 @@ impl Store for LocalStore {
     fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
         let digest = Digest::of_bytes(bytes);
         let dest = self.blob_path(&digest);
-        if dest.exists() {
+        if self.blob_intact(&digest, Some(bytes.len() as u64)) {
             return Ok(digest);
         }
         create_parent(&dest)?;
@@ -540,7 +548,8 @@ impl Store for LocalStore {
     fn put_file(&self, path: &Path) -> Result<Digest> {
         let digest = Digest::of_file(path)?;
         let dest = self.blob_path(&digest);
-        if !dest.exists() {
+        let size = fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;
+        if !self.blob_intact(&digest, Some(size.len())) {
             create_parent(&dest)?;
             self.copy_in(path, &dest)?;
             let size = fs::metadata(&dest)
@@ -856,6 +865,36 @@ fn now_secs() -> i64 {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn a_damaged_blob_is_replaced_when_its_content_is_stored_again() {
+        // A blob cut short on disk, its time kept: the result naming it misses (its size
+        // is wrong), the action runs again, and storing its output kept the damaged blob,
+        // which the actions after it then read.
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&dir.path().join("store")).unwrap();
+        let digest = store.put_bytes(b"the whole output\n").unwrap();
+        let blob = store.blob_path(&digest);
+        fs::set_permissions(&blob, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(&blob, b"the whole").unwrap();
+        set_sealed_time(&blob).unwrap();
+        let out = dir.path().join("out");
+        fs::write(&out, b"the whole output\n").unwrap();
+        assert_eq!(store.put_file_move(&out).unwrap(), digest);
+        assert_eq!(fs::read(&blob).unwrap(), b"the whole output\n");
+        for damage in [&b"cut"[..], &b"the whole"[..]] {
+            fs::set_permissions(&blob, fs::Permissions::from_mode(0o644)).unwrap();
+            fs::write(&blob, damage).unwrap();
+            set_sealed_time(&blob).unwrap();
+            let copy = dir.path().join("copy");
+            fs::write(&copy, b"the whole output\n").unwrap();
+            match damage.len() {
+                3 => assert_eq!(store.put_bytes(b"the whole output\n").unwrap(), digest),
+                _ => assert_eq!(store.put_file(&copy).unwrap(), digest),
+            }
+            assert_eq!(fs::read(&blob).unwrap(), b"the whole output\n");
+        }
+    }
 
     #[test]
     fn blobs_and_results_round_trip() {

@@ -35,7 +35,9 @@ pub struct Context {
 /// The cache URL comes from `--remote-cache`, else `KILN_REMOTE_CACHE`, else kiln.toml's
 /// `[remote] cache`; the executor's from `--remote-executor`, `KILN_REMOTE_EXECUTOR`,
 /// `[remote] executor`. The bearer token is read from the environment variable that
-/// `[remote] token_env` names (default `KILN_REMOTE_TOKEN`), never from a file in the
+/// `[remote] token_env` names (default `KILN_REMOTE_TOKEN`; a name starting with `KILN_`,
+/// so that a repository's kiln.toml cannot send other secrets of the environment, such
+/// as `AWS_SECRET_ACCESS_KEY`, to a remote of its choosing), never from a file in the
 /// workspace, and never printed.
 pub struct RemoteConfig {
     /// The cache: http(s):// or grpc(s)://; the executor's own when only it is given.
@@ -136,7 +138,21 @@ impl RemoteConfig {
             }
             None => None,
         };
-        let token_env = from_toml("token_env")?.unwrap_or_else(|| "KILN_REMOTE_TOKEN".into());
+        let token_env = match section.map(|t| t.str("token_env")).transpose()?.flatten() {
+            Some(name) if !name.value.starts_with("KILN_") => {
+                let t = section.expect("token_env came from it");
+                let message = format!(
+                    "[remote] token_env `{}` does not start with KILN_",
+                    name.value
+                );
+                return Err(t
+                    .error_at("token_env", message)
+                    .hint("kiln sends that variable to the remote kiln.toml names, so kiln.toml may name only kiln's own: rename the variable, e.g. KILN_CACHE_TOKEN")
+                    .into());
+            }
+            Some(name) => name.value,
+            None => "KILN_REMOTE_TOKEN".into(),
+        };
         let token = std::env::var(&token_env).ok().filter(|v| !v.is_empty());
         Ok(Some(RemoteConfig {
             url,

@@ -16,6 +16,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod commands;
 mod context;
 mod environ;
+mod fds;
 mod progress;
 mod signals;
 mod trace;
@@ -321,6 +322,7 @@ fn main() -> ExitCode {
     // Like other command-line tools, end quietly when a reader stops reading
     // (`kiln graph | head`) instead of failing to write.
     environ::scrub();
+    fds::close_inherited_on_exec();
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }

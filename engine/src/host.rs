@@ -13,8 +13,14 @@ use crate::error::{Error, ErrorKind, Result};
 
 /// Runs a host command and returns its trimmed stdout.
 pub fn output(argv: &[&str], cwd: &Path) -> Result<String> {
+    output_env(argv, cwd, &[])
+}
+
+/// [`output`] with variables set over the caller's environment.
+pub fn output_env(argv: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Result<String> {
     let out = Command::new(argv[0])
         .args(&argv[1..])
+        .envs(env.iter().copied())
         .current_dir(cwd)
         .stdin(Stdio::null())
         .output()
@@ -30,7 +36,7 @@ pub fn output(argv: &[&str], cwd: &Path) -> Result<String> {
 }
 
 /// The workspace's stamp values: `[stamp]` entries of kiln.toml, overridden by what git
-/// says when the workspace is a git checkout.
+/// says when the workspace is a git checkout git trusts (see `safe.directory`).
 ///
 /// | name                   | source                                   |
 /// |------------------------|------------------------------------------|
@@ -41,7 +47,10 @@ pub fn output(argv: &[&str], cwd: &Path) -> Result<String> {
 pub fn stamp_values(root: &Path, defaults: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     let mut values = defaults.clone();
     let git = |args: &[&str]| {
-        let mut argv = vec!["git", "-c", "safe.directory=*"];
+        // git's own rule decides whether the repository is trusted (owned by this user,
+        // or listed in `safe.directory`): the config of a .git planted by another user
+        // above the workspace (`core.fsmonitor`, filters) runs commands.
+        let mut argv = vec!["git"];
         argv.extend_from_slice(args);
         output(&argv, root).ok().filter(|s| !s.is_empty())
     };
@@ -74,8 +83,13 @@ pub fn substitute(
         };
         let name = &rest[start + 1..start + len];
         let value = values.get(name).ok_or_else(|| {
+            let from_git = ["STABLE_GIT_COMMIT", "STABLE_GIT_DESCRIBE", "STABLE_COMMIT_TIME"];
+            let why = match from_git.contains(&name) {
+                true => "; git gave none: this is not a git checkout, or one git does not trust (owned by another user: `git config --global --add safe.directory DIR`); or set it under [stamp] in kiln.toml",
+                false => "",
+            };
             format!(
-                "unknown stamp variable `{name}` (known: {})",
+                "unknown stamp variable `{name}` (known: {}){why}",
                 values.keys().cloned().collect::<Vec<_>>().join(", ")
             )
         })?;
@@ -98,5 +112,7 @@ mod tests {
         assert!(substitute("{NOPE}", &values)
             .unwrap_err()
             .contains("`NOPE`"));
+        let err = substitute("{STABLE_GIT_COMMIT}", &values).unwrap_err();
+        assert!(err.contains("safe.directory"), "{err}");
     }
 }

@@ -300,12 +300,13 @@ impl Analysis<'_> {
     /// A host tool found on PATH (or an absolute path), declared by name.
     pub fn host_tool(&self, name: &Spanned<String>) -> Result<Tool> {
         let path = crate::sandbox::find_on_path(&name.value).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Config,
-                format!("tool `{}` is not on PATH", name.value),
-            )
-            .at(self.attrs().location(name.span.start))
-            .hint("install it, or name it by absolute path")
+            let what = match name.value.contains('/') {
+                true => "is not an executable file",
+                false => "is not on PATH",
+            };
+            Error::new(ErrorKind::Config, format!("tool `{}` {what}", name.value))
+                .at(self.attrs().location(name.span.start))
+                .hint("install it, or name it by absolute path")
         })?;
         let tool_name = Path::new(&name.value)
             .file_name()

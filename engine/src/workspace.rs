@@ -50,6 +50,28 @@ pub struct Workspace {
 }
 
 /// Finds the workspace root: `start` or its closest ancestor holding kiln.toml.
+/// Reads a file of the workspace that a rule reads itself while analyzing (go.mod,
+/// go.sum, a template): only a regular file, and only one inside the workspace once
+/// links are followed. A checked-in link to `/dev/zero` would otherwise be read until
+/// memory runs out, and one to a host file would be read as the repository's own.
+pub fn read_file(root: &Path, rel: &str) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error as IoError, ErrorKind as IoKind, Read};
+    let path = root.join(rel);
+    let real = std::fs::canonicalize(&path)?;
+    let top = std::fs::canonicalize(root)?;
+    if !real.starts_with(&top) {
+        let why = format!("a link to {}, outside the workspace", real.display());
+        return Err(IoError::new(IoKind::InvalidInput, why));
+    }
+    let mut file = std::fs::File::open(&real)?;
+    if !file.metadata()?.is_file() {
+        return Err(IoError::new(IoKind::InvalidInput, "not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 pub fn find_root(start: &Path) -> Result<PathBuf> {
     let start = std::fs::canonicalize(start).map_err(|e| {
         let message = format!("find the workspace from {}: {e}", start.display());

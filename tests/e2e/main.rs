@@ -34,6 +34,8 @@
 //! - `vet`: go_vet findings, per-package caching, a vet tool built from the module.
 //! - `modcheck`: go_mod_check: tidy, verify, vendor/ consistency, offline.
 //! - `history`: release stores, `kiln release list`, `kiln rollback` back and forth.
+//! - `hostile`: a repository against the host: links checked into kiln-out/, a hostile
+//!   kiln.toml, a .git of another user above the workspace.
 //! - `sbom`: go_sbom documents checked with spdx-tools, reproducible, released.
 //! - `signing`: signed releases verified by minisign and securesystemslib.
 //! - `k8s`: k8s_manifests rendered with image digests, parsed as YAML, rolled back.
@@ -47,6 +49,7 @@ mod go;
 mod gocacheprog;
 mod gomod;
 mod history;
+mod hostile;
 mod image;
 mod index;
 mod init;

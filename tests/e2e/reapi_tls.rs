@@ -15,7 +15,7 @@ use crate::reapi::{dag, outputs};
 use crate::support::{Run, Workspace};
 
 const TOKEN: &str = "kiln-e2e-7c1f0a93d25b";
-const TOKEN_ENV: &str = "TEAM_REAPI_TOKEN";
+const TOKEN_ENV: &str = "KILN_TEAM_REAPI_TOKEN";
 
 /// casd behind nginx, and the CA that signed nginx's certificate.
 struct Engine {

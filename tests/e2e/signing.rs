@@ -196,7 +196,8 @@ fn a_damaged_key_or_a_bad_variable_name_is_named() {
     let run = run_signed(&ws, Some(damaged.to_str().unwrap()));
     assert_eq!(run.status, 1, "{}", run.stderr);
     assert!(
-        run.stderr.contains("damaged.key (from KILN_SIGNING_KEY)"),
+        run.stderr
+            .contains("the signing key file that KILN_SIGNING_KEY names"),
         "{}",
         run.stderr
     );

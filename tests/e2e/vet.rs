@@ -85,6 +85,48 @@ fn analyzer_flags_turn_checks_off_and_bad_flags_are_named() {
         run.stderr
     );
     assert!(run.stderr.contains("hint"), "{}", run.stderr);
+
+    // A build flag (go vet takes them) would run a program of the repository in an
+    // action that can write Go's compile cache; Go reads `--name` as `-name`.
+    for flag in [
+        "-toolexec=/bin/sh",
+        "--toolexec=/bin/sh",
+        "--vettool=/bin/sh",
+        "-toolexec",
+    ] {
+        let ws = module(&format!("[go_vet.vet]\nflags = [{flag:?}]\n")).build();
+        let run = ws.kiln(&["test"]);
+        assert_eq!(run.status, 2, "{flag}: {}", run.stderr);
+        let said = format!("BUILD.toml:2:10: `{flag}` is not a go vet flag kiln passes on");
+        assert!(run.stderr.contains(&said), "{}", run.stderr);
+    }
+}
+
+#[test]
+fn a_vet_tool_runs_without_access_to_go_s_compile_cache() {
+    // A vet tool is the repository's code; it ran with the token of the build's Go cache
+    // server, so it could put any compiled package (the standard library's `fmt`, say)
+    // into the store that every workspace of the machine builds from.
+    // (Reporting only on the packages vetted, not on those it gives facts for, as tools
+    // built on unitchecker do.)
+    let tool = include_str!("fixtures/todovet/main.go")
+        .replacen("VetxOutput string", "VetxOutput string\n\tVetxOnly   bool", 1)
+        .replacen("if len(found) > 0 {", "if len(found) > 0 && !cfg.VetxOnly {", 1)
+        .replacen(
+        "func main() {",
+        "func main() {\n\tif os.Getenv(\"KILN_STORE_TOKEN\") != \"\" || os.Getenv(\"GOCACHEPROG\") != \"\" {\n\t\tfmt.Fprintln(os.Stderr, \"vet tool holds the cache token\")\n\t\tos.Exit(3)\n\t}",
+        1,
+    );
+    let ws = module("[go_vet.vet]\npackages = [\"./good\"]\nvettool = \"./tools/tokenvet\"\n")
+        .file("svc/tools/tokenvet/main.go", &tool)
+        .build();
+    let run = ws.kiln(&["test"]);
+    assert!(
+        !run.stderr.contains("holds the cache token"),
+        "{}",
+        run.stderr
+    );
+    run.assert_ok();
 }
 
 #[test]

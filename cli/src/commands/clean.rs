@@ -10,10 +10,17 @@ use crate::Cli;
 pub fn run(cli: &Cli) -> Result<ExitCode> {
     let ctx = Context::load(cli)?;
     let out = ctx.out_dir();
-    if out.exists() {
-        make_writable(&out);
-        std::fs::remove_dir_all(&out)
-            .with_context(|| format!("failed to remove {}", out.display()))?;
+    match std::fs::symlink_metadata(&out) {
+        Ok(meta) if meta.is_dir() => {
+            make_writable(&out);
+            std::fs::remove_dir_all(&out)
+                .with_context(|| format!("failed to remove {}", out.display()))?;
+        }
+        // A link (checked in, say, to a directory of the host) is removed, never
+        // followed: what it points at is not kiln's to chmod or delete.
+        Ok(_) => std::fs::remove_file(&out)
+            .with_context(|| format!("failed to remove {}", out.display()))?,
+        Err(_) => {}
     }
     eprintln!("kiln: removed {}", out.display());
     Ok(ExitCode::SUCCESS)

@@ -188,6 +188,8 @@ pub struct Executor {
     /// a remote executor is then told not to answer from its own cache either.
     pub rerun_tests: bool,
     tool_digests: Mutex<HashMap<PathBuf, Digest>>,
+    /// Source directories, each with where it really is (links followed), found once.
+    real_dirs: Mutex<HashMap<PathBuf, Option<PathBuf>>>,
     last_keys: HashMap<String, kiln_cache::KeyEntry>,
     key_prefix: String,
     stamp: std::sync::OnceLock<BTreeMap<String, String>>,
@@ -296,6 +298,7 @@ impl Executor {
             test_args: Vec::new(),
             rerun_tests: false,
             tool_digests: Mutex::new(HashMap::new()),
+            real_dirs: Mutex::new(HashMap::new()),
             last_keys,
             key_prefix,
             stamp: std::sync::OnceLock::new(),
@@ -385,6 +388,7 @@ impl Executor {
     /// The digest of a workspace source file (through the file-state table).
     pub fn source_input(&self, path: &str) -> Result<KeyInput> {
         let abs = self.root.join(path);
+        self.inside_workspace(path, &abs)?;
         let hashed = self.local.file_states().hash(&abs).map_err(|e| {
             Error::new(
                 ErrorKind::MissingFile,
@@ -396,6 +400,51 @@ impl Executor {
             digest: hashed.digest,
             executable: hashed.executable,
         })
+    }
+
+    /// Fails if a source is a link (or below one) that leads out of the workspace: its
+    /// bytes, a file of the host, would become an input (sent to a remote executor's
+    /// store, embedded by `//go:embed`, which go itself refuses for links).
+    fn inside_workspace(&self, path: &str, abs: &Path) -> Result<()> {
+        let Some(real) = self.real_path(abs) else {
+            return Ok(());
+        };
+        let root = self
+            .real_dir(&self.root)
+            .unwrap_or_else(|| self.root.clone());
+        if real.starts_with(&root) {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::MissingFile,
+            format!(
+                "source file `{path}` is a link to {}, outside the workspace",
+                real.display()
+            ),
+        )
+        .hint("sources are the workspace's files; copy the file into the workspace"))
+    }
+
+    /// Where a source file really is: its directory's real path (found once per
+    /// directory) and its name, or, for a file that is itself a link, where that leads.
+    fn real_path(&self, abs: &Path) -> Option<PathBuf> {
+        let meta = std::fs::symlink_metadata(abs).ok()?;
+        if meta.file_type().is_symlink() {
+            return std::fs::canonicalize(abs).ok();
+        }
+        Some(self.real_dir(abs.parent()?)?.join(abs.file_name()?))
+    }
+
+    fn real_dir(&self, dir: &Path) -> Option<PathBuf> {
+        if let Some(found) = self.real_dirs.lock().unwrap().get(dir) {
+            return found.clone();
+        }
+        let found = std::fs::canonicalize(dir).ok();
+        self.real_dirs
+            .lock()
+            .unwrap()
+            .insert(dir.to_path_buf(), found.clone());
+        found
     }
 
     /// The identity of a tool: the digest of its file, or of its whole tree.
@@ -1083,12 +1132,20 @@ fn fix_mode(path: &Path, executable: bool) -> Result<()> {
     if (meta.mode() & 0o111 != 0) == executable {
         return Ok(());
     }
-    let tmp = path.with_extension(format!("kiln-mode-{}", std::process::id()));
-    std::fs::copy(path, &tmp).map_err(|e| Error::io("copy", path, e))?;
+    // A new file of a fresh name: a fixed one could be a link planted in a checked-in
+    // kiln-out/, which the copy and the chmod would follow to a file of the host.
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(".kiln-mode")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io("create a temporary file in", dir, e))?;
+    std::fs::copy(path, tmp.path()).map_err(|e| Error::io("copy", path, e))?;
     let mode = if executable { 0o555 } else { 0o444 };
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| Error::io("chmod", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io("chmod", tmp.path(), e))?;
+    tmp.persist(path)
+        .map(drop)
+        .map_err(|e| Error::io("rename", path, e.error))
 }
 
 /// The files below a directory output, as outputs; anything but files and directories

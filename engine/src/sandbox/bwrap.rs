@@ -32,6 +32,27 @@ const OWN: &[&str] = &["proc", "dev", "tmp", "kiln"];
 /// (a tool below them, such as NixOS's `/run/current-system/sw/bin`, is bound back).
 const RUN: &[&str] = &["/run", "/var/run"];
 
+/// The sockets of the user's agents that kiln's environment names: `SSH_AUTH_SOCK` (ssh
+/// keys) and a `unix://` `DOCKER_HOST` (a rootless or remote docker), each an absolute
+/// path to a socket (found once).
+fn agent_sockets() -> &'static [PathBuf] {
+    use std::os::unix::fs::FileTypeExt;
+    static FOUND: OnceLock<Vec<PathBuf>> = OnceLock::new();
+    FOUND.get_or_init(|| {
+        let var = |name: &str| std::env::var(name).ok();
+        let docker = var("DOCKER_HOST").and_then(|h| h.strip_prefix("unix://").map(String::from));
+        [var("SSH_AUTH_SOCK"), docker]
+            .into_iter()
+            .flatten()
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            // A link (~/.ssh/agent.sock, say) is followed: the socket itself is covered.
+            .filter_map(|p| fs::canonicalize(p).ok())
+            .filter(|p| fs::metadata(p).is_ok_and(|m| m.file_type().is_socket()))
+            .collect()
+    })
+}
+
 /// Where a tool is seen: a tree at `/kiln/tools/NAME`, a file where it is.
 pub fn tool_path(tool: &Tool) -> PathBuf {
     match tool.tree {
@@ -177,6 +198,14 @@ pub fn command(
         }
     }
     let in_run = |path: &Path| !spec.network && RUN.iter().any(|r| path.starts_with(r));
+    // The user's agents may keep their sockets elsewhere (a home directory), where the
+    // read-only host is in sight: /dev/null over each makes connecting fail.
+    let private = |p: &Path| (!spec.network && p.starts_with("/tmp")) || in_run(p);
+    for socket in agent_sockets() {
+        if !private(socket) && !hidden.iter().any(|d| socket.starts_with(d)) {
+            args.bind("--ro-bind", Path::new("/dev/null"), socket);
+        }
+    }
     for tool in &spec.tools {
         let seen = tool_path(tool);
         if tool.tree || hidden.iter().any(|d| tool.path.starts_with(d)) || in_run(&tool.path) {

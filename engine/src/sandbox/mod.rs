@@ -616,12 +616,18 @@ pub fn find_on_path(name: &str) -> Option<PathBuf> {
 }
 
 fn search_path(name: &str) -> Option<PathBuf> {
+    let program = |p: &Path| {
+        p.is_file() && fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
+    };
     if name.contains('/') {
+        // A program, as on PATH: a tool's file is sent to a remote executor's store, so
+        // a BUILD.toml naming a key file of the host (`/home/me/.ssh/id_ed25519`) as a
+        // tool would have it uploaded.
         let p = PathBuf::from(name);
-        return p.is_file().then_some(p);
+        return program(&p).then_some(p);
     }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
-        .find(|p| p.is_file() && fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o111 != 0))
+        .find(|p| program(p))
 }

@@ -22,8 +22,12 @@ pub fn download(
     module: &Module,
 ) -> Result<Option<(String, Vec<Artifact>)>> {
     let go_sum = module.file("go.sum");
-    let lists_modules = std::fs::read_to_string(ctx.workspace.root.join(&go_sum))
-        .is_ok_and(|text| text.lines().any(|l| !l.trim().is_empty()));
+    let lists_modules =
+        kiln_engine::workspace::read_file(&ctx.workspace.root, &go_sum).is_ok_and(|bytes| {
+            String::from_utf8_lossy(&bytes)
+                .lines()
+                .any(|l| !l.trim().is_empty())
+        });
     if !lists_modules {
         return Ok(None);
     }

@@ -90,6 +90,11 @@ pub fn toolchain(ctx: &Analysis<'_>) -> Result<Tool> {
                     .error_at("root", format!("`{}` holds no bin/go", root.value))
                     .hint("point [go] root at a Go installation (the output of `go env GOROOT`)"));
             }
+            if let Some(owner) = written_by_builds(ctx, &path) {
+                return Err(go
+                    .error_at("root", format!("`{}` is inside {owner}", root.value))
+                    .hint("a toolchain there is the repository's own code, and `go mod download` runs it with the network; point [go] root at a Go installation of the host"));
+            }
             return Ok(Tool {
                 name: "go".into(),
                 path,
@@ -102,7 +107,11 @@ pub fn toolchain(ctx: &Analysis<'_>) -> Result<Tool> {
         if let Some(root) = goroot_of_binary() {
             return Ok(root);
         }
-        host::output(&["go", "env", "GOROOT"], &ctx.workspace.root)
+        // In the workspace (a shim such as asdf picks its version there), but never
+        // switching to the toolchain a go.mod's `toolchain` line names: go would
+        // download and run it, outside any sandbox.
+        let local = [("GOTOOLCHAIN", "local")];
+        host::output_env(&["go", "env", "GOROOT"], &ctx.workspace.root, &local)
             .map(PathBuf::from)
             .map_err(|e| e.message)
     });
@@ -117,6 +126,21 @@ pub fn toolchain(ctx: &Analysis<'_>) -> Result<Tool> {
             format!("find the Go toolchain: {message}"),
         )
         .hint("put `go` on PATH, or set [go] root = \"/path/to/goroot\" in kiln.toml")),
+    }
+}
+
+/// Whether `root` (links followed) is inside the workspace or kiln's cache, which the
+/// repository being built writes: "the workspace" or "kiln's cache".
+fn written_by_builds(ctx: &Analysis<'_>, root: &std::path::Path) -> Option<&'static str> {
+    let real = std::fs::canonicalize(root).ok()?;
+    let inside =
+        |dir: &std::path::Path| std::fs::canonicalize(dir).is_ok_and(|dir| real.starts_with(dir));
+    if inside(&ctx.workspace.root) {
+        Some("the workspace")
+    } else if inside(&kiln_cache::default_cache_dir()) {
+        Some("kiln's cache")
+    } else {
+        None
     }
 }
 
@@ -152,7 +176,16 @@ impl Module {
     pub fn load(ctx: &mut Analysis<'_>) -> Result<Module> {
         let dir = ctx.package().to_string();
         let go_mod = ctx.workspace.root.join(&dir).join("go.mod");
-        let text = std::fs::read_to_string(&go_mod).map_err(|_| {
+        let rel = rel_join(&dir, "go.mod");
+        let text = match kiln_engine::workspace::read_file(&ctx.workspace.root, &rel) {
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                return Err(Error::new(ErrorKind::Config, format!("read {rel}: {e}"))
+                    .at(ctx.attrs().location(ctx.attrs().span.start))
+                    .hint("go.mod must be a file of the workspace"));
+            }
+            read => read.ok().and_then(|b| String::from_utf8(b).ok()),
+        };
+        let text = text.ok_or_else(|| {
             Error::new(
                 ErrorKind::Config,
                 format!("{} needs go.mod in its package directory", ctx.label()),

@@ -106,13 +106,57 @@ impl Rule for GoVet {
     }
 }
 
+/// go's build flags, which go vet takes too but are not analyzer flags: `-toolexec`
+/// would run a program of the repository in an action that can write Go's compile
+/// cache, `-vettool` and `-json` are kiln's.
+const BUILD_FLAGS: &[&str] = &[
+    "a",
+    "asan",
+    "asmflags",
+    "buildmode",
+    "buildvcs",
+    "C",
+    "compiler",
+    "cover",
+    "covermode",
+    "coverpkg",
+    "exec",
+    "gccgoflags",
+    "gcflags",
+    "installsuffix",
+    "json",
+    "ldflags",
+    "linkshared",
+    "mod",
+    "modcacherw",
+    "modfile",
+    "msan",
+    "n",
+    "overlay",
+    "p",
+    "pgo",
+    "pkgdir",
+    "race",
+    "tags",
+    "toolexec",
+    "trimpath",
+    "v",
+    "vettool",
+    "work",
+    "x",
+];
+
 /// `flags`: go vet's own flags, each `-name` or `-name=value`.
 fn flags(ctx: &Analysis<'_>) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for flag in ctx.attrs().str_list("flags")? {
-        let bad = !flag.value.starts_with('-')
-            || flag.value.starts_with("-vettool")
-            || flag.value.starts_with("-json");
+        // Go's flag package reads `--name` as `-name`.
+        let name = flag
+            .value
+            .strip_prefix('-')
+            .map(|f| f.strip_prefix('-').unwrap_or(f));
+        let name = name.map(|n| n.split_once('=').map_or(n, |(n, _)| n));
+        let bad = name.is_none_or(|n| n.is_empty() || BUILD_FLAGS.contains(&n));
         if bad {
             let location = ctx.attrs().location(flag.span.start);
             return Err(kiln_engine::Error::new(
@@ -202,6 +246,9 @@ impl Vet<'_> {
             argv.push(format!("-tags={}", self.tags.join(",")));
         }
         let mut inputs = self.packages.test_build_inputs(self.module, dir);
+        // A vet tool is the repository's code: it runs with a compile cache of its own,
+        // never with the token that lets Go's cache take entries.
+        let shared = tool.is_none();
         if let Some(tool) = tool {
             argv.push(format!("-vettool={{sandbox}}/{}", tool.path));
             inputs.push(tool.clone());
@@ -216,10 +263,10 @@ impl Vet<'_> {
             outputs: vec![out.to_string()],
             kind: ActionKind::Exec(ExecSpec {
                 argv,
-                env: go_env(self.module, &self.platform, false, true),
+                env: go_env(self.module, &self.platform, false, shared),
                 tools: vec![self.go.clone(), self.sh.clone()],
                 workdir: self.module.dir.clone(),
-                store_access: true,
+                store_access: shared,
                 ..Default::default()
             }),
             platform: Some(self.platform.clone()),

@@ -142,7 +142,14 @@ fn check_references(
     images: &BTreeMap<Label, (String, Artifact)>,
 ) -> Result<()> {
     let path = ctx.workspace.root.join(&template.path);
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+    let bytes =
+        kiln_engine::workspace::read_file(&ctx.workspace.root, &template.path).map_err(|e| {
+            Error::new(
+                ErrorKind::MissingFile,
+                format!("read {}: {e}", template.path),
+            )
+        })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
         Error::new(
             ErrorKind::MissingFile,
             format!("read {}: {e}", template.path),

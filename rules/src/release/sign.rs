@@ -47,11 +47,12 @@ impl SigningKey {
         let path = std::env::var_os(env).filter(|p| !p.is_empty()).ok_or_else(|| {
             format!("signing needs a key: set {env} to the path of a minisign secret key file (made with `minisign -G -W`)")
         })?;
-        let path = std::path::PathBuf::from(path);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("read the signing key {} (from {env}): {e}", path.display()))?;
+        // Messages name the variable, not its value: BUILD.toml picks the variable, and
+        // could pick one holding a secret (a CI's token) to see it printed in the log.
+        let text = std::fs::read_to_string(std::path::PathBuf::from(path))
+            .map_err(|e| format!("read the signing key file that {env} names: {e}"))?;
         SigningKey::from_minisign(&text)
-            .map_err(|e| format!("{} (from {env}): {e}", path.display()))
+            .map_err(|e| format!("the signing key file that {env} names: {e}"))
     }
 
     /// A minisign secret key file's text.
@@ -219,6 +220,21 @@ mod tests {
         raw.extend_from_slice(&sk);
         raw.extend_from_slice(&h.finalize());
         format!("untrusted comment: test key\n{}\n", B64.encode(raw))
+    }
+
+    #[test]
+    fn a_bad_key_variable_is_named_but_its_value_never_shown() {
+        // No other test reads or writes this variable.
+        std::env::set_var("KILN_TEST_SIGN_SECRET", "ghp_value_of_a_ci_token");
+        let err = SigningKey::from_env("KILN_TEST_SIGN_SECRET").err().unwrap();
+        assert!(err.contains("KILN_TEST_SIGN_SECRET"), "{err}");
+        assert!(!err.contains("ghp_value"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ghp_value_as_a_file");
+        std::fs::write(&file, "not a key\n").unwrap();
+        std::env::set_var("KILN_TEST_SIGN_SECRET", &file);
+        let err = SigningKey::from_env("KILN_TEST_SIGN_SECRET").err().unwrap();
+        assert!(!err.contains("ghp_value"), "{err}");
     }
 
     #[test]

@@ -62,6 +62,17 @@ fn in_git_work_tree(dir: &Path) -> bool {
 }
 
 fn write(root: &Path, path: &Path, text: &str) -> Result<()> {
+    // A checked-in link (even one to nothing) would take the write to a file of the
+    // host: init writes regular files of the workspace only.
+    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
+        anyhow::bail!(kiln_engine::Error::new(
+            kiln_engine::ErrorKind::Config,
+            format!("{} is a link or not a regular file", shown(root, path)),
+        )
+        .hint(
+            "kiln init writes only regular files of the workspace: remove it, or write it by hand"
+        ));
+    }
     std::fs::write(path, text).with_context(|| format!("failed to write {}", path.display()))?;
     eprintln!("kiln: wrote {}", shown(root, path));
     Ok(())

@@ -99,7 +99,7 @@ impl Go {
     /// GOROOT, since it may be a shim).
     pub fn find(root: &Path) -> Result<Go> {
         let goroot = match configured_root(root)? {
-            Some(goroot) => goroot,
+            Some(goroot) => refuse_inside(root, goroot)?,
             None => path_goroot(root)?,
         };
         let bin = goroot.join("bin/go");
@@ -174,6 +174,22 @@ fn configured_root(root: &Path) -> Result<Option<PathBuf>> {
         .and_then(|go| go.get("root"))
         .and_then(|r| r.as_str());
     Ok(goroot.map(|r| root.join(r)))
+}
+
+/// A `[go] root` inside the module init reads is the module's own code, which init
+/// would run on the host, outside any sandbox.
+fn refuse_inside(root: &Path, goroot: PathBuf) -> Result<PathBuf> {
+    let (Ok(real), Ok(top)) = (goroot.canonicalize(), root.canonicalize()) else {
+        return Ok(goroot);
+    };
+    if real.starts_with(&top) {
+        bail!(Error::new(
+            ErrorKind::Config,
+            format!("[go] root of {} is inside it: {}", root.join("kiln.toml").display(), goroot.display())
+        )
+        .hint("kiln init runs that go on the host; point [go] root at a Go installation outside the workspace"));
+    }
+    Ok(goroot)
 }
 
 fn path_goroot(root: &Path) -> Result<PathBuf> {

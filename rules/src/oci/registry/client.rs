@@ -274,10 +274,15 @@ impl Client {
         }
     }
 
+    /// Whether this client pushes (its scopes ask for push), rather than only pulls.
+    fn pushing(&self) -> bool {
+        self.scopes.iter().any(|s| s.ends_with(",push"))
+    }
+
     fn credential(&self) -> Result<Option<&Credential>, Failure> {
         let found = self
             .credential
-            .get_or_init(|| credentials::lookup(&self.host));
+            .get_or_init(|| credentials::lookup(&self.host, self.pushing()));
         match found {
             Ok(c) => Ok(c.as_ref()),
             Err(e) => Err(Failure::fatal(e.clone())),

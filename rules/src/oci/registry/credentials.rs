@@ -3,7 +3,8 @@
 //!
 //! 1. `KILN_REGISTRY_USER` and `KILN_REGISTRY_PASSWORD` (CI); when `KILN_REGISTRY_HOST`
 //!    is set too, only for that host, so a job pulling from one registry and pushing to
-//!    another sends its password to one of them only;
+//!    another sends its password to one of them only; without it, only for pushes (a
+//!    pull, which any build of any repository makes, would send them to any host);
 //! 2. `$DOCKER_CONFIG/config.json` (else `~/.docker/config.json`): `credHelpers[HOST]`,
 //!    else `credsStore`: runs `docker-credential-NAME get` with the host on stdin, and
 //!    reads `{"Username", "Secret"}` (`Username` `<token>` means an identity token);
@@ -84,8 +85,10 @@ struct AuthEntry {
 }
 
 /// The credential for `host` (`name[:port]`), or None when none is configured.
-pub fn lookup(host: &str) -> Result<Option<Credential>, String> {
-    if let Some(c) = from_env(host) {
+/// `pushing`: whether it is for a push (`kiln run`); a pull happens in any build, of
+/// any repository, to the registry its BUILD.toml names.
+pub fn lookup(host: &str, pushing: bool) -> Result<Option<Credential>, String> {
+    if let Some(c) = from_env(host, pushing) {
         return Ok(Some(c));
     }
     for path in config_paths() {
@@ -125,13 +128,15 @@ fn from_file(path: &std::path::Path, host: &str) -> Result<Option<Credential>, S
     }
 }
 
-fn from_env(host: &str) -> Option<Credential> {
+fn from_env(host: &str, pushing: bool) -> Option<Credential> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let (user, password) = (var("KILN_REGISTRY_USER")?, var("KILN_REGISTRY_PASSWORD")?);
-    if let Some(only) = var("KILN_REGISTRY_HOST") {
-        if normalize(&only) != normalize(host) {
-            return None;
-        }
+    match var("KILN_REGISTRY_HOST") {
+        Some(only) if normalize(&only) != normalize(host) => return None,
+        // Without a host named, the variables go to what is pushed to, never to a
+        // registry a pull names: a repository's BUILD.toml could name its own.
+        None if !pushing => return None,
+        _ => {}
     }
     Some(Credential {
         secret: Secret::Basic { user, password },

@@ -133,6 +133,13 @@ pub fn tls_config(settings: &HostSettings) -> std::result::Result<TlsConfig, Str
 }
 
 fn read_certs(path: &std::path::Path) -> std::result::Result<Vec<Certificate<'static>>, String> {
+    // kiln.toml names the file: a link to /dev/zero must not be read until memory runs out.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(format!(
+            "read CA certificates {}: not a regular file",
+            path.display()
+        ));
+    }
     let bytes =
         std::fs::read(path).map_err(|e| format!("read CA certificates {}: {e}", path.display()))?;
     let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&bytes)
@@ -152,7 +159,13 @@ fn read_certs(path: &std::path::Path) -> std::result::Result<Vec<Certificate<'st
 
 #[cfg(test)]
 mod tests {
-    use super::is_loopback;
+    use super::{is_loopback, read_certs};
+
+    #[test]
+    fn a_ca_file_that_is_a_device_is_refused_unread() {
+        let err = read_certs(std::path::Path::new("/dev/zero")).err().unwrap();
+        assert!(err.contains("not a regular file"), "{err}");
+    }
 
     #[test]
     fn loopback_is_localhost_127_slash_8_and_ipv6_one() {

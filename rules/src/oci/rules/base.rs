@@ -220,7 +220,8 @@ fn ca_bundle(ctx: &Analysis<'_>) -> Result<Option<Artifact>> {
     }
     let artifact = found.remove(0);
     if artifact.producer.is_none() {
-        let text = std::fs::read(ctx.workspace.root.join(&artifact.path)).unwrap_or_default();
+        let text = kiln_engine::workspace::read_file(&ctx.workspace.root, &artifact.path)
+            .unwrap_or_default();
         if !String::from_utf8_lossy(&text).contains("-----BEGIN CERTIFICATE-----") {
             return Err(Error::new(
                 ErrorKind::Config,

@@ -202,6 +202,26 @@ fn race_detector_finds_a_planted_race() {
     assert!(run.stderr.contains("WARNING: DATA RACE"), "{}", run.stderr);
 }
 
+/// With `race = true` cgo is on, so a package's cgo files are part of it, as under
+/// `go test -race`.
+#[test]
+fn race_tests_build_a_package_with_its_cgo_files() {
+    let ws = module()
+        .file(
+            "alone/twice.go",
+            "package alone\n\n// int twice(int x) { return 2 * x; }\nimport \"C\"\n\nfunc Twice(x int) int { return int(C.twice(C.int(x))) }\n",
+        )
+        .file(
+            "alone/twice_test.go",
+            "package alone\n\nimport \"testing\"\n\nfunc TestTwice(t *testing.T) {\n\tif Twice(21) != 42 {\n\t\tt.Fatal(Twice(21))\n\t}\n}\n",
+        )
+        .file("BUILD.toml", "[go_test.unit]\npackages = [\"./alone\"]\nrace = true\n")
+        .build();
+    let run = ws.kiln(&["test"]);
+    run.assert_ok();
+    assert!(run.stderr.contains("ok  \texample.com/"), "{}", run.stderr);
+}
+
 #[test]
 fn flaky_test_passes_on_retry_and_is_reported() {
     let ws = module()

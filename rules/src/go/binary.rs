@@ -72,6 +72,7 @@ impl Rule for GoBinary {
                 platform: &platform,
                 tags: &tags,
                 extra: &extra,
+                cgo: false,
             };
             let packages = lister.list(ctx, &module, &listing)?;
             let dirs = packages.matching(&main.value);

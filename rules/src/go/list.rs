@@ -92,12 +92,13 @@ pub struct Packages {
 }
 
 /// Lists the module's packages as seen when building for `platform` (build constraints
-/// pick files per platform), with an action run during analysis.
+/// pick files per platform) with cgo on or off, with an action run during analysis.
 pub fn list(
     ctx: &mut Analysis<'_>,
     module: &Module,
     platform: &str,
     tags: &[String],
+    cgo: bool,
 ) -> Result<Packages> {
     Lister::new(ctx, module)?.list(
         ctx,
@@ -106,6 +107,7 @@ pub fn list(
             platform,
             tags,
             extra: &[],
+            cgo,
         },
     )
 }
@@ -117,6 +119,8 @@ pub struct Listing<'a> {
     pub platform: &'a str,
     pub tags: &'a [String],
     pub extra: &'a [String],
+    /// Whether cgo is on (`-race`): a package's cgo files are then part of it.
+    pub cgo: bool,
 }
 
 /// Lists a module for several platforms over one copy of what `go list` reads (the
@@ -154,7 +158,7 @@ fn list_copy(
 ) -> Result<Packages> {
     let platform = listing.platform;
     let go = toolchain(ctx)?;
-    let mut env = go_env(module, platform, false, false);
+    let mut env = go_env(module, platform, listing.cgo, false);
     env.insert("GOFLAGS".into(), format!("{} -e", env["GOFLAGS"]));
     if let Some(cache) = &module.modcache {
         env.insert("GOMODCACHE".into(), format!("{{sandbox}}/{copy}{cache}"));
@@ -167,7 +171,10 @@ fn list_copy(
     let action = Action {
         owner: ctx.label().clone(),
         mnemonic: "GoList".into(),
-        discriminator: platform.to_string(),
+        discriminator: match listing.cgo {
+            true => format!("{platform} cgo"),
+            false => platform.to_string(),
+        },
         inputs,
         outputs: Vec::new(),
         kind: ActionKind::Exec(ExecSpec {

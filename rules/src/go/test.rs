@@ -100,7 +100,13 @@ impl Rule for GoTest {
     fn analyze(&self, target: &TargetDecl, ctx: &mut Analysis<'_>) -> Result<TargetInfo> {
         let settings = Settings::read(ctx)?;
         let module = Module::load(ctx)?;
-        let packages = list(ctx, &module, &settings.platform, &settings.tags)?;
+        let packages = list(
+            ctx,
+            &module,
+            &settings.platform,
+            &settings.tags,
+            settings.race,
+        )?;
         let dirs = selected(ctx, &packages, &module)?;
         let test2json = test2json(ctx, &module)?;
         let cover = Cover::read(ctx, &packages, &module, settings.race)?;

@@ -73,7 +73,7 @@ impl Rule for GoVet {
         let flags = flags(ctx)?;
         let module = Module::load(ctx)?;
         let platform = host_platform();
-        let packages = list(ctx, &module, &platform, &tags)?;
+        let packages = list(ctx, &module, &platform, &tags, false)?;
         let dirs = selected(ctx, &packages, &module)?;
         let vet = Vet {
             module: &module,

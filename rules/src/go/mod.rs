@@ -200,6 +200,20 @@ impl Module {
         Ok(module)
     }
 
+    /// The downloaded module cache's files (none for a vendored module, or one without
+    /// dependencies).
+    pub fn modcache_files(&self) -> Vec<Artifact> {
+        let Some(dir) = &self.modcache else {
+            return Vec::new();
+        };
+        let prefix = format!("{dir}/");
+        self.common
+            .iter()
+            .filter(|a| a.path.starts_with(&prefix))
+            .cloned()
+            .collect()
+    }
+
     /// The workspace-relative path of a module-relative one.
     pub fn file(&self, rel: &str) -> String {
         rel_join(&self.dir, rel)
@@ -227,9 +241,11 @@ pub fn rel_join(dir: &str, rel: &str) -> String {
 }
 
 /// Every file below the module directory (and every link to a file), leaving out
-/// kiln-out/, hidden directories and nested modules.
+/// kiln-out/, hidden directories and nested modules. A go.mod below vendor/ is a
+/// vendored module's (`go mod vendor` copies it beside the package), not a nested one.
 fn module_files(ctx: &Analysis<'_>, dir: &str) -> Result<Vec<Artifact>> {
     let base = ctx.workspace.root.join(dir);
+    let vendor = base.join("vendor");
     let walker = walkdir::WalkDir::new(&base)
         .sort_by_file_name()
         .into_iter()
@@ -238,7 +254,8 @@ fn module_files(ctx: &Analysis<'_>, dir: &str) -> Result<Vec<Artifact>> {
                 return true;
             }
             let name = e.file_name().to_string_lossy();
-            !(name.starts_with('.') || name == OUT_DIR || e.path().join("go.mod").exists())
+            let nested = !e.path().starts_with(&vendor) && e.path().join("go.mod").exists();
+            !(name.starts_with('.') || name == OUT_DIR || nested)
         });
     let mut out = Vec::new();
     for entry in walker {

@@ -403,11 +403,15 @@ impl Steps<'_> {
             outputs.push(profile);
         }
         argv.extend(s.args.binary.iter().cloned());
+        // The module cache too: a test that runs the go command on its module (`go run`,
+        // `go build`, `go vet`) needs the dependencies, as under `go test`.
+        let mut inputs = vec![binary, self.test2json.clone()];
+        inputs.extend(self.module.modcache_files());
         Action {
             owner: target.label.clone(),
             mnemonic: "GoTest".into(),
             discriminator: pkg.import_path.clone(),
-            inputs: vec![binary, self.test2json.clone()],
+            inputs,
             outputs,
             kind: ActionKind::Exec(ExecSpec {
                 argv,

@@ -137,6 +137,37 @@ fn a_symlinked_go_mod_is_followed() {
     assert_eq!(run_built(&ws, "", "tool"), "hello\n");
 }
 
+/// A go.work workspace: kiln reads no go.work, and init says so, at the workspace's
+/// root (no go.mod there) and in a module below it.
+#[test]
+fn a_go_work_workspace_is_named_as_not_read() {
+    let ws = crate::support::workspace()
+        .file("go.work", "go 1.23\n\nuse (\n\t./a\n\t./b\n)\n")
+        .file("a/go.mod", "module example.com/a\n\ngo 1.23\n")
+        .file("a/a.go", "package a\n")
+        .file("b/go.mod", "module example.com/b\n\ngo 1.23\n")
+        .file("b/b.go", "package b\n")
+        .build();
+    let run = init(&ws);
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("kiln does not read go.work"),
+        "{}",
+        run.stderr
+    );
+    let run = ws.kiln(&["-C", "a", "init"]);
+    run.assert_ok();
+    let work = ws.root.canonicalize().unwrap().join("go.work");
+    assert!(
+        run.stderr.contains(&format!(
+            "kiln: note: {} is not read: kiln builds each module on its own (GOWORK=off)",
+            work.display()
+        )),
+        "{}",
+        run.stderr
+    );
+}
+
 #[test]
 fn a_missing_go_mod_is_named_with_a_hint() {
     let ws = crate::support::workspace()

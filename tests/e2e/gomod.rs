@@ -511,3 +511,49 @@ fn a_vendored_dependency_with_its_go_mod_builds_from_vendor() {
     let verdicts = agrees_with_go(&ws, &run, &[""]);
     assert_eq!(verdicts["example.com/m/use"], "ok");
 }
+
+/// A nested module that takes its parent by a directory replacement (`replace
+/// example.com/m => ../`, as zap's exp module does) builds from the parent's files,
+/// and reruns when they change; a replacement outside the workspace is refused,
+/// naming go.mod's line.
+#[test]
+fn a_module_replaced_by_a_directory_in_the_workspace_builds_from_it() {
+    let ws = go_workspace()
+        .file("lib/lib.go", "package lib\n\nfunc Answer() int { return 42 }\n")
+        .file(
+            "sub/go.mod",
+            "module example.com/m/sub\n\ngo 1.23\n\nrequire example.com/m v0.0.0\n\nreplace example.com/m => ../\n",
+        )
+        .file("sub/use/use.go", "package use\n\nimport \"example.com/m/lib\"\n\nfunc Twice() int { return 2 * lib.Answer() }\n")
+        .file(
+            "sub/use/use_test.go",
+            &test_file("use", &[], "\tif Twice() != 84 {\n\t\tt.Fatal(Twice())\n\t}"),
+        )
+        .file("sub/BUILD.toml", "[go_test.unit]\n")
+        .build();
+    let run = ws.kiln(&["test", "//sub:unit"]);
+    run.assert_ok();
+    agrees_with_go(&ws, &run, &["sub"]);
+
+    ws.write(
+        "lib/lib.go",
+        "package lib\n\nfunc Answer() int { return 41 }\n",
+    );
+    let run = ws.kiln(&["test", "//sub:unit"]);
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("FAIL\texample.com/m/sub/use"),
+        "{}",
+        run.stderr
+    );
+
+    ws.write(
+        "sub/go.mod",
+        "module example.com/m/sub\n\ngo 1.23\n\nrequire example.com/m v0.0.0\n\nreplace example.com/m => ../../elsewhere\n",
+    );
+    let run = ws.kiln(&["test", "//sub:unit"]);
+    assert_eq!(
+        run.the_error(2),
+        "kiln: error: sub/go.mod:7: replace with ../../elsewhere: a directory outside the workspace"
+    );
+}

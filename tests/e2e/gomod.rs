@@ -513,8 +513,8 @@ fn a_vendored_dependency_with_its_go_mod_builds_from_vendor() {
 }
 
 /// A nested module that takes its parent by a directory replacement (`replace
-/// example.com/m => ../`, as zap's exp module does) builds from the parent's files,
-/// and reruns when they change; a replacement outside the workspace is refused,
+/// example.com/m => ../`, as zap's exp module does) builds from the parent's files (so
+/// does a `go build` its test runs), and reruns when they change; a replacement outside the workspace is refused,
 /// naming go.mod's line.
 #[test]
 fn a_module_replaced_by_a_directory_in_the_workspace_builds_from_it() {
@@ -528,6 +528,10 @@ fn a_module_replaced_by_a_directory_in_the_workspace_builds_from_it() {
         .file(
             "sub/use/use_test.go",
             &test_file("use", &[], "\tif Twice() != 84 {\n\t\tt.Fatal(Twice())\n\t}"),
+        )
+        .file(
+            "sub/use/build_test.go",
+            "package use\n\nimport (\n\t\"os\"\n\t\"os/exec\"\n\t\"testing\"\n)\n\nfunc TestBuilds(t *testing.T) {\n\tout, err := exec.Command(\"go\", \"build\", \"-o\", os.DevNull, \".\").CombinedOutput()\n\tif err != nil {\n\t\tt.Fatalf(\"%v: %s\", err, out)\n\t}\n}\n",
         )
         .file("sub/BUILD.toml", "[go_test.unit]\n")
         .build();

@@ -148,6 +148,8 @@ pub struct Module {
     pub all: Vec<Artifact>,
     /// The sandbox-relative module cache of downloaded dependencies, if any.
     pub modcache: Option<String>,
+    /// The files of modules go.mod replaces by a directory.
+    pub replaced: Vec<Artifact>,
 }
 
 impl Module {
@@ -186,7 +188,7 @@ impl Module {
         let vendored = common.iter().any(|a| a.path.starts_with(&vendor_prefix));
         let replaced = replaced_files(ctx, &dir, &go_mod, &text)?;
         all.extend(replaced.iter().cloned());
-        common.extend(replaced);
+        common.extend(replaced.iter().cloned());
         let mut module = Module {
             dir,
             path,
@@ -194,6 +196,7 @@ impl Module {
             common,
             all,
             modcache: None,
+            replaced,
         };
         if !vendored {
             if let Some((cache_dir, files)) = download::download(ctx, &module)? {
@@ -205,18 +208,16 @@ impl Module {
         Ok(module)
     }
 
-    /// The downloaded module cache's files (none for a vendored module, or one without
-    /// dependencies).
-    pub fn modcache_files(&self) -> Vec<Artifact> {
-        let Some(dir) = &self.modcache else {
-            return Vec::new();
-        };
-        let prefix = format!("{dir}/");
-        self.common
-            .iter()
-            .filter(|a| a.path.starts_with(&prefix))
-            .cloned()
-            .collect()
+    /// What the go commands a test runs need beyond the module itself: the downloaded
+    /// module cache's files and those of the modules go.mod replaces by a directory.
+    pub fn dependency_files(&self) -> Vec<Artifact> {
+        let mut out = self.replaced.clone();
+        if let Some(dir) = &self.modcache {
+            let prefix = format!("{dir}/");
+            let cache = self.common.iter().filter(|a| a.path.starts_with(&prefix));
+            out.extend(cache.cloned());
+        }
+        out
     }
 
     /// The workspace-relative path of a module-relative one.

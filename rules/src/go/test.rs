@@ -403,10 +403,10 @@ impl Steps<'_> {
             outputs.push(profile);
         }
         argv.extend(s.args.binary.iter().cloned());
-        // The module cache too: a test that runs the go command on its module (`go run`,
-        // `go build`, `go vet`) needs the dependencies, as under `go test`.
+        // The dependencies too: a test that runs the go command on its module (`go run`,
+        // `go build`, `go vet`) needs them, as under `go test`.
         let mut inputs = vec![binary, self.test2json.clone()];
-        inputs.extend(self.module.modcache_files());
+        inputs.extend(self.module.dependency_files());
         Action {
             owner: target.label.clone(),
             mnemonic: "GoTest".into(),

@@ -454,3 +454,44 @@ fn an_existing_build_file_is_never_overwritten() {
     assert!(run.stderr.contains("hint:"), "{}", run.stderr);
     assert_eq!(ws.read("BUILD.toml"), "# mine\n");
 }
+
+/// A module whose dependencies are not in the module cache yet (a fresh clone): init
+/// lists offline, so it leaves its packages out saying to run `go mod download`; after
+/// it, init writes the go_test.
+#[test]
+fn init_before_go_mod_download_says_to_run_it() {
+    let builder = go_workspace()
+        .file("go.mod", "module example.com/m\n\ngo 1.23\n\nrequire example.com/dep v1.0.0\n")
+        .file("use/use.go", "package use\n\nimport \"example.com/dep\"\n\nfunc Twice() int { return 2 * dep.Answer() }\n")
+        .file("use/use_test.go", "package use\n\nimport \"testing\"\n\nfunc TestTwice(t *testing.T) { _ = Twice() }\n");
+    let (proxy, ws) = crate::go::with_proxied_dep(builder, &[&["mod", "tidy"]]);
+    let cache = tempfile::tempdir().unwrap();
+    let init_with_cache = || {
+        Run::from(
+            ws.cmd(&["init"])
+                .env("GOMODCACHE", cache.path())
+                .output()
+                .unwrap(),
+        )
+    };
+    let run = init_with_cache();
+    assert!(
+        run.stderr.contains("a dependency is in neither the module cache nor vendor/: run `go mod download`, then kiln init again"),
+        "{}",
+        run.stderr
+    );
+    assert!(build_toml(&ws, "BUILD.toml").get("go_test").is_none());
+    std::fs::remove_file(ws.path("BUILD.toml")).unwrap();
+    let download = Command::new(format!("{}/bin/go", go_root()))
+        .args(["mod", "download"])
+        .current_dir(&ws.root)
+        .env("GOPROXY", format!("file://{}", proxy.path().display()))
+        .env("GOSUMDB", "off")
+        .env("GOMODCACHE", cache.path())
+        .env("GOFLAGS", "-modcacherw")
+        .status()
+        .unwrap();
+    assert!(download.success());
+    init_with_cache().assert_ok();
+    assert!(build_toml(&ws, "BUILD.toml").get("go_test").is_some());
+}

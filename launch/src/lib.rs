@@ -88,7 +88,13 @@ impl Seen {
         let at = |rel: &str| self.root.join(rel).display().to_string();
         env.insert("HOME".into(), at(".kiln/home"));
         env.insert("TMPDIR".into(), self.tmp.display().to_string());
-        env.insert("PWD".into(), at(workdir));
+        // The root itself for an empty workdir: `join("")` would end it with a `/`, and
+        // a test comparing os.Getwd() (which returns PWD) with a path would see it.
+        let pwd = match workdir {
+            "" => self.root.display().to_string(),
+            _ => at(workdir),
+        };
+        env.insert("PWD".into(), pwd);
         let argv = argv.iter().map(|a| self.expand(a)).collect();
         (argv, env)
     }
@@ -251,6 +257,7 @@ mod tests {
         assert_eq!(env["GOROOT"], "/w/root/.kiln/tools/go");
         let (_, env) = seen().process(&argv, &BTreeMap::new(), "");
         assert_eq!(env["PATH"], "/w/root/.kiln/bin");
+        assert_eq!(env["PWD"], "/w/root");
     }
 
     /// A launched process finds the input root's file and tree tools by name.

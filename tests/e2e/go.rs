@@ -533,6 +533,11 @@ fn unknown_platform_and_missing_main_are_clear_errors() {
 
 /// A file-based GOPROXY holding `example.com/dep v1.0.0`, written by the test.
 pub(crate) fn write_proxy(dir: &std::path::Path, answer: u32) {
+    write_proxy_go(dir, answer, "1.23");
+}
+
+/// [`write_proxy`] with the dependency's go.mod saying `go {go}`.
+pub(crate) fn write_proxy_go(dir: &std::path::Path, answer: u32, go: &str) {
     let script = format!(
         r#"
 import os, sys, zipfile
@@ -541,7 +546,7 @@ v = os.path.join(root, "example.com", "dep", "@v")
 os.makedirs(v, exist_ok=True)
 open(os.path.join(v, "list"), "w").write("v1.0.0\n")
 open(os.path.join(v, "v1.0.0.info"), "w").write('{{"Version":"v1.0.0","Time":"2024-01-01T00:00:00Z"}}')
-mod = "module example.com/dep\n\ngo 1.23\n"
+mod = "module example.com/dep\n\ngo {go}\n"
 open(os.path.join(v, "v1.0.0.mod"), "w").write(mod)
 with zipfile.ZipFile(os.path.join(v, "v1.0.0.zip"), "w") as z:
     z.writestr("example.com/dep@v1.0.0/go.mod", mod)
@@ -565,8 +570,17 @@ pub(crate) fn with_proxied_dep(
     builder: Builder,
     steps: &[&[&str]],
 ) -> (tempfile::TempDir, Workspace) {
+    with_proxied_dep_go(builder, steps, "1.23")
+}
+
+/// [`with_proxied_dep`] with the dependency's go.mod saying `go {go}`.
+pub(crate) fn with_proxied_dep_go(
+    builder: Builder,
+    steps: &[&[&str]],
+    go: &str,
+) -> (tempfile::TempDir, Workspace) {
     let proxy = tempfile::tempdir().unwrap();
-    write_proxy(proxy.path(), 42);
+    write_proxy_go(proxy.path(), 42, go);
     let proxy_url = format!("file://{}", proxy.path().display());
     let ws = builder.build();
     ws.write(

@@ -440,3 +440,124 @@ fn a_test_running_go_gets_the_toolchain_not_the_hosts_go() {
         run.stderr
     );
 }
+
+/// A test that runs the go command on its own module (`go build`, `go run`: cobra's
+/// dead-code check, logrus's exit handler test) finds the module's downloaded
+/// dependencies, as under `go test` with a filled module cache.
+#[test]
+fn a_test_running_go_on_its_module_finds_the_downloaded_dependencies() {
+    let builder = go_workspace()
+        .file("go.mod", "module example.com/m\n\ngo 1.23\n\nrequire example.com/dep v1.0.0\n")
+        .file("use/use.go", "package use\n\nimport \"example.com/dep\"\n\nfunc Twice() int { return 2 * dep.Answer() }\n")
+        .file(
+            "use/use_test.go",
+            &test_file(
+                "use",
+                &["os", "os/exec"],
+                "\tout, err := exec.Command(\"go\", \"build\", \"-o\", os.DevNull, \".\").CombinedOutput()\n\tif err != nil {\n\t\tt.Fatalf(\"%v: %s\", err, out)\n\t}",
+            ),
+        )
+        .file("BUILD.toml", "[go_test.unit]\n");
+    let (_proxy, ws) = crate::go::with_proxied_dep(builder, &[&["mod", "tidy"]]);
+    let run = ws.kiln(&["test"]);
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("ok  \texample.com/m/use"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// A test of the module's root package sees its directory as `go test` gives it:
+/// os.Getwd() (which returns PWD) is a clean path, without a trailing `/`.
+#[test]
+fn a_test_of_the_root_package_gets_a_clean_working_directory() {
+    let ws = go_workspace()
+        .file("root.go", "package root\n")
+        .file(
+            "root_test.go",
+            &test_file(
+                "root",
+                &["os", "path/filepath"],
+                "\twd, err := os.Getwd()\n\tif err != nil || wd != filepath.Clean(wd) {\n\t\tt.Fatalf(\"%q %v\", wd, err)\n\t}",
+            ),
+        )
+        .file("BUILD.toml", "[go_test.unit]\n");
+    let ws = ws.build();
+    let run = ws.kiln(&["test"]);
+    run.assert_ok();
+    agrees_with_go(&ws, &run, &[""]);
+}
+
+/// A vendored module whose vendor/ holds its dependencies' go.mod files (`go mod
+/// vendor` copies each beside the package when the main module says `go` 1.16 or
+/// older, as cobra's does): they are vendored modules, not nested ones.
+#[test]
+fn a_vendored_dependency_with_its_go_mod_builds_from_vendor() {
+    let builder = go_workspace()
+        .file("go.mod", "module example.com/m\n\ngo 1.15\n\nrequire example.com/dep v1.0.0\n")
+        .file("use/use.go", "package use\n\nimport \"example.com/dep\"\n\nfunc Twice() int { return 2 * dep.Answer() }\n")
+        .file(
+            "use/use_test.go",
+            &test_file("use", &[], "\tif Twice() != 84 {\n\t\tt.Fatal(Twice())\n\t}"),
+        )
+        .file("BUILD.toml", "[go_test.unit]\n");
+    let steps: &[&[&str]] = &[&["mod", "tidy"], &["mod", "vendor"]];
+    let (_proxy, ws) = crate::go::with_proxied_dep_go(builder, steps, "1.15");
+    assert!(ws.path("vendor/example.com/dep/go.mod").is_file());
+    let run = ws.kiln(&["test"]);
+    run.assert_ok();
+    assert!(!run.stderr.contains("GoModDownload"), "{}", run.stderr);
+    let verdicts = agrees_with_go(&ws, &run, &[""]);
+    assert_eq!(verdicts["example.com/m/use"], "ok");
+}
+
+/// A nested module that takes its parent by a directory replacement (`replace
+/// example.com/m => ../`, as zap's exp module does) builds from the parent's files (so
+/// does a `go build` its test runs), and reruns when they change; a replacement outside the workspace is refused,
+/// naming go.mod's line.
+#[test]
+fn a_module_replaced_by_a_directory_in_the_workspace_builds_from_it() {
+    let ws = go_workspace()
+        .file("lib/lib.go", "package lib\n\nfunc Answer() int { return 42 }\n")
+        .file(
+            "sub/go.mod",
+            "module example.com/m/sub\n\ngo 1.23\n\nrequire example.com/m v0.0.0\n\nreplace example.com/m => ../\n",
+        )
+        .file("sub/use/use.go", "package use\n\nimport \"example.com/m/lib\"\n\nfunc Twice() int { return 2 * lib.Answer() }\n")
+        .file(
+            "sub/use/use_test.go",
+            &test_file("use", &[], "\tif Twice() != 84 {\n\t\tt.Fatal(Twice())\n\t}"),
+        )
+        .file(
+            "sub/use/build_test.go",
+            "package use\n\nimport (\n\t\"os\"\n\t\"os/exec\"\n\t\"testing\"\n)\n\nfunc TestBuilds(t *testing.T) {\n\tout, err := exec.Command(\"go\", \"build\", \"-o\", os.DevNull, \".\").CombinedOutput()\n\tif err != nil {\n\t\tt.Fatalf(\"%v: %s\", err, out)\n\t}\n}\n",
+        )
+        .file("sub/BUILD.toml", "[go_test.unit]\n")
+        .build();
+    let run = ws.kiln(&["test", "//sub:unit"]);
+    run.assert_ok();
+    agrees_with_go(&ws, &run, &["sub"]);
+
+    ws.write(
+        "lib/lib.go",
+        "package lib\n\nfunc Answer() int { return 41 }\n",
+    );
+    let run = ws.kiln(&["test", "//sub:unit"]);
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("FAIL\texample.com/m/sub/use"),
+        "{}",
+        run.stderr
+    );
+
+    ws.write(
+        "sub/go.mod",
+        "module example.com/m/sub\n\ngo 1.23\n\nrequire example.com/m v0.0.0\n\nreplace example.com/m => ../../elsewhere\n",
+    );
+    let run = ws.kiln(&["test", "//sub:unit"]);
+    assert_eq!(
+        run.the_error(2),
+        "kiln: error: sub/go.mod:7: replace with ../../elsewhere: a directory outside the workspace"
+    );
+}

@@ -137,6 +137,37 @@ fn a_symlinked_go_mod_is_followed() {
     assert_eq!(run_built(&ws, "", "tool"), "hello\n");
 }
 
+/// A go.work workspace: kiln reads no go.work, and init says so, at the workspace's
+/// root (no go.mod there) and in a module below it.
+#[test]
+fn a_go_work_workspace_is_named_as_not_read() {
+    let ws = crate::support::workspace()
+        .file("go.work", "go 1.23\n\nuse (\n\t./a\n\t./b\n)\n")
+        .file("a/go.mod", "module example.com/a\n\ngo 1.23\n")
+        .file("a/a.go", "package a\n")
+        .file("b/go.mod", "module example.com/b\n\ngo 1.23\n")
+        .file("b/b.go", "package b\n")
+        .build();
+    let run = init(&ws);
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("kiln does not read go.work"),
+        "{}",
+        run.stderr
+    );
+    let run = ws.kiln(&["-C", "a", "init"]);
+    run.assert_ok();
+    let work = ws.root.canonicalize().unwrap().join("go.work");
+    assert!(
+        run.stderr.contains(&format!(
+            "kiln: note: {} is not read: kiln builds each module on its own (GOWORK=off)",
+            work.display()
+        )),
+        "{}",
+        run.stderr
+    );
+}
+
 #[test]
 fn a_missing_go_mod_is_named_with_a_hint() {
     let ws = crate::support::workspace()
@@ -422,4 +453,45 @@ fn an_existing_build_file_is_never_overwritten() {
     );
     assert!(run.stderr.contains("hint:"), "{}", run.stderr);
     assert_eq!(ws.read("BUILD.toml"), "# mine\n");
+}
+
+/// A module whose dependencies are not in the module cache yet (a fresh clone): init
+/// lists offline, so it leaves its packages out saying to run `go mod download`; after
+/// it, init writes the go_test.
+#[test]
+fn init_before_go_mod_download_says_to_run_it() {
+    let builder = go_workspace()
+        .file("go.mod", "module example.com/m\n\ngo 1.23\n\nrequire example.com/dep v1.0.0\n")
+        .file("use/use.go", "package use\n\nimport \"example.com/dep\"\n\nfunc Twice() int { return 2 * dep.Answer() }\n")
+        .file("use/use_test.go", "package use\n\nimport \"testing\"\n\nfunc TestTwice(t *testing.T) { _ = Twice() }\n");
+    let (proxy, ws) = crate::go::with_proxied_dep(builder, &[&["mod", "tidy"]]);
+    let cache = tempfile::tempdir().unwrap();
+    let init_with_cache = || {
+        Run::from(
+            ws.cmd(&["init"])
+                .env("GOMODCACHE", cache.path())
+                .output()
+                .unwrap(),
+        )
+    };
+    let run = init_with_cache();
+    assert!(
+        run.stderr.contains("a dependency is in neither the module cache nor vendor/: run `go mod download`, then kiln init again"),
+        "{}",
+        run.stderr
+    );
+    assert!(build_toml(&ws, "BUILD.toml").get("go_test").is_none());
+    std::fs::remove_file(ws.path("BUILD.toml")).unwrap();
+    let download = Command::new(format!("{}/bin/go", go_root()))
+        .args(["mod", "download"])
+        .current_dir(&ws.root)
+        .env("GOPROXY", format!("file://{}", proxy.path().display()))
+        .env("GOSUMDB", "off")
+        .env("GOMODCACHE", cache.path())
+        .env("GOFLAGS", "-modcacherw")
+        .status()
+        .unwrap();
+    assert!(download.success());
+    init_with_cache().assert_ok();
+    assert!(build_toml(&ws, "BUILD.toml").get("go_test").is_some());
 }

@@ -238,7 +238,12 @@ pub fn command(
             scratch_workdir(&mut args, root, &host.workspace, &spec.workdir);
         }
     }
-    let workdir = Path::new(ROOT).join(&spec.workdir);
+    // bwrap sets PWD to this path as given: no trailing `/` for the root itself (which
+    // `join("")` would add), or a test's os.Getwd() shows it.
+    let workdir = match spec.workdir.as_str() {
+        "" => PathBuf::from(ROOT),
+        dir => Path::new(ROOT).join(dir),
+    };
     args.add(&["--chdir", &workdir.display().to_string()]);
     let (mut cmd, fd) = with_args_fd(args.0);
     cmd.args(["--", program]);

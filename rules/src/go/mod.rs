@@ -8,7 +8,8 @@
 //! * **Module**: the BUILD.toml's directory must hold go.mod. Packages are found by a
 //!   `go list -json ./...` action (cached, keyed by every file of the module) run during
 //!   analysis; each package's inputs are then exactly its transitive sources within the
-//!   module (plus go.mod, go.sum, vendor/ and, for tests, the package's testdata/).
+//!   module (plus go.mod, go.sum, vendor/, the files of modules that go.mod replaces
+//!   by a directory ([`replace`]) and, for tests, the package's testdata/).
 //! * **Environment** ([`go_env`]): GOPROXY=off, GOSUMDB=off, GOTOOLCHAIN=local (a go.mod
 //!   `toolchain` line must not switch compilers), GOWORK=off, GOFLAGS=-mod=vendor when
 //!   vendor/ exists else -mod=readonly, GOAMD64=v1 / GOARM64=v8.0 / GOARM=7 pinned, a fresh
@@ -31,6 +32,7 @@ mod header;
 pub mod list;
 pub mod modcheck;
 pub mod output;
+mod replace;
 pub mod sbom;
 pub mod test;
 mod testlog;
@@ -170,6 +172,8 @@ pub struct Module {
     pub all: Vec<Artifact>,
     /// The sandbox-relative module cache of downloaded dependencies, if any.
     pub modcache: Option<String>,
+    /// The files of modules go.mod replaces by a directory.
+    pub replaced: Vec<Artifact>,
 }
 
 impl Module {
@@ -203,9 +207,9 @@ impl Module {
                     format!("{} has no module line", go_mod.display()),
                 )
             })?;
-        let all = module_files(ctx, &dir)?;
+        let mut all = module_files(ctx, &dir)?;
         let vendor_prefix = rel_join(&dir, "vendor/");
-        let common = all
+        let mut common = all
             .iter()
             .filter(|a| {
                 a.path == rel_join(&dir, "go.mod")
@@ -215,6 +219,9 @@ impl Module {
             .cloned()
             .collect::<Vec<_>>();
         let vendored = common.iter().any(|a| a.path.starts_with(&vendor_prefix));
+        let replaced = replaced_files(ctx, &dir, &go_mod, &text)?;
+        all.extend(replaced.iter().cloned());
+        common.extend(replaced.iter().cloned());
         let mut module = Module {
             dir,
             path,
@@ -222,6 +229,7 @@ impl Module {
             common,
             all,
             modcache: None,
+            replaced,
         };
         if !vendored {
             if let Some((cache_dir, files)) = download::download(ctx, &module)? {
@@ -231,6 +239,18 @@ impl Module {
             }
         }
         Ok(module)
+    }
+
+    /// What the go commands a test runs need beyond the module itself: the downloaded
+    /// module cache's files and those of the modules go.mod replaces by a directory.
+    pub fn dependency_files(&self) -> Vec<Artifact> {
+        let mut out = self.replaced.clone();
+        if let Some(dir) = &self.modcache {
+            let prefix = format!("{dir}/");
+            let cache = self.common.iter().filter(|a| a.path.starts_with(&prefix));
+            out.extend(cache.cloned());
+        }
+        out
     }
 
     /// The workspace-relative path of a module-relative one.
@@ -259,10 +279,42 @@ pub fn rel_join(dir: &str, rel: &str) -> String {
     }
 }
 
+/// The files of the modules that go.mod's `replace` directives name by directory
+/// (see [`replace`]).
+fn replaced_files(
+    ctx: &Analysis<'_>,
+    dir: &str,
+    go_mod: &std::path::Path,
+    text: &str,
+) -> Result<Vec<Artifact>> {
+    let mut out = Vec::new();
+    for r in replace::local_replaces(text) {
+        let shown = go_mod.strip_prefix(&ctx.workspace.root).unwrap_or(go_mod);
+        let target = replace::resolve(dir, shown, &r)?;
+        if !ctx.workspace.root.join(&target).join("go.mod").is_file() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "{}:{}: replace with {}: no go.mod in {}/",
+                    shown.display(),
+                    r.line,
+                    r.dir,
+                    if target.is_empty() { "." } else { &target }
+                ),
+            )
+            .hint("a directory that replaces a module holds that module's go.mod"));
+        }
+        out.extend(module_files(ctx, &target)?);
+    }
+    Ok(out)
+}
+
 /// Every file below the module directory (and every link to a file), leaving out
-/// kiln-out/, hidden directories and nested modules.
+/// kiln-out/, hidden directories and nested modules. A go.mod below vendor/ is a
+/// vendored module's (`go mod vendor` copies it beside the package), not a nested one.
 fn module_files(ctx: &Analysis<'_>, dir: &str) -> Result<Vec<Artifact>> {
     let base = ctx.workspace.root.join(dir);
+    let vendor = base.join("vendor");
     let walker = walkdir::WalkDir::new(&base)
         .sort_by_file_name()
         .into_iter()
@@ -271,7 +323,8 @@ fn module_files(ctx: &Analysis<'_>, dir: &str) -> Result<Vec<Artifact>> {
                 return true;
             }
             let name = e.file_name().to_string_lossy();
-            !(name.starts_with('.') || name == OUT_DIR || e.path().join("go.mod").exists())
+            let nested = !e.path().starts_with(&vendor) && e.path().join("go.mod").exists();
+            !(name.starts_with('.') || name == OUT_DIR || nested)
         });
     let mut out = Vec::new();
     for entry in walker {

@@ -409,11 +409,15 @@ impl Steps<'_> {
             outputs.push(profile);
         }
         argv.extend(s.args.binary.iter().cloned());
+        // The dependencies too: a test that runs the go command on its module (`go run`,
+        // `go build`, `go vet`) needs them, as under `go test`.
+        let mut inputs = vec![binary, self.test2json.clone()];
+        inputs.extend(self.module.dependency_files());
         Action {
             owner: target.label.clone(),
             mnemonic: "GoTest".into(),
             discriminator: pkg.import_path.clone(),
-            inputs: vec![binary, self.test2json.clone()],
+            inputs,
             outputs,
             kind: ActionKind::Exec(ExecSpec {
                 argv,

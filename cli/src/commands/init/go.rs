@@ -58,7 +58,7 @@ impl GoError {
             format!("{}: ", self.pos)
         };
         let offline = match err.contains("GOPROXY=off") {
-            true => " (a dependency is in neither the module cache nor vendor/)",
+            true => " (a dependency is in neither the module cache nor vendor/: run `go mod download`, then kiln init again)",
             false => "",
         };
         format!("{pos}{err}{offline}")
@@ -219,8 +219,15 @@ fn list_failed(module: &Module, stderr: &str) -> Error {
         .lines()
         .find(|l| !l.trim().is_empty())
         .unwrap_or("no output");
-    Error::new(ErrorKind::Config, format!("go list failed in {}: {first}", module.dir.display()))
-        .hint("kiln init lists packages offline, as kiln builds: `go build ./...` should pass with GOPROXY=off GOFLAGS=-mod=mod")
+    let hint = match stderr.contains("GOPROXY=off") {
+        true => "kiln init lists packages offline, from the module cache: run `go mod download` first (kiln's own builds download through [go] proxy)",
+        false => "kiln init lists packages offline, as kiln builds: `go build ./...` should pass with GOPROXY=off GOFLAGS=-mod=mod",
+    };
+    Error::new(
+        ErrorKind::Config,
+        format!("go list failed in {}: {first}", module.dir.display()),
+    )
+    .hint(hint)
 }
 
 fn parse(stdout: &[u8]) -> Result<Vec<Package>> {

@@ -65,6 +65,12 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         report_left_out(module, plan);
     }
     files::ignore_out_dir(&root)?;
+    if let Some(work) = module::go_work_above(&plans[0].1.dir) {
+        eprintln!(
+            "kiln: note: {} is not read: kiln builds each module on its own (GOWORK=off); a module that imports another of the workspace needs a `replace` directive to it in its go.mod",
+            work.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

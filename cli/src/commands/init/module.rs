@@ -56,12 +56,22 @@ fn missing_go_mod(dir: &Path, go_mod: &Path) -> Error {
         ),
         Err(_) => format!("no go.mod at {}", go_mod.display()),
     };
-    let hint = if dir.join("vendor.mod").is_file() {
+    let hint = if dir.join("go.work").is_file() {
+        "kiln does not read go.work: run kiln init in each module's directory (`kiln -C DIR init`); a module that imports another of the workspace needs a `replace` directive to it in its go.mod"
+    } else if dir.join("vendor.mod").is_file() {
         "this project keeps its module in vendor.mod: link it as its scripts do (`ln -s vendor.mod go.mod && ln -s vendor.sum go.sum`), then run kiln init again"
     } else {
         "run kiln init in the directory holding go.mod (or `kiln -C DIR init`)"
     };
     Error::new(ErrorKind::Config, what).hint(hint)
+}
+
+/// The go.work that `go` would use in `dir` (there or in a directory above), which
+/// kiln's Go actions do not read (GOWORK=off).
+pub fn go_work_above(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .map(|d| d.join("go.work"))
+        .find(|f| f.is_file())
 }
 
 /// The nested modules below `root`: each directory with its own go.mod, outside

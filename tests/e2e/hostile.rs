@@ -314,28 +314,35 @@ fn a_source_that_links_out_of_the_workspace_is_refused() {
     assert_eq!(ws.read("kiln-out/copy.txt"), "in the workspace\n");
 }
 
+/// A server on a free loopback port that records what each connection sends first and
+/// answers `answer`: (its port, what it heard).
+fn listen(answer: &'static [u8]) -> (u16, std::sync::Arc<std::sync::Mutex<String>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = heard.clone();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            conn.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+                .unwrap();
+            let mut buf = [0u8; 8192];
+            let n = conn.read(&mut buf).unwrap_or(0);
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+            let _ = conn.write_all(answer);
+        }
+    });
+    (port, heard)
+}
+
 #[test]
 fn kiln_toml_cannot_send_a_secret_of_the_environment_to_its_remote() {
     // `[remote] token_env` named any variable, and `[remote] cache` any server: kiln sent
     // that variable's value (AWS_SECRET_ACCESS_KEY, a CI's tokens) as the bearer token
     // of every request, reads under --remote-read-only included.
-    use std::io::Read;
-    use std::sync::{Arc, Mutex};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let heard = Arc::new(Mutex::new(Vec::new()));
-    let sink = heard.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let mut conn = conn;
-            conn.set_read_timeout(Some(std::time::Duration::from_millis(500)))
-                .unwrap();
-            let mut buf = [0u8; 4096];
-            if let Ok(n) = conn.read(&mut buf) {
-                sink.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        }
-    });
+    let (port, heard) = listen(b"");
     let ws = workspace()
         .file(
             "kiln.toml",
@@ -351,7 +358,7 @@ fn kiln_toml_cannot_send_a_secret_of_the_environment_to_its_remote() {
             .output()
             .unwrap(),
     );
-    let heard = String::from_utf8_lossy(&heard.lock().unwrap()).into_owned();
+    let heard = heard.lock().unwrap().clone();
     assert!(
         !heard.contains("aws-secret-value"),
         "the remote heard: {heard}"
@@ -490,27 +497,9 @@ fn an_action_cannot_reach_the_ssh_agent_of_the_user_outside_tmp() {
 fn registry_variables_without_a_host_go_to_no_registry_a_pull_names() {
     // KILN_REGISTRY_USER/PASSWORD without KILN_REGISTRY_HOST went to any registry that
     // answered 401, and an oci_pull (fetched by any `kiln build`) names its registry.
-    use std::io::{Read, Write};
-    use std::sync::{Arc, Mutex};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let heard = Arc::new(Mutex::new(String::new()));
-    let sink = heard.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let mut conn = conn;
-            conn.set_read_timeout(Some(std::time::Duration::from_millis(500)))
-                .unwrap();
-            let mut buf = [0u8; 8192];
-            let n = conn.read(&mut buf).unwrap_or(0);
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-            let _ = conn.write_all(
-                b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            );
-        }
-    });
+    let (port, heard) = listen(
+        b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
     let digest = "a".repeat(64);
     let ws = workspace()
         .file(

@@ -61,9 +61,14 @@ impl FileStates {
     /// The digest of the file at `path` (absolute), rehashing only if its state changed.
     pub fn hash(&self, path: &Path) -> Result<HashedFile> {
         let meta = std::fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;
+        self.hash_with(path, &meta)
+    }
+
+    /// [`FileStates::hash`] of a file whose metadata (links followed) the caller has.
+    pub fn hash_with(&self, path: &Path, meta: &std::fs::Metadata) -> Result<HashedFile> {
         let executable = meta.mode() & 0o111 != 0;
         if let Some(state) = self.known.read().unwrap().get(path) {
-            if state.matches(&meta) {
+            if state.matches(meta) {
                 return Ok(HashedFile {
                     digest: state.digest,
                     size: state.size,
@@ -72,7 +77,7 @@ impl FileStates {
             }
         }
         let digest = Digest::of_file(path)?;
-        self.remember(path, &meta, digest);
+        self.remember(path, meta, digest);
         Ok(HashedFile {
             digest,
             size: meta.size(),

@@ -388,13 +388,26 @@ impl Executor {
     /// The digest of a workspace source file (through the file-state table).
     pub fn source_input(&self, path: &str) -> Result<KeyInput> {
         let abs = self.root.join(path);
-        self.inside_workspace(path, &abs)?;
-        let hashed = self.local.file_states().hash(&abs).map_err(|e| {
+        let unread = |e: &dyn std::fmt::Display| {
             Error::new(
                 ErrorKind::MissingFile,
                 format!("read source file `{path}`: {e}"),
             )
-        })?;
+        };
+        let stat = |e| unread(&kiln_cache::Error::io("stat", &abs, e));
+        // One lstat serves the link check and, for a file that is no link, the hash's
+        // state check too.
+        let meta = std::fs::symlink_metadata(&abs).map_err(stat)?;
+        self.inside_workspace(path, &abs, &meta)?;
+        let meta = match meta.file_type().is_symlink() {
+            true => std::fs::metadata(&abs).map_err(stat)?,
+            false => meta,
+        };
+        let hashed = self
+            .local
+            .file_states()
+            .hash_with(&abs, &meta)
+            .map_err(|e| unread(&e))?;
         Ok(KeyInput {
             path: path.to_string(),
             digest: hashed.digest,
@@ -405,8 +418,8 @@ impl Executor {
     /// Fails if a source is a link (or below one) that leads out of the workspace: its
     /// bytes, a file of the host, would become an input (sent to a remote executor's
     /// store, embedded by `//go:embed`, which go itself refuses for links).
-    fn inside_workspace(&self, path: &str, abs: &Path) -> Result<()> {
-        let Some(real) = self.real_path(abs) else {
+    fn inside_workspace(&self, path: &str, abs: &Path, meta: &std::fs::Metadata) -> Result<()> {
+        let Some(real) = self.real_path(abs, meta) else {
             return Ok(());
         };
         let root = self
@@ -427,8 +440,7 @@ impl Executor {
 
     /// Where a source file really is: its directory's real path (found once per
     /// directory) and its name, or, for a file that is itself a link, where that leads.
-    fn real_path(&self, abs: &Path) -> Option<PathBuf> {
-        let meta = std::fs::symlink_metadata(abs).ok()?;
+    fn real_path(&self, abs: &Path, meta: &std::fs::Metadata) -> Option<PathBuf> {
         if meta.file_type().is_symlink() {
             return std::fs::canonicalize(abs).ok();
         }

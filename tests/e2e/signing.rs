@@ -174,7 +174,7 @@ fn signed_releases_verify_with_minisign_and_securesystemslib() {
 }
 
 #[test]
-fn a_damaged_key_or_a_bad_variable_name_is_named() {
+fn a_damaged_key_a_key_with_a_password_or_a_bad_variable_name_is_named() {
     let keys = tempfile::tempdir().unwrap();
     let (_, secret) = keypair(keys.path());
     let text = std::fs::read_to_string(&secret).unwrap();
@@ -203,6 +203,35 @@ fn a_damaged_key_or_a_bad_variable_name_is_named() {
     );
     assert!(
         run.stderr.contains("checksum does not match"),
+        "{}",
+        run.stderr
+    );
+
+    // A key minisign protected with a password (given on its standard input): kiln
+    // cannot ask for it, and says how to make one it can use.
+    let protected = keys.path().join("protected.key");
+    let mut child = Command::new("minisign")
+        .args(["-G", "-p"])
+        .arg(keys.path().join("protected.pub"))
+        .arg("-s")
+        .arg(&protected)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a password\na password\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let run = run_signed(&ws, Some(protected.to_str().unwrap()));
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("protected by a password") && run.stderr.contains("minisign -G -W"),
         "{}",
         run.stderr
     );

@@ -18,6 +18,14 @@
 //! are go.mod, go.sum, vendor/ and the module's Go files (tidy reads their imports), so
 //! a passing check is cached until one of them changes. Like go_test, it is a check:
 //! `kiln test` runs it.
+//!
+//! `verify` is kept for parity with the hand-written pipeline, but under kiln it has
+//! nothing left to catch: the download that fills the module cache already refuses a
+//! module whose hash is not go.sum's (tests/e2e/go.rs,
+//! `dependencies_come_from_a_download_verified_against_go_sum`), and that cache reaches
+//! the check through kiln's store, which refetches or reruns a damaged blob rather than
+//! hand it on. A go.sum that disagrees with the proxy therefore fails at the download,
+//! naming the module and `checksum mismatch`.
 
 use kiln_engine::action::{Action, ActionKind, Artifact, ExecSpec, Tool};
 use kiln_engine::label::Label;

@@ -59,13 +59,34 @@
 //!   size is.
 //! * [`ServeStats::puts`] counts puts that were stored, [`ServeStats::hits`] gets answered
 //!   with a `DiskPath`.
+//!
+//! # Views: reading the cache without adding to it
+//!
+//! The go commands a test runs (`go build` of its own module, `go vet`) and a
+//! repository's vet tool run the repository's code, so they must not put entries that
+//! other actions would trust, nor see the store's blob files (every output of every
+//! workspace the user builds). Without a cache they compile the standard library and
+//! every dependency again, each time: tens of seconds a test. A [`View`] serves them:
+//!
+//! * a get is looked up in the store as usual, and a hit's blob is **copied** into the
+//!   view's own directory, which the action sees read-only; its `DiskPath` is that copy;
+//! * a put is written into the view's directory and remembered by the view alone, so a
+//!   later get of the same action (from another go command of the same test) finds it;
+//!   nothing reaches the store, and the put is not counted in [`ServeStats::puts`].
+//!
+//! What such an action can learn is what a get can name: the entry of a Go action ID,
+//! which is a hash of everything that went into it (sources, flags, toolchain), so it
+//! finds only compile results of code it already has. Sessions of a view start with the
+//! view's own token ([`socket::Listener::open_view`]), not the listener's.
 
 mod socket;
 
-pub use socket::{relay, Listener, SOCKET_ENV, TOKEN_ENV};
+pub use socket::{relay, Listener, ViewHandle, SOCKET_ENV, TOKEN_ENV};
 
+use std::collections::HashMap;
 use std::io::{self, BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -114,15 +135,17 @@ pub fn serve(
     input: impl BufRead,
     output: impl Write,
 ) -> Result<ServeStats> {
-    let stats = serve_session(store, local, input, output)?;
+    let stats = serve_session(store, local, None, input, output)?;
     store.flush()?;
     Ok(stats)
 }
 
-/// [`serve`] without the flush at the end (the caller flushes the store once, later).
+/// [`serve`] without the flush at the end (the caller flushes the store once, later),
+/// through `view` when the session is one of a view's.
 fn serve_session(
     store: &dyn Store,
     local: &LocalStore,
+    view: Option<&View>,
     mut input: impl BufRead,
     output: impl Write,
 ) -> Result<ServeStats> {
@@ -131,6 +154,7 @@ fn serve_session(
     let mut server = Server {
         store,
         local,
+        view,
         stats: ServeStats::default(),
         empty_blob: None,
     };
@@ -271,10 +295,77 @@ fn parse_request(line: &[u8]) -> Result<Request> {
     }
 }
 
+/// A read-only view of the cache for one action (see the module comment).
+#[derive(Debug)]
+pub struct View {
+    /// Where hits and the view's own puts are written: out of the action's reach.
+    dir: PathBuf,
+    /// That directory as the action sees it: what its `DiskPath`s start with.
+    seen: PathBuf,
+    /// Entries the view's go commands put, by action ID: kept here, never stored.
+    own: Mutex<HashMap<Vec<u8>, Entry>>,
+}
+
+impl View {
+    pub fn new(dir: PathBuf, seen: PathBuf) -> View {
+        View {
+            dir,
+            seen,
+            own: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The `DiskPath` of a blob in the view, copying it in from `from` unless it is
+    /// there already (copied, not linked: the action must not reach the store's file).
+    fn copy_in(&self, digest: &Digest, from: &Path) -> Result<String, String> {
+        let name = digest.to_hex();
+        let dest = self.dir.join(&name);
+        if !dest.exists() {
+            let tmp = temp_path(&self.dir)?;
+            std::fs::copy(from, &tmp)
+                .map_err(|e| format!("copy {} into the view: {e}", from.display()))?;
+            self.persist(tmp, &dest)?;
+        }
+        disk_path(&self.seen.join(name))
+    }
+
+    /// Writes a put's body into the view; returns its digest and `DiskPath`.
+    fn keep(&self, body: Body) -> Result<(Digest, String), String> {
+        let (digest, tmp) = match body {
+            Body::Memory(bytes) => {
+                let tmp = temp_path(&self.dir)?;
+                std::fs::write(&tmp, &bytes)
+                    .map_err(|e| format!("write {}: {e}", tmp.display()))?;
+                (Digest::of_bytes(&bytes), tmp)
+            }
+            Body::File(path, _) => {
+                let digest = Digest::of_file(&path).map_err(|e| e.to_string())?;
+                let tmp = temp_path(&self.dir)?;
+                std::fs::copy(&path, &tmp)
+                    .map_err(|e| format!("copy {} into the view: {e}", path.display()))?;
+                (digest, tmp)
+            }
+        };
+        let name = digest.to_hex();
+        self.persist(tmp, &self.dir.join(&name))?;
+        Ok((digest, disk_path(&self.seen.join(name))?))
+    }
+
+    /// Makes a written file read-only and moves it to its name.
+    fn persist(&self, tmp: tempfile::TempPath, dest: &Path) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444))
+            .map_err(|e| format!("make {} read-only: {e}", tmp.display()))?;
+        tmp.persist(dest)
+            .map_err(|e| format!("write {}: {e}", dest.display()))
+    }
+}
+
 /// The state of one session.
 struct Server<'a> {
     store: &'a dyn Store,
     local: &'a LocalStore,
+    view: Option<&'a View>,
     stats: ServeStats,
     /// The empty blob, used as every result's stdout and stderr; stored on first put.
     empty_blob: Option<Digest>,
@@ -307,6 +398,14 @@ impl Server<'_> {
     fn get(&mut self, req: &Request) -> Result<Response, String> {
         self.stats.gets += 1;
         let action_id = decode_field("ActionID", req.action_id.as_deref())?;
+        if let Some(view) = self.view {
+            let own = view.own.lock().unwrap().get(&action_id).cloned();
+            if let Some(entry) = own {
+                self.stats.hits += 1;
+                let path = disk_path(&view.seen.join(entry.digest.to_hex()))?;
+                return Ok(entry.hit(req.id, path));
+            }
+        }
         let key = cache_key(&action_id);
         let found = self.store.lookup_action(&key).map_err(|e| e.to_string())?;
         let Some((entry, remote)) =
@@ -317,16 +416,13 @@ impl Server<'_> {
         let Some(path) = self.local_blob(&entry.digest)? else {
             return Ok(Response::miss(req.id));
         };
+        let path = match self.view {
+            Some(view) => view.copy_in(&entry.digest, &path)?,
+            None => disk_path(&path)?,
+        };
         self.stats.hits += 1;
         self.stats.remote_hits += u64::from(remote);
-        Ok(Response {
-            id: req.id,
-            output_id: Some(base64::encode(&entry.output_id)),
-            size: entry.size,
-            time: entry.time_ns.map(rfc3339),
-            disk_path: Some(disk_path(&path)?),
-            ..Response::default()
-        })
+        Ok(entry.hit(req.id, path))
     }
 
     /// The local path of a blob, fetching it from `store` into the local store if it is
@@ -351,6 +447,22 @@ impl Server<'_> {
         let action_id = decode_field("ActionID", req.action_id.as_deref())?;
         let output_id = decode_field("OutputID", req.output_id.as_deref())
             .or_else(|_| decode_field("ObjectID", req.object_id.as_deref()))?;
+        if let Some(view) = self.view {
+            let size = body.len();
+            let (digest, path) = view.keep(body)?;
+            let entry = Entry {
+                output_id,
+                size,
+                time_ns: Some(now_ns()),
+                digest,
+            };
+            view.own.lock().unwrap().insert(action_id, entry);
+            return Ok(Response {
+                id: req.id,
+                disk_path: Some(path),
+                ..Response::default()
+            });
+        }
         let digest = self.store_body(&body)?;
         let path = self.local.blob_path(&digest);
         let entry = Entry {
@@ -420,6 +532,18 @@ struct Entry {
 }
 
 impl Entry {
+    /// The answer to a get that found this entry, its body at `disk_path`.
+    fn hit(&self, id: i64, disk_path: String) -> Response {
+        Response {
+            id,
+            output_id: Some(base64::encode(&self.output_id)),
+            size: self.size,
+            time: self.time_ns.map(rfc3339),
+            disk_path: Some(disk_path),
+            ..Response::default()
+        }
+    }
+
     fn to_result(&self, empty: Digest) -> ActionResult {
         let mut path = hex(&self.output_id);
         if let Some(ns) = self.time_ns {
@@ -815,6 +939,62 @@ mod tests {
             !socket.exists(),
             "the socket's directory goes with the listener"
         );
+    }
+
+    /// A view reads the store's entries as copies in its own directory; what its go
+    /// commands put stays in the view (a later session of the same view finds it), never
+    /// in the store; its token stops working when the view is dropped.
+    #[test]
+    fn a_view_reads_copies_and_keeps_its_puts_out_of_the_store() {
+        use std::io::{Read, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(open(dir.path()));
+        let listener = Listener::start(store.clone(), store.clone()).unwrap();
+        let close = "{\"ID\":9,\"Command\":\"close\"}\n";
+        let talk = |token: &str, input: String| -> Vec<Value> {
+            let mut conn = std::os::unix::net::UnixStream::connect(listener.path()).unwrap();
+            conn.write_all(format!("{token}\n").as_bytes()).unwrap();
+            conn.write_all(input.as_bytes()).unwrap();
+            let mut out = String::new();
+            let _ = conn.read_to_string(&mut out);
+            out.lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        let out = talk(
+            listener.token(),
+            put_lines(1, b"compile std", b"std object", "") + close,
+        );
+        let stored = out[1]["DiskPath"].as_str().unwrap().to_string();
+
+        let view = listener.open_view(None).unwrap();
+        let out = talk(view.token(), get_line(1, b"compile std") + close);
+        let copy = out[1]["DiskPath"].as_str().unwrap();
+        assert!(copy.starts_with(&*view.dir().to_string_lossy()), "{copy}");
+        assert_ne!(copy, stored, "a copy, not the store's file");
+        assert_eq!(std::fs::read(copy).unwrap(), b"std object");
+
+        let out = talk(
+            view.token(),
+            put_lines(1, b"compile mine", b"my object", "") + close,
+        );
+        let mine = read_disk_path(&out[1]);
+        assert_eq!(mine, b"my object");
+        let out = talk(view.token(), get_line(1, b"compile mine") + close);
+        assert_eq!(read_disk_path(&out[1]), b"my object", "the view's own put");
+        // The store never saw it.
+        assert!(store
+            .get_action(&cache_key(b"compile mine"))
+            .unwrap()
+            .is_none());
+        let out = talk(listener.token(), get_line(1, b"compile mine") + close);
+        assert_eq!(out[1]["Miss"], json!(true));
+        assert_eq!(listener.stats().puts, 1, "only the store's own put");
+
+        let (token, view_dir) = (view.token().to_string(), view.dir().to_path_buf());
+        drop(view);
+        assert!(!view_dir.exists());
+        assert!(talk(&token, get_line(1, b"compile std") + close).is_empty());
     }
 
     #[test]

@@ -77,6 +77,12 @@ pub struct ExecSpec {
     /// hermetic): `KILN_STORE_SOCKET` names the socket of the build's server for it, and
     /// under bubblewrap its blob files are visible read-only.
     pub store_access: bool,
+    /// Whether the process may read Go's compile cache without adding to it (the go
+    /// commands a test runs, a repository's vet tool): `KILN_STORE_SOCKET` names the
+    /// socket, its token opens a view (`kiln_cache::gocacheprog::View`) whose hits are
+    /// copies in a directory the process sees read-only; the store's blob files stay out
+    /// of sight. Ignored when `store_access` is set.
+    pub store_view: bool,
     /// Whether actions like this one may share a process (see [`Batch`]).
     pub batch: Option<Batch>,
     /// A directory the process may read anything below, whose files join the key only
@@ -447,7 +453,7 @@ impl Action {
         // The platform is not part of it: a member's own arguments may name it (one
         // `go build` each for several platforms).
         Some(format!(
-            "{} {alone} {} {:?} {:?} {tools:?} {:?} {} {}",
+            "{} {alone} {} {:?} {:?} {tools:?} {:?} {} {} {}",
             self.mnemonic,
             batch.attempts,
             &spec.argv[..common],
@@ -455,6 +461,7 @@ impl Action {
             spec.workdir,
             spec.network,
             spec.store_access,
+            spec.store_view,
         ))
     }
 

@@ -468,6 +468,50 @@ fn a_test_running_go_on_its_module_finds_the_downloaded_dependencies() {
     );
 }
 
+/// The go commands a test runs read Go's compile cache through a view: what kiln
+/// compiled for the test binary (net/http and what it imports) is not compiled again,
+/// and what they compile themselves never reaches the store, so a rerun compiles it
+/// again. Before views, every such go command compiled the standard library afresh.
+#[test]
+fn a_test_running_go_reads_the_compile_cache_and_adds_nothing_to_it() {
+    let ws = go_workspace()
+        .file("go.mod", "module example.com/m\n\ngo 1.23\n")
+        .file(
+            "use/use.go",
+            "package use\n\nimport \"net/http\"\n\nfunc Code() int { return http.StatusTeapot }\n",
+        )
+        .file(
+            "use/use_test.go",
+            &test_file(
+                "use",
+                &["os", "os/exec", "path/filepath"],
+                // A module of the test's own making, so nothing else ever compiled it.
+                "\tdir := t.TempDir()\n\tos.WriteFile(filepath.Join(dir, \"go.mod\"), []byte(\"module example.com/scratch\\n\\ngo 1.23\\n\"), 0o644)\n\tos.WriteFile(filepath.Join(dir, \"main.go\"), []byte(\"package main\\n\\nimport (\\n\\t\\\"fmt\\\"\\n\\t\\\"net/http\\\"\\n)\\n\\nfunc main() { fmt.Println(http.StatusOK) }\\n\"), 0o644)\n\tcmd := exec.Command(\"go\", \"build\", \"-v\", \"-o\", os.DevNull, \".\")\n\tcmd.Dir = dir\n\tout, err := cmd.CombinedOutput()\n\tif err != nil {\n\t\tt.Fatalf(\"%v: %s\", err, out)\n\t}\n\tt.Logf(\"compiled [%s]\", out)",
+            ),
+        )
+        .file("BUILD.toml", "[go_test.unit]\n")
+        .build();
+    let compiled = |run: &Run| -> String {
+        let all = format!("{}{}", run.stdout, run.stderr);
+        let start = all.find("compiled [").unwrap_or_else(|| panic!("{all}"));
+        let end = all[start..].find(']').unwrap() + start;
+        all[start..end].to_string()
+    };
+    let run = ws.kiln(&["test", "--", "-v"]);
+    run.assert_ok();
+    let first = compiled(&run);
+    assert!(first.contains("example.com/scratch"), "{first}");
+    for cached in ["net/http", "runtime", "fmt"] {
+        assert!(!first.contains(cached), "{cached} compiled again: {first}");
+    }
+    // The scratch package, compiled by the test's go build, was not stored.
+    let run = ws.kiln(&["test", "--rerun", "--", "-v"]);
+    run.assert_ok();
+    let again = compiled(&run);
+    assert!(again.contains("example.com/scratch"), "{again}");
+    assert!(!again.contains("net/http"), "{again}");
+}
+
 /// A test of the module's root package sees its directory as `go test` gives it:
 /// os.Getwd() (which returns PWD) is a clean path, without a trailing `/`.
 #[test]

@@ -21,6 +21,9 @@
 //! the listener's token, a random line given only to the actions with store access
 //! ([`TOKEN_ENV`]); a connection that does not send it is closed unanswered.
 //!
+//! A [`View`] (see the parent module) has a token of its own, made by
+//! [`Listener::open_view`] for one action and forgotten when its [`ViewHandle`] drops.
+//!
 //! Sessions do not flush the store when they close (a remote upload would hold up the
 //! go command's exit); the build flushes it once, at its end ([`Listener::flush`]).
 
@@ -31,7 +34,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use super::{serve_session, ServeStats};
+use std::collections::HashMap;
+
+use super::{serve_session, ServeStats, View};
 use crate::error::{Error, Result};
 use crate::local::LocalStore;
 use crate::store::Store;
@@ -50,8 +55,40 @@ pub struct Listener {
     store: Arc<dyn Store>,
     stop: Arc<AtomicBool>,
     stats: Arc<Mutex<ServeStats>>,
+    views: Views,
     fd: std::os::fd::RawFd,
     thread: Option<JoinHandle<()>>,
+}
+
+/// The open views, by token.
+type Views = Arc<Mutex<HashMap<String, Arc<View>>>>;
+
+/// One action's view of the cache: its token and the directory its blobs are copied
+/// into. Dropping it ends the view: new sessions with its token are refused, and the
+/// directory is removed.
+#[derive(Debug)]
+pub struct ViewHandle {
+    token: String,
+    dir: tempfile::TempDir,
+    views: Views,
+}
+
+impl ViewHandle {
+    /// The line the view's sessions start with, for [`TOKEN_ENV`].
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Where the view's files are on this machine (what the sandbox sees, read-only).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for ViewHandle {
+    fn drop(&mut self) {
+        self.views.lock().unwrap().remove(&self.token);
+    }
 }
 
 impl Listener {
@@ -69,10 +106,14 @@ impl Listener {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Mutex::new(ServeStats::default()));
+        let views = Views::default();
         let thread = {
             let (store, stop, stats) = (store.clone(), stop.clone(), stats.clone());
-            let token = token.clone();
-            std::thread::spawn(move || accept(listener, token, store, local, stop, stats))
+            let sessions = Sessions {
+                token: token.clone(),
+                views: views.clone(),
+            };
+            std::thread::spawn(move || accept(listener, sessions, store, local, stop, stats))
         };
         Ok(Listener {
             dir,
@@ -81,8 +122,28 @@ impl Listener {
             store,
             stop,
             stats,
+            views,
             fd,
             thread: Some(thread),
+        })
+    }
+
+    /// A new view of the cache for one action, in a new private directory under the
+    /// system's temporary directory; `seen` is where the action sees that directory
+    /// (None: where it is).
+    pub fn open_view(&self, seen: Option<&Path>) -> Result<ViewHandle> {
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-gocache-view-")
+            .tempdir()
+            .map_err(|e| Error::io("create", &std::env::temp_dir(), e))?;
+        let token = new_token().map_err(|e| Error::io("read", Path::new("/dev/urandom"), e))?;
+        let seen = seen.unwrap_or(dir.path()).to_path_buf();
+        let view = Arc::new(View::new(dir.path().to_path_buf(), seen));
+        self.views.lock().unwrap().insert(token.clone(), view);
+        Ok(ViewHandle {
+            token,
+            dir,
+            views: self.views.clone(),
         })
     }
 
@@ -127,9 +188,26 @@ impl Drop for Listener {
     }
 }
 
+/// What a session may start with: the listener's token (the store itself) or a view's.
+#[derive(Clone)]
+struct Sessions {
+    token: String,
+    views: Views,
+}
+
+impl Sessions {
+    /// None: not a token of this listener. Some(None): the store's; Some(view): a view's.
+    fn resolve(&self, given: &str) -> Option<Option<Arc<View>>> {
+        if given == self.token {
+            return Some(None);
+        }
+        self.views.lock().unwrap().get(given).cloned().map(Some)
+    }
+}
+
 fn accept(
     listener: UnixListener,
-    token: String,
+    sessions: Sessions,
     store: Arc<dyn Store>,
     local: Arc<LocalStore>,
     stop: Arc<AtomicBool>,
@@ -146,7 +224,7 @@ fn accept(
             continue;
         };
         let (store, local, stats) = (store.clone(), local.clone(), stats.clone());
-        let token = token.clone();
+        let sessions = sessions.clone();
         std::thread::spawn(move || {
             let Ok(reader) = conn.try_clone() else { return };
             let mut reader = BufReader::new(reader);
@@ -155,9 +233,9 @@ fn accept(
             let _ = conn.set_read_timeout(Some(TOKEN_TIMEOUT));
             let given = read_token(&mut reader);
             let _ = conn.set_read_timeout(None);
-            if given.is_some_and(|given| given == token) {
+            if let Some(view) = given.and_then(|given| sessions.resolve(&given)) {
                 // A broken session ends the go command's use of the cache; go reports it.
-                if let Ok(done) = serve_session(&*store, &local, reader, &conn) {
+                if let Ok(done) = serve_session(&*store, &local, view.as_deref(), reader, &conn) {
                     stats.lock().unwrap().add(&done);
                 }
             }

@@ -20,14 +20,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use kiln_cache::gocacheprog::Listener;
+use kiln_cache::gocacheprog::{Listener, ViewHandle};
 use kiln_cache::{ActionResult, Digest, KeyOutcome, LocalStore, OutputFile, Store};
 
 use crate::action::{Action, ActionKind, Artifact, Builtin, BuiltinCtx, ExecSpec, Tool};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::{KeyInput, KeyRecord, KEY_SCHEMA};
 use crate::remote::{RemoteExecutor, RemoteRun};
-use crate::sandbox::{Host, Sandbox, SandboxMode, StoreAccess};
+use crate::sandbox::{Host, Sandbox, SandboxMode, StoreAccess, StoreFiles};
 
 /// How an action ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -329,6 +329,33 @@ impl Executor {
         })
     }
 
+    /// What an action with `store_access` or `store_view` is given, and the view to
+    /// keep open while it runs (see [`Executor::store_access`]).
+    fn access_for(
+        &self,
+        spec: &ExecSpec,
+        mode: SandboxMode,
+    ) -> Result<(Option<StoreAccess>, Option<ViewHandle>)> {
+        if spec.store_access {
+            return Ok((Some(self.store_access()?), None));
+        }
+        if !spec.store_view {
+            return Ok((None, None));
+        }
+        let mut access = self.store_access()?;
+        let (listener, _) = self
+            .listener
+            .get()
+            .unwrap()
+            .as_ref()
+            .map_err(Clone::clone)?;
+        let seen = (mode == SandboxMode::Bwrap).then(|| Path::new(crate::sandbox::GOCACHE_VIEW));
+        let view = listener.open_view(seen)?;
+        access.token = view.token().to_string();
+        access.files = StoreFiles::View(view.dir().to_path_buf());
+        Ok((Some(access), Some(view)))
+    }
+
     /// What an action with `store_access` is given: the socket of the shared store's
     /// server (started by the first such action) and its blob files.
     fn store_access(&self) -> Result<StoreAccess> {
@@ -349,7 +376,7 @@ impl Executor {
             socket: listener.path().to_path_buf(),
             token: listener.token().to_string(),
             socket_dir: listener.dir().to_path_buf(),
-            blobs: blobs.clone(),
+            files: StoreFiles::Blobs(blobs.clone()),
         })
     }
 
@@ -680,11 +707,9 @@ impl Executor {
                 }
                 let _slot = self.local_slots.take();
                 let mode = self.sandbox_mode().map_err(fail)?;
-                let access = match spec.store_access {
-                    true => Some(self.store_access().map_err(fail)?),
-                    false => None,
-                };
+                let (access, view) = self.access_for(spec, mode).map_err(fail)?;
                 let code = sandbox.run(spec, mode, &self.host, access.as_ref());
+                drop(view);
                 let code = code.map_err(fail)?;
                 sandbox
                     .check_own()

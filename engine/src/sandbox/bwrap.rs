@@ -18,13 +18,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use super::{view_entries, Host, StoreAccess};
+use super::{view_entries, Host, StoreAccess, StoreFiles};
 use crate::action::{ExecSpec, Tool};
 
 /// The sandbox root, as the process sees it.
 pub const ROOT: &str = "/kiln/ws";
 /// The kiln binary, as the process sees it.
 pub const KILN: &str = "/kiln/bin/kiln";
+/// A view of Go's compile cache (`store_view`), as the process sees it.
+pub const GOCACHE_VIEW: &str = "/kiln/gocache";
 const TOOLS: &str = "/kiln/tools";
 /// Host top-level entries the sandbox has its own of.
 const OWN: &[&str] = &["proc", "dev", "tmp", "kiln"];
@@ -214,10 +216,13 @@ pub fn command(
     }
     args.bind("--ro-bind", &super::kiln_exe(), Path::new(KILN));
     if let Some(access) = access {
-        // The shared store's blob files, read-only (writes go through the socket), and
-        // the socket's directory, read-only too: connecting needs no write access, and
-        // the action must not be able to remove or replace the socket.
-        args.bind("--ro-bind", &access.blobs, &access.blobs);
+        // The shared store's blob files, read-only (writes go through the socket), or a
+        // view's copies, and the socket's directory, read-only too: connecting needs no
+        // write access, and the action must not be able to remove or replace the socket.
+        match &access.files {
+            StoreFiles::Blobs(blobs) => args.bind("--ro-bind", blobs, blobs),
+            StoreFiles::View(dir) => args.bind("--ro-bind", dir, Path::new(GOCACHE_VIEW)),
+        }
         args.bind("--ro-bind", &access.socket_dir, &access.socket_dir);
     }
     args.bind("--bind", root, Path::new(ROOT));

@@ -42,6 +42,7 @@
 mod bwrap;
 mod running;
 
+pub use bwrap::GOCACHE_VIEW;
 pub use kiln_launch::{host_user, Launch, LAUNCH_FILE, ROOT_FILE};
 pub use running::{kill_all, Running};
 
@@ -108,15 +109,25 @@ pub struct Host {
     pub cache: PathBuf,
 }
 
-/// What an action with `store_access` sees of the shared store: the socket its
-/// `kiln gocacheprog` relays to, and the blob files handed out as `DiskPath`s.
+/// What an action with `store_access` or `store_view` sees of the shared store: the
+/// socket its `kiln gocacheprog` relays to, and where the files handed out as
+/// `DiskPath`s are: the store's blob files, or a view's copies.
 #[derive(Debug, Clone)]
 pub struct StoreAccess {
     pub socket: PathBuf,
     /// What a session must start with (see [`kiln_cache::gocacheprog::TOKEN_ENV`]).
     pub token: String,
     pub socket_dir: PathBuf,
-    pub blobs: PathBuf,
+    pub files: StoreFiles,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreFiles {
+    /// The store's blob files (`store_access`).
+    Blobs(PathBuf),
+    /// A view's directory on this machine, seen by the action at [`GOCACHE_VIEW`]
+    /// under bubblewrap (`store_view`).
+    View(PathBuf),
 }
 
 /// Where the process of an action run in `mode` finds things: the placeholders' values.

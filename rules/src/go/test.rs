@@ -430,6 +430,7 @@ impl Steps<'_> {
                     parse: Arc::new(TestLog),
                     scratch_workdir: true,
                 }),
+                store_view: true,
                 test: true,
                 batch: Some(Batch {
                     member_args: 0,
@@ -445,11 +446,12 @@ impl Steps<'_> {
         }
     }
 
-    /// A test's environment: what its go commands need (with no compile cache of
-    /// kiln's), the user's name, the target's `env`.
+    /// A test's environment: what its go commands need (Go's compile cache through a
+    /// view: they read what kiln compiled, and what they put stays theirs), the user's
+    /// name, the target's `env`.
     fn run_env(&self) -> BTreeMap<String, String> {
         let s = self.settings;
-        let mut env = go_env(self.module, &s.platform, s.race, false);
+        let mut env = go_env(self.module, &s.platform, s.race, true);
         env.insert("USER".into(), "{user}".into());
         env.insert("LOGNAME".into(), "{user}".into());
         if s.race {

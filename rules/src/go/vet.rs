@@ -246,8 +246,8 @@ impl Vet<'_> {
             argv.push(format!("-tags={}", self.tags.join(",")));
         }
         let mut inputs = self.packages.test_build_inputs(self.module, dir);
-        // A vet tool is the repository's code: it runs with a compile cache of its own,
-        // never with the token that lets Go's cache take entries.
+        // A vet tool is the repository's code: it reads Go's compile cache through a
+        // view, never with the token that lets the cache take entries.
         let shared = tool.is_none();
         if let Some(tool) = tool {
             argv.push(format!("-vettool={{sandbox}}/{}", tool.path));
@@ -263,10 +263,11 @@ impl Vet<'_> {
             outputs: vec![out.to_string()],
             kind: ActionKind::Exec(ExecSpec {
                 argv,
-                env: go_env(self.module, &self.platform, false, shared),
+                env: go_env(self.module, &self.platform, false, true),
                 tools: vec![self.go.clone(), self.sh.clone()],
                 workdir: self.module.dir.clone(),
                 store_access: shared,
+                store_view: !shared,
                 ..Default::default()
             }),
             platform: Some(self.platform.clone()),

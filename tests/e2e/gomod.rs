@@ -646,8 +646,34 @@ fn a_package_needing_cgo_without_a_c_compiler_is_an_error_naming_it() {
     );
     assert!(
         run.stderr
-            .contains("the tests of example.com/m/csum link code that uses cgo"),
+            .contains("example.com/m/csum (with its tests) links code that uses cgo"),
         "{}",
         run.stderr
+    );
+}
+
+/// go_vet vets a package that needs cgo with cgo, as `go vet` does on a host with gcc:
+/// without it, `csum` (only cgo files) does not load.
+#[test]
+fn go_vet_vets_packages_that_need_cgo_with_cgo() {
+    let ws = cgo_module().file("BUILD.toml", "[go_vet.vet]\n").build();
+    let run = ws.kiln(&["test"]);
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("GoVet //:vet [example.com/m/csum]"),
+        "{}",
+        run.stderr
+    );
+    let go = Command::new(format!("{}/bin/go", go_root()))
+        .args(["vet", "./..."])
+        .current_dir(ws.path(""))
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "")
+        .output()
+        .unwrap();
+    assert!(
+        go.status.success(),
+        "{}",
+        String::from_utf8_lossy(&go.stderr)
     );
 }

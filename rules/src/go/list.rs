@@ -91,27 +91,6 @@ pub struct Packages {
     module_path: String,
 }
 
-/// Lists the module's packages as seen when building for `platform` (build constraints
-/// pick files per platform) with cgo on or off, with an action run during analysis.
-pub fn list(
-    ctx: &mut Analysis<'_>,
-    module: &Module,
-    platform: &str,
-    tags: &[String],
-    cgo: bool,
-) -> Result<Packages> {
-    Lister::new(ctx, module)?.list(
-        ctx,
-        module,
-        &Listing {
-            platform,
-            tags,
-            extra: &[],
-            cgo,
-        },
-    )
-}
-
 /// What one listing sees: the platform and build tags (constraints pick files by
 /// both), and `extra` patterns beside `./...` (directories `./...` leaves out, such as
 /// `./_examples/server`, which go still builds when they are named).

@@ -51,7 +51,7 @@
 //! `kiln test -- -run X -short -v` passes go test's test flags to every run
 //! ([`TestArgs`]); `kiln test --rerun` runs tests whose results are cached.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kiln_engine::action::{Action, ActionKind, Artifact, Batch, ExecSpec, Reads, Tool};
@@ -62,6 +62,7 @@ use kiln_engine::value::Spanned;
 use kiln_engine::workspace::{TargetDecl, OUT_DIR};
 use kiln_engine::{Error, ErrorKind, Result};
 
+use super::cgo::CgoUsers;
 use super::cover::{self, Cover};
 use super::flags::TestArgs;
 use super::list::{GoPackage, Lister, Listing, Packages};
@@ -230,61 +231,6 @@ impl Settings {
     }
 }
 
-/// The packages built with cgo in a target whose others are built without (no `race`):
-/// those whose tests link code that uses cgo (`import "C"`), theirs or a dependency's
-/// (github.com/mattn/go-sqlite3), which `go test` on a host with a C compiler builds
-/// with cgo and which without cgo build but fail (or are not built at all). As `race =
-/// true` does for every package, they get the host's gcc as a tool of their build.
-/// `go_binary` is not concerned: binaries are built without cgo.
-struct CgoUsers {
-    dirs: BTreeSet<String>,
-    /// The module listed with cgo on (cgo files are then part of their package).
-    packages: Packages,
-    tools: Vec<Tool>,
-}
-
-impl CgoUsers {
-    fn read(
-        ctx: &mut Analysis<'_>,
-        lister: &Lister,
-        module: &Module,
-        listing: &Listing<'_>,
-        packages: &Packages,
-        selected: &[String],
-    ) -> Result<Option<CgoUsers>> {
-        if listing.cgo {
-            return Ok(None); // `race`: every package is built with cgo.
-        }
-        let users = lister.cgo_users(ctx, module, listing)?;
-        let dirs: BTreeSet<String> = selected
-            .iter()
-            .filter(|d| users.contains(*d))
-            .cloned()
-            .collect();
-        let Some(first) = dirs.first() else {
-            return Ok(None);
-        };
-        let tools = cgo_tools(ctx).map_err(|mut e| {
-            let pkg = &packages.by_dir[first].import_path;
-            e.hint = Some(format!(
-                "the tests of {pkg} link code that uses cgo (import \"C\"), which kiln builds \
-                 with the host's C compiler, as `go test` does; install gcc, or leave the \
-                 package out of `packages`"
-            ));
-            e
-        })?;
-        let cgo = Listing {
-            cgo: true,
-            ..*listing
-        };
-        Ok(Some(CgoUsers {
-            dirs,
-            packages: lister.list(ctx, module, &cgo)?,
-            tools,
-        }))
-    }
-}
-
 /// The module directories the target's patterns select, sorted.
 pub(super) fn selected(
     ctx: &Analysis<'_>,
@@ -382,14 +328,14 @@ struct Steps<'a> {
 impl Steps<'_> {
     /// Whether the package in `dir` is built with cgo.
     fn cgo(&self, dir: &str) -> bool {
-        self.settings.race || self.cgo.is_some_and(|c| c.dirs.contains(dir))
+        self.settings.race || self.cgo.is_some_and(|c| c.uses(dir))
     }
 
     /// The listing the package in `dir` is built from: with cgo files when it is built
     /// with cgo.
     fn packages_of(&self, dir: &str) -> &Packages {
         match self.cgo {
-            Some(cgo) if cgo.dirs.contains(dir) => &cgo.packages,
+            Some(cgo) if cgo.uses(dir) => &cgo.packages,
             _ => self.packages,
         }
     }
@@ -398,7 +344,7 @@ impl Steps<'_> {
     /// when it is built with cgo.
     fn build_tools(&self, dir: &str) -> Vec<Tool> {
         let mut tools = self.settings.build_tools.clone();
-        if let Some(cgo) = self.cgo.filter(|c| c.dirs.contains(dir)) {
+        if let Some(cgo) = self.cgo.filter(|c| c.uses(dir)) {
             tools.extend(cgo.tools.iter().cloned());
         }
         tools

@@ -677,3 +677,30 @@ fn go_vet_vets_packages_that_need_cgo_with_cgo() {
         String::from_utf8_lossy(&go.stderr)
     );
 }
+
+/// A test binary that exits in `TestMain` before `m.Run` (bbolt's tests that need root)
+/// writes no test log: go test does not cache its result, nor does kiln, and `kiln
+/// explain` says why it runs every time.
+#[test]
+fn a_test_exiting_before_m_run_is_run_every_time_and_explain_says_why() {
+    let ws = go_workspace()
+        .file("root/root.go", "package root\n")
+        .file(
+            "root/main_test.go",
+            "package root\n\nimport (\n\t\"fmt\"\n\t\"os\"\n\t\"testing\"\n)\n\nfunc TestMain(m *testing.M) {\n\tfmt.Fprintln(os.Stderr, \"Skip tests that require root\")\n\tos.Exit(0)\n}\n\nfunc TestNeedsRoot(t *testing.T) {}\n",
+        )
+        .file("BUILD.toml", "[go_test.unit]\n")
+        .build();
+    ws.kiln(&["test"]).assert_ok();
+    let again = ws.kiln(&["test"]);
+    again.assert_ok();
+    assert_eq!(runs(&again), ["example.com/m/root"], "{}", again.stderr);
+    let explain = ws.kiln(&["explain", "//:unit"]);
+    assert!(
+        explain.stdout.contains(
+            "GoTest example.com/m/root: executed, and its result was not kept: what it read is unknown"
+        ),
+        "{}",
+        explain.stdout
+    );
+}

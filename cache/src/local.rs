@@ -70,6 +70,10 @@ pub enum KeyOutcome {
     Failed = 2,
     /// It ran again under the key with which it had failed.
     RetriedAfterFailure = 3,
+    /// It ran and passed, but its result was not kept: what it read is unknown (a Go
+    /// test binary that exits before `m.Run` writes no test log), so nothing can say
+    /// when the result holds. Every build runs it.
+    NotKept = 4,
 }
 
 impl KeyOutcome {
@@ -78,6 +82,7 @@ impl KeyOutcome {
             0 => KeyOutcome::Cached,
             2 => KeyOutcome::Failed,
             3 => KeyOutcome::RetriedAfterFailure,
+            4 => KeyOutcome::NotKept,
             _ => KeyOutcome::Executed,
         }
     }

@@ -605,3 +605,146 @@ fn a_module_replaced_by_a_directory_in_the_workspace_builds_from_it() {
         "kiln: error: sub/go.mod:7: replace with ../../elsewhere: a directory outside the workspace"
     );
 }
+
+/// A module whose packages need cgo, as Go services that use github.com/mattn/go-sqlite3
+/// do: `csum` has only cgo files; `store` imports `example.com/cdb` (another module, by a
+/// directory replacement), whose cgo file has a `!cgo` stand-in that panics, as
+/// go-sqlite3's does; `plain` needs no cgo and says how it was built.
+fn cgo_module() -> Builder {
+    go_workspace()
+        .file(
+            "go.mod",
+            "module example.com/m\n\ngo 1.23\n\nrequire example.com/cdb v0.0.0\n\nreplace example.com/cdb => ./cdb\n",
+        )
+        .file("cdb/go.mod", "module example.com/cdb\n\ngo 1.23\n")
+        .file(
+            "cdb/cdb.go",
+            "package cdb\n\n/*\n#include <string.h>\nstatic int length(const char *s) { return strlen(s); }\n*/\nimport \"C\"\n\n// Len is the length of s, measured in C.\nfunc Len(s string) int { return int(C.length(C.CString(s))) }\n",
+        )
+        .file(
+            "cdb/nocgo.go",
+            "//go:build !cgo\n\npackage cdb\n\nfunc Len(s string) int { panic(\"cdb was built without cgo\") }\n",
+        )
+        .file(
+            "csum/csum.go",
+            "package csum\n\n// static int add(int a, int b) { return a + b; }\nimport \"C\"\n\nfunc Add(a, b int) int { return int(C.add(C.int(a), C.int(b))) }\n",
+        )
+        .file(
+            "csum/csum_test.go",
+            &test_file("csum", &[], "\tif Add(40, 2) != 42 {\n\t\tt.Fatal(Add(40, 2))\n\t}"),
+        )
+        .file("store/store.go", "package store\n\nimport \"example.com/cdb\"\n\nfunc Size(key string) int { return cdb.Len(key) }\n")
+        .file(
+            "store/store_test.go",
+            &test_file("store", &[], "\tif Size(\"kiln\") != 4 {\n\t\tt.Fatal(Size(\"kiln\"))\n\t}"),
+        )
+        .file("plain/on.go", "//go:build cgo\n\npackage plain\n\nconst Cgo = \"on\"\n")
+        .file("plain/off.go", "//go:build !cgo\n\npackage plain\n\nconst Cgo = \"off\"\n")
+        .file(
+            "plain/plain_test.go",
+            &test_file("plain", &[], "\tt.Log(\"cgo is \" + Cgo)"),
+        )
+        .file("BUILD.toml", "[go_test.unit]\n")
+}
+
+/// Packages whose tests link cgo code (their own or a dependency's) are built with cgo
+/// and the host's gcc, as `go test` builds them; the others stay without cgo.
+#[test]
+fn packages_that_need_cgo_are_tested_with_cgo_as_under_go_test() {
+    let ws = cgo_module().build();
+    let run = ws.kiln(&["test", "--keep-going", "--", "-v"]);
+    run.assert_ok();
+    agrees_with_go(&ws, &run, &[""]);
+    assert!(run.stderr.contains("cgo is off"), "{}", run.stderr);
+
+    let again = ws.kiln(&["test"]);
+    again.assert_ok();
+    assert!(again.ran().is_empty(), "{}", again.stderr);
+    // An edit of a package's C code rebuilds and reruns that package alone.
+    ws.write(
+        "csum/csum.go",
+        &ws.read("csum/csum.go")
+            .replace("return a + b;", "volatile int r = a + b; return r;"),
+    );
+    let run = ws.kiln(&["test"]);
+    run.assert_ok();
+    assert_eq!(runs(&run), ["example.com/m/csum"], "{}", run.stderr);
+}
+
+/// Without a C compiler, a package that needs cgo is an error naming it, before
+/// anything runs (go test would build it without cgo, and its tests would fail).
+#[test]
+fn a_package_needing_cgo_without_a_c_compiler_is_an_error_naming_it() {
+    let ws = cgo_module().build();
+    let run = Run::from(
+        ws.cmd(&["test"])
+            .env("PATH", "/nonexistent")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("tool `gcc` is not on PATH"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("example.com/m/csum (with its tests) links code that uses cgo"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// go_vet vets a package that needs cgo with cgo, as `go vet` does on a host with gcc:
+/// without it, `csum` (only cgo files) does not load.
+#[test]
+fn go_vet_vets_packages_that_need_cgo_with_cgo() {
+    let ws = cgo_module().file("BUILD.toml", "[go_vet.vet]\n").build();
+    let run = ws.kiln(&["test"]);
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("GoVet //:vet [example.com/m/csum]"),
+        "{}",
+        run.stderr
+    );
+    let go = Command::new(format!("{}/bin/go", go_root()))
+        .args(["vet", "./..."])
+        .current_dir(ws.path(""))
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "")
+        .output()
+        .unwrap();
+    assert!(
+        go.status.success(),
+        "{}",
+        String::from_utf8_lossy(&go.stderr)
+    );
+}
+
+/// A test binary that exits in `TestMain` before `m.Run` (bbolt's tests that need root)
+/// writes no test log: go test does not cache its result, nor does kiln, and `kiln
+/// explain` says why it runs every time.
+#[test]
+fn a_test_exiting_before_m_run_is_run_every_time_and_explain_says_why() {
+    let ws = go_workspace()
+        .file("root/root.go", "package root\n")
+        .file(
+            "root/main_test.go",
+            "package root\n\nimport (\n\t\"fmt\"\n\t\"os\"\n\t\"testing\"\n)\n\nfunc TestMain(m *testing.M) {\n\tfmt.Fprintln(os.Stderr, \"Skip tests that require root\")\n\tos.Exit(0)\n}\n\nfunc TestNeedsRoot(t *testing.T) {}\n",
+        )
+        .file("BUILD.toml", "[go_test.unit]\n")
+        .build();
+    ws.kiln(&["test"]).assert_ok();
+    let again = ws.kiln(&["test"]);
+    again.assert_ok();
+    assert_eq!(runs(&again), ["example.com/m/root"], "{}", again.stderr);
+    let explain = ws.kiln(&["explain", "//:unit"]);
+    assert!(
+        explain.stdout.contains(
+            "GoTest example.com/m/root: executed, and its result was not kept: what it read is unknown"
+        ),
+        "{}",
+        explain.stdout
+    );
+}

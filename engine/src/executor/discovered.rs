@@ -118,7 +118,7 @@ impl Executor {
         };
         if !reads.complete {
             // What it read is unknown: nothing can say when this result holds.
-            self.note_key(action, key, record, KeyOutcome::Executed);
+            self.note_key(action, key, record, KeyOutcome::NotKept);
             return Ok(());
         }
         let record = extended(record, &reads.inputs);

@@ -91,27 +91,6 @@ pub struct Packages {
     module_path: String,
 }
 
-/// Lists the module's packages as seen when building for `platform` (build constraints
-/// pick files per platform) with cgo on or off, with an action run during analysis.
-pub fn list(
-    ctx: &mut Analysis<'_>,
-    module: &Module,
-    platform: &str,
-    tags: &[String],
-    cgo: bool,
-) -> Result<Packages> {
-    Lister::new(ctx, module)?.list(
-        ctx,
-        module,
-        &Listing {
-            platform,
-            tags,
-            extra: &[],
-            cgo,
-        },
-    )
-}
-
 /// What one listing sees: the platform and build tags (constraints pick files by
 /// both), and `extra` patterns beside `./...` (directories `./...` leaves out, such as
 /// `./_examples/server`, which go still builds when they are named).
@@ -147,6 +126,17 @@ impl Lister {
     ) -> Result<Packages> {
         list_copy(ctx, module, listing, &self.copy, self.copy_id)
     }
+
+    /// The module directories whose tests link cgo code, built with cgo on the
+    /// platform and tags of `listing` (see [`cgo_users`]).
+    pub fn cgo_users(
+        &self,
+        ctx: &mut Analysis<'_>,
+        module: &Module,
+        listing: &Listing<'_>,
+    ) -> Result<BTreeSet<String>> {
+        cgo_users(ctx, module, listing, (&self.copy, self.copy_id))
+    }
 }
 
 fn list_copy(
@@ -156,6 +146,24 @@ fn list_copy(
     copy: &str,
     copy_id: ActionId,
 ) -> Result<Packages> {
+    let argv = vec!["-e".to_string(), format!("-json={FIELDS}")];
+    let discriminator = match listing.cgo {
+        true => format!("{} cgo", listing.platform),
+        false => listing.platform.to_string(),
+    };
+    let stdout = run_list(ctx, module, listing, (copy, copy_id), argv, discriminator)?;
+    parse(&stdout, module)
+}
+
+/// `go list ARGS ./... EXTRA` over the copy at `copy`, run now; its stdout.
+fn run_list(
+    ctx: &mut Analysis<'_>,
+    module: &Module,
+    listing: &Listing<'_>,
+    (copy, copy_id): (&str, ActionId),
+    args: Vec<String>,
+    discriminator: String,
+) -> Result<Vec<u8>> {
     let platform = listing.platform;
     let go = toolchain(ctx)?;
     let mut env = go_env(module, platform, listing.cgo, false);
@@ -171,24 +179,19 @@ fn list_copy(
     let action = Action {
         owner: ctx.label().clone(),
         mnemonic: "GoList".into(),
-        discriminator: match listing.cgo {
-            true => format!("{platform} cgo"),
-            false => platform.to_string(),
-        },
+        discriminator,
         inputs,
         outputs: Vec::new(),
         kind: ActionKind::Exec(ExecSpec {
-            argv: [
-                "{tool:go}/bin/go".into(),
-                "list".into(),
-                "-e".into(),
-                format!("-json={FIELDS}"),
-            ]
-            .into_iter()
-            .chain((!listing.tags.is_empty()).then(|| format!("-tags={}", listing.tags.join(","))))
-            .chain(["./...".to_string()])
-            .chain(listing.extra.iter().cloned())
-            .collect(),
+            argv: ["{tool:go}/bin/go".into(), "list".into()]
+                .into_iter()
+                .chain(args)
+                .chain(
+                    (!listing.tags.is_empty()).then(|| format!("-tags={}", listing.tags.join(","))),
+                )
+                .chain(["./...".to_string()])
+                .chain(listing.extra.iter().cloned())
+                .collect(),
             env,
             tools: vec![go],
             workdir: format!("{copy}{}", module.dir)
@@ -200,8 +203,72 @@ fn list_copy(
         show_output: false,
     };
     let (_, result) = ctx.run_now(action)?;
-    let stdout = ctx.exec.store.read(&result.stdout)?.unwrap_or_default();
-    parse(&stdout, module)
+    Ok(ctx.exec.store.read(&result.stdout)?.unwrap_or_default())
+}
+
+/// One line per package outside the standard library that a module package or its
+/// tests link: its import path, its number of cgo files, its dependencies.
+const CGO_USERS_TEMPLATE: &str = "{{if not .Standard}}{{.ImportPath}}\t{{len .CgoFiles}}\t\
+{{join .Deps \" \"}}\n{{end}}";
+
+/// The directories of the module's packages whose test binaries link a package that
+/// uses cgo (`import "C"`), their own or a dependency's (github.com/mattn/go-sqlite3,
+/// say); the standard library's cgo packages (net, os/user) do not count, they have
+/// pure-Go fallbacks. One `go list -deps -test` with cgo on, over the copy.
+fn cgo_users(
+    ctx: &mut Analysis<'_>,
+    module: &Module,
+    listing: &Listing<'_>,
+    copy: (&str, ActionId),
+) -> Result<BTreeSet<String>> {
+    let argv = ["-e", "-deps", "-test", "-f", CGO_USERS_TEMPLATE].map(String::from);
+    let cgo = Listing {
+        cgo: true,
+        ..*listing
+    };
+    let discriminator = format!("{} cgo users", listing.platform);
+    let stdout = run_list(ctx, module, &cgo, copy, argv.to_vec(), discriminator)?;
+    Ok(parse_cgo_users(&String::from_utf8_lossy(&stdout), module))
+}
+
+/// [`cgo_users`] from its `go list` lines.
+fn parse_cgo_users(stdout: &str, module: &Module) -> BTreeSet<String> {
+    // `pkg [pkg.test]` is pkg compiled with its tests: the same cgo files.
+    let plain = |path: &str| path.split(" [").next().unwrap_or(path).to_string();
+    let lines: Vec<(&str, bool, Vec<String>)> = stdout
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split('\t');
+            let path = fields.next()?;
+            let cgo = fields.next()? != "0";
+            let deps = fields.next().unwrap_or("").split(' ').map(plain).collect();
+            Some((path, cgo, deps))
+        })
+        .collect();
+    let uses_cgo: BTreeSet<String> = lines
+        .iter()
+        .filter(|(_, cgo, _)| *cgo)
+        .map(|(path, _, _)| plain(path))
+        .collect();
+    let mut users = BTreeSet::new();
+    for (path, _, deps) in &lines {
+        let links_cgo =
+            uses_cgo.contains(&plain(path)) || deps.iter().any(|d| uses_cgo.contains(d));
+        if let (true, Some(dir)) = (links_cgo, module.package_dir(tested(path))) {
+            users.insert(dir);
+        }
+    }
+    users
+}
+
+/// The package whose test binary links the package `go list -test` calls `path`:
+/// `pkg.test` (its main package), `pkg [pkg.test]` and `pkg_test [pkg.test]` (its test
+/// files) are pkg's; any other is itself.
+fn tested(path: &str) -> &str {
+    match path.split_once(" [") {
+        Some((_, test)) => test.trim_end_matches(']').trim_end_matches(".test"),
+        None => path.strip_suffix(".test").unwrap_or(path),
+    }
 }
 
 /// The builtin that writes what `go list` reads of the module's files under `copy`.
@@ -401,4 +468,53 @@ fn dedup(mut v: Vec<Artifact>) -> Vec<Artifact> {
     let mut seen = BTreeSet::new();
     v.retain(|a| seen.insert(a.path.clone()));
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn module() -> Module {
+        Module {
+            dir: String::new(),
+            path: "example.com/svc".into(),
+            vendored: false,
+            common: Vec::new(),
+            all: Vec::new(),
+            modcache: None,
+            replaced: Vec::new(),
+        }
+    }
+
+    /// Lines as `go list -deps -test` prints them (dependency lists cut short).
+    #[test]
+    fn packages_linking_a_cgo_dependency_or_having_cgo_files_use_cgo() {
+        let out = "\
+github.com/mattn/go-sqlite3\t11\tbytes database/sql runtime/cgo
+example.com/svc/store\t0\tdatabase/sql github.com/mattn/go-sqlite3
+example.com/svc/util\t0\t
+example.com/svc/util [example.com/svc/util.test]\t0\tfmt testing
+example.com/svc/util.test\t0\tfmt testing example.com/svc/util
+example.com/svc/api\t0\tnet/http
+example.com/svc/api_test [example.com/svc/api.test]\t0\tnet/http github.com/mattn/go-sqlite3 [example.com/svc/api.test]
+example.com/svc/api.test\t0\tnet/http example.com/svc/api_test
+example.com/svc/csum\t1\truntime/cgo
+";
+        let users: Vec<String> = parse_cgo_users(out, &module()).into_iter().collect();
+        assert_eq!(users, ["api", "csum", "store"]);
+    }
+
+    #[test]
+    fn test_variants_belong_to_the_package_under_test() {
+        assert_eq!(
+            tested("example.com/m/a [example.com/m/a.test]"),
+            "example.com/m/a"
+        );
+        assert_eq!(
+            tested("example.com/m/a_test [example.com/m/a.test]"),
+            "example.com/m/a"
+        );
+        assert_eq!(tested("example.com/m/a.test"), "example.com/m/a");
+        assert_eq!(tested("example.com/m/a"), "example.com/m/a");
+    }
 }

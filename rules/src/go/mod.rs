@@ -23,8 +23,12 @@
 //!   module against go.sum. Its output, a module cache under
 //!   `kiln-out/<package>/.gomodcache/`, is an input of every other Go action of the
 //!   module, which run with GOPROXY=off and GOMODCACHE pointing at it.
+//! * **cgo** ([`cgo`]): off (CGO_ENABLED=0), but for the tests and vet of packages that
+//!   link code using cgo (go-sqlite3), and for every package under `race = true`; those
+//!   get the host's gcc as a tool.
 
 pub mod binary;
+pub mod cgo;
 pub mod cover;
 pub mod download;
 pub mod flags;

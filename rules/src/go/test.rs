@@ -41,6 +41,13 @@
 //! and the toolchain's `bin/`, and no network. In `dir` mode (no bubblewrap) binaries
 //! are built with `-trimpath`, and `runtime.Caller`-based lookups do not find files.
 //!
+//! **cgo.** Off (`CGO_ENABLED=0`, as for binaries), but for packages whose test binary
+//! links code that uses cgo, their own or a dependency's (`CgoUsers`, found by one `go
+//! list -deps -test` with cgo on): `go test` on a host with a C compiler builds those
+//! with cgo, and without it they do not build (only cgo files) or build a stand-in
+//! that fails (go-sqlite3's). They are built with cgo and the host's gcc as a tool, as
+//! `race = true` builds every package.
+//!
 //! `kiln test -- -run X -short -v` passes go test's test flags to every run
 //! ([`TestArgs`]); `kiln test --rerun` runs tests whose results are cached.
 
@@ -55,9 +62,10 @@ use kiln_engine::value::Spanned;
 use kiln_engine::workspace::{TargetDecl, OUT_DIR};
 use kiln_engine::{Error, ErrorKind, Result};
 
+use super::cgo::CgoUsers;
 use super::cover::{self, Cover};
 use super::flags::TestArgs;
-use super::list::{list, GoPackage, Packages};
+use super::list::{GoPackage, Lister, Listing, Packages};
 use super::testlog::TestLog;
 use super::{cgo_tools, go_env, host_platform, rel_join, toolchain, Module, TOOLCHAIN_PROGRAMS};
 use crate::go::output;
@@ -100,14 +108,16 @@ impl Rule for GoTest {
     fn analyze(&self, target: &TargetDecl, ctx: &mut Analysis<'_>) -> Result<TargetInfo> {
         let settings = Settings::read(ctx)?;
         let module = Module::load(ctx)?;
-        let packages = list(
-            ctx,
-            &module,
-            &settings.platform,
-            &settings.tags,
-            settings.race,
-        )?;
+        let lister = Lister::new(ctx, &module)?;
+        let listing = Listing {
+            platform: &settings.platform,
+            tags: &settings.tags,
+            extra: &[],
+            cgo: settings.race,
+        };
+        let packages = lister.list(ctx, &module, &listing)?;
         let dirs = selected(ctx, &packages, &module)?;
+        let cgo = CgoUsers::read(ctx, &lister, &module, &listing, &packages, &dirs)?;
         let test2json = test2json(ctx, &module)?;
         let cover = Cover::read(ctx, &packages, &module, settings.race)?;
         let steps = Steps {
@@ -116,10 +126,11 @@ impl Rule for GoTest {
             packages: &packages,
             test2json,
             cover: cover.as_ref(),
+            cgo: cgo.as_ref(),
         };
         let mut profiles = Vec::new();
         for dir in dirs {
-            let pkg = &packages.by_dir[&dir];
+            let pkg = &steps.packages_of(&dir).by_dir[&dir];
             let binary = binary_path(ctx, &dir, pkg);
             // A package without tests, measured: go writes its statements, none run.
             let untested = match (&cover, &binary) {
@@ -311,9 +322,34 @@ struct Steps<'a> {
     packages: &'a Packages,
     test2json: Artifact,
     cover: Option<&'a Cover>,
+    cgo: Option<&'a CgoUsers>,
 }
 
 impl Steps<'_> {
+    /// Whether the package in `dir` is built with cgo.
+    fn cgo(&self, dir: &str) -> bool {
+        self.settings.race || self.cgo.is_some_and(|c| c.uses(dir))
+    }
+
+    /// The listing the package in `dir` is built from: with cgo files when it is built
+    /// with cgo.
+    fn packages_of(&self, dir: &str) -> &Packages {
+        match self.cgo {
+            Some(cgo) if cgo.uses(dir) => &cgo.packages,
+            _ => self.packages,
+        }
+    }
+
+    /// The tools of the package in `dir`'s build: the toolchain, and the C toolchain
+    /// when it is built with cgo.
+    fn build_tools(&self, dir: &str) -> Vec<Tool> {
+        let mut tools = self.settings.build_tools.clone();
+        if let Some(cgo) = self.cgo.filter(|c| c.uses(dir)) {
+            tools.extend(cgo.tools.iter().cloned());
+        }
+        tools
+    }
+
     /// `go test -exec go-test-exec ./dir`: the package compiled, vetted and linked; its
     /// test binary (if it has tests) saved at `binary`.
     ///
@@ -345,19 +381,18 @@ impl Steps<'_> {
         if !s.tags.is_empty() {
             argv.push(format!("-tags={}", s.tags.join(",")));
         }
-        let mut inputs = self.packages.test_build_inputs(self.module, dir);
+        let packages = self.packages_of(dir);
+        let mut inputs = packages.test_build_inputs(self.module, dir);
         if let Some(cover) = self.cover {
             argv.extend(cover.build_args());
             // go loads every package -coverpkg names.
-            inputs = self
-                .packages
-                .with_build_files(self.module, inputs, &cover.coverpkg_dirs);
+            inputs = packages.with_build_files(self.module, inputs, &cover.coverpkg_dirs);
         }
         if let Some(profile) = profile {
             argv.push(format!("-coverprofile={{sandbox}}/{profile}"));
         }
         argv.push(package_arg(dir));
-        let pkg = &self.packages.by_dir[dir];
+        let pkg = &packages.by_dir[dir];
         Action {
             owner: target.label.clone(),
             mnemonic: "GoTestBuild".into(),
@@ -366,8 +401,8 @@ impl Steps<'_> {
             outputs: binary.or(profile).map(String::from).into_iter().collect(),
             kind: ActionKind::Exec(ExecSpec {
                 argv,
-                env: go_env(self.module, &s.platform, s.race, true),
-                tools: s.build_tools.clone(),
+                env: go_env(self.module, &s.platform, self.cgo(dir), true),
+                tools: self.build_tools(dir),
                 workdir: self.module.dir.clone(),
                 store_access: true,
                 batch: Some(Batch {

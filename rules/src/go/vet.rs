@@ -37,7 +37,8 @@ use kiln_engine::workspace::TargetDecl;
 use kiln_engine::Result;
 use serde_json::Value;
 
-use super::list::{list, Packages};
+use super::cgo::CgoUsers;
+use super::list::{Lister, Listing, Packages};
 use super::test::{package_arg, selected};
 use super::{go_env, host_platform, rel_join, toolchain, Module};
 
@@ -73,11 +74,20 @@ impl Rule for GoVet {
         let flags = flags(ctx)?;
         let module = Module::load(ctx)?;
         let platform = host_platform();
-        let packages = list(ctx, &module, &platform, &tags, false)?;
+        let lister = Lister::new(ctx, &module)?;
+        let listing = Listing {
+            platform: &platform,
+            tags: &tags,
+            extra: &[],
+            cgo: false,
+        };
+        let packages = lister.list(ctx, &module, &listing)?;
         let dirs = selected(ctx, &packages, &module)?;
+        let cgo = CgoUsers::read(ctx, &lister, &module, &listing, &packages, &dirs)?;
         let vet = Vet {
             module: &module,
             packages: &packages,
+            cgo: cgo.as_ref(),
             go: toolchain(ctx)?,
             sh: Tool {
                 name: "sh".into(),
@@ -175,6 +185,8 @@ fn flags(ctx: &Analysis<'_>) -> Result<Vec<String>> {
 struct Vet<'a> {
     module: &'a Module,
     packages: &'a Packages,
+    /// The packages vetted with cgo, as go vets them on a host with gcc.
+    cgo: Option<&'a CgoUsers>,
     go: Tool,
     sh: Tool,
     platform: String,
@@ -245,7 +257,9 @@ impl Vet<'_> {
         if !self.tags.is_empty() {
             argv.push(format!("-tags={}", self.tags.join(",")));
         }
-        let mut inputs = self.packages.test_build_inputs(self.module, dir);
+        let cgo = self.cgo.filter(|c| c.uses(dir));
+        let packages = cgo.map_or(self.packages, |c| &c.packages);
+        let mut inputs = packages.test_build_inputs(self.module, dir);
         // A vet tool is the repository's code: it reads Go's compile cache through a
         // view, never with the token that lets the cache take entries.
         let shared = tool.is_none();
@@ -258,13 +272,16 @@ impl Vet<'_> {
         Action {
             owner: target.label.clone(),
             mnemonic: "GoVet".into(),
-            discriminator: self.packages.by_dir[dir].import_path.clone(),
+            discriminator: packages.by_dir[dir].import_path.clone(),
             inputs,
             outputs: vec![out.to_string()],
             kind: ActionKind::Exec(ExecSpec {
                 argv,
-                env: go_env(self.module, &self.platform, false, true),
-                tools: vec![self.go.clone(), self.sh.clone()],
+                env: go_env(self.module, &self.platform, cgo.is_some(), true),
+                tools: [self.go.clone(), self.sh.clone()]
+                    .into_iter()
+                    .chain(cgo.into_iter().flat_map(|c| c.tools.iter().cloned()))
+                    .collect(),
                 workdir: self.module.dir.clone(),
                 store_access: shared,
                 store_view: !shared,

@@ -671,6 +671,67 @@ fn packages_that_need_cgo_are_tested_with_cgo_as_under_go_test() {
     assert_eq!(runs(&run), ["example.com/m/csum"], "{}", run.stderr);
 }
 
+/// A binary whose main package links cgo code is built without cgo, as every binary,
+/// but kiln says so, naming what it links: go-sqlite3's stand-in (as `cdb`'s here) only
+/// fails when the program runs. `cgo = true` builds it with the host's C compiler, for
+/// the host platform alone.
+#[test]
+fn a_binary_linking_cgo_code_is_named_and_cgo_true_builds_it_with_cgo() {
+    let main = "package main\n\nimport (\n\t\"fmt\"\n\n\t\"example.com/m/store\"\n)\n\nfunc main() { fmt.Println(store.Size(\"kiln\")) }\n";
+    let ws = cgo_module()
+        .file("cmd/app/main.go", main)
+        .file("BUILD.toml", "[go_binary.app]\nmain = \"./cmd/app\"\n")
+        .build();
+    let arch = match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        _ => "amd64",
+    };
+    let binary = ws.path(&format!("kiln-out/app/linux_{arch}/app"));
+    let run = ws.kiln(&["build", "//:app"]);
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("kiln: warning: go_binary //:app: its main package links code that uses cgo (example.com/cdb)")
+            && run.stderr.contains("set `cgo = true`"),
+        "{}",
+        run.stderr
+    );
+    let out = Command::new(&binary).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cdb was built without cgo"),
+        "{out:?}"
+    );
+
+    ws.write(
+        "BUILD.toml",
+        "[go_binary.app]\nmain = \"./cmd/app\"\ncgo = true\n",
+    );
+    let run = ws.kiln(&["build", "//:app"]);
+    run.assert_ok();
+    assert!(!run.stderr.contains("warning"), "{}", run.stderr);
+    let out = Command::new(&binary).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "4\n", "{out:?}");
+
+    let other = if arch == "amd64" {
+        "linux/arm64"
+    } else {
+        "linux/amd64"
+    };
+    ws.write(
+        "BUILD.toml",
+        &format!("[go_binary.app]\nmain = \"./cmd/app\"\nplatforms = [\"{other}\"]\ncgo = true\n"),
+    );
+    let run = ws.kiln(&["build", "//:app"]);
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("BUILD.toml:4:7")
+            && run.stderr.contains("which builds for linux/")
+            && run.stderr.contains("hint: set `platforms = [\"linux/"),
+        "{}",
+        run.stderr
+    );
+}
+
 /// Without a C compiler, a package that needs cgo is an error naming it, before
 /// anything runs (go test would build it without cgo, and its tests would fail).
 #[test]

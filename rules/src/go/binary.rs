@@ -14,6 +14,17 @@
 //! any machine and path. Output: `kiln-out/<package>/<target>/<os>_<arch>/<target>`
 //! (`.exe` on windows).
 //!
+//! **cgo.** Binaries are static and built without cgo, where `go build` on a host with
+//! gcc would use it. A main package that links code using cgo (`import "C"`) still
+//! builds, but a package like github.com/mattn/go-sqlite3 then compiles a stand-in that
+//! fails when the program runs. So the first platform's packages are also listed with
+//! cgo on ([`super::list::Lister::cgo_users`], a cached `go list`), and such a binary
+//! gets a warning naming what it links and the way out. `cgo = true` builds it with cgo
+//! and the host's gcc, as and ld as tools (in the key); the host's C headers and
+//! libraries are not, and the binary links the host's libc dynamically (an image needs
+//! a base that has it). That is only offered for the host platform: cross-compiling cgo
+//! needs a C cross-compiler, which kiln does not set up.
+//!
 //! Stamping: `{NAME}` in `x_defs` values is replaced by the workspace's stamp value
 //! (see `kiln_engine::host::stamp_values`) before the key is computed, so a binary is
 //! relinked exactly when a stamp value it uses changes, never because time passed.
@@ -31,9 +42,9 @@ use kiln_engine::workspace::TargetDecl;
 use kiln_engine::{Error, ErrorKind, Result};
 
 use super::list::{Lister, Listing};
-use super::{go_env, host_platform, platform_env, toolchain, Module, PLATFORMS};
+use super::{cgo_tools, go_env, host_platform, platform_env, toolchain, Module, PLATFORMS};
 
-const FIELDS: &[&str] = &["main", "platforms", "ldflags", "x_defs", "tags"];
+const FIELDS: &[&str] = &["main", "platforms", "ldflags", "x_defs", "tags", "cgo"];
 
 pub struct GoBinary;
 
@@ -63,16 +74,21 @@ impl Rule for GoBinary {
             .into_iter()
             .map(|t| t.value)
             .collect();
+        let cgo = cgo_setting(ctx, &platforms)?;
+        let mut tools = vec![go.clone()];
+        if cgo {
+            tools.extend(cgo_tools(ctx)?);
+        }
         let mut info = TargetInfo::default();
         info.meta.insert("name".into(), target.label.name.clone());
         let lister = Lister::new(ctx, &module)?;
-        for platform in platforms {
+        for (n, platform) in platforms.into_iter().enumerate() {
             let extra = outside_all(&main.value);
             let listing = Listing {
                 platform: &platform,
                 tags: &tags,
                 extra: &extra,
-                cgo: false,
+                cgo,
             };
             let packages = lister.list(ctx, &module, &listing)?;
             let dirs = packages.matching(&main.value);
@@ -97,6 +113,20 @@ impl Rule for GoBinary {
                     ),
                 )
                 .at(attrs.location(main.span.start)));
+            }
+            if n == 0 && !cgo {
+                let links = lister.cgo_users(ctx, &module, &listing)?;
+                if let Some(linked) = links.get(dir) {
+                    let linked: Vec<&str> = linked.iter().map(String::as_str).collect();
+                    eprintln!(
+                        "kiln: warning: go_binary {}: its main package links code that uses cgo \
+                         ({}), which kiln builds without (CGO_ENABLED=0, a static binary): it may \
+                         fail only when it runs (github.com/mattn/go-sqlite3 does); set `cgo = true` \
+                         to build it with the host's C compiler, or use a package without cgo",
+                        target.label,
+                        linked.join(", ")
+                    );
+                }
             }
             let (os, arch) = platform.split_once('/').expect("platforms are checked");
             let exe = if os == "windows" { ".exe" } else { "" };
@@ -126,7 +156,7 @@ impl Rule for GoBinary {
             } else {
                 format!("./{dir}")
             });
-            let mut env = go_env(&module, &platform, false, true);
+            let mut env = go_env(&module, &platform, cgo, true);
             for (k, _) in platform_env(&platform) {
                 env.remove(k);
             }
@@ -139,7 +169,7 @@ impl Rule for GoBinary {
                 kind: ActionKind::Exec(ExecSpec {
                     argv,
                     env,
-                    tools: vec![go.clone()],
+                    tools: tools.clone(),
                     workdir: module.dir.clone(),
                     network: false,
                     store_access: true,
@@ -176,6 +206,25 @@ fn outside_all(main: &str) -> Vec<String> {
         true => vec![main.to_string()],
         false => Vec::new(),
     }
+}
+
+/// `cgo`: false unless set, and then only for the host platform alone.
+fn cgo_setting(ctx: &Analysis<'_>, platforms: &[String]) -> Result<bool> {
+    if ctx.attrs().bool("cgo")? != Some(true) {
+        return Ok(false);
+    }
+    let host = host_platform();
+    if platforms != [host.clone()] {
+        return Err(ctx
+            .error_at(
+                "cgo",
+                format!("`cgo = true` builds with the host's C compiler, which builds for {host} only"),
+            )
+            .hint(format!(
+                "set `platforms = [\"{host}\"]` (cross-compiling cgo needs a C cross-compiler, which kiln does not set up), or build the other platforms in a target without cgo"
+            )));
+    }
+    Ok(true)
 }
 
 fn platforms(ctx: &Analysis<'_>) -> Result<Vec<String>> {

@@ -50,7 +50,7 @@ impl CgoUsers {
         let users = lister.cgo_users(ctx, module, listing)?;
         let dirs: BTreeSet<String> = selected
             .iter()
-            .filter(|d| users.contains(*d))
+            .filter(|d| users.contains_key(*d))
             .cloned()
             .collect();
         let Some(first) = dirs.first() else {

@@ -134,7 +134,7 @@ impl Lister {
         ctx: &mut Analysis<'_>,
         module: &Module,
         listing: &Listing<'_>,
-    ) -> Result<BTreeSet<String>> {
+    ) -> Result<CgoLinks> {
         cgo_users(ctx, module, listing, (&self.copy, self.copy_id))
     }
 }
@@ -220,7 +220,7 @@ fn cgo_users(
     module: &Module,
     listing: &Listing<'_>,
     copy: (&str, ActionId),
-) -> Result<BTreeSet<String>> {
+) -> Result<CgoLinks> {
     let argv = ["-e", "-deps", "-test", "-f", CGO_USERS_TEMPLATE].map(String::from);
     let cgo = Listing {
         cgo: true,
@@ -231,8 +231,13 @@ fn cgo_users(
     Ok(parse_cgo_users(&String::from_utf8_lossy(&stdout), module))
 }
 
+/// The module directories whose binaries (their test binaries, or the main package's
+/// own) link code that uses cgo, each with the import paths of the packages with cgo
+/// files it links.
+pub type CgoLinks = BTreeMap<String, BTreeSet<String>>;
+
 /// [`cgo_users`] from its `go list` lines.
-fn parse_cgo_users(stdout: &str, module: &Module) -> BTreeSet<String> {
+fn parse_cgo_users(stdout: &str, module: &Module) -> CgoLinks {
     // `pkg [pkg.test]` is pkg compiled with its tests: the same cgo files.
     let plain = |path: &str| path.split(" [").next().unwrap_or(path).to_string();
     let lines: Vec<(&str, bool, Vec<String>)> = stdout
@@ -250,12 +255,14 @@ fn parse_cgo_users(stdout: &str, module: &Module) -> BTreeSet<String> {
         .filter(|(_, cgo, _)| *cgo)
         .map(|(path, _, _)| plain(path))
         .collect();
-    let mut users = BTreeSet::new();
+    let mut users = CgoLinks::new();
     for (path, _, deps) in &lines {
-        let links_cgo =
-            uses_cgo.contains(&plain(path)) || deps.iter().any(|d| uses_cgo.contains(d));
-        if let (true, Some(dir)) = (links_cgo, module.package_dir(tested(path))) {
-            users.insert(dir);
+        let linked: BTreeSet<String> = std::iter::once(plain(path))
+            .chain(deps.iter().cloned())
+            .filter(|p| uses_cgo.contains(p))
+            .collect();
+        if let (false, Some(dir)) = (linked.is_empty(), module.package_dir(tested(path))) {
+            users.entry(dir).or_default().extend(linked);
         }
     }
     users
@@ -500,8 +507,16 @@ example.com/svc/api_test [example.com/svc/api.test]\t0\tnet/http github.com/matt
 example.com/svc/api.test\t0\tnet/http example.com/svc/api_test
 example.com/svc/csum\t1\truntime/cgo
 ";
-        let users: Vec<String> = parse_cgo_users(out, &module()).into_iter().collect();
-        assert_eq!(users, ["api", "csum", "store"]);
+        let users = parse_cgo_users(out, &module());
+        let dirs: Vec<&String> = users.keys().collect();
+        assert_eq!(dirs, ["api", "csum", "store"]);
+        let sqlite = BTreeSet::from(["github.com/mattn/go-sqlite3".to_string()]);
+        assert_eq!(users["store"], sqlite);
+        assert_eq!(users["api"], sqlite);
+        assert_eq!(
+            users["csum"],
+            BTreeSet::from(["example.com/svc/csum".to_string()])
+        );
     }
 
     #[test]

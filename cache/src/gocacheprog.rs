@@ -902,24 +902,27 @@ mod tests {
         LocalStore::open(dir).unwrap()
     }
 
+    /// One session with `listener` that starts with `token`: its parsed responses (none
+    /// when the listener closes it unanswered).
+    fn talk(listener: &Listener, token: &str, input: String) -> Vec<Value> {
+        use std::io::{Read, Write};
+        let mut conn = std::os::unix::net::UnixStream::connect(listener.path()).unwrap();
+        conn.write_all(format!("{token}\n").as_bytes()).unwrap();
+        conn.write_all(input.as_bytes()).unwrap();
+        let mut out = String::new();
+        let _ = conn.read_to_string(&mut out);
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     #[test]
     fn the_listener_serves_each_connection_as_a_session_of_one_store() {
-        use std::io::{Read, Write};
         let dir = tempfile::tempdir().unwrap();
         let store = std::sync::Arc::new(open(dir.path()));
         let listener = Listener::start(store.clone(), store.clone()).unwrap();
         let close = "{\"ID\":9,\"Command\":\"close\"}\n";
-        let talk = |input: String| -> Vec<Value> {
-            let mut conn = std::os::unix::net::UnixStream::connect(listener.path()).unwrap();
-            conn.write_all(format!("{}\n", listener.token()).as_bytes())
-                .unwrap();
-            conn.write_all(input.as_bytes()).unwrap();
-            let mut out = String::new();
-            conn.read_to_string(&mut out).unwrap();
-            out.lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect()
-        };
+        let talk = |input: String| talk(&listener, listener.token(), input);
         let out = talk(put_lines(1, b"compile x", b"object code", "") + close);
         assert_eq!(read_disk_path(&out[1]), b"object code");
         // Another go process, another connection: the same store.
@@ -946,21 +949,11 @@ mod tests {
     /// in the store; its token stops working when the view is dropped.
     #[test]
     fn a_view_reads_copies_and_keeps_its_puts_out_of_the_store() {
-        use std::io::{Read, Write};
         let dir = tempfile::tempdir().unwrap();
         let store = std::sync::Arc::new(open(dir.path()));
         let listener = Listener::start(store.clone(), store.clone()).unwrap();
         let close = "{\"ID\":9,\"Command\":\"close\"}\n";
-        let talk = |token: &str, input: String| -> Vec<Value> {
-            let mut conn = std::os::unix::net::UnixStream::connect(listener.path()).unwrap();
-            conn.write_all(format!("{token}\n").as_bytes()).unwrap();
-            conn.write_all(input.as_bytes()).unwrap();
-            let mut out = String::new();
-            let _ = conn.read_to_string(&mut out);
-            out.lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect()
-        };
+        let talk = |token: &str, input: String| talk(&listener, token, input);
         let out = talk(
             listener.token(),
             put_lines(1, b"compile std", b"std object", "") + close,

@@ -187,6 +187,115 @@ tools = ["tail", "cut", "tr"]
     );
 }
 
+/// What an action sees at the top of its root: `name mode(hex) empty|full` for each
+/// entry of the host's `/` but those the sandbox has its own of.
+fn top_level_view(
+    names: impl Iterator<Item = String>,
+    meta: impl Fn(&str) -> (u32, bool),
+) -> Vec<String> {
+    let own = ["proc", "dev", "tmp", "run", "kiln"];
+    let mut view: Vec<String> = names
+        .filter(|n| !own.contains(&n.as_str()))
+        .map(|n| {
+            let (mode, empty) = meta(&n);
+            format!("{n} {mode:x} {}", if empty { "empty" } else { "full" })
+        })
+        .collect();
+    view.sort();
+    view
+}
+
+#[test]
+fn bwrap_sandbox_shows_the_host_s_top_level_as_it_is_and_read_only() {
+    use std::os::unix::fs::MetadataExt;
+    let ws = workspace()
+        .file(
+            "BUILD.toml",
+            r#"
+[genrule.view]
+outs = ["view.txt"]
+cmd = """
+out=$PWD/$OUT
+cd / && for e in $(ls -A); do
+  if [ -d "$e" ] && [ -n "$(ls -A "$e" 2>/dev/null | head -n 1)" ]; then f=full; else f=empty; fi
+  echo "$e $(stat -c %f "$e") $f"
+done > $out
+"""
+tools = ["ls", "stat", "head"]
+
+[genrule.writable]
+outs = ["writable.txt"]
+cmd = """
+for e in / /* /kiln; do touch "$e/.kiln-probe" 2>/dev/null && echo "$e"; done > $OUT; true
+"""
+tools = ["touch"]
+"#,
+        )
+        .build();
+    ws.kiln(&["build", "--sandbox=bwrap"]).assert_ok();
+    let seen = ws.read("kiln-out/view.txt");
+    let seen = top_level_view(
+        seen.lines()
+            .map(|l| l.split(' ').next().unwrap().to_string()),
+        |name| {
+            let line = seen
+                .lines()
+                .find(|l| l.starts_with(&format!("{name} ")))
+                .unwrap();
+            let mut parts = line.split(' ').skip(1);
+            let mode = u32::from_str_radix(parts.next().unwrap(), 16).unwrap();
+            (mode, parts.next() == Some("empty"))
+        },
+    );
+    let host = top_level_view(
+        std::fs::read_dir("/")
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned()),
+        |name| {
+            let path = std::path::Path::new("/").join(name);
+            let mode = std::fs::symlink_metadata(&path).unwrap().mode();
+            let empty =
+                !path.is_dir() || std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none());
+            (mode, empty)
+        },
+    );
+    assert_eq!(seen, host, "the sandbox's top level against the host's");
+    // Only the sandbox's own scratch places take writes; not its root, nor any host
+    // entry (an empty one made in place of a bind included).
+    let writable: Vec<String> = ws
+        .read("kiln-out/writable.txt")
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        writable,
+        ["/dev", "/run", "/tmp"],
+        "writable top-level entries"
+    );
+}
+
+#[test]
+fn the_kiln_binary_is_in_sight_only_of_actions_that_name_it() {
+    let ws = workspace()
+        .file(
+            "BUILD.toml",
+            r#"
+[genrule.plain]
+outs = ["plain.txt"]
+cmd = "if [ -e /kiln/bin/kiln ]; then echo seen; else echo absent; fi > $OUT"
+
+[genrule.named]
+outs = ["named.txt"]
+cmd = "if [ -x \"$KILN\" ] && [ -e /kiln/bin/kiln ]; then echo seen; else echo absent; fi > $OUT"
+env = { KILN = "{kiln}" }
+"#,
+        )
+        .build();
+    ws.kiln(&["build", "--sandbox=bwrap"]).assert_ok();
+    assert_eq!(ws.read("kiln-out/plain.txt").trim(), "absent");
+    assert_eq!(ws.read("kiln-out/named.txt").trim(), "seen");
+}
+
 #[test]
 fn environment_is_empty_but_for_what_the_action_declares() {
     let ws = workspace()

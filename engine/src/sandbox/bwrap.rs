@@ -1,10 +1,10 @@
 //! The bubblewrap command of a sandboxed process (see the parent module's table of what
 //! it sees).
 //!
-//! The new root is a tmpfs holding the host's top-level entries, bound read-only (links
-//! as links), except `/proc`, `/dev` and `/tmp`, which are the sandbox's own, and
-//! `/kiln`, where the sandbox root, tree tools and the kiln binary appear at fixed
-//! paths. The workspace and the cache are then covered by empty tmpfs mounts (a tool
+//! The new root is a read-only tmpfs holding the host's top-level entries, bound
+//! read-only (links as links, empty directories made alike), except `/proc`, `/dev` and
+//! `/tmp`, which are the sandbox's own, and `/kiln`, where the sandbox root, tree tools
+//! and the kiln binary appear at fixed paths. The workspace and the cache are then covered by empty tmpfs mounts (a tool
 //! that lives below one is bound back, read-only), and so is `/run` for an action
 //! without network: the host's service sockets are there. bwrap reads its arguments from a
 //! file descriptor, so the host paths they name are not in the sandbox's
@@ -127,6 +127,13 @@ fn bwrap() -> PathBuf {
 }
 
 /// Arguments that add the host's top-level entries to the new root (computed once).
+///
+/// Every bind costs bubblewrap a read of the whole mount table (containers/bubblewrap
+/// #384) and takes the kernel's mount lock, which concurrent sandboxes wait for: about
+/// 0.1 ms of a -j2 build's wall time per bind and action (bench/README.md, "The
+/// sandbox's cost"). So an entry that a bind would show as an empty directory of mode
+/// 0755 (`/srv`, `/media`, `/boot` in most containers) is made as one in the new root
+/// instead, which the final read-only remount of that root keeps unwritable.
 fn host_root() -> &'static [String] {
     static ARGS: OnceLock<Vec<String>> = OnceLock::new();
     ARGS.get_or_init(|| {
@@ -141,11 +148,30 @@ fn host_root() -> &'static [String] {
             let path = format!("/{name}");
             match fs::read_link(&path) {
                 Ok(target) => args.extend(["--symlink".into(), target.display().to_string(), path]),
+                Err(_) if is_plain_empty_dir(&path) => args.extend(["--dir".into(), path]),
                 Err(_) => args.extend(["--ro-bind".into(), path.clone(), path]),
             }
         }
         args
     })
+}
+
+/// Whether `path` is a directory that bwrap's `--dir` would make alike: empty, of mode
+/// 0755, owned by root (as bwrap's own directories are when kiln runs as root, and as
+/// the host's look from a user namespace only if they are the user's: so this holds
+/// only for root), and not a mount point (whose content can come and go).
+fn is_plain_empty_dir(path: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return false;
+    };
+    let root_owned = meta.uid() == 0 && meta.gid() == 0 && unsafe { libc::geteuid() } == 0;
+    let same_device = fs::symlink_metadata("/").is_ok_and(|r| r.dev() == meta.dev());
+    meta.is_dir()
+        && meta.mode() & 0o7777 == 0o755
+        && root_owned
+        && same_device
+        && fs::read_dir(path).is_ok_and(|mut d| d.next().is_none())
 }
 
 /// The bwrap arguments for one process.
@@ -212,7 +238,11 @@ pub fn command(
             args.bind("--ro-bind", &tool.path, &seen);
         }
     }
-    args.bind("--ro-bind", &super::kiln_exe(), Path::new(KILN));
+    // Only where `{kiln}` names it (a helper such as `kiln gocacheprog`), as in a remote
+    // input root: one bind less for every other action.
+    if super::launch_of(spec).needs_kiln() {
+        args.bind("--ro-bind", &super::kiln_exe(), Path::new(KILN));
+    }
     if let Some(access) = access {
         // The shared store's blob files, read-only (writes go through the socket), and
         // the socket's directory, read-only too: connecting needs no write access, and
@@ -244,6 +274,9 @@ pub fn command(
         "" => PathBuf::from(ROOT),
         dir => Path::new(ROOT).join(dir),
     };
+    // The new root itself read-only, as the host's is (it holds the empty directories
+    // made in place of binds, see `host_root`); the mounts on it keep their own modes.
+    args.add(&["--remount-ro", "/"]);
     args.add(&["--chdir", &workdir.display().to_string()]);
     let (mut cmd, fd) = with_args_fd(args.0);
     cmd.args(["--", program]);

@@ -20,7 +20,7 @@
 //! |-------------------|-------------------------------------------------------------|
 //! | `/kiln/ws`        | the sandbox root (`{sandbox}`): inputs at workspace paths    |
 //! | `/kiln/tools/NAME`| a tree tool, such as the Go toolchain (`{tool:go}`)         |
-//! | `/kiln/bin/kiln`  | the kiln binary (`{kiln}`), for helpers like gocacheprog    |
+//! | `/kiln/bin/kiln`  | the kiln binary (`{kiln}`), for helpers like gocacheprog; only where `{kiln}` is named |
 //! | `/tmp`            | private scratch space in memory (TMPDIR)                    |
 //! | `/run`            | empty (the host's service sockets are there), unless the action has network |
 //! | everything else   | the host's file system, read-only, without the workspace and the cache |

@@ -187,6 +187,12 @@ tools = ["tail", "cut", "tr"]
     );
 }
 
+/// The host's top-level entries an action without network sees (the engine's
+/// `bwrap::SYSTEM`): not home directories, `/root`, `/var`, `/mnt`, ...
+const SYSTEM: &[&str] = &[
+    "bin", "etc", "lib", "lib32", "lib64", "libx32", "nix", "opt", "sbin", "usr",
+];
+
 /// What an action sees at the top of its root: `name mode(hex) empty|full` for each
 /// entry of the host's `/` but those the sandbox has its own of.
 fn top_level_view(
@@ -206,7 +212,7 @@ fn top_level_view(
 }
 
 #[test]
-fn bwrap_sandbox_shows_the_host_s_top_level_as_it_is_and_read_only() {
+fn bwrap_sandbox_shows_the_host_s_system_directories_as_they_are_read_only_and_no_more() {
     use std::os::unix::fs::MetadataExt;
     let ws = workspace()
         .file(
@@ -250,7 +256,8 @@ tools = ["touch"]
     let host = top_level_view(
         std::fs::read_dir("/")
             .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned()),
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| SYSTEM.contains(&n.as_str())),
         |name| {
             let path = std::path::Path::new("/").join(name);
             let mode = std::fs::symlink_metadata(&path).unwrap().mode();
@@ -259,7 +266,10 @@ tools = ["touch"]
             (mode, empty)
         },
     );
-    assert_eq!(seen, host, "the sandbox's top level against the host's");
+    assert_eq!(
+        seen, host,
+        "the sandbox's top level against the host's system entries"
+    );
     // Only the sandbox's own scratch places take writes; not its root, nor any host
     // entry (an empty one made in place of a bind included).
     let writable: Vec<String> = ws
@@ -272,6 +282,32 @@ tools = ["touch"]
         ["/dev", "/run", "/tmp"],
         "writable top-level entries"
     );
+}
+
+#[test]
+fn a_tool_outside_the_system_directories_is_in_sight_at_its_path() {
+    use std::os::unix::fs::PermissionsExt;
+    // Outside the workspace, /tmp and the system directories, as a tool in a home
+    // directory is (cargo's target directory for tests).
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let tool = dir.path().join("greet");
+    std::fs::write(&tool, "#!/bin/sh\necho hello from ${0##*/}\n").unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ws = workspace().file("BUILD.toml", "").build();
+    ws.write(
+        "BUILD.toml",
+        &format!(
+            r#"
+[genrule.greet]
+outs = ["greet.txt"]
+cmd = "greet > $OUT"
+tools = ["{}"]
+"#,
+            tool.display()
+        ),
+    );
+    ws.kiln(&["build", "--sandbox=bwrap"]).assert_ok();
+    assert_eq!(ws.read("kiln-out/greet.txt").trim(), "hello from greet");
 }
 
 #[test]

@@ -187,6 +187,151 @@ tools = ["tail", "cut", "tr"]
     );
 }
 
+/// The host's top-level entries an action without network sees (the engine's
+/// `bwrap::SYSTEM`): not home directories, `/root`, `/var`, `/mnt`, ...
+const SYSTEM: &[&str] = &[
+    "bin", "etc", "lib", "lib32", "lib64", "libx32", "nix", "opt", "sbin", "usr",
+];
+
+/// What an action sees at the top of its root: `name mode(hex) empty|full` for each
+/// entry of the host's `/` but those the sandbox has its own of.
+fn top_level_view(
+    names: impl Iterator<Item = String>,
+    meta: impl Fn(&str) -> (u32, bool),
+) -> Vec<String> {
+    let own = ["proc", "dev", "tmp", "run", "kiln"];
+    let mut view: Vec<String> = names
+        .filter(|n| !own.contains(&n.as_str()))
+        .map(|n| {
+            let (mode, empty) = meta(&n);
+            format!("{n} {mode:x} {}", if empty { "empty" } else { "full" })
+        })
+        .collect();
+    view.sort();
+    view
+}
+
+#[test]
+fn bwrap_sandbox_shows_the_host_s_system_directories_as_they_are_read_only_and_no_more() {
+    use std::os::unix::fs::MetadataExt;
+    let ws = workspace()
+        .file(
+            "BUILD.toml",
+            r#"
+[genrule.view]
+outs = ["view.txt"]
+cmd = """
+out=$PWD/$OUT
+cd / && for e in $(ls -A); do
+  if [ -d "$e" ] && [ -n "$(ls -A "$e" 2>/dev/null | head -n 1)" ]; then f=full; else f=empty; fi
+  echo "$e $(stat -c %f "$e") $f"
+done > $out
+"""
+tools = ["ls", "stat", "head"]
+
+[genrule.writable]
+outs = ["writable.txt"]
+cmd = """
+for e in / /* /kiln; do touch "$e/.kiln-probe" 2>/dev/null && echo "$e"; done > $OUT; true
+"""
+tools = ["touch"]
+"#,
+        )
+        .build();
+    ws.kiln(&["build", "--sandbox=bwrap"]).assert_ok();
+    let seen = ws.read("kiln-out/view.txt");
+    let seen = top_level_view(
+        seen.lines()
+            .map(|l| l.split(' ').next().unwrap().to_string()),
+        |name| {
+            let line = seen
+                .lines()
+                .find(|l| l.starts_with(&format!("{name} ")))
+                .unwrap();
+            let mut parts = line.split(' ').skip(1);
+            let mode = u32::from_str_radix(parts.next().unwrap(), 16).unwrap();
+            (mode, parts.next() == Some("empty"))
+        },
+    );
+    let host = top_level_view(
+        std::fs::read_dir("/")
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| SYSTEM.contains(&n.as_str())),
+        |name| {
+            let path = std::path::Path::new("/").join(name);
+            let mode = std::fs::symlink_metadata(&path).unwrap().mode();
+            let empty =
+                !path.is_dir() || std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none());
+            (mode, empty)
+        },
+    );
+    assert_eq!(
+        seen, host,
+        "the sandbox's top level against the host's system entries"
+    );
+    // Only the sandbox's own scratch places take writes; not its root, nor any host
+    // entry (an empty one made in place of a bind included).
+    let writable: Vec<String> = ws
+        .read("kiln-out/writable.txt")
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        writable,
+        ["/dev", "/run", "/tmp"],
+        "writable top-level entries"
+    );
+}
+
+#[test]
+fn a_tool_outside_the_system_directories_is_in_sight_at_its_path() {
+    use std::os::unix::fs::PermissionsExt;
+    // Outside the workspace, /tmp and the system directories, as a tool in a home
+    // directory is (cargo's target directory for tests).
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let tool = dir.path().join("greet");
+    std::fs::write(&tool, "#!/bin/sh\necho hello from ${0##*/}\n").unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ws = workspace().file("BUILD.toml", "").build();
+    ws.write(
+        "BUILD.toml",
+        &format!(
+            r#"
+[genrule.greet]
+outs = ["greet.txt"]
+cmd = "greet > $OUT"
+tools = ["{}"]
+"#,
+            tool.display()
+        ),
+    );
+    ws.kiln(&["build", "--sandbox=bwrap"]).assert_ok();
+    assert_eq!(ws.read("kiln-out/greet.txt").trim(), "hello from greet");
+}
+
+#[test]
+fn the_kiln_binary_is_in_sight_only_of_actions_that_name_it() {
+    let ws = workspace()
+        .file(
+            "BUILD.toml",
+            r#"
+[genrule.plain]
+outs = ["plain.txt"]
+cmd = "if [ -e /kiln/bin/kiln ]; then echo seen; else echo absent; fi > $OUT"
+
+[genrule.named]
+outs = ["named.txt"]
+cmd = "if [ -x \"$KILN\" ] && [ -e /kiln/bin/kiln ]; then echo seen; else echo absent; fi > $OUT"
+env = { KILN = "{kiln}" }
+"#,
+        )
+        .build();
+    ws.kiln(&["build", "--sandbox=bwrap"]).assert_ok();
+    assert_eq!(ws.read("kiln-out/plain.txt").trim(), "absent");
+    assert_eq!(ws.read("kiln-out/named.txt").trim(), "seen");
+}
+
 #[test]
 fn environment_is_empty_but_for_what_the_action_declares() {
     let ws = workspace()

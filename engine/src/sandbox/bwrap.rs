@@ -1,14 +1,21 @@
 //! The bubblewrap command of a sandboxed process (see the parent module's table of what
 //! it sees).
 //!
-//! The new root is a tmpfs holding the host's top-level entries, bound read-only (links
-//! as links), except `/proc`, `/dev` and `/tmp`, which are the sandbox's own, and
-//! `/kiln`, where the sandbox root, tree tools and the kiln binary appear at fixed
-//! paths. The workspace and the cache are then covered by empty tmpfs mounts (a tool
-//! that lives below one is bound back, read-only), and so is `/run` for an action
-//! without network: the host's service sockets are there. bwrap reads its arguments from a
-//! file descriptor, so the host paths they name are not in the sandbox's
+//! The new root is a read-only tmpfs holding the host's system directories ([`SYSTEM`]:
+//! `/usr`, `/etc`, `/opt`, the `/bin` and `/lib` links...), bound read-only (links as
+//! links, empty directories made alike), `/proc`, `/dev`, `/tmp` and `/run`, which are
+//! the sandbox's own, and `/kiln`, where the sandbox root, tree tools and the kiln
+//! binary appear at fixed paths. A file tool elsewhere (a home directory) is bound at
+//! its own path. The module download, which has network and runs no workspace code,
+//! sees every top-level entry of the host instead, with the host's `/run` and `/tmp`.
+//! The workspace and the cache, where in sight, are covered by empty tmpfs mounts (a
+//! tool that lives below one is bound back, read-only). bwrap reads its arguments from
+//! a file descriptor, so the host paths they name are not in the sandbox's
 //! `/proc/1/cmdline`.
+//!
+//! What a sandbox costs is mostly its binds: bubblewrap reads the whole mount table
+//! after each one, under the kernel's mount lock, so concurrent sandboxes wait for each
+//! other (bench/README.md, "The sandbox's cost").
 
 use std::fs;
 use std::io::{Seek, Write};
@@ -30,6 +37,15 @@ pub const GOCACHE_VIEW: &str = "/kiln/gocache";
 const TOOLS: &str = "/kiln/tools";
 /// Host top-level entries the sandbox has its own of.
 const OWN: &[&str] = &["proc", "dev", "tmp", "kiln"];
+/// The host's top-level entries an action without network sees: where programs, their
+/// libraries and their configuration live. Not home directories, `/root`, `/var`,
+/// `/mnt`, `/media`, `/srv` or whatever else the host keeps at its top (a tool there is
+/// bound at its own path), nor `/sys`, as in Nix's build sandbox: its dozen cgroup
+/// mounts cost each action ~0.5 ms, and what reads it (Go's runtime for cgroup CPU
+/// limits, `nproc --all`) falls back to what the process's own state says.
+const SYSTEM: &[&str] = &[
+    "bin", "etc", "lib", "lib32", "lib64", "libx32", "nix", "opt", "sbin", "usr",
+];
 /// Where the host's services keep their sockets: empty for an action without network
 /// (a tool below them, such as NixOS's `/run/current-system/sw/bin`, is bound back).
 const RUN: &[&str] = &["/run", "/var/run"];
@@ -128,26 +144,68 @@ fn bwrap() -> PathBuf {
     super::find_on_path("bwrap").unwrap_or_else(|| PathBuf::from("/usr/bin/bwrap"))
 }
 
-/// Arguments that add the host's top-level entries to the new root (computed once).
-fn host_root() -> &'static [String] {
-    static ARGS: OnceLock<Vec<String>> = OnceLock::new();
-    ARGS.get_or_init(|| {
+/// Arguments that add the host's top-level entries to the new root (computed once):
+/// for an action with network (the module download, which runs no workspace code) all
+/// of them, else those of [`SYSTEM`].
+///
+/// Every bind costs bubblewrap a read of the whole mount table (containers/bubblewrap
+/// #384) and takes the kernel's mount lock, which concurrent sandboxes wait for: about
+/// 0.1 ms of a -j2 build's wall time per bind and action (bench/README.md, "The
+/// sandbox's cost"). So an entry that a bind would show as an empty directory of mode
+/// 0755 (`/srv`, `/media`, `/boot` in most containers) is made as one in the new root
+/// instead, which the final read-only remount of that root keeps unwritable.
+fn host_root(network: bool) -> &'static [String] {
+    static ALL: OnceLock<Vec<String>> = OnceLock::new();
+    static SYSTEM_ONLY: OnceLock<Vec<String>> = OnceLock::new();
+    let args = match network {
+        true => &ALL,
+        false => &SYSTEM_ONLY,
+    };
+    args.get_or_init(|| {
         let mut args = Vec::new();
         let mut entries: Vec<_> = fs::read_dir("/").into_iter().flatten().flatten().collect();
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if OWN.contains(&name.as_str()) {
+            if OWN.contains(&name.as_str()) || !(network || SYSTEM.contains(&name.as_str())) {
                 continue;
             }
             let path = format!("/{name}");
             match fs::read_link(&path) {
                 Ok(target) => args.extend(["--symlink".into(), target.display().to_string(), path]),
+                Err(_) if is_plain_empty_dir(&path) => args.extend(["--dir".into(), path]),
                 Err(_) => args.extend(["--ro-bind".into(), path.clone(), path]),
             }
         }
         args
     })
+}
+
+/// Whether an action without network sees `path` of the host: below an entry of
+/// [`SYSTEM`] as written (a link on the way may lead elsewhere: a tool's is followed
+/// in [`command`]).
+fn in_system(path: &Path) -> bool {
+    let mut parts = path.components();
+    parts.next() == Some(std::path::Component::RootDir)
+        && matches!(parts.next(), Some(std::path::Component::Normal(n)) if SYSTEM.iter().any(|s| n == *s))
+}
+
+/// Whether `path` is a directory that bwrap's `--dir` would make alike: empty, of mode
+/// 0755, owned by root (as bwrap's own directories are when kiln runs as root, and as
+/// the host's look from a user namespace only if they are the user's: so this holds
+/// only for root), and not a mount point (whose content can come and go).
+fn is_plain_empty_dir(path: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return false;
+    };
+    let root_owned = meta.uid() == 0 && meta.gid() == 0 && unsafe { libc::geteuid() } == 0;
+    let same_device = fs::symlink_metadata("/").is_ok_and(|r| r.dev() == meta.dev());
+    meta.is_dir()
+        && meta.mode() & 0o7777 == 0o755
+        && root_owned
+        && same_device
+        && fs::read_dir(path).is_ok_and(|mut d| d.next().is_none())
 }
 
 /// The bwrap arguments for one process.
@@ -173,7 +231,7 @@ pub fn command(
     sealed: &[String],
     program: &str,
 ) -> (Command, Option<OwnedFd>) {
-    let mut args = Args(host_root().to_vec());
+    let mut args = Args(host_root(spec.network).to_vec());
     args.add(&["--proc", "/proc", "--dev", "/dev"]);
     args.add(&["--unshare-pid", "--unshare-ipc", "--unshare-uts"]);
     args.add(&["--die-with-parent", "--new-session", "--cap-drop", "ALL"]);
@@ -185,17 +243,18 @@ pub fn command(
             args.add(&["--unshare-net", "--tmpfs", "/tmp"]);
             // The host's service sockets (docker.sock, the system and user buses): a
             // socket can be connected to on a read-only mount.
-            for run in RUN {
-                if fs::symlink_metadata(run).is_ok_and(|m| m.is_dir()) {
-                    args.add(&["--tmpfs", run]);
-                }
+            // (`/var/run`, where it is not a link to `/run`, is out of sight with `/var`.)
+            if fs::symlink_metadata("/run").is_ok_and(|m| m.is_dir()) {
+                args.add(&["--tmpfs", "/run"]);
             }
         }
     }
     let hidden = [&host.workspace, &host.cache];
+    // What is outside the system directories is out of sight already, as is what is
+    // below a private /tmp.
+    let in_sight = |p: &Path| spec.network || in_system(p);
     for dir in hidden {
-        // Below a private /tmp it is hidden already.
-        if dir.exists() && (spec.network || !dir.starts_with("/tmp")) {
+        if dir.exists() && in_sight(dir) {
             args.add(&["--tmpfs", &dir.display().to_string()]);
         }
     }
@@ -204,17 +263,32 @@ pub fn command(
     // read-only host is in sight: /dev/null over each makes connecting fail.
     let private = |p: &Path| (!spec.network && p.starts_with("/tmp")) || in_run(p);
     for socket in agent_sockets() {
-        if !private(socket) && !hidden.iter().any(|d| socket.starts_with(d)) {
+        if in_sight(socket) && !private(socket) && !hidden.iter().any(|d| socket.starts_with(d)) {
             args.bind("--ro-bind", Path::new("/dev/null"), socket);
         }
     }
     for tool in &spec.tools {
         let seen = tool_path(tool);
-        if tool.tree || hidden.iter().any(|d| tool.path.starts_with(d)) || in_run(&tool.path) {
+        let out_of_sight =
+            |p: &Path| !in_sight(p) || hidden.iter().any(|d| p.starts_with(d)) || in_run(p);
+        if tool.tree || out_of_sight(&tool.path) {
             args.bind("--ro-bind", &tool.path, &seen);
         }
+        // A file tool in sight that is a link to a file out of sight (`/usr/local/bin/x`
+        // to a home directory's): that file at its own path, so that the link leads there.
+        if !tool.tree && !out_of_sight(&tool.path) {
+            if let Ok(real) = fs::canonicalize(&tool.path) {
+                if out_of_sight(&real) {
+                    args.bind("--ro-bind", &real, &real);
+                }
+            }
+        }
     }
-    args.bind("--ro-bind", &super::kiln_exe(), Path::new(KILN));
+    // Only where `{kiln}` names it (a helper such as `kiln gocacheprog`), as in a remote
+    // input root: one bind less for every other action.
+    if super::launch_of(spec).needs_kiln() {
+        args.bind("--ro-bind", &super::kiln_exe(), Path::new(KILN));
+    }
     if let Some(access) = access {
         // The shared store's blob files, read-only (writes go through the socket), or a
         // view's copies, and the socket's directory, read-only too: connecting needs no
@@ -249,6 +323,9 @@ pub fn command(
         "" => PathBuf::from(ROOT),
         dir => Path::new(ROOT).join(dir),
     };
+    // The new root itself read-only, as the host's is (it holds the empty directories
+    // made in place of binds, see `host_root`); the mounts on it keep their own modes.
+    args.add(&["--remount-ro", "/"]);
     args.add(&["--chdir", &workdir.display().to_string()]);
     let (mut cmd, fd) = with_args_fd(args.0);
     cmd.args(["--", program]);

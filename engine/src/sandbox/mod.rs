@@ -20,10 +20,12 @@
 //! |-------------------|-------------------------------------------------------------|
 //! | `/kiln/ws`        | the sandbox root (`{sandbox}`): inputs at workspace paths    |
 //! | `/kiln/tools/NAME`| a tree tool, such as the Go toolchain (`{tool:go}`)         |
-//! | `/kiln/bin/kiln`  | the kiln binary (`{kiln}`), for helpers like gocacheprog    |
+//! | `/kiln/bin/kiln`  | the kiln binary (`{kiln}`), for helpers like gocacheprog; only where `{kiln}` is named |
 //! | `/tmp`            | private scratch space in memory (TMPDIR)                    |
 //! | `/run`            | empty (the host's service sockets are there), unless the action has network |
-//! | everything else   | the host's file system, read-only, without the workspace and the cache |
+//! | `/usr`, `/etc`, `/opt`, `/bin`, `/sbin`, `/lib*`, `/nix` | the host's, read-only (without the workspace and the cache) |
+//! | a file tool's path | the tool, read-only, wherever it lives on the host          |
+//! | nothing else      | no home directories, `/root`, `/var`, `/mnt`, `/sys`...; the module download (network) sees the whole host read-only |
 //!
 //! Fixed paths are what let paths compiled into binaries (Go's test binaries keep
 //! their source paths so that `runtime.Caller` finds a test's files) be the same for

@@ -308,6 +308,47 @@ tools = ["{}"]
     );
     ws.kiln(&["build", "--sandbox=bwrap"]).assert_ok();
     assert_eq!(ws.read("kiln-out/greet.txt").trim(), "hello from greet");
+
+    // A tool there that runs a program beside it (as a version manager's shim does)
+    // finds nothing: the failure names the tool and where such tools belong.
+    std::fs::write(
+        dir.path().join("helper"),
+        "#!/bin/sh
+echo helped
+",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        dir.path().join("helper"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(
+        &tool,
+        "#!/bin/sh
+exec \"${KILN_TOOL_DIR}/helper\"\n",
+    )
+    .unwrap();
+    ws.write(
+        "BUILD.toml",
+        &format!(
+            "[genrule.greet]\nouts = [\"greet.txt\"]\ncmd = \"greet > $OUT\"\ntools = [\"{}\"]\nenv = {{ KILN_TOOL_DIR = \"{}\" }}\n",
+            tool.display(),
+            dir.path().display()
+        ),
+    );
+    let run = ws.kiln(&["build", "--sandbox=bwrap"]);
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    let hint = format!(
+        "hint: the tool `greet` ({}) lives outside the host's system directories",
+        tool.display()
+    );
+    assert!(run.stderr.contains(&hint), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("under /usr/local or /opt"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

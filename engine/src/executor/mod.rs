@@ -594,6 +594,32 @@ impl Executor {
             .clone()
     }
 
+    /// A hint for a process that found no program or file it needed (exit code 126 or
+    /// 127, as shells give it) under bubblewrap, where a declared tool outside the
+    /// host's system directories is in sight alone: a shim or a script whose tree lies
+    /// beside it fails so (pyenv's shims, a tool in `~/.local/bin`).
+    fn not_found_hint(&self, action: &Action, exit_code: i32, error: Error) -> Error {
+        let ActionKind::Exec(spec) = &action.kind else {
+            return error;
+        };
+        if !matches!(exit_code, 126 | 127) || !matches!(self.sandbox_mode(), Ok(SandboxMode::Bwrap))
+        {
+            return error;
+        }
+        let alone = crate::sandbox::tools_seen_alone(spec);
+        let Some(tool) = alone.first() else {
+            return error;
+        };
+        error.hint(format!(
+            "the tool `{}` ({}) lives outside the host's system directories (/usr, /opt, /etc, \
+             /bin, /lib): the sandbox shows that file alone, not what lies beside it; a tool \
+             that needs its own tree (a script's libraries, a version manager's shim) belongs \
+             under /usr/local or /opt",
+            tool.name,
+            tool.path.display()
+        ))
+    }
+
     /// Runs an action in a fresh sandbox and stores its outputs. On success returns the
     /// result (not yet written to the action cache).
     pub fn execute(&self, action: &Action, inputs: &[(Artifact, KeyInput)]) -> Outcome {
@@ -617,7 +643,8 @@ impl Executor {
             .map_err(fail)?;
         let outcome = if exit_code != 0 {
             let why = format!("failed with exit code {exit_code}");
-            Err(failure(action.error(&why), &sandbox, None, exit_code))
+            let error = self.not_found_hint(action, exit_code, action.error(&why));
+            Err(failure(error, &sandbox, None, exit_code))
         } else {
             self.result(action, sandbox.root(), None, emitted, &written, started)
                 .map_err(|e| failure(e, &sandbox, None, exit_code))

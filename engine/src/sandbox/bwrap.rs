@@ -190,6 +190,21 @@ fn in_system(path: &Path) -> bool {
         && matches!(parts.next(), Some(std::path::Component::Normal(n)) if SYSTEM.iter().any(|s| n == *s))
 }
 
+/// The file tools of `spec` that an action without network sees alone, at their own
+/// path (outside the system directories, or leading there by a link): what a "not
+/// found" in such an action may come from.
+pub fn tools_seen_alone(spec: &ExecSpec) -> Vec<&Tool> {
+    let alone = |p: &Path| !in_system(p) || fs::canonicalize(p).is_ok_and(|r| !in_system(&r));
+    match spec.network {
+        true => Vec::new(),
+        false => spec
+            .tools
+            .iter()
+            .filter(|t| !t.tree && alone(&t.path))
+            .collect(),
+    }
+}
+
 /// Whether `path` is a directory that bwrap's `--dir` would make alike: empty, of mode
 /// 0755, owned by root (as bwrap's own directories are when kiln runs as root, and as
 /// the host's look from a user namespace only if they are the user's: so this holds

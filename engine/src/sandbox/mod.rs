@@ -44,7 +44,7 @@
 mod bwrap;
 mod running;
 
-pub use bwrap::GOCACHE_VIEW;
+pub use bwrap::{tools_seen_alone, GOCACHE_VIEW};
 pub use kiln_launch::{host_user, Launch, LAUNCH_FILE, ROOT_FILE};
 pub use running::{kill_all, Running};
 

@@ -732,6 +732,34 @@ fn a_binary_linking_cgo_code_is_named_and_cgo_true_builds_it_with_cgo() {
     );
 }
 
+/// The test of a package built with cgo runs its go commands with cgo too, as under `go
+/// test` on a host with gcc: a TestMain or test that builds the program it tests (here
+/// `go run` of a main linking `cdb`) gets the real `cdb`, not its stand-in.
+#[test]
+fn a_test_of_a_cgo_package_runs_go_with_cgo_as_under_go_test() {
+    let main = "package main\n\nimport (\n\t\"fmt\"\n\n\t\"example.com/m/store\"\n)\n\nfunc main() { fmt.Println(store.Size(\"kiln\")) }\n";
+    let ws = cgo_module()
+        .file("cmd/app/main.go", main)
+        .file(
+            "store/run_test.go",
+            &test_file(
+                "store",
+                &["os/exec", "strings"],
+                "\tout, err := exec.Command(\"go\", \"run\", \"../cmd/app\").CombinedOutput()\n\tif err != nil || strings.TrimSpace(string(out)) != \"4\" {\n\t\tt.Fatalf(\"%v: %s\", err, out)\n\t}",
+            )
+            .replace("func TestIt(", "func TestRunsTheApp("),
+        )
+        .file("BUILD.toml", "[go_test.unit]\npackages = [\"./store\"]\n")
+        .build();
+    let run = ws.kiln(&["test"]);
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("ok  \texample.com/m/store"),
+        "{}",
+        run.stderr
+    );
+}
+
 /// Without a C compiler, a package that needs cgo is an error naming it, before
 /// anything runs (go test would build it without cgo, and its tests would fail).
 #[test]

@@ -456,8 +456,8 @@ impl Steps<'_> {
             outputs,
             kind: ActionKind::Exec(ExecSpec {
                 argv,
-                env: self.run_env(),
-                tools: s.run_tools.clone(),
+                env: self.run_env(dir),
+                tools: self.run_tools(dir),
                 workdir: self.module.file(dir),
                 reads: Some(Reads {
                     dir: self.module.dir.clone(),
@@ -481,12 +481,27 @@ impl Steps<'_> {
         }
     }
 
+    /// The tools of the test in `dir`'s run: the toolchain and the declared `tools`, and
+    /// the C toolchain when its package is built with cgo, so that the go commands it
+    /// runs (a TestMain building the service it tests) build as its own binary was built.
+    fn run_tools(&self, dir: &str) -> Vec<Tool> {
+        let mut tools = self.settings.run_tools.clone();
+        if self.cgo(dir) {
+            for tool in self.build_tools(dir) {
+                if !tools.iter().any(|t| t.name == tool.name) {
+                    tools.push(tool);
+                }
+            }
+        }
+        tools
+    }
+
     /// A test's environment: what its go commands need (Go's compile cache through a
-    /// view: they read what kiln compiled, and what they put stays theirs), the user's
-    /// name, the target's `env`.
-    fn run_env(&self) -> BTreeMap<String, String> {
+    /// view: they read what kiln compiled, and what they put stays theirs; cgo as its
+    /// package was built), the user's name, the target's `env`.
+    fn run_env(&self, dir: &str) -> BTreeMap<String, String> {
         let s = self.settings;
-        let mut env = go_env(self.module, &s.platform, s.race, true);
+        let mut env = go_env(self.module, &s.platform, self.cgo(dir), true);
         env.insert("USER".into(), "{user}".into());
         env.insert("LOGNAME".into(), "{user}".into());
         if s.race {

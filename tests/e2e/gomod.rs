@@ -671,15 +671,18 @@ fn packages_that_need_cgo_are_tested_with_cgo_as_under_go_test() {
     assert_eq!(runs(&run), ["example.com/m/csum"], "{}", run.stderr);
 }
 
+/// A program of [`cgo_module`] that links `cdb` (through `store`): it prints 4, or
+/// panics when built without cgo.
+const CGO_APP: &str = "package main\n\nimport (\n\t\"fmt\"\n\n\t\"example.com/m/store\"\n)\n\nfunc main() { fmt.Println(store.Size(\"kiln\")) }\n";
+
 /// A binary whose main package links cgo code is built without cgo, as every binary,
 /// but kiln says so, naming what it links: go-sqlite3's stand-in (as `cdb`'s here) only
 /// fails when the program runs. `cgo = true` builds it with the host's C compiler, for
 /// the host platform alone.
 #[test]
 fn a_binary_linking_cgo_code_is_named_and_cgo_true_builds_it_with_cgo() {
-    let main = "package main\n\nimport (\n\t\"fmt\"\n\n\t\"example.com/m/store\"\n)\n\nfunc main() { fmt.Println(store.Size(\"kiln\")) }\n";
     let ws = cgo_module()
-        .file("cmd/app/main.go", main)
+        .file("cmd/app/main.go", CGO_APP)
         .file("BUILD.toml", "[go_binary.app]\nmain = \"./cmd/app\"\n")
         .build();
     let arch = match std::env::consts::ARCH {
@@ -737,9 +740,8 @@ fn a_binary_linking_cgo_code_is_named_and_cgo_true_builds_it_with_cgo() {
 /// `go run` of a main linking `cdb`) gets the real `cdb`, not its stand-in.
 #[test]
 fn a_test_of_a_cgo_package_runs_go_with_cgo_as_under_go_test() {
-    let main = "package main\n\nimport (\n\t\"fmt\"\n\n\t\"example.com/m/store\"\n)\n\nfunc main() { fmt.Println(store.Size(\"kiln\")) }\n";
     let ws = cgo_module()
-        .file("cmd/app/main.go", main)
+        .file("cmd/app/main.go", CGO_APP)
         .file(
             "store/run_test.go",
             &test_file(

@@ -49,7 +49,6 @@ pub struct Workspace {
     pub dirs: Vec<PathBuf>,
 }
 
-/// Finds the workspace root: `start` or its closest ancestor holding kiln.toml.
 /// Reads a file of the workspace that a rule reads itself while analyzing (go.mod,
 /// go.sum, a template): only a regular file, and only one inside the workspace once
 /// links are followed. A checked-in link to `/dev/zero` would otherwise be read until
@@ -72,6 +71,7 @@ pub fn read_file(root: &Path, rel: &str) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Finds the workspace root: `start` or its closest ancestor holding kiln.toml.
 pub fn find_root(start: &Path) -> Result<PathBuf> {
     let start = std::fs::canonicalize(start).map_err(|e| {
         let message = format!("find the workspace from {}: {e}", start.display());

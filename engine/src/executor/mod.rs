@@ -330,25 +330,26 @@ impl Executor {
     }
 
     /// What an action with `store_access` or `store_view` is given, and the view to
-    /// keep open while it runs (see [`Executor::store_access`]).
+    /// keep open while it runs: the socket of the shared store's server, with its token
+    /// and blob files (`store_access`), or a view's token and directory (`store_view`).
     fn access_for(
         &self,
         spec: &ExecSpec,
         mode: SandboxMode,
     ) -> Result<(Option<StoreAccess>, Option<ViewHandle>)> {
-        if spec.store_access {
-            return Ok((Some(self.store_access()?), None));
-        }
-        if !spec.store_view {
+        if !spec.store_access && !spec.store_view {
             return Ok((None, None));
         }
-        let mut access = self.store_access()?;
-        let (listener, _) = self
-            .listener
-            .get()
-            .unwrap()
-            .as_ref()
-            .map_err(Clone::clone)?;
+        let (listener, blobs) = self.listener()?;
+        let mut access = StoreAccess {
+            socket: listener.path().to_path_buf(),
+            token: listener.token().to_string(),
+            socket_dir: listener.dir().to_path_buf(),
+            files: StoreFiles::Blobs(blobs.clone()),
+        };
+        if spec.store_access {
+            return Ok((Some(access), None));
+        }
         let seen = (mode == SandboxMode::Bwrap).then(|| Path::new(crate::sandbox::GOCACHE_VIEW));
         let view = listener.open_view(seen)?;
         access.token = view.token().to_string();
@@ -356,9 +357,9 @@ impl Executor {
         Ok((Some(access), Some(view)))
     }
 
-    /// What an action with `store_access` is given: the socket of the shared store's
-    /// server (started by the first such action) and its blob files.
-    fn store_access(&self) -> Result<StoreAccess> {
+    /// The shared store's server (started by the first action that reaches it) and the
+    /// directory of its blob files.
+    fn listener(&self) -> Result<&(Listener, PathBuf)> {
         let started = self.listener.get_or_init(|| {
             let mut shared = match &self.shared_store {
                 Some(shared) => shared.clone(),
@@ -371,13 +372,7 @@ impl Executor {
             let blobs = shared.local.root().join("cas");
             Ok((Listener::start(shared.store, shared.local)?, blobs))
         });
-        let (listener, blobs) = started.as_ref().map_err(Clone::clone)?;
-        Ok(StoreAccess {
-            socket: listener.path().to_path_buf(),
-            token: listener.token().to_string(),
-            socket_dir: listener.dir().to_path_buf(),
-            files: StoreFiles::Blobs(blobs.clone()),
-        })
+        started.as_ref().map_err(Clone::clone)
     }
 
     fn default_shared_store(&self) -> Result<SharedStore> {

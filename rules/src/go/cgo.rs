@@ -82,4 +82,26 @@ impl CgoUsers {
     pub fn uses(&self, dir: &str) -> bool {
         self.dirs.contains(dir)
     }
+
+    /// The listing the package in `dir` is built from: `plain`, or the one with cgo
+    /// files when `users` builds it with cgo.
+    pub fn packages_of<'a>(
+        users: Option<&'a CgoUsers>,
+        plain: &'a Packages,
+        dir: &str,
+    ) -> &'a Packages {
+        match users {
+            Some(users) if users.uses(dir) => &users.packages,
+            _ => plain,
+        }
+    }
+
+    /// The C toolchain of the package in `dir`'s build: none unless `users` builds it
+    /// with cgo.
+    pub fn tools_of<'a>(users: Option<&'a CgoUsers>, dir: &str) -> &'a [Tool] {
+        match users {
+            Some(users) if users.uses(dir) => &users.tools,
+            _ => &[],
+        }
+    }
 }

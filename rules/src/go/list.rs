@@ -98,7 +98,8 @@ pub struct Listing<'a> {
     pub platform: &'a str,
     pub tags: &'a [String],
     pub extra: &'a [String],
-    /// Whether cgo is on (`-race`): a package's cgo files are then part of it.
+    /// Whether cgo is on (`-race`, a package that needs it, `cgo = true` on a binary): a
+    /// package's cgo files are then part of it.
     pub cgo: bool,
 }
 
@@ -127,8 +128,9 @@ impl Lister {
         list_copy(ctx, module, listing, &self.copy, self.copy_id)
     }
 
-    /// The module directories whose tests link cgo code, built with cgo on the
-    /// platform and tags of `listing` (see [`cgo_users`]).
+    /// The module directories whose binaries (test binaries, or a main package's own)
+    /// link cgo code, built with cgo on the platform and tags of `listing`, each with
+    /// what it links (see [`cgo_users`]).
     pub fn cgo_users(
         &self,
         ctx: &mut Analysis<'_>,

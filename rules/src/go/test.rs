@@ -334,19 +334,14 @@ impl Steps<'_> {
     /// The listing the package in `dir` is built from: with cgo files when it is built
     /// with cgo.
     fn packages_of(&self, dir: &str) -> &Packages {
-        match self.cgo {
-            Some(cgo) if cgo.uses(dir) => &cgo.packages,
-            _ => self.packages,
-        }
+        CgoUsers::packages_of(self.cgo, self.packages, dir)
     }
 
     /// The tools of the package in `dir`'s build: the toolchain, and the C toolchain
     /// when it is built with cgo.
     fn build_tools(&self, dir: &str) -> Vec<Tool> {
         let mut tools = self.settings.build_tools.clone();
-        if let Some(cgo) = self.cgo.filter(|c| c.uses(dir)) {
-            tools.extend(cgo.tools.iter().cloned());
-        }
+        tools.extend_from_slice(CgoUsers::tools_of(self.cgo, dir));
         tools
     }
 

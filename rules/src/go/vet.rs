@@ -257,8 +257,8 @@ impl Vet<'_> {
         if !self.tags.is_empty() {
             argv.push(format!("-tags={}", self.tags.join(",")));
         }
-        let cgo = self.cgo.filter(|c| c.uses(dir));
-        let packages = cgo.map_or(self.packages, |c| &c.packages);
+        let packages = CgoUsers::packages_of(self.cgo, self.packages, dir);
+        let cgo = self.cgo.is_some_and(|c| c.uses(dir));
         let mut inputs = packages.test_build_inputs(self.module, dir);
         // A vet tool is the repository's code: it reads Go's compile cache through a
         // view, never with the token that lets the cache take entries.
@@ -277,10 +277,10 @@ impl Vet<'_> {
             outputs: vec![out.to_string()],
             kind: ActionKind::Exec(ExecSpec {
                 argv,
-                env: go_env(self.module, &self.platform, cgo.is_some(), true),
+                env: go_env(self.module, &self.platform, cgo, true),
                 tools: [self.go.clone(), self.sh.clone()]
                     .into_iter()
-                    .chain(cgo.into_iter().flat_map(|c| c.tools.iter().cloned()))
+                    .chain(CgoUsers::tools_of(self.cgo, dir).iter().cloned())
                     .collect(),
                 workdir: self.module.dir.clone(),
                 store_access: shared,

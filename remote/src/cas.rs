@@ -591,9 +591,19 @@ mod tests {
     fn concurrent_reads_share_batches_and_each_reader_gets_its_blob() {
         let reads = Reads::default();
         let (batches, asked) = (Mutex::new(Vec::new()), AtomicUsize::new(0));
-        // Blob n holds [n]; 7 is missing; a batch holding 9 fails.
+        let threads = 24;
+        // Blob n holds [n]; 7 is missing; a batch holding 9 fails. The first batch waits
+        // until every reader has asked (a reader coming after a blob's others took it
+        // asks again, rightly; on a loaded machine that made the count below vary).
         let batch = |shas: &[WireDigest]| -> Result<Vec<(WireDigest, Vec<u8>)>> {
-            std::thread::sleep(Duration::from_millis(20));
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while asked.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
+                let waiting: usize = reads.state.lock().unwrap().readers.values().sum();
+                if waiting == threads {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
             batches.lock().unwrap().push(shas.len());
             asked.fetch_add(shas.len(), Ordering::SeqCst);
             if shas.contains(&sha(9)) {
@@ -602,7 +612,6 @@ mod tests {
             let found = shas.iter().filter(|s| s.hash[0] != 7);
             Ok(found.map(|s| (*s, vec![s.hash[0]])).collect())
         };
-        let threads = 24;
         let start = Barrier::new(threads);
         std::thread::scope(|scope| {
             for t in 0..threads {

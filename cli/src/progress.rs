@@ -157,7 +157,9 @@ impl Progress {
         let _ = writeln!(err, "kiln: error: {}", f.error);
         let rendered;
         let stdout = if is_go_test(action) {
-            rendered = self.render_output(action, &f.stdout, false).into_bytes();
+            rendered = self
+                .render_output(action, &f.whole_stdout(), false)
+                .into_bytes();
             &rendered
         } else {
             &f.stdout

@@ -394,6 +394,7 @@ fn run_job(exec: &Executor, members: &[(&Action, &[(Artifact, KeyInput)])]) -> V
                 ),
             ),
             stdout: Vec::new(),
+            stdout_log: None,
             stderr: Vec::new(),
             exit_code: None,
             reads: None,

@@ -189,6 +189,52 @@ fn failing_test_shows_its_log_exits_non_zero_and_is_not_cached() {
 }
 
 #[test]
+fn a_failed_test_shows_though_the_tests_after_it_print_over_a_mebibyte() {
+    // TestA fails first; TestB then passes printing 3 MiB. kiln keeps only the last MiB
+    // of a failed action's output to show, but the report comes from all of it: the
+    // `--- FAIL` line, the failure's message and the JUnit failure are all there.
+    let ws = module()
+        .file(
+            "alone/alone_test.go",
+            "package alone\n\nimport (\n\t\"strings\"\n\t\"testing\"\n)\n\nfunc TestA(t *testing.T) {\n\tt.Fatalf(\"early failure of %q\", Name())\n}\n\nfunc TestB(t *testing.T) {\n\tline := strings.Repeat(\"x\", 1023)\n\tfor i := 0; i < 3072; i++ {\n\t\tt.Log(line)\n\t}\n}\n",
+        )
+        .build();
+    let junit = ws.path("junit.xml");
+    let run = ws.kiln(&["test", "--keep-going", "--junit", junit.to_str().unwrap()]);
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    let shown = &run.stderr;
+    assert!(
+        shown.contains("--- FAIL: TestA"),
+        "{}",
+        &shown[..shown.len().min(4000)]
+    );
+    assert!(
+        shown.contains("early failure of \"alone\""),
+        "{}",
+        &shown[..shown.len().min(4000)]
+    );
+    assert!(
+        shown.contains("FAIL\texample.com/m/alone"),
+        "{}",
+        &shown[..shown.len().min(4000)]
+    );
+    assert!(
+        shown.contains("the whole of it is in"),
+        "{}",
+        &shown[..shown.len().min(4000)]
+    );
+    // Without -v the passing test's 3 MiB are not shown, as under go test.
+    assert!(shown.len() < 64 * 1024, "{} bytes shown", shown.len());
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains("name=\"TestA\""),
+        "{}",
+        &xml[..xml.len().min(4000)]
+    );
+    assert!(xml.contains("<failure"), "{}", &xml[..xml.len().min(4000)]);
+}
+
+#[test]
 fn race_detector_finds_a_planted_race() {
     let ws = module()
         .file(

@@ -295,7 +295,7 @@ fn write_junit(
         let stdout = if let Some(result) = report.results.get(&id) {
             ctx.store.read(&result.stdout)?.unwrap_or_default()
         } else if let Some((_, f)) = report.failures.iter().find(|(i, _)| *i == id) {
-            f.stdout.clone()
+            f.whole_stdout().into_owned()
         } else {
             continue;
         };

@@ -81,11 +81,11 @@ fn failure(
             Some(bytes) => cap_bytes(sandbox, name, bytes),
             None => cap_file(sandbox, name, &path),
         };
-        kept.extend(log);
-        bytes
+        kept.extend(log.clone());
+        (bytes, log)
     };
-    let stdout = shown("stdout", captures.map(|c| c.0));
-    let stderr = shown("stderr", captures.map(|c| c.1));
+    let (stdout, stdout_log) = shown("stdout", captures.map(|c| c.0));
+    let (stderr, _) = shown("stderr", captures.map(|c| c.1));
     if kiln_cache::disk_full(sandbox.root()) {
         // The action's own message may be lost with it (its captures could not be
         // written either).
@@ -104,6 +104,7 @@ fn failure(
     Box::new(Failure {
         error,
         stdout,
+        stdout_log,
         stderr,
         exit_code: Some(exit_code),
         reads: None,
@@ -111,13 +112,19 @@ fn failure(
 }
 
 /// Where the whole of a cut output is kept: `<cache>/logs/` (the sandbox lies in
-/// `<cache>/tmp/`).
+/// `<cache>/tmp/`), under a name no other log has (the members of a batch share
+/// their sandbox).
 fn log_path(sandbox: &Sandbox, name: &str) -> Option<PathBuf> {
     let cache = sandbox.root().parent()?.parent()?;
     let logs = cache.join("logs");
     std::fs::create_dir_all(&logs).ok()?;
     let stem = sandbox.root().file_name()?.to_string_lossy().into_owned();
-    Some(logs.join(format!("{stem}.{name}")))
+    (1..1000)
+        .map(|n| match n {
+            1 => logs.join(format!("{stem}.{name}")),
+            n => logs.join(format!("{stem}.{n}.{name}")),
+        })
+        .find(|path| std::fs::symlink_metadata(path).is_err())
 }
 
 /// A capture file's end, and where the whole of it was moved if it was too long.
@@ -149,6 +156,7 @@ fn fail(error: Error) -> Box<Failure> {
     Box::new(Failure {
         error,
         stdout: Vec::new(),
+        stdout_log: None,
         stderr: Vec::new(),
         exit_code: None,
         reads: None,
@@ -159,11 +167,34 @@ fn fail(error: Error) -> Box<Failure> {
 #[derive(Debug, Clone)]
 pub struct Failure {
     pub error: Error,
+    /// The end of what the action printed (at most [`SHOWN_OUTPUT`]).
     pub stdout: Vec<u8>,
+    /// Where the whole of stdout is kept when `stdout` is only its end.
+    pub stdout_log: Option<PathBuf>,
     pub stderr: Vec<u8>,
     pub exit_code: Option<i32>,
     /// What it read, for an action with reads whose log could be read (for `explain`).
     pub reads: Option<Discovered>,
+}
+
+/// How much of a cut stdout's log [`Failure::whole_stdout`] reads back: beyond it, only
+/// the end shown is given.
+pub const WHOLE_OUTPUT: u64 = 256 << 20;
+
+impl Failure {
+    /// All the action printed on stdout, read back from its log when `stdout` is only the
+    /// end of it (up to [`WHOLE_OUTPUT`]), for readers that need its beginning too: a Go
+    /// test's `--- FAIL` lines come before the output of the tests that ran after it.
+    pub fn whole_stdout(&self) -> std::borrow::Cow<'_, [u8]> {
+        let whole = self.stdout_log.as_ref().and_then(|log| {
+            let meta = std::fs::symlink_metadata(log).ok()?;
+            (meta.is_file() && meta.len() <= WHOLE_OUTPUT).then(|| std::fs::read(log).ok())?
+        });
+        match whole {
+            Some(bytes) => std::borrow::Cow::Owned(bytes),
+            None => std::borrow::Cow::Borrowed(&self.stdout),
+        }
+    }
 }
 
 /// Shared state for running actions.

@@ -28,6 +28,7 @@ mod error;
 mod filestate;
 pub mod gc;
 pub mod gocacheprog;
+pub mod held;
 mod local;
 mod remote;
 mod result;

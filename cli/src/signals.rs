@@ -41,7 +41,7 @@ pub fn flush_on_interrupt(store: &Arc<LocalStore>) {
 
 fn interrupted(signal: i32) -> ! {
     kiln_engine::sandbox::kill_all();
-    kiln_engine::sandbox::registry::remove_all();
+    kiln_cache::held::remove_all();
     let store = STORE.lock().unwrap().as_ref().and_then(Weak::upgrade);
     if let Some(store) = store {
         let _ = store.flush();

@@ -430,6 +430,80 @@ fn sandboxes_of_a_killed_kiln_are_removed_by_the_next_build() {
     );
 }
 
+/// The entries of `dir` whose names start with `prefix`.
+fn entries_named(dir: &Path, prefix: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_interrupted_or_killed_go_test_leaves_no_view_of_go_s_cache_behind() {
+    // A Go test's go commands read Go's compile cache through a view: a directory of
+    // copies. A CI runner cancelling the job (SIGTERM) or killing kiln (SIGKILL) must
+    // not leave those behind, build after build. This kiln gets a Go cache and a
+    // TMPDIR of its own, so that only its views are in sight.
+    let ws = crate::support::go_workspace()
+        .file(
+            "slow/slow_test.go",
+            "package slow\n\nimport (\n\t\"testing\"\n\t\"time\"\n)\n\nfunc TestSlow(t *testing.T) { time.Sleep(297 * time.Second / 10) }\n",
+        )
+        .file(
+            "quick/quick_test.go",
+            "package quick\n\nimport \"testing\"\n\nfunc TestQuick(t *testing.T) {}\n",
+        )
+        .file(
+            "BUILD.toml",
+            "[go_test.slow]\npackages = [\"./slow\"]\n\n[go_test.quick]\npackages = [\"./quick\"]\n",
+        )
+        .build();
+    let go_cache = ws.root.parent().unwrap().join("go-cache");
+    let tmpdir = ws.root.parent().unwrap().join("tmp");
+    std::fs::create_dir_all(&tmpdir).unwrap();
+    let views = || entries_named(&go_cache.join("tmp"), "gocache-view-");
+    let kiln = |args: &[&str]| {
+        let mut cmd = ws.cmd(args);
+        cmd.env("KILN_GO_CACHE", &go_cache).env("TMPDIR", &tmpdir);
+        cmd
+    };
+    let started = || {
+        let child = kiln(&["test", "//:slow"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // The first time, the standard library is compiled first.
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while views().is_empty() {
+            assert!(Instant::now() < deadline, "the test never started");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        child
+    };
+
+    let mut child = started();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(143));
+    assert_eq!(views(), Vec::<String>::new(), "SIGTERM removes the views");
+    assert_eq!(
+        entries_named(&tmpdir, "kiln-gocache-"),
+        Vec::<String>::new(),
+        "and the cache server's socket directory"
+    );
+
+    let mut child = started();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!views().is_empty(), "kill -9 leaves its view");
+    kiln(&["test", "//:quick"]).output().unwrap();
+    assert_eq!(views(), Vec::<String>::new(), "the next build removes it");
+}
+
 #[test]
 fn a_failing_action_s_flood_of_output_is_cut_and_kept_whole_in_a_file() {
     let ws = workspace()

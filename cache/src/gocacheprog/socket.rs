@@ -38,6 +38,7 @@ use std::collections::HashMap;
 
 use super::{serve_session, ServeStats, View};
 use crate::error::{Error, Result};
+use crate::held::{self, HeldDir};
 use crate::local::LocalStore;
 use crate::store::Store;
 
@@ -50,6 +51,8 @@ pub const TOKEN_ENV: &str = "KILN_STORE_TOKEN";
 /// A GOCACHEPROG server on a Unix socket. Stops listening when dropped.
 pub struct Listener {
     dir: tempfile::TempDir,
+    /// The store's `tmp/`, where views are made.
+    tmp: PathBuf,
     path: PathBuf,
     token: String,
     store: Arc<dyn Store>,
@@ -69,7 +72,7 @@ type Views = Arc<Mutex<HashMap<String, Arc<View>>>>;
 #[derive(Debug)]
 pub struct ViewHandle {
     token: String,
-    dir: tempfile::TempDir,
+    dir: HeldDir,
     views: Views,
 }
 
@@ -91,15 +94,36 @@ impl Drop for ViewHandle {
     }
 }
 
+impl Drop for Listener {
+    fn drop(&mut self) {
+        held::remove(self.dir.path());
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accepting thread, which then sees `stop`: shutting a listening
+        // socket down makes a blocked accept return on Linux, whatever became of the
+        // socket's path meanwhile. The thread still owns (and closes) the descriptor.
+        // SAFETY: `fd` belongs to the listener the accepting thread holds until it
+        // returns, which `join` below waits for.
+        unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 impl Listener {
     /// Listens on a socket in a new private directory under the system's temporary
-    /// directory (socket paths are limited to about 100 bytes). Entries go to `store`;
-    /// `DiskPath`s are blob files of `local`.
+    /// directory (socket paths are limited to about 100 bytes), which an interrupted
+    /// kiln removes too ([`held::remove_all`]). Entries go to `store`; `DiskPath`s are
+    /// blob files of `local`. Views left in `local`'s `tmp/` by a kiln that was killed
+    /// are removed.
     pub fn start(store: Arc<dyn Store>, local: Arc<LocalStore>) -> Result<Listener> {
         let dir = tempfile::Builder::new()
             .prefix("kiln-gocache-")
             .tempdir()
             .map_err(|e| Error::io("create", &std::env::temp_dir(), e))?;
+        held::add(dir.path());
+        let tmp = local.tmp_dir();
+        held::remove_abandoned(&tmp);
         let path = dir.path().join("socket");
         let token = new_token().map_err(|e| Error::io("read", Path::new("/dev/urandom"), e))?;
         let listener = UnixListener::bind(&path).map_err(|e| Error::io("listen on", &path, e))?;
@@ -117,6 +141,7 @@ impl Listener {
         };
         Ok(Listener {
             dir,
+            tmp,
             path,
             token,
             store,
@@ -128,14 +153,12 @@ impl Listener {
         })
     }
 
-    /// A new view of the cache for one action, in a new private directory under the
-    /// system's temporary directory; `seen` is where the action sees that directory
-    /// (None: where it is).
+    /// A new view of the cache for one action, in a new directory in the store's
+    /// `tmp/` (held, so that one a killed kiln left is removed later: see
+    /// [`crate::held`]); `seen` is where the action sees that directory (None: where
+    /// it is).
     pub fn open_view(&self, seen: Option<&Path>) -> Result<ViewHandle> {
-        let dir = tempfile::Builder::new()
-            .prefix("kiln-gocache-view-")
-            .tempdir()
-            .map_err(|e| Error::io("create", &std::env::temp_dir(), e))?;
+        let dir = HeldDir::create(&self.tmp, "gocache-view-")?;
         let token = new_token().map_err(|e| Error::io("read", Path::new("/dev/urandom"), e))?;
         let seen = seen.unwrap_or(dir.path()).to_path_buf();
         let view = Arc::new(View::new(dir.path().to_path_buf(), seen));
@@ -170,21 +193,6 @@ impl Listener {
     /// Waits for the store's background work (uploads of new entries).
     pub fn flush(&self) -> Result<()> {
         self.store.flush()
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wakes the accepting thread, which then sees `stop`: shutting a listening
-        // socket down makes a blocked accept return on Linux, whatever became of the
-        // socket's path meanwhile. The thread still owns (and closes) the descriptor.
-        // SAFETY: `fd` belongs to the listener the accepting thread holds until it
-        // returns, which `join` below waits for.
-        unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

@@ -45,6 +45,8 @@ mod bwrap;
 mod running;
 
 pub use bwrap::{tools_seen_alone, GOCACHE_VIEW};
+use kiln_cache::held::HeldDir;
+pub use kiln_cache::held::{remove_abandoned, remove_tree};
 pub use kiln_launch::{host_user, Launch, LAUNCH_FILE, ROOT_FILE};
 pub use running::{kill_all, Running};
 
@@ -265,32 +267,18 @@ pub fn kind_of(meta: &fs::Metadata) -> &'static str {
 /// by a kiln that was killed is told apart from one a running build uses
 /// ([`remove_abandoned`]).
 pub struct Sandbox {
-    dir: Option<PathBuf>,
+    dir: HeldDir,
     /// Sandbox-relative paths the process may not write (see [`Sandbox::seal`]).
     sealed: Vec<String>,
-    lock: Option<(fs::File, PathBuf)>,
     /// The root as a remote worker's process saw it, once one ran there.
     remote_root: std::sync::Mutex<Option<PathBuf>>,
 }
 
 impl Sandbox {
     pub fn create(tmp: &Path) -> Result<Sandbox> {
-        let (lock, lock_path) = tempfile::Builder::new()
-            .prefix("sandbox-")
-            .suffix(".lock")
-            .tempfile_in(tmp)
-            .map_err(|e| Error::io("create a sandbox in", tmp, e))?
-            .keep()
-            .map_err(|e| Error::io("create a sandbox in", tmp, e.error))?;
-        // SAFETY: flock(2) on a descriptor this process owns.
-        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
-        let path = PathBuf::from(lock_path.to_string_lossy().trim_end_matches(".lock"));
-        fs::create_dir(&path).map_err(|e| Error::io("create", &path, e))?;
-        registry::add(&path);
         let sandbox = Sandbox {
-            dir: Some(path),
+            dir: HeldDir::create(tmp, "sandbox-")?,
             sealed: Vec::new(),
-            lock: Some((lock, lock_path)),
             remote_root: std::sync::Mutex::new(None),
         };
         for sub in [".kiln/bin", ".kiln/home", ".kiln/tmp"] {
@@ -311,9 +299,7 @@ impl Sandbox {
     }
 
     pub fn root(&self) -> &Path {
-        self.dir
-            .as_ref()
-            .expect("a sandbox has its directory until dropped")
+        self.dir.path()
     }
 
     /// The absolute path of a sandbox-relative path, creating its parent directory.
@@ -326,13 +312,8 @@ impl Sandbox {
     }
 
     /// Keeps the directory (for debugging a failed action); returns its path.
-    pub fn keep(mut self) -> PathBuf {
-        let dir = self
-            .dir
-            .take()
-            .expect("a sandbox has its directory until dropped");
-        registry::remove(&dir);
-        dir
+    pub fn keep(self) -> PathBuf {
+        self.dir.keep()
     }
 
     /// The sandbox root as the process of an action run in `mode` sees it, or, after
@@ -430,94 +411,6 @@ impl Sandbox {
                 .map_err(|e| Error::io("link", &link, e))?;
         }
         Ok(())
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        if let Some(dir) = self.dir.take() {
-            remove_tree(&dir);
-            registry::remove(&dir);
-        }
-        if let Some((lock, path)) = self.lock.take() {
-            let _ = fs::remove_file(path);
-            drop(lock);
-        }
-    }
-}
-
-/// Removes the sandboxes in `tmp` that no running kiln holds (left by one that was
-/// killed): those whose lock can be taken. Cheap when there are none.
-pub fn remove_abandoned(tmp: &Path) {
-    let Ok(entries) = fs::read_dir(tmp) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !(name.starts_with("sandbox-") && name.ends_with(".lock")) {
-            continue;
-        }
-        let lock_path = entry.path();
-        let Ok(lock) = fs::File::open(&lock_path) else {
-            continue;
-        };
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&lock);
-        // SAFETY: flock(2) on a descriptor this process owns.
-        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            continue;
-        }
-        let dir = tmp.join(name.trim_end_matches(".lock"));
-        remove_tree(&dir);
-        let _ = fs::remove_file(&lock_path);
-    }
-}
-
-/// Removes a directory tree, making read-only directories writable on the way.
-pub fn remove_tree(dir: &Path) {
-    if fs::remove_dir_all(dir).is_ok() || !dir.exists() {
-        return;
-    }
-    for entry in walkdir::WalkDir::new(dir).into_iter().flatten() {
-        if entry.file_type().is_dir() {
-            let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o755));
-        }
-    }
-    let _ = fs::remove_dir_all(dir);
-}
-
-/// The sandboxes in use by this process, so that an interrupted build removes them.
-pub mod registry {
-    use std::collections::HashSet;
-    use std::path::{Path, PathBuf};
-    use std::sync::Mutex;
-
-    static SANDBOXES: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
-
-    pub(super) fn add(path: &Path) {
-        let mut set = SANDBOXES.lock().unwrap();
-        set.get_or_insert_with(HashSet::new)
-            .insert(path.to_path_buf());
-    }
-
-    pub(super) fn remove(path: &Path) {
-        if let Some(set) = SANDBOXES.lock().unwrap().as_mut() {
-            set.remove(path);
-        }
-    }
-
-    /// Removes every sandbox in use (their processes killed first: see
-    /// [`super::kill_all`]).
-    pub fn remove_all() {
-        let paths: Vec<PathBuf> = SANDBOXES
-            .lock()
-            .unwrap()
-            .as_ref()
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default();
-        for path in paths {
-            super::remove_tree(&path);
-            let _ = std::fs::remove_file(format!("{}.lock", path.display()));
-        }
     }
 }
 

@@ -40,6 +40,13 @@
 //! them meanwhile. It never produces a wrong output, and the next build runs the action
 //! again. (Closing it needs builds to record their hits as they happen.)
 //!
+//! # Leftovers
+//!
+//! gc also removes what is not an entry: the whole outputs of failed actions that were
+//! cut for showing (`logs/`, named in the failure's message), and temporary files a
+//! kiln killed while writing a blob left in `tmp/`, once they are older than the grace
+//! period. Neither counts towards the size.
+//!
 //! # verify
 //!
 //! [`verify`] rehashes every file under `cas/` (in parallel), removes those whose content
@@ -107,6 +114,10 @@ pub struct GcReport {
     pub undecodable_removed: u64,
     /// Blob files found without an index row (recorded, then treated like any blob).
     pub untracked_found: u64,
+    /// Logs of failed actions' whole output and abandoned temporary files (see
+    /// "Leftovers" above), and their bytes.
+    pub leftovers_removed: u64,
+    pub leftover_bytes_removed: u64,
 }
 
 /// One blob that [`verify`] removed.
@@ -167,7 +178,33 @@ fn run_gc(store: &LocalStore, opts: &GcOptions) -> Result<GcReport> {
     report.recent_actions_kept = plan.recent_actions;
     report.recent_kept = plan.recent.len() as u64;
     report.recent_bytes_kept = plan.recent.iter().map(|d| blobs[d].size).sum();
+    let before = now - opts.grace.as_secs() as i64;
+    let logs = remove_older(&store.root().join("logs"), before, |_| true);
+    let temporary = remove_older(&store.tmp_dir(), before, |name| name.starts_with(".tmp"));
+    report.leftovers_removed = logs.0 + temporary.0;
+    report.leftover_bytes_removed = logs.1 + temporary.1;
     Ok(report)
+}
+
+/// Removes the regular files of `dir` whose names `pick` takes and that were last
+/// modified before `before` (seconds since the epoch); returns how many and their bytes.
+fn remove_older(dir: &Path, before: i64, pick: impl Fn(&str) -> bool) -> (u64, u64) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return (0, 0);
+    };
+    let mut removed = (0, 0);
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        let old = meta.file_type().is_file() && meta.mtime() < before;
+        if old
+            && pick(&entry.file_name().to_string_lossy())
+            && fs::remove_file(entry.path()).is_ok()
+        {
+            removed.0 += 1;
+            removed.1 += meta.len();
+        }
+    }
+    removed
 }
 
 /// Rehashes every blob and removes corrupt ones and the results that name them.
@@ -728,6 +765,39 @@ mod tests {
         assert!(store.contains(&Digest::of_bytes(b"")).unwrap());
         let stats = store.stats().unwrap();
         assert_eq!((stats.blobs, stats.blob_bytes, stats.actions), (1, 0, 0));
+    }
+
+    #[test]
+    fn old_logs_and_abandoned_temporary_files_go_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let logs = dir.path().join("logs");
+        fs::create_dir_all(&logs).unwrap();
+        let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        let file = |path: &Path, bytes: usize, old: bool| {
+            fs::write(path, vec![b'x'; bytes]).unwrap();
+            if old {
+                let f = fs::File::options().write(true).open(path).unwrap();
+                f.set_modified(hour_ago).unwrap();
+            }
+        };
+        file(&logs.join("sandbox-a.stdout"), 3000, true);
+        file(&logs.join("sandbox-b.stdout"), 5, false);
+        file(&store.tmp_dir().join(".tmpOld"), 700, true);
+        file(&store.tmp_dir().join(".tmpNew"), 7, false);
+        // A held directory's lock, however old, is not a temporary file.
+        file(&store.tmp_dir().join("sandbox-c.lock"), 0, true);
+        let report = gc(&store, &GcOptions::new(1 << 30)).unwrap();
+        assert_eq!(report.leftovers_removed, 2);
+        assert_eq!(report.leftover_bytes_removed, 3700);
+        assert!(!logs.join("sandbox-a.stdout").exists());
+        assert!(logs.join("sandbox-b.stdout").exists(), "a recent log stays");
+        assert!(!store.tmp_dir().join(".tmpOld").exists());
+        assert!(
+            store.tmp_dir().join(".tmpNew").exists(),
+            "one being written stays"
+        );
+        assert!(store.tmp_dir().join("sandbox-c.lock").exists());
     }
 
     #[test]

@@ -89,6 +89,13 @@ fn print_gc(r: &GcReport, opts: &GcOptions) {
             r.undecodable_removed
         );
     }
+    if r.leftovers_removed > 0 {
+        println!(
+            "removed {} logs of failed actions and abandoned temporary files ({})",
+            r.leftovers_removed,
+            size(r.leftover_bytes_removed)
+        );
+    }
     if r.untracked_found > 0 {
         println!(
             "recorded {} blob files the index did not know",

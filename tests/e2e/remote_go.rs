@@ -394,3 +394,45 @@ fn tests_that_run_go_run_here_with_a_warning_even_from_test_main() {
         run.stderr
     );
 }
+
+/// A test that runs the go command on its module (cobra's dead-code check, logrus's
+/// exit handler test) needs the whole toolchain, which a worker's root leaves out: its
+/// remote run says it ran go, and kiln runs it here instead, where it passes.
+#[test]
+fn a_remote_test_that_runs_go_runs_again_here_and_passes() {
+    let casd = Casd::start();
+    let ws = go_workspace()
+        .file("use/use.go", "package use\n\nfunc Two() int { return 2 }\n")
+        .file(
+            "use/use_test.go",
+            &test_file(
+                "use",
+                &["os", "os/exec"],
+                "\tout, err := exec.Command(\"go\", \"build\", \"-o\", os.DevNull, \".\").CombinedOutput()\n\tif err != nil {\n\t\tt.Fatalf(\"%v: %s\", err, out)\n\t}",
+            ),
+        )
+        .file("plain/plain.go", "package plain\n")
+        .file("plain/plain_test.go", &test_file("plain", &[], "\t_ = 1"))
+        .file("BUILD.toml", "[go_test.unit]\n")
+        .build();
+    let run = kiln_json(&ws, &["test", "--remote-executor", &casd.url()]);
+    run.assert_ok();
+    assert_eq!(
+        test_runs(&ws, "events.json"),
+        remote_and_local(&[("plain", "remote"), ("use", "local")]),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("GoTest //:unit [example.com/m/use]: its remote run ran go")
+            && run.stderr.contains("running it here"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("ok  \texample.com/m/use"),
+        "{}",
+        run.stderr
+    );
+}

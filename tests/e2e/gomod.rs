@@ -671,6 +671,30 @@ fn packages_that_need_cgo_are_tested_with_cgo_as_under_go_test() {
     assert_eq!(runs(&run), ["example.com/m/csum"], "{}", run.stderr);
 }
 
+/// The standard library's `plugin` has no pure-Go fallback: without cgo it is a
+/// stand-in whose Open says "not implemented" (cespare/xxhash's dynamic test, which
+/// opens a plugin it builds). Its users are tested with cgo, as `go test` tests them.
+#[test]
+fn a_package_using_the_plugin_package_is_tested_with_cgo() {
+    let ws = go_workspace()
+        .file("dyn/dyn.go", "package dyn\n\nimport \"plugin\"\n\nfunc Open(p string) error {\n\t_, err := plugin.Open(p)\n\treturn err\n}\n")
+        .file(
+            "dyn/dyn_test.go",
+            &test_file(
+                "dyn",
+                &["strings"],
+                "\terr := Open(\"testdata/missing.so\")\n\tif err == nil || strings.Contains(err.Error(), \"not implemented\") {\n\t\tt.Fatal(err)\n\t}\n\tt.Log(err)",
+            ),
+        )
+        .file("plain/plain.go", "package plain\n")
+        .file("plain/plain_test.go", &test_file("plain", &[], "\t_ = 1"))
+        .file("BUILD.toml", "[go_test.unit]\n")
+        .build();
+    let run = ws.kiln(&["test", "--keep-going"]);
+    run.assert_ok();
+    agrees_with_go(&ws, &run, &[""]);
+}
+
 /// A program of [`cgo_module`] that links `cdb` (through `store`): it prints 4, or
 /// panics when built without cgo.
 const CGO_APP: &str = "package main\n\nimport (\n\t\"fmt\"\n\n\t\"example.com/m/store\"\n)\n\nfunc main() { fmt.Println(store.Size(\"kiln\")) }\n";

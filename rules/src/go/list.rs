@@ -210,13 +210,16 @@ fn run_list(
 
 /// One line per package outside the standard library that a module package or its
 /// tests link: its import path, its number of cgo files, its dependencies.
-const CGO_USERS_TEMPLATE: &str = "{{if not .Standard}}{{.ImportPath}}\t{{len .CgoFiles}}\t\
-{{join .Deps \" \"}}\n{{end}}";
+const CGO_USERS_TEMPLATE: &str = "{{if or (not .Standard) (eq .ImportPath \"plugin\")}}\
+{{.ImportPath}}\t{{len .CgoFiles}}\t{{join .Deps \" \"}}\n{{end}}";
 
 /// The directories of the module's packages whose test binaries link a package that
 /// uses cgo (`import "C"`), their own or a dependency's (github.com/mattn/go-sqlite3,
 /// say); the standard library's cgo packages (net, os/user) do not count, they have
-/// pure-Go fallbacks. One `go list -deps -test` with cgo on, over the copy.
+/// pure-Go fallbacks, but for `plugin`, whose stand-in without cgo only fails
+/// ("plugin: not implemented"; a test of it builds its plugin with
+/// `-buildmode=plugin`, which needs cgo too). One `go list -deps -test` with cgo on,
+/// over the copy.
 fn cgo_users(
     ctx: &mut Analysis<'_>,
     module: &Module,

@@ -533,3 +533,52 @@ fn registry_variables_without_a_host_go_to_no_registry_a_pull_names() {
         "the registry got the password: {heard}"
     );
 }
+
+/// Whether kiln runs as root here; if not, says that `test` is skipped.
+fn as_root(test: &str) -> bool {
+    // SAFETY: geteuid(2) cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("{test}: skipped: kiln does not run as root here");
+    }
+    root
+}
+
+#[test]
+fn an_action_of_kiln_run_as_root_writes_no_kernel_setting() {
+    // Run as root, an action keeps uid 0 without capabilities, and bubblewrap's /proc
+    // left /proc/sys writable to it: the files are root's, mode 0644, and the host's
+    // kernel settings (swappiness, core_pattern) are not per namespace. Each write below
+    // puts back the value just read whole (`cat`: the shell's `read` takes one byte at a
+    // time, and /proc/sys answers a read at an offset with nothing), so the host is
+    // unchanged even where it succeeds.
+    if !as_root("an_action_of_kiln_run_as_root_writes_no_kernel_setting") {
+        return;
+    }
+    let settings = [
+        "/proc/sys/vm/swappiness",
+        "/proc/sys/kernel/printk_ratelimit",
+    ];
+    let mut cmd = String::new();
+    for file in settings {
+        cmd += &format!(
+            "v=$(cat {file}) && [ -n \"$v\" ] && if echo \"$v\" > {file}; then echo \"wrote {file}\"; else echo \"refused {file}\"; fi >> $OUT 2>&1; "
+        );
+    }
+    // Where bubblewrap covers them itself: never written, only asked about.
+    for file in ["/proc/sysrq-trigger", "/proc/irq/default_smp_affinity"] {
+        cmd += &format!("if [ -w {file} ]; then echo \"writable {file}\" >> $OUT; fi; ");
+    }
+    let ws = workspace()
+        .file(
+            "BUILD.toml",
+            &format!("[genrule.g]\nouts = [\"o.txt\"]\ncmd = {cmd:?}\ntools = [\"cat\"]\n"),
+        )
+        .build();
+    ws.kiln(&["build", "--sandbox=bwrap"]).assert_ok();
+    let out = ws.read("kiln-out/o.txt");
+    for file in settings {
+        assert!(out.contains(&format!("refused {file}")), "{out}");
+    }
+    assert!(!out.contains("wrote") && !out.contains("writable"), "{out}");
+}

@@ -247,7 +247,15 @@ pub fn command(
     program: &str,
 ) -> (Command, Option<OwnedFd>) {
     let mut args = Args(host_root(spec.network).to_vec());
-    args.add(&["--proc", "/proc", "--dev", "/dev"]);
+    args.add(&["--proc", "/proc"]);
+    // Run as root, the action keeps uid 0, which owns the kernel's settings in
+    // /proc/sys (mode 0644): bubblewrap covers it only where `access(W_OK)` on it
+    // succeeds, which root's does not (a directory of mode 0555).
+    // SAFETY: geteuid(2) cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        args.add(&["--ro-bind", "/proc/sys", "/proc/sys"]);
+    }
+    args.add(&["--dev", "/dev"]);
     args.add(&["--unshare-pid", "--unshare-ipc", "--unshare-uts"]);
     args.add(&["--die-with-parent", "--new-session", "--cap-drop", "ALL"]);
     match spec.network {

@@ -24,6 +24,7 @@
 //! | `/tmp`            | private scratch space in memory (TMPDIR)                    |
 //! | `/run`            | empty (the host's service sockets are there), unless the action has network |
 //! | `/usr`, `/etc`, `/opt`, `/bin`, `/sbin`, `/lib*`, `/nix` | the host's, read-only (without the workspace and the cache) |
+//! | `/proc`           | the sandbox's own; `/proc/sys` read-only when kiln runs as root |
 //! | a file tool's path | the tool, read-only, wherever it lives on the host          |
 //! | nothing else      | no home directories, `/root`, `/var`, `/mnt`, `/sys`...; the module download (network) sees the whole host read-only |
 //!

@@ -7,17 +7,19 @@ bwrap mode (engine/src/sandbox/bwrap.rs), measured without kiln.
 Every variant runs `cat` of ten small files in a sandbox built like kiln's: a tmpfs
 root with host entries bound read-only, own /proc and /dev, PID/IPC/UTS/network
 namespaces, caps dropped, the sandbox root bound at /kiln/ws. The variants differ from
-`kiln-before` (every top-level host entry bound, as kiln did before) by one thing each.
-Variants run interleaved, round after round, so that a change of the machine's load
-hits all alike; `--jobs 2` runs each variant two at a time (as `kiln -j2` does) and
-reports wall time per run, which shows what serializes in the kernel. Run it as root
-under `chrt -f 10` on a shared machine: other processes' load then barely moves the
-figures (see bench/README.md, "The sandbox's cost").
+`kiln-before` (every top-level host entry bound, as kiln did before) by one thing each;
+two more add to `kiln-after` what kiln run as root adds: `/proc/sys` read-only, then
+the covers of `/etc`'s private entries. Variants run interleaved, round after round, so
+that a change of the machine's load hits all alike; `--jobs 2` runs each variant two at
+a time (as `kiln -j2` does) and reports wall time per run, which shows what
+serializes in the kernel. Run it as root under `chrt -f 10` on a shared machine: other
+processes' load then barely moves the figures (see bench/README.md, "The sandbox's cost").
 """
 
 import argparse
 import os
 import shlex
+import stat
 import statistics
 import subprocess
 import sys
@@ -41,6 +43,34 @@ def host_entries(only=None, empties_as_dirs=False):
             args += ["--dir", path]
         else:
             args += ["--ro-bind", path, path]
+    return args
+
+
+def etc_covers(holder):
+    """What kiln run as root binds over /etc's private entries (engine/src/sandbox/
+    private.rs): an empty file or directory of mode 0 over each entry others cannot
+    read that root without capabilities could (the ACL case left out)."""
+    file, empty = os.path.join(holder, "file"), os.path.join(holder, "dir")
+    if not os.path.exists(file):
+        os.makedirs(empty, exist_ok=True)
+        open(file, "w").close()
+        os.chmod(file, 0)
+        os.chmod(empty, 0)
+    groups = set(os.getgroups()) | {os.getegid()}
+    args = []
+    for top, dirs, files in os.walk("/etc"):
+        for name in sorted(dirs) + sorted(files):
+            path = os.path.join(top, name)
+            st = os.lstat(path)
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if stat.S_ISLNK(st.st_mode) or st.st_mode & (0o5 if is_dir else 0o4) == (0o5 if is_dir else 0o4):
+                continue
+            if is_dir:
+                dirs.remove(name)
+            shift = 6 if st.st_uid == os.geteuid() else 3 if st.st_gid in groups else 0
+            want = 0o5 if is_dir else 0o4
+            if (st.st_mode >> shift) & want and (is_dir or st.st_size > 0):
+                args += ["--ro-bind", empty if is_dir else file, path]
     return args
 
 
@@ -69,6 +99,12 @@ def variants(root):
     yield "no kiln binary", bwrap(everything, own, ns, misc, net, ws, cmd)
     yield "kiln-after (system)", bwrap(system, own, ns, misc, net, ws,
                                        ["--remount-ro", "/"], cmd)
+    proc_sys = ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys", "--dev", "/dev"]
+    covers = etc_covers(os.path.join(os.path.dirname(root), "cover"))
+    yield "kiln as root: /proc/sys read-only", bwrap(system, proc_sys, ns, misc, net, ws,
+                                                   ["--remount-ro", "/"], cmd)
+    yield f"kiln as root: and {len(covers) // 3} /etc covers", bwrap(
+        system, covers, proc_sys, ns, misc, net, ws, ["--remount-ro", "/"], cmd)
     yield "bwrap --ro-bind / /", ["bwrap", "--ro-bind", "/", "/", "--chdir", root] + cmd
     yield "no sandbox", ["sh", "-c", "cd " + shlex.quote(root) + " && exec " + " ".join(cmd[1:])]
 

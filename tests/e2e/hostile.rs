@@ -533,3 +533,96 @@ fn registry_variables_without_a_host_go_to_no_registry_a_pull_names() {
         "the registry got the password: {heard}"
     );
 }
+
+/// Whether kiln runs as root here; if not, says that `test` is skipped.
+fn as_root(test: &str) -> bool {
+    // SAFETY: geteuid(2) cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("{test}: skipped: kiln does not run as root here");
+    }
+    root
+}
+
+#[test]
+fn an_action_of_kiln_run_as_root_writes_no_kernel_setting() {
+    // Run as root, an action keeps uid 0 without capabilities, and bubblewrap's /proc
+    // left /proc/sys writable to it: the files are root's, mode 0644, and the host's
+    // kernel settings (swappiness, core_pattern) are not per namespace. Each write below
+    // puts back the value just read whole (`cat`: the shell's `read` takes one byte at a
+    // time, and /proc/sys answers a read at an offset with nothing), so the host is
+    // unchanged even where it succeeds.
+    if !as_root("an_action_of_kiln_run_as_root_writes_no_kernel_setting") {
+        return;
+    }
+    let settings = [
+        "/proc/sys/vm/swappiness",
+        "/proc/sys/kernel/printk_ratelimit",
+    ];
+    let mut cmd = String::new();
+    for file in settings {
+        cmd += &format!(
+            "v=$(cat {file}) && [ -n \"$v\" ] && if echo \"$v\" > {file}; then echo \"wrote {file}\"; else echo \"refused {file}\"; fi >> $OUT 2>&1; "
+        );
+    }
+    // Where bubblewrap covers them itself: never written, only asked about.
+    for file in ["/proc/sysrq-trigger", "/proc/irq/default_smp_affinity"] {
+        cmd += &format!("if [ -w {file} ]; then echo \"writable {file}\" >> $OUT; fi; ");
+    }
+    let ws = workspace()
+        .file(
+            "BUILD.toml",
+            &format!("[genrule.g]\nouts = [\"o.txt\"]\ncmd = {cmd:?}\ntools = [\"cat\"]\n"),
+        )
+        .build();
+    ws.kiln(&["build", "--sandbox=bwrap"]).assert_ok();
+    let out = ws.read("kiln-out/o.txt");
+    for file in settings {
+        assert!(out.contains(&format!("refused {file}")), "{out}");
+    }
+    assert!(!out.contains("wrote") && !out.contains("writable"), "{out}");
+}
+
+#[test]
+fn an_action_of_kiln_run_as_root_reads_no_secret_of_etc() {
+    // /etc is bound read-only, and an action of kiln run as root is uid 0 in it: it read
+    // /etc/shadow and /etc/ssl/private (root's, mode 0640 and 0710), and could carry
+    // them to the remote cache in its outputs. An unprivileged user reads neither.
+    use std::os::unix::fs::MetadataExt;
+    if !as_root("an_action_of_kiln_run_as_root_reads_no_secret_of_etc") {
+        return;
+    }
+    let private = |p: &str| std::fs::metadata(p).is_ok_and(|m| m.mode() & 0o004 == 0);
+    assert!(
+        private("/etc/shadow"),
+        "/etc/shadow is missing or readable by others here"
+    );
+    let mut cmd = String::from(
+        "(while read line; do echo \"shadow: $line\"; done < /etc/shadow) > $OUT 2>&1; \
+         while read line; do echo \"passwd: $line\"; done < /etc/passwd >> $OUT; ",
+    );
+    let key_dir = private("/etc/ssl/private");
+    if key_dir {
+        cmd += "for f in /etc/ssl/private/*; do echo \"key dir: $f\"; done >> $OUT 2>&1; ";
+    }
+    let ws = workspace()
+        .file(
+            "BUILD.toml",
+            &format!("[genrule.g]\nouts = [\"o.txt\"]\ncmd = {cmd:?}\n"),
+        )
+        .build();
+    ws.kiln(&["build", "--sandbox=bwrap"]).assert_ok();
+    let out = ws.read("kiln-out/o.txt");
+    assert!(!out.contains("shadow: root:"), "{out}");
+    assert!(out.contains("Permission denied"), "{out}");
+    // What others can read is still there.
+    assert!(out.contains("passwd: root:"), "{out}");
+    if key_dir {
+        // The directory cannot be listed: the pattern stays as written.
+        assert!(out.contains("key dir: /etc/ssl/private/*"), "{out}");
+        for entry in std::fs::read_dir("/etc/ssl/private").unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(!out.contains(&name), "{out}");
+        }
+    }
+}

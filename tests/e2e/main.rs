@@ -35,7 +35,8 @@
 //! - `modcheck`: go_mod_check: tidy, verify, vendor/ consistency, offline.
 //! - `history`: release stores, `kiln release list`, `kiln rollback` back and forth.
 //! - `hostile`: a repository against the host: links checked into kiln-out/, a hostile
-//!   kiln.toml, a .git of another user above the workspace.
+//!   kiln.toml, a .git of another user above the workspace; an action of kiln run as
+//!   root against the kernel's settings and the secrets of /etc.
 //! - `sbom`: go_sbom documents checked with spdx-tools, reproducible, released.
 //! - `signing`: signed releases verified by minisign and securesystemslib.
 //! - `k8s`: k8s_manifests rendered with image digests, parsed as YAML, rolled back.

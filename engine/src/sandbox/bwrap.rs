@@ -9,9 +9,10 @@
 //! its own path. The module download, which has network and runs no workspace code,
 //! sees every top-level entry of the host instead, with the host's `/run` and `/tmp`.
 //! The workspace and the cache, where in sight, are covered by empty tmpfs mounts (a
-//! tool that lives below one is bound back, read-only). bwrap reads its arguments from
-//! a file descriptor, so the host paths they name are not in the sandbox's
-//! `/proc/1/cmdline`.
+//! tool that lives below one is bound back, read-only). When kiln runs as root, the
+//! entries of `/etc` that others cannot read are covered and `/proc/sys` is read-only
+//! (`private.rs`). bwrap reads its arguments from a file descriptor, so the host paths
+//! they name are not in the sandbox's `/proc/1/cmdline`.
 //!
 //! What a sandbox costs is mostly its binds: bubblewrap reads the whole mount table
 //! after each one, under the kernel's mount lock, so concurrent sandboxes wait for each
@@ -25,8 +26,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use super::{view_entries, Host, StoreAccess, StoreFiles};
+use super::{private, view_entries, Host, StoreAccess, StoreFiles};
 use crate::action::{ExecSpec, Tool};
+use crate::error::Result;
 
 /// The sandbox root, as the process sees it.
 pub const ROOT: &str = "/kiln/ws";
@@ -245,9 +247,17 @@ pub fn command(
     access: Option<&StoreAccess>,
     sealed: &[String],
     program: &str,
-) -> (Command, Option<OwnedFd>) {
+) -> Result<(Command, Option<OwnedFd>)> {
     let mut args = Args(host_root(spec.network).to_vec());
-    args.add(&["--proc", "/proc", "--dev", "/dev"]);
+    // Run as root, the action owns /etc's secrets and the kernel's settings (see
+    // `private`): what others cannot read of /etc is covered, /proc/sys read-only.
+    args.0
+        .extend_from_slice(private::covers(&host.cache.join("tmp"))?);
+    args.add(&["--proc", "/proc"]);
+    if private::as_root() {
+        args.add(&["--ro-bind", "/proc/sys", "/proc/sys"]);
+    }
+    args.add(&["--dev", "/dev"]);
     args.add(&["--unshare-pid", "--unshare-ipc", "--unshare-uts"]);
     args.add(&["--die-with-parent", "--new-session", "--cap-drop", "ALL"]);
     match spec.network {
@@ -344,7 +354,7 @@ pub fn command(
     args.add(&["--chdir", &workdir.display().to_string()]);
     let (mut cmd, fd) = with_args_fd(args.0);
     cmd.args(["--", program]);
-    (cmd, fd)
+    Ok((cmd, fd))
 }
 
 /// The working directory as writable copies of its files (in the sandbox's

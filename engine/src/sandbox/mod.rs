@@ -23,7 +23,8 @@
 //! | `/kiln/bin/kiln`  | the kiln binary (`{kiln}`), for helpers like gocacheprog; only where `{kiln}` is named |
 //! | `/tmp`            | private scratch space in memory (TMPDIR)                    |
 //! | `/run`            | empty (the host's service sockets are there), unless the action has network |
-//! | `/usr`, `/etc`, `/opt`, `/bin`, `/sbin`, `/lib*`, `/nix` | the host's, read-only (without the workspace and the cache) |
+//! | `/usr`, `/etc`, `/opt`, `/bin`, `/sbin`, `/lib*`, `/nix` | the host's, read-only (without the workspace and the cache; when kiln runs as root, what others cannot read of `/etc` is an empty file or directory of mode 0) |
+//! | `/proc`           | the sandbox's own; `/proc/sys` read-only when kiln runs as root |
 //! | a file tool's path | the tool, read-only, wherever it lives on the host          |
 //! | nothing else      | no home directories, `/root`, `/var`, `/mnt`, `/sys`...; the module download (network) sees the whole host read-only |
 //!
@@ -31,8 +32,9 @@
 //! their source paths so that `runtime.Caller` finds a test's files) be the same for
 //! everyone, so that the results keyed by those binaries are shared. The process has
 //! its own PID, IPC, UTS and (unless the action is a fixed-output one) network
-//! namespaces and no capabilities, even when kiln runs as root. `auto` picks bwrap
-//! where it works.
+//! namespaces and no capabilities, even when kiln runs as root (where it keeps uid 0:
+//! `private.rs` says what that uid still owns and how kiln keeps it out of reach).
+//! `auto` picks bwrap where it works.
 //!
 //! An action with [`Reads`] also sees one workspace directory read-only at its place
 //! under the root (see [`crate::action::Reads`]).
@@ -42,6 +44,7 @@
 //! runs in a remote worker's input root: here [`seen`] says where things are in each mode.
 
 mod bwrap;
+mod private;
 mod running;
 
 pub use bwrap::{tools_seen_alone, GOCACHE_VIEW};
@@ -348,7 +351,7 @@ impl Sandbox {
             env.insert(kiln_cache::gocacheprog::TOKEN_ENV.into(), token);
         }
         let (mut cmd, _args) = match mode {
-            SandboxMode::Bwrap => bwrap::command(root, spec, host, access, &self.sealed, &argv[0]),
+            SandboxMode::Bwrap => bwrap::command(root, spec, host, access, &self.sealed, &argv[0])?,
             _ => {
                 if let Some(reads) = &spec.reads {
                     link_view(root, &host.workspace, reads)?;

@@ -533,3 +533,87 @@ fn registry_variables_without_a_host_go_to_no_registry_a_pull_names() {
         "the registry got the password: {heard}"
     );
 }
+
+/// A Go action ID no build ever made: what a planted entry is put under, new in each
+/// run (the tests share one Go compile cache, which outlives them).
+fn planted_action_id(by: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("kiln e2e: planted by {by}, {nanos} {}", std::process::id())
+}
+
+/// Whether the Go compile cache of `ws` (its own store, or the tests' shared one) holds
+/// an entry for the Go action ID `action`.
+fn in_go_cache(ws: &crate::support::Workspace, action: &str) -> bool {
+    use kiln_cache::Store;
+    let mut id = b"gocache\0".to_vec();
+    id.extend_from_slice(action.as_bytes());
+    let key = kiln_cache::Digest::of_bytes(&id);
+    [crate::support::shared_go_cache(), ws.cache.clone()]
+        .iter()
+        .filter_map(|dir| kiln_cache::LocalStore::open(dir).ok())
+        .any(|store| store.get_action(&key).unwrap().is_some())
+}
+
+#[test]
+fn a_go_binary_s_external_linker_puts_nothing_into_go_s_compile_cache() {
+    // go_binary's ldflags go to Go's linker, which runs `-extld` (`--linkmode=external`
+    // gets past go's own check that cgo is on; `-extar` with `-buildmode=c-archive` too).
+    // That program is the repository's and inherits the go command's environment: with
+    // the token of the build's Go cache server it could put any compiled package into
+    // the store every later build trusts. The linker here (embedded, so an input of the
+    // build) puts an entry through $GOCACHEPROG, says what it was answered, and links
+    // with the host's C compiler: the binary builds, and the entry stays out of the store.
+    use base64::Engine;
+    let planted = planted_action_id("an external linker");
+    let id = base64::engine::general_purpose::STANDARD.encode(&planted);
+    let link = format!(
+        "#!/bin/sh\nanswer=$(printf '%s\\n' \
+         '{{\"ID\":1,\"Command\":\"put\",\"ActionID\":\"{id}\",\"OutputID\":\"{id}\",\"BodySize\":5}}' \
+         '\"cGxhbnQ=\"' '{{\"ID\":2,\"Command\":\"close\"}}' | $GOCACHEPROG 2>&1)\n\
+         case \"$answer\" in *'\"ID\":1,\"DiskPath\"'*) ;; *) echo \"put not answered: $answer\" >&2; exit 3;; esac\n\
+         PATH=/usr/bin:/bin exec gcc \"$@\"\n"
+    );
+    let ws = crate::support::go_workspace()
+        .file(
+            "main.go",
+            "package main\n\nimport _ \"embed\"\n\n//go:embed link.sh\nvar linker string\n\nfunc main() { println(len(linker)) }\n",
+        )
+        .file("link.sh", &link)
+        .file(
+            "BUILD.toml",
+            "[go_binary.app]\nmain = \".\"\nldflags = [\"--linkmode=external\", \"'-extld=/bin/sh ./link.sh'\"]\n",
+        )
+        .build();
+    assert!(!in_go_cache(&ws, &planted));
+    let run = ws.kiln(&["build"]);
+    run.assert_ok();
+    assert!(
+        !in_go_cache(&ws, &planted),
+        "the external linker's entry reached Go's compile cache"
+    );
+}
+
+#[test]
+fn an_x_defs_name_cannot_add_linker_flags() {
+    // x_defs become `-X 'name=value'` in the -ldflags go splits; a quote in the name
+    // would end the quoted field and start flags of the repository's choosing.
+    let ws = crate::support::go_workspace()
+        .file("main.go", "package main\n\nfunc main() {}\n")
+        .file(
+            "BUILD.toml",
+            "[go_binary.app]\nmain = \".\"\nx_defs = { \"main.v=1' '--linkmode=external\" = \"x\" }\n",
+        )
+        .build();
+    let run = ws.kiln(&["build"]);
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("BUILD.toml:3:12: x_defs name `main.v=1' '--linkmode=external` has a quote"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("\"main.version\""), "{}", run.stderr);
+}

@@ -617,3 +617,77 @@ fn an_x_defs_name_cannot_add_linker_flags() {
     );
     assert!(run.stderr.contains("\"main.version\""), "{}", run.stderr);
 }
+
+/// A Go test that sends Go's compile-cache server, through the view its go commands
+/// get, a request line without end (256 MiB, at most), then asks once more in a new
+/// session; it fails if the server read it all or stopped answering.
+const ENDLESS_LINE_TEST: &str = r#"package m
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+func relay(t *testing.T) (*exec.Cmd, io.WriteCloser, *bytes.Buffer) {
+	prog := strings.Fields(os.Getenv("GOCACHEPROG"))
+	if len(prog) == 0 {
+		t.Fatal("no GOCACHEPROG")
+	}
+	cmd := exec.Command(prog[0], prog[1:]...)
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := new(bytes.Buffer)
+	cmd.Stdout = out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, in, out
+}
+
+func TestEndlessLine(t *testing.T) {
+	cmd, in, _ := relay(t)
+	in.Write([]byte(`{"ID":1,"Command":"get","ActionID":"`))
+	chunk := bytes.Repeat([]byte("A"), 64<<10)
+	sent := 0
+	for sent < 256<<20 {
+		n, err := in.Write(chunk)
+		sent += n
+		if err != nil {
+			break
+		}
+	}
+	in.Close()
+	cmd.Wait()
+	if sent > 16<<20 {
+		t.Fatalf("the cache server read %d bytes of one line", sent)
+	}
+
+	cmd, in, out := relay(t)
+	in.Write([]byte("{\"ID\":1,\"Command\":\"get\",\"ActionID\":\"YQ==\"}\n{\"ID\":2,\"Command\":\"close\"}\n"))
+	in.Close()
+	cmd.Wait()
+	if !strings.Contains(out.String(), `{"ID":1,"Miss":true}`) {
+		t.Fatalf("a new session was not served: %q", out.String())
+	}
+}
+"#;
+
+#[test]
+fn a_go_test_sending_a_line_without_end_to_go_s_compile_cache_is_cut_off() {
+    // A test's go commands reach the build's Go cache server through a view: any
+    // process of the test can send it what it likes. A request line without end was
+    // read into kiln's memory until the test stopped sending; now the session ends
+    // past 64 KiB and the next one is served.
+    let ws = crate::support::go_workspace()
+        .file("m.go", "package m\n")
+        .file("m_test.go", ENDLESS_LINE_TEST)
+        .file("BUILD.toml", "[go_test.unit]\npackages = [\"./...\"]\n")
+        .build();
+    ws.kiln(&["test"]).assert_ok();
+}

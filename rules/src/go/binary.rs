@@ -32,7 +32,7 @@
 //! **Go's compile cache.** The build shares it (puts what it compiles) unless its
 //! ldflags could make the linker run a program of the repository's (`-extld`, `-extar`,
 //! `-extldflags`, anything but `-s`, `-w`, `-X` and a few others that change only the
-//! binary: [`super::ldflags`]); then it reads the cache through a view and what it
+//! binary: see `ldflags.rs`); then it reads the cache through a view and what it
 //! compiles stays its own.
 
 use std::sync::Arc;
@@ -73,7 +73,7 @@ impl Rule for GoBinary {
         let platforms = platforms(ctx)?;
         let ldflags = ldflags::ldflags(ctx)?;
         // A link that runs a program of the repository's gets a view of Go's compile
-        // cache, not the token that lets it put entries (see [`ldflags`]).
+        // cache, not the token that lets it put entries (see `ldflags.rs`).
         let shared = ldflags::links_alone(&ldflags);
         let module = Module::load(ctx)?;
         let go = toolchain(ctx)?;

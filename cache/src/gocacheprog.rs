@@ -54,7 +54,11 @@
 //!   the store's `tmp/` and stored with [`Store::put_file`].
 //! * A failure of one request (a bad field, a store error, a short body) is answered with
 //!   `Err` and the server goes on. Only a broken stream ends [`serve`] with an error: a
-//!   read or write failure, or a line that is not a request and carries no `ID` to answer.
+//!   read or write failure, a line that is not a request and carries no `ID` to answer,
+//!   or one that overruns its bound: a request line longer than [`MAX_REQUEST_LINE`], a
+//!   body longer than the base64 of its `BodySize` (or more blank space before it than
+//!   a request line may hold). Those are read no further, so a session holds at most
+//!   that much memory, whatever a process that has a token sends.
 //! * The output ID is not checked against the body (Go computes it as SHA-256); the body
 //!   size is.
 //! * [`ServeStats::puts`] counts puts that were stored, [`ServeStats::hits`] gets answered
@@ -84,7 +88,7 @@ mod socket;
 pub use socket::{relay, Listener, ViewHandle, SOCKET_ENV, TOKEN_ENV};
 
 use std::collections::HashMap;
-use std::io::{self, BufRead, BufWriter, Write};
+use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -98,6 +102,10 @@ use crate::store::Store;
 
 /// Bodies larger than this are decoded into a temporary file instead of memory.
 pub const MEMORY_BODY_LIMIT: u64 = 1 << 20;
+
+/// The longest request line read, newline excluded (go's are a few hundred bytes); also
+/// how much blank space may come before a body. More ends the session.
+pub const MAX_REQUEST_LINE: u64 = 64 << 10;
 
 /// The commands announced in the handshake.
 const KNOWN_COMMANDS: [&str; 3] = ["get", "put", "close"];
@@ -161,8 +169,7 @@ fn serve_session(
     let mut line = Vec::new();
     loop {
         line.clear();
-        let n = input.read_until(b'\n', &mut line).map_err(read_error)?;
-        if n == 0 {
+        if read_line(&mut input, &mut line)? == 0 {
             break;
         }
         if line.trim_ascii().is_empty() {
@@ -265,6 +272,21 @@ fn read_error(e: io::Error) -> Error {
     Error::new(ErrorKind::Io, format!("read GOCACHEPROG requests: {e}"))
 }
 
+/// Reads one request line into `line` (empty at EOF), at most [`MAX_REQUEST_LINE`]
+/// bytes before its newline: a longer one breaks the stream, read no further.
+fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>) -> Result<usize> {
+    let n = Read::take(&mut *input, MAX_REQUEST_LINE + 1)
+        .read_until(b'\n', line)
+        .map_err(read_error)?;
+    if n as u64 > MAX_REQUEST_LINE && line.last() != Some(&b'\n') {
+        return Err(Error::new(
+            ErrorKind::Corrupt,
+            format!("read GOCACHEPROG request: a line longer than {MAX_REQUEST_LINE} bytes"),
+        ));
+    }
+    Ok(n)
+}
+
 /// Parses a request line. A line that is not a request cannot be answered unless it
 /// carries an `ID`; then it is answered as an unknown command.
 fn parse_request(line: &[u8]) -> Result<Request> {
@@ -288,10 +310,14 @@ fn parse_request(line: &[u8]) -> Result<Request> {
             object_id: None,
             body_size: body_size.unwrap_or(0),
         }),
-        None => Err(Error::new(
-            ErrorKind::Corrupt,
-            format!("read GOCACHEPROG request `{}`: not a request", text.trim()),
-        )),
+        None => {
+            // The start of it: enough to recognize, not a whole line in a message.
+            let text: String = text.trim().chars().take(200).collect();
+            Err(Error::new(
+                ErrorKind::Corrupt,
+                format!("read GOCACHEPROG request `{text}`: not a request"),
+            ))
+        }
     }
 }
 
@@ -375,7 +401,7 @@ impl Server<'_> {
     /// Answers one request. Errors are only those that break the stream.
     fn answer(&mut self, req: &Request, input: &mut impl BufRead) -> Result<Response> {
         if req.command != "put" && req.body_size > 0 {
-            skip_body_string(input)?;
+            skip_body_string(input, req.body_size as u64)?;
         }
         let answer = match req.command.as_str() {
             "get" => self.get(req),
@@ -614,20 +640,20 @@ fn read_put_body(
     let size = size as u64;
     if size <= MEMORY_BODY_LIMIT {
         let mut bytes = Vec::with_capacity(size as usize);
-        let decoded = read_body_string(input, &mut bytes)?;
+        let decoded = read_body_string(input, size, &mut bytes)?;
         return Ok(decoded.and_then(|n| check_size(n, size).map(|()| Body::Memory(bytes))));
     }
     let file = match tempfile::NamedTempFile::new_in(tmp_dir) {
         Ok(file) => file,
         Err(e) => {
-            skip_body_string(input)?;
+            skip_body_string(input, size)?;
             let dir = tmp_dir.display();
             return Ok(Err(format!("create a temporary file in {dir}: {e}")));
         }
     };
     let (file, path) = file.into_parts();
     let mut writer = BufWriter::new(file);
-    let decoded = read_body_string(input, &mut writer)?;
+    let decoded = read_body_string(input, size, &mut writer)?;
     let flushed = writer
         .flush()
         .map_err(|e| format!("write {}: {e}", path.display()));
@@ -647,11 +673,18 @@ fn check_size(got: u64, want: u64) -> Result<(), String> {
 
 /// Decodes a JSON string of base64 (`"…"`, after any blank lines) from `input` into
 /// `sink`, returning the decoded size. The whole string is always consumed, so the next
-/// request is read in step even when the body is bad.
-fn read_body_string(input: &mut impl BufRead, sink: &mut dyn Write) -> Result<Result<u64, String>> {
+/// request is read in step even when the body is bad, unless it is longer than the
+/// base64 of `size` bytes (the request's `BodySize`): that breaks the stream, read no
+/// further.
+fn read_body_string(
+    input: &mut impl BufRead,
+    size: u64,
+    sink: &mut dyn Write,
+) -> Result<Result<u64, String>> {
     if let Err(msg) = open_string(input)? {
         return Ok(Err(msg));
     }
+    let mut left = size.div_ceil(3).saturating_mul(4);
     let mut decoder = base64::Decoder::default();
     let mut decoded = Vec::new();
     let mut written = 0u64;
@@ -663,6 +696,13 @@ fn read_body_string(input: &mut impl BufRead, sink: &mut dyn Write) -> Result<Re
         }
         let end = buf.iter().position(|&c| c == b'"');
         let chunk = &buf[..end.unwrap_or(buf.len())];
+        if chunk.len() as u64 > left {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!("read GOCACHEPROG body: longer than the base64 of its BodySize {size}"),
+            ));
+        }
+        left -= chunk.len() as u64;
         if fault.is_none() {
             decoded.clear();
             fault = decoder.feed(chunk, &mut decoded).err();
@@ -684,9 +724,11 @@ fn read_body_string(input: &mut impl BufRead, sink: &mut dyn Write) -> Result<Re
     Ok(fault.map_or(Ok(written), Err))
 }
 
-/// Skips blank space up to the opening quote of the body and consumes it. Anything else
-/// is left in place to be read as the next request.
+/// Skips blank space (up to [`MAX_REQUEST_LINE`] bytes of it) up to the opening quote
+/// of the body and consumes it. Anything else is left in place to be read as the next
+/// request.
 fn open_string(input: &mut impl BufRead) -> Result<Result<(), String>> {
+    let mut left = MAX_REQUEST_LINE;
     loop {
         let buf = input.fill_buf().map_err(read_error)?;
         let Some(&first) = buf.first() else {
@@ -700,13 +742,22 @@ fn open_string(input: &mut impl BufRead) -> Result<Result<(), String>> {
             return Ok(Err("read put body: no body string after the request".into()));
         }
         let blank = buf.iter().take_while(|c| c.is_ascii_whitespace()).count();
+        if blank as u64 > left {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "read GOCACHEPROG body: more than {MAX_REQUEST_LINE} blank bytes before it"
+                ),
+            ));
+        }
+        left -= blank as u64;
         input.consume(blank);
     }
 }
 
-/// Consumes a body string without keeping it.
-fn skip_body_string(input: &mut impl BufRead) -> Result<()> {
-    read_body_string(input, &mut io::sink()).map(|_| ())
+/// Consumes a body string of at most the base64 of `size` bytes without keeping it.
+fn skip_body_string(input: &mut impl BufRead, size: u64) -> Result<()> {
+    read_body_string(input, size, &mut io::sink()).map(|_| ())
 }
 
 fn decode_field(name: &str, value: Option<&str>) -> Result<Vec<u8>, String> {
@@ -1126,6 +1177,101 @@ mod tests {
         }
         assert_eq!(out[5], json!({"ID": 5, "Miss": true}));
         assert_eq!(stats.puts, 0);
+    }
+
+    /// `head`, then `byte` without end (up to 256 MiB, so that a server that reads all
+    /// of it ends too), counting the bytes read.
+    struct Endless {
+        head: io::Cursor<Vec<u8>>,
+        byte: u8,
+        read: u64,
+    }
+
+    impl Endless {
+        fn new(head: impl Into<Vec<u8>>, byte: u8) -> io::BufReader<Endless> {
+            let head = io::Cursor::new(head.into());
+            io::BufReader::new(Endless {
+                head,
+                byte,
+                read: 0,
+            })
+        }
+    }
+
+    impl io::Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let mut n = self.head.read(buf)?;
+            if n == 0 && self.read < 256 << 20 {
+                buf.fill(self.byte);
+                n = buf.len();
+            }
+            self.read += n as u64;
+            Ok(n)
+        }
+    }
+
+    /// Serves `input` to its end; the error, and how much of it was read.
+    fn serve_endless(mut input: io::BufReader<Endless>) -> (String, u64) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let served = serve(&store, &store, &mut input, io::sink());
+        let read = input.get_ref().read;
+        (
+            served
+                .expect_err("the session ends with an error")
+                .to_string(),
+            read,
+        )
+    }
+
+    /// A process with a token (a test's go command, through its view) sends a line
+    /// without end: the session ends once the line passes its bound, read no further.
+    #[test]
+    fn a_line_without_end_ends_the_session_with_memory_bounded() {
+        let head = get_line(1, b"x") + "{\"ID\":2,\"Command\":\"get\",\"ActionID\":\"";
+        let (err, read) = serve_endless(Endless::new(head, b'A'));
+        assert!(err.contains("a line longer than 65536 bytes"), "{err}");
+        assert!(read < MAX_REQUEST_LINE + (1 << 20), "read {read} bytes");
+    }
+
+    /// A body without its closing quote (or blank space without end before it) ends the
+    /// session past the base64 length of its `BodySize`, in memory or through a file,
+    /// and when it follows a request that takes none.
+    #[test]
+    fn a_body_without_end_ends_the_session_with_memory_bounded() {
+        let big = MEMORY_BODY_LIMIT * 2;
+        for (size, command) in [(3, "put"), (big, "put"), (3, "get")] {
+            let head = json!({
+                "ID": 1, "Command": command, "ActionID": b64(b"a"),
+                "OutputID": b64(b"o"), "BodySize": size,
+            });
+            let (err, read) = serve_endless(Endless::new(format!("{head}\n\""), b'A'));
+            assert!(err.contains(&format!("BodySize {size}")), "{err}");
+            let bound = size.div_ceil(3) * 4 + (1 << 20);
+            assert!(read < bound, "{command} of {size}: read {read} bytes");
+        }
+        let head = json!({
+            "ID": 1, "Command": "put", "ActionID": b64(b"a"),
+            "OutputID": b64(b"o"), "BodySize": 3,
+        });
+        let (err, read) = serve_endless(Endless::new(format!("{head}\n"), b'\n'));
+        assert!(err.contains("blank bytes before it"), "{err}");
+        assert!(read < MAX_REQUEST_LINE + (1 << 20), "read {read} bytes");
+    }
+
+    /// The listener drops a session that overruns a bound, and serves the next one.
+    #[test]
+    fn a_session_past_its_bounds_is_dropped_and_others_are_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(open(dir.path()));
+        let listener = Listener::start(store.clone(), store.clone()).unwrap();
+        let endless = "A".repeat(MAX_REQUEST_LINE as usize * 3);
+        let out = talk(&listener, listener.token(), get_line(1, b"x") + &endless);
+        assert_eq!(out.len(), 2, "the handshake and the get: {out:?}");
+        let close = "{\"ID\":9,\"Command\":\"close\"}\n";
+        let out = talk(&listener, listener.token(), get_line(1, b"x") + close);
+        assert_eq!(out[1], json!({"ID": 1, "Miss": true}));
+        assert_eq!(out[2], json!({"ID": 9}));
     }
 
     #[test]

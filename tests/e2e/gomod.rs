@@ -606,6 +606,36 @@ fn a_module_replaced_by_a_directory_in_the_workspace_builds_from_it() {
     );
 }
 
+/// go takes `..` for a directory as it takes `../x`, and reads a quoted path unquoted:
+/// a replacement by the directory above a module at the workspace's root, however it is
+/// written, is refused as any other outside the workspace, naming go.mod's line.
+#[test]
+fn a_replacement_by_the_directory_above_the_workspace_is_refused() {
+    for (target, shown) in [
+        ("..", ".."),
+        ("\"\\x2e\\x2e\"", ".."),
+        ("\"\\x2fetc\"", "/etc"),
+    ] {
+        let ws = go_workspace()
+            .file(
+                "go.mod",
+                &format!("module example.com/m\n\ngo 1.23\n\nrequire example.com/x v0.0.0\n\nreplace example.com/x => {target}\n"),
+            )
+            .file("m.go", "package m\n")
+            .file("BUILD.toml", "[go_test.unit]\n")
+            .build();
+        let run = ws.kiln(&["test"]);
+        let why = match shown {
+            ".." => "a directory outside the workspace",
+            _ => "an absolute directory",
+        };
+        assert_eq!(
+            run.the_error(2),
+            format!("kiln: error: go.mod:7: replace with {shown}: {why}")
+        );
+    }
+}
+
 /// A module whose packages need cgo, as Go services that use github.com/mattn/go-sqlite3
 /// do: `csum` has only cgo files; `store` imports `example.com/cdb` (another module, by a
 /// directory replacement), whose cgo file has a `!cgo` stand-in that panics, as

@@ -626,3 +626,161 @@ fn an_action_of_kiln_run_as_root_reads_no_secret_of_etc() {
         }
     }
 }
+
+/// A Go action ID no build ever made: what a planted entry is put under, new in each
+/// run (the tests share one Go compile cache, which outlives them).
+fn planted_action_id(by: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("kiln e2e: planted by {by}, {nanos} {}", std::process::id())
+}
+
+/// Whether the Go compile cache of `ws` (its own store, or the tests' shared one) holds
+/// an entry for the Go action ID `action`.
+fn in_go_cache(ws: &crate::support::Workspace, action: &str) -> bool {
+    use kiln_cache::Store;
+    let mut id = b"gocache\0".to_vec();
+    id.extend_from_slice(action.as_bytes());
+    let key = kiln_cache::Digest::of_bytes(&id);
+    [crate::support::shared_go_cache(), ws.cache.clone()]
+        .iter()
+        .filter_map(|dir| kiln_cache::LocalStore::open(dir).ok())
+        .any(|store| store.get_action(&key).unwrap().is_some())
+}
+
+#[test]
+fn a_go_binary_s_external_linker_puts_nothing_into_go_s_compile_cache() {
+    // go_binary's ldflags go to Go's linker, which runs `-extld` (`--linkmode=external`
+    // gets past go's own check that cgo is on; `-extar` with `-buildmode=c-archive` too).
+    // That program is the repository's and inherits the go command's environment: with
+    // the token of the build's Go cache server it could put any compiled package into
+    // the store every later build trusts. The linker here (embedded, so an input of the
+    // build) puts an entry through $GOCACHEPROG, says what it was answered, and links
+    // with the host's C compiler: the binary builds, and the entry stays out of the store.
+    use base64::Engine;
+    let planted = planted_action_id("an external linker");
+    let id = base64::engine::general_purpose::STANDARD.encode(&planted);
+    let link = format!(
+        "#!/bin/sh\nanswer=$(printf '%s\\n' \
+         '{{\"ID\":1,\"Command\":\"put\",\"ActionID\":\"{id}\",\"OutputID\":\"{id}\",\"BodySize\":5}}' \
+         '\"cGxhbnQ=\"' '{{\"ID\":2,\"Command\":\"close\"}}' | $GOCACHEPROG 2>&1)\n\
+         case \"$answer\" in *'\"ID\":1,\"DiskPath\"'*) ;; *) echo \"put not answered: $answer\" >&2; exit 3;; esac\n\
+         PATH=/usr/bin:/bin exec gcc \"$@\"\n"
+    );
+    let ws = crate::support::go_workspace()
+        .file(
+            "main.go",
+            "package main\n\nimport _ \"embed\"\n\n//go:embed link.sh\nvar linker string\n\nfunc main() { println(len(linker)) }\n",
+        )
+        .file("link.sh", &link)
+        .file(
+            "BUILD.toml",
+            "[go_binary.app]\nmain = \".\"\nldflags = [\"--linkmode=external\", \"'-extld=/bin/sh ./link.sh'\"]\n",
+        )
+        .build();
+    assert!(!in_go_cache(&ws, &planted));
+    let run = ws.kiln(&["build"]);
+    run.assert_ok();
+    assert!(
+        !in_go_cache(&ws, &planted),
+        "the external linker's entry reached Go's compile cache"
+    );
+}
+
+#[test]
+fn an_x_defs_name_cannot_add_linker_flags() {
+    // x_defs become `-X 'name=value'` in the -ldflags go splits; a quote in the name
+    // would end the quoted field and start flags of the repository's choosing.
+    let ws = crate::support::go_workspace()
+        .file("main.go", "package main\n\nfunc main() {}\n")
+        .file(
+            "BUILD.toml",
+            "[go_binary.app]\nmain = \".\"\nx_defs = { \"main.v=1' '--linkmode=external\" = \"x\" }\n",
+        )
+        .build();
+    let run = ws.kiln(&["build"]);
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("BUILD.toml:3:12: x_defs name `main.v=1' '--linkmode=external` has a quote"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("\"main.version\""), "{}", run.stderr);
+}
+
+/// A Go test that sends Go's compile-cache server, through the view its go commands
+/// get, a request line without end (256 MiB, at most), then asks once more in a new
+/// session; it fails if the server read it all or stopped answering.
+const ENDLESS_LINE_TEST: &str = r#"package m
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+func relay(t *testing.T) (*exec.Cmd, io.WriteCloser, *bytes.Buffer) {
+	prog := strings.Fields(os.Getenv("GOCACHEPROG"))
+	if len(prog) == 0 {
+		t.Fatal("no GOCACHEPROG")
+	}
+	cmd := exec.Command(prog[0], prog[1:]...)
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := new(bytes.Buffer)
+	cmd.Stdout = out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, in, out
+}
+
+func TestEndlessLine(t *testing.T) {
+	cmd, in, _ := relay(t)
+	in.Write([]byte(`{"ID":1,"Command":"get","ActionID":"`))
+	chunk := bytes.Repeat([]byte("A"), 64<<10)
+	sent := 0
+	for sent < 256<<20 {
+		n, err := in.Write(chunk)
+		sent += n
+		if err != nil {
+			break
+		}
+	}
+	in.Close()
+	cmd.Wait()
+	if sent > 16<<20 {
+		t.Fatalf("the cache server read %d bytes of one line", sent)
+	}
+
+	cmd, in, out := relay(t)
+	in.Write([]byte("{\"ID\":1,\"Command\":\"get\",\"ActionID\":\"YQ==\"}\n{\"ID\":2,\"Command\":\"close\"}\n"))
+	in.Close()
+	cmd.Wait()
+	if !strings.Contains(out.String(), `{"ID":1,"Miss":true}`) {
+		t.Fatalf("a new session was not served: %q", out.String())
+	}
+}
+"#;
+
+#[test]
+fn a_go_test_sending_a_line_without_end_to_go_s_compile_cache_is_cut_off() {
+    // A test's go commands reach the build's Go cache server through a view: any
+    // process of the test can send it what it likes. A request line without end was
+    // read into kiln's memory until the test stopped sending; now the session ends
+    // past 64 KiB and the next one is served.
+    let ws = crate::support::go_workspace()
+        .file("m.go", "package m\n")
+        .file("m_test.go", ENDLESS_LINE_TEST)
+        .file("BUILD.toml", "[go_test.unit]\npackages = [\"./...\"]\n")
+        .build();
+    ws.kiln(&["test"]).assert_ok();
+}

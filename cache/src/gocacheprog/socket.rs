@@ -233,23 +233,37 @@ fn accept(
         };
         let (store, local, stats) = (store.clone(), local.clone(), stats.clone());
         let sessions = sessions.clone();
-        std::thread::spawn(move || {
-            let Ok(reader) = conn.try_clone() else { return };
-            let mut reader = BufReader::new(reader);
-            // A process without the token (another sandbox's) gets nothing, and holds
-            // no thread for long.
-            let _ = conn.set_read_timeout(Some(TOKEN_TIMEOUT));
-            let given = read_token(&mut reader);
-            let _ = conn.set_read_timeout(None);
-            if let Some(view) = given.and_then(|given| sessions.resolve(&given)) {
-                // A broken session ends the go command's use of the cache; go reports it.
-                if let Ok(done) = serve_session(&*store, &local, view.as_deref(), reader, &conn) {
-                    stats.lock().unwrap().add(&done);
-                }
-            }
-            let _ = conn.shutdown(std::net::Shutdown::Both);
-        });
+        // A thread that cannot be started (the process's limit) drops the closure, and
+        // with it the connection: the go process sees it closed, not silent.
+        let _ = std::thread::Builder::new()
+            .name("gocacheprog session".into())
+            .spawn(move || session(conn, &sessions, &*store, &local, &stats));
     }
+}
+
+/// One connection: its token, then the session it opens, if any.
+fn session(
+    conn: UnixStream,
+    sessions: &Sessions,
+    store: &dyn Store,
+    local: &LocalStore,
+    stats: &Mutex<ServeStats>,
+) {
+    let Ok(reader) = conn.try_clone() else { return };
+    let mut reader = BufReader::new(reader);
+    // A process without the token (another sandbox's) gets nothing, and holds no thread
+    // for long.
+    let _ = conn.set_read_timeout(Some(TOKEN_TIMEOUT));
+    let given = read_token(&mut reader);
+    let _ = conn.set_read_timeout(None);
+    if let Some(view) = given.and_then(|given| sessions.resolve(&given)) {
+        // A broken session (a line or body beyond its bound too) ends the go command's
+        // use of the cache; go reports it.
+        if let Ok(done) = serve_session(store, local, view.as_deref(), reader, &conn) {
+            stats.lock().unwrap().add(&done);
+        }
+    }
+    let _ = conn.shutdown(std::net::Shutdown::Both);
 }
 
 /// How long a session's token may take to arrive (the relay sends it at once).

@@ -28,8 +28,12 @@
 //! Stamping: `{NAME}` in `x_defs` values is replaced by the workspace's stamp value
 //! (see `kiln_engine::host::stamp_values`) before the key is computed, so a binary is
 //! relinked exactly when a stamp value it uses changes, never because time passed.
-
-use std::collections::BTreeMap;
+//!
+//! **Go's compile cache.** The build shares it (puts what it compiles) unless its
+//! ldflags could make the linker run a program of the repository's (`-extld`, `-extar`,
+//! `-extldflags`, anything but `-s`, `-w`, `-X` and a few others that change only the
+//! binary: see `ldflags.rs`); then it reads the cache through a view and what it
+//! compiles stays its own.
 
 use std::sync::Arc;
 
@@ -41,6 +45,7 @@ use kiln_engine::value::Spanned;
 use kiln_engine::workspace::TargetDecl;
 use kiln_engine::{Error, ErrorKind, Result};
 
+use super::ldflags;
 use super::list::{Lister, Listing};
 use super::{cgo_tools, go_env, host_platform, platform_env, toolchain, Module, PLATFORMS};
 
@@ -66,7 +71,10 @@ impl Rule for GoBinary {
         let attrs = &target.attrs;
         let main = attrs.required_str("main", "a go_binary")?;
         let platforms = platforms(ctx)?;
-        let ldflags = ldflags(ctx)?;
+        let ldflags = ldflags::ldflags(ctx)?;
+        // A link that runs a program of the repository's gets a view of Go's compile
+        // cache, not the token that lets it put entries (see `ldflags.rs`).
+        let shared = ldflags::links_alone(&ldflags);
         let module = Module::load(ctx)?;
         let go = toolchain(ctx)?;
         let tags: Vec<String> = attrs
@@ -172,7 +180,8 @@ impl Rule for GoBinary {
                     tools: tools.clone(),
                     workdir: module.dir.clone(),
                     network: false,
-                    store_access: true,
+                    store_access: shared,
+                    store_view: !shared,
                     // The platforms that miss build in one sandbox (`kiln go-build-each`, as
                     // many go builds at once as there are cores): the sources are staged
                     // once, not once per platform.
@@ -249,31 +258,6 @@ fn platforms(ctx: &Analysis<'_>) -> Result<Vec<String>> {
         }
     }
     Ok(out)
-}
-
-/// `ldflags` plus one `-X name=value` per `x_defs` entry, stamp values substituted.
-fn ldflags(ctx: &Analysis<'_>) -> Result<String> {
-    let attrs = ctx.attrs();
-    let mut flags: Vec<String> = attrs
-        .str_list("ldflags")?
-        .into_iter()
-        .map(|f| f.value)
-        .collect();
-    let x_defs = attrs.str_map("x_defs")?;
-    if !x_defs.is_empty() {
-        let defaults: BTreeMap<String, String> = match ctx.workspace.section("stamp")? {
-            Some(t) => t.str_map_self()?,
-            None => BTreeMap::new(),
-        };
-        let values = ctx.exec.stamp(&defaults);
-        for (name, value) in x_defs {
-            let stamped = kiln_engine::host::substitute(&value.value, values).map_err(|e| {
-                Error::new(ErrorKind::Config, e).at(attrs.location(value.span.start))
-            })?;
-            flags.push(format!("-X '{}={}'", name.value, stamped.replace('\'', "")));
-        }
-    }
-    Ok(flags.join(" "))
 }
 
 /// What `kiln go-build-each` prints of each member: one JSON line,

@@ -33,6 +33,7 @@ pub mod cover;
 pub mod download;
 pub mod flags;
 mod header;
+mod ldflags;
 pub mod list;
 pub mod modcheck;
 pub mod output;

@@ -333,6 +333,7 @@ fn main() -> ExitCode {
             exit_code(&err)
         }
     };
+    signals::wait_if_interrupted();
     // Everything is flushed by now: exit without freeing the build's memory.
     use std::io::Write;
     let _ = std::io::stdout().flush();

@@ -7,9 +7,13 @@
 //! namespace too), removes their sandboxes, writes the index's pending rows (results
 //! that completed stay cached), and exits with 128 + the signal: 130 or 143.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use kiln_cache::{LocalStore, Store};
+
+/// Set when a signal arrived: the build's own end must not exit before the handler does.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// Weak: the store must still be dropped (its index closed) when the command ends.
 static STORE: Mutex<Option<Weak<LocalStore>>> = Mutex::new(None);
@@ -39,7 +43,20 @@ pub fn flush_on_interrupt(store: &Arc<LocalStore>) {
     *STORE.lock().unwrap() = Some(Arc::downgrade(store));
 }
 
+/// Called before kiln exits on its own: once a signal arrived, waits for its handler to
+/// end the process. Killing the actions ends the build too, and its end would otherwise
+/// race the handler: exit 1 (a failed action) instead of 130/143, with sandboxes and
+/// views half removed.
+pub fn wait_if_interrupted() {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
 fn interrupted(signal: i32) -> ! {
+    INTERRUPTED.store(true, Ordering::SeqCst);
     kiln_engine::sandbox::kill_all();
     kiln_cache::held::remove_all();
     let store = STORE.lock().unwrap().as_ref().and_then(Weak::upgrade);

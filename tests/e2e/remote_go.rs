@@ -10,13 +10,8 @@ use std::collections::BTreeMap;
 
 use kiln_testkit::Casd;
 
-use crate::gomod::{go_test, verdicts};
+use crate::gomod::{go_test, test_file, verdicts, BUILDS_ITS_PACKAGE};
 use crate::support::{go_workspace, Builder, Run, Workspace};
-
-fn test_file(pkg: &str, imports: &[&str], body: &str) -> String {
-    let imports: String = imports.iter().map(|i| format!("\t\"{i}\"\n")).collect();
-    format!("package {pkg}\n\nimport (\n{imports}\t\"testing\"\n)\n\nfunc TestIt(t *testing.T) {{\n{body}\n}}\n")
-}
 
 /// `fixture` reads its testdata, `APP_ENV` and `USER`; `plain` reads nothing; `caller`
 /// finds its data through `runtime.Caller`, as the local sandbox's fixed path allows.
@@ -405,11 +400,7 @@ fn a_remote_test_that_runs_go_runs_again_here_and_passes() {
         .file("use/use.go", "package use\n\nfunc Two() int { return 2 }\n")
         .file(
             "use/use_test.go",
-            &test_file(
-                "use",
-                &["os", "os/exec"],
-                "\tout, err := exec.Command(\"go\", \"build\", \"-o\", os.DevNull, \".\").CombinedOutput()\n\tif err != nil {\n\t\tt.Fatalf(\"%v: %s\", err, out)\n\t}",
-            ),
+            &test_file("use", &["os", "os/exec"], BUILDS_ITS_PACKAGE),
         )
         .file("plain/plain.go", "package plain\n")
         .file("plain/plain_test.go", &test_file("plain", &[], "\t_ = 1"))

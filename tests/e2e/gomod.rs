@@ -63,10 +63,6 @@ fn agrees_with_go(ws: &Workspace, run: &Run, dirs: &[&str]) -> BTreeMap<String, 
     kiln
 }
 
-/// A test body (for [`test_file`], importing os and os/exec) that runs `go build` on its
-/// own package, as cobra's dead-code check and logrus's exit handler test do.
-pub const BUILDS_ITS_PACKAGE: &str = "\tout, err := exec.Command(\"go\", \"build\", \"-o\", os.DevNull, \".\").CombinedOutput()\n\tif err != nil {\n\t\tt.Fatalf(\"%v: %s\", err, out)\n\t}";
-
 pub fn test_file(pkg: &str, imports: &[&str], body: &str) -> String {
     let imports: String = imports.iter().map(|i| format!("\t\"{i}\"\n")).collect();
     format!("package {pkg}\n\nimport (\n{imports}\t\"testing\"\n)\n\nfunc TestIt(t *testing.T) {{\n{body}\n}}\n")
@@ -458,7 +454,7 @@ fn a_test_running_go_on_its_module_finds_the_downloaded_dependencies() {
             &test_file(
                 "use",
                 &["os", "os/exec"],
-                BUILDS_ITS_PACKAGE,
+                "\tout, err := exec.Command(\"go\", \"build\", \"-o\", os.DevNull, \".\").CombinedOutput()\n\tif err != nil {\n\t\tt.Fatalf(\"%v: %s\", err, out)\n\t}",
             ),
         )
         .file("BUILD.toml", "[go_test.unit]\n");

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use kiln_testkit::Casd;
 
-use crate::gomod::{go_test, test_file, verdicts, BUILDS_ITS_PACKAGE};
+use crate::gomod::{go_test, test_file, verdicts};
 use crate::support::{go_workspace, Builder, Run, Workspace};
 
 /// `fixture` reads its testdata, `APP_ENV` and `USER`; `plain` reads nothing; `caller`
@@ -385,44 +385,6 @@ fn tests_that_run_go_run_here_with_a_warning_even_from_test_main() {
     assert_eq!(
         verdicts(&run.stderr),
         go_test(&ws, "", &[]),
-        "{}",
-        run.stderr
-    );
-}
-
-/// A test that runs the go command on its module (cobra's dead-code check, logrus's
-/// exit handler test) needs the whole toolchain, which a worker's root leaves out: its
-/// remote run says it ran go, and kiln runs it here instead, where it passes.
-#[test]
-fn a_remote_test_that_runs_go_runs_again_here_and_passes() {
-    let casd = Casd::start();
-    let ws = go_workspace()
-        .file("use/use.go", "package use\n\nfunc Two() int { return 2 }\n")
-        .file(
-            "use/use_test.go",
-            &test_file("use", &["os", "os/exec"], BUILDS_ITS_PACKAGE),
-        )
-        .file("plain/plain.go", "package plain\n")
-        .file("plain/plain_test.go", &test_file("plain", &[], "\t_ = 1"))
-        .file("BUILD.toml", "[go_test.unit]\n")
-        .build();
-    let run = kiln_json(&ws, &["test", "--remote-executor", &casd.url()]);
-    run.assert_ok();
-    assert_eq!(
-        test_runs(&ws, "events.json"),
-        remote_and_local(&[("plain", "remote"), ("use", "local")]),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr
-            .contains("GoTest //:unit [example.com/m/use]: its remote run ran go")
-            && run.stderr.contains("running it here"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("ok  \texample.com/m/use"),
         "{}",
         run.stderr
     );

@@ -158,7 +158,7 @@ impl Progress {
         let rendered;
         let stdout = if is_go_test(action) {
             rendered = self
-                .render_output(action, &f.whole_stdout(), false)
+                .render_output(action, &kiln_rules::go::output::failed_stdout(f), false)
                 .into_bytes();
             &rendered
         } else {

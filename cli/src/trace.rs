@@ -324,7 +324,7 @@ impl Reporter for Events {
                     .ok()
                     .flatten()
                     .unwrap_or_default(),
-                (None, Some(f)) => f.whole_stdout().into_owned(),
+                (None, Some(f)) => kiln_rules::go::output::failed_stdout(f).into_owned(),
                 _ => Vec::new(),
             };
             let report = kiln_rules::go::output::parse(&stdout);

@@ -23,6 +23,23 @@ fn unknown_rule_names_file_line_and_suggests() {
 }
 
 #[test]
+fn kiln_test_without_test_targets_is_a_usage_error_with_a_hint() {
+    let ws = workspace()
+        .file(
+            "BUILD.toml",
+            "[genrule.x]\nouts = [\"a\"]\ncmd = \"echo > $OUT\"\n",
+        )
+        .build();
+    let run = ws.kiln(&["test"]);
+    assert_eq!(run.status, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no test targets among //...") && run.stderr.contains("kiln init"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
 fn unknown_field_names_file_line_and_suggests() {
     let ws = workspace()
         .file(

@@ -235,6 +235,22 @@ fn a_failed_test_shows_though_the_tests_after_it_print_over_a_mebibyte() {
 }
 
 #[test]
+fn a_run_that_matches_no_test_says_so_as_go_test_does() {
+    let ws = module().build();
+    let run = ws.kiln(&["test", "--", "-run", "NoSuchTest"]);
+    run.assert_ok();
+    for pkg in ["leaf", "mid", "alone"] {
+        let line = format!("ok  \texample.com/m/{pkg}\t");
+        let shown = run.stderr.lines().find(|l| l.starts_with(&line));
+        assert!(
+            shown.is_some_and(|l| l.ends_with(" [no tests to run]")),
+            "{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
 fn race_detector_finds_a_planted_race() {
     let ws = module()
         .file(

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use kiln_engine::executor::Executor;
 use kiln_engine::label::{Label, Pattern};
 use kiln_engine::noop;
@@ -275,7 +275,10 @@ pub fn select(ctx: &Context, patterns: &[String], mode: Mode) -> Result<Vec<Labe
         }));
     }
     if mode == Mode::Test && out.is_empty() {
-        bail!("no test targets among {}", patterns.join(" "));
+        let message = format!("no test targets among {}", patterns.join(" "));
+        return Err(kiln_engine::Error::new(kiln_engine::ErrorKind::Config, message)
+            .hint("`kiln test` runs go_test and other test targets: declare one in a BUILD.toml (`kiln init` writes a go_test for a Go module), or name other targets with `kiln build`")
+            .into());
     }
     Ok(out)
 }
@@ -295,7 +298,7 @@ fn write_junit(
         let stdout = if let Some(result) = report.results.get(&id) {
             ctx.store.read(&result.stdout)?.unwrap_or_default()
         } else if let Some((_, f)) = report.failures.iter().find(|(i, _)| *i == id) {
-            f.whole_stdout().into_owned()
+            output::failed_stdout(f).into_owned()
         } else {
             continue;
         };

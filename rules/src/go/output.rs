@@ -13,9 +13,12 @@
 //! package's own, as if it had run alone: its events, and for a package whose build
 //! failed, the compiler's output for the package that failed to build.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
 
 use kiln_engine::action::{BatchSplit, MemberOutput, NamedOutput};
+use kiln_engine::executor::{Failure, WHOLE_OUTPUT};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -54,6 +57,9 @@ pub struct PackageReport {
     pub no_tests: bool,
     /// The binary's `coverage: …% of statements` line, without its newline.
     pub coverage: Option<String>,
+    /// The binary said `testing: warning: no tests to run` (none matched `-run`, or
+    /// the package has only benchmarks or examples without output).
+    pub no_tests_to_run: bool,
     pub elapsed: f64,
     pub tests: Vec<TestCase>,
     /// Every output line of the last attempt, as plain `go test -v` prints them.
@@ -68,9 +74,79 @@ pub struct PackageReport {
     times: (Option<String>, Option<String>),
 }
 
+/// What a failed GoTest printed, for its report (terminal, JUnit, `--json`): all of it,
+/// read back from the log kept when it was cut for showing; or, for a log beyond
+/// [`WHOLE_OUTPUT`], the events of the package itself and of the tests that failed
+/// ([`failed_events`]), so that their `--- FAIL` lines and messages still show. The
+/// report of such a run lists only the tests that failed.
+pub fn failed_stdout(f: &Failure) -> Cow<'_, [u8]> {
+    let huge = f.stdout_log.as_ref().filter(|log| {
+        std::fs::symlink_metadata(log).is_ok_and(|m| m.is_file() && m.len() > WHOLE_OUTPUT)
+    });
+    match huge.map(|log| failed_events(log, WHOLE_OUTPUT as usize)) {
+        Some(Ok(events)) => Cow::Owned(events),
+        Some(Err(_)) => Cow::Borrowed(&f.stdout),
+        None => f.whole_stdout(),
+    }
+}
+
+/// The lines of `go test -json` output in `log` that a failed package's report needs:
+/// every event of the package itself (no test) and those of the tests that failed, with
+/// output kept up to `limit` bytes in all. Two passes over the file (the first finds
+/// the tests that failed), never all of it in memory.
+fn failed_events(log: &Path, limit: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::BufRead;
+    #[derive(Deserialize)]
+    struct Line {
+        #[serde(rename = "Action")]
+        action: String,
+        #[serde(rename = "Test", default)]
+        test: Option<String>,
+    }
+    let each_line = |each: &mut dyn FnMut(&[u8])| -> std::io::Result<()> {
+        let mut reader = std::io::BufReader::new(std::fs::File::open(log)?);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                return Ok(());
+            }
+            each(&line);
+        }
+    };
+    const FAIL: &[u8] = b"\"Action\":\"fail\"";
+    let mut failed = HashSet::new();
+    each_line(&mut |line| {
+        if line.windows(FAIL.len()).any(|w| w == FAIL) {
+            if let Ok(Line {
+                test: Some(test), ..
+            }) = serde_json::from_slice(line)
+            {
+                failed.insert(test);
+            }
+        }
+    })?;
+    let mut kept = Vec::new();
+    each_line(&mut |line| {
+        let keep = match serde_json::from_slice::<Line>(line) {
+            Ok(ev) => {
+                let theirs = ev.test.as_ref().is_none_or(|t| failed.contains(t));
+                theirs && (ev.action != "output" || kept.len() < limit)
+            }
+            Err(_) => kept.len() < limit,
+        };
+        if keep {
+            kept.extend_from_slice(line);
+        }
+    })?;
+    Ok(kept)
+}
+
 /// Parses the stdout of a GoTest or GoTestBuild action.
 pub fn parse(stdout: &[u8]) -> PackageReport {
     let mut report = PackageReport::default();
+    // Where each test is in `report.tests` (a package may have tens of thousands).
+    let mut index: HashMap<String, usize> = HashMap::new();
     for line in String::from_utf8_lossy(stdout).lines() {
         let Ok(ev) = serde_json::from_str::<Event>(line) else {
             report.other.push_str(line);
@@ -85,6 +161,7 @@ pub fn parse(stdout: &[u8]) -> PackageReport {
             ("start", None) => {
                 // A new attempt starts: forget the previous one.
                 let flaky = report.flaky_attempt;
+                index.clear();
                 report = PackageReport {
                     package: ev.package,
                     flaky_attempt: flaky,
@@ -96,26 +173,29 @@ pub fn parse(stdout: &[u8]) -> PackageReport {
             ("build-output", _) => report.other.push_str(&ev.output.unwrap_or_default()),
             ("output", test) => {
                 let out = ev.output.unwrap_or_default();
-                if let Some(name) = test {
-                    if let Some(tc) = report.tests.iter_mut().find(|t| &t.name == name) {
-                        tc.output.push_str(&out);
-                    }
+                if let Some(&i) = test.as_ref().and_then(|name| index.get(name)) {
+                    report.tests[i].output.push_str(&out);
                 }
                 report.no_tests |= test.is_none() && out.ends_with("[no test files]\n");
                 if test.is_none() {
                     note_coverage(&mut report, &out);
+                    report.no_tests_to_run |= out == "testing: warning: no tests to run\n";
                 }
                 report.log.push_str(&out);
                 report.lines.push((test.clone(), out));
             }
-            ("run", Some(name)) => report.tests.push(TestCase {
-                name: name.clone(),
-                status: "run".into(),
-                elapsed: 0.0,
-                output: String::new(),
-            }),
+            ("run", Some(name)) => {
+                index.insert(name.clone(), report.tests.len());
+                report.tests.push(TestCase {
+                    name: name.clone(),
+                    status: "run".into(),
+                    elapsed: 0.0,
+                    output: String::new(),
+                });
+            }
             ("pass" | "fail" | "skip", Some(name)) => {
-                if let Some(tc) = report.tests.iter_mut().find(|t| &t.name == name) {
+                if let Some(&i) = index.get(name) {
+                    let tc = &mut report.tests[i];
                     tc.status = ev.action.clone();
                     tc.elapsed = ev.elapsed.unwrap_or(0.0);
                 }
@@ -145,42 +225,40 @@ impl PackageReport {
     /// for each failed test, its `--- FAIL` line, then its output.
     fn failed_output(&self) -> String {
         // A test still running when the binary ended (a panic, a timeout) failed too.
-        let failed = |name: &str| {
-            let ended_badly = |t: &TestCase| matches!(t.status.as_str(), "fail" | "run");
-            self.tests.iter().any(|t| t.name == name && ended_badly(t))
-        };
-        let mut out = String::new();
-        let mut shown: Vec<&str> = Vec::new();
+        let failed: HashSet<&str> = self
+            .tests
+            .iter()
+            .filter(|t| matches!(t.status.as_str(), "fail" | "run"))
+            .map(|t| t.name.as_str())
+            .collect();
+        // Each failed test's lines, in order, gathered in one pass.
+        let mut lines_of: HashMap<&str, Vec<&str>> = HashMap::new();
         for (test, line) in &self.lines {
-            match test {
-                None if !is_frame(line) => out.push_str(line),
-                None => {}
-                Some(name) if failed(name) && !shown.contains(&name.as_str()) => {
-                    shown.push(name);
-                    out.push_str(&self.failed_test(name));
-                }
-                Some(_) => {}
+            if let Some(name) = test.as_deref().filter(|n| failed.contains(n)) {
+                lines_of.entry(name).or_default().push(line);
             }
         }
-        out
-    }
-
-    /// A failed test's `--- FAIL` line and then what it printed.
-    fn failed_test(&self, name: &str) -> String {
-        let mine = || {
-            self.lines
-                .iter()
-                .filter(move |(t, _)| t.as_deref() == Some(name))
-        };
-        let mut out: String = mine()
-            .filter(|(_, l)| l.trim_start().starts_with("--- FAIL"))
-            .map(|(_, l)| l.as_str())
-            .collect();
-        out.extend(
-            mine()
-                .filter(|(_, l)| !is_frame(l) && !l.trim_start().starts_with("--- "))
-                .map(|(_, l)| l.as_str()),
-        );
+        let mut out = String::new();
+        for (test, line) in &self.lines {
+            match test.as_deref() {
+                None if !is_frame(line) => out.push_str(line),
+                None => {}
+                // A failed test shows where it first printed: its `--- FAIL` line,
+                // then what it printed.
+                Some(name) => {
+                    if let Some(lines) = lines_of.remove(name) {
+                        let fail = lines
+                            .iter()
+                            .filter(|l| l.trim_start().starts_with("--- FAIL"));
+                        out.extend(fail.copied());
+                        let said = lines
+                            .iter()
+                            .filter(|l| !is_frame(l) && !l.trim_start().starts_with("--- "));
+                        out.extend(said.copied());
+                    }
+                }
+            }
+        }
         out
     }
 }
@@ -365,8 +443,12 @@ pub fn render(report: &PackageReport, cached: bool, verbose: bool) -> String {
         .as_ref()
         .map(|c| format!("\t{c}"))
         .unwrap_or_default();
+    let no_run = match report.no_tests_to_run {
+        true => " [no tests to run]",
+        false => "",
+    };
     out.push_str(&format!(
-        "ok  \t{}\t{timing}{coverage}{flaky}\n",
+        "ok  \t{}\t{timing}{coverage}{no_run}{flaky}\n",
         report.package
     ));
     out
@@ -475,6 +557,79 @@ mod tests {
         assert_eq!(render(&r, true, false), "ok  \tex/a\t(cached)\n");
         assert_eq!(render(&r, false, false), "ok  \tex/a\t0.011s\n");
         assert!(junit(&[r]).contains("<testcase classname=\"ex/a\" name=\"TestX\""));
+    }
+
+    #[test]
+    fn a_run_of_no_test_says_so_as_go_test_does() {
+        let out = r#"{"Action":"start","Package":"ex/a"}
+{"Action":"output","Package":"ex/a","Output":"testing: warning: no tests to run\n"}
+{"Action":"output","Package":"ex/a","Output":"PASS\n"}
+{"Action":"pass","Package":"ex/a","Elapsed":0.004}
+"#;
+        let r = parse(out.as_bytes());
+        assert_eq!(
+            render(&r, false, false),
+            "ok  \tex/a\t0.004s [no tests to run]\n"
+        );
+        assert_eq!(
+            render(&r, true, false),
+            "ok  \tex/a\t(cached) [no tests to run]\n"
+        );
+        assert!(!render(&parse(PASS.as_bytes()), false, false).contains("no tests"));
+    }
+
+    /// A failed run whose TestA fails first, then TestB passes printing `lines` lines.
+    fn failed_early(lines: usize) -> String {
+        let ev = |action: &str, test: &str, output: &str| {
+            let test = match test {
+                "" => String::new(),
+                t => format!(r#","Test":"{t}""#),
+            };
+            let output = match output {
+                "" => String::new(),
+                o => format!(r#","Output":{}"#, serde_json::to_string(o).unwrap()),
+            };
+            format!("{{\"Action\":\"{action}\",\"Package\":\"ex/a\"{test}{output}}}\n")
+        };
+        let mut log = ev("start", "", "");
+        log += &ev("run", "TestA", "");
+        log += &ev("output", "TestA", "=== RUN   TestA\n");
+        log += &ev("output", "TestA", "    a_test.go:9: the reason\n");
+        log += &ev("output", "TestA", "--- FAIL: TestA (0.00s)\n");
+        log += &ev("fail", "TestA", "");
+        log += &ev("run", "TestB", "");
+        for _ in 0..lines {
+            log += &ev("output", "TestB", "    b_test.go:3: chatter\n");
+        }
+        log += &ev("output", "TestB", "--- PASS: TestB (0.00s)\n");
+        log += &ev("pass", "TestB", "");
+        log += &ev("output", "", "FAIL\n");
+        log += &ev("fail", "", "");
+        log
+    }
+
+    #[test]
+    fn a_huge_log_keeps_the_failed_tests_and_the_package_s_own_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        std::fs::write(&log, failed_early(1000)).unwrap();
+        let kept = failed_events(&log, 1 << 20).unwrap();
+        assert!(kept.len() < 2000, "{} bytes kept", kept.len());
+        let r = parse(&kept);
+        assert!(!r.passed);
+        let shown = render(&r, false, false);
+        assert!(shown.contains("--- FAIL: TestA"), "{shown}");
+        assert!(shown.contains("the reason"), "{shown}");
+        assert!(!shown.contains("chatter"), "{shown}");
+        assert!(shown.ends_with("FAIL\tex/a\t0.000s\n"), "{shown}");
+        // Output beyond the limit goes; the failed test's events stay.
+        let r = parse(&failed_events(&log, 10).unwrap());
+        assert_eq!(r.tests.len(), 1);
+        assert_eq!(
+            (r.tests[0].name.as_str(), r.tests[0].status.as_str()),
+            ("TestA", "fail")
+        );
+        assert!(junit(&[r]).contains("name=\"TestA\""));
     }
 
     /// `go test -json ./a ./b` where b does not compile (from Go 1.27).

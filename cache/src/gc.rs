@@ -787,6 +787,12 @@ mod tests {
         file(&store.tmp_dir().join(".tmpNew"), 7, false);
         // A held directory's lock, however old, is not a temporary file.
         file(&store.tmp_dir().join("sandbox-c.lock"), 0, true);
+        let stats = store.stats().unwrap();
+        assert_eq!(
+            (stats.logs, stats.log_bytes),
+            (2, 3005),
+            "stats count the logs"
+        );
         let report = gc(&store, &GcOptions::new(1 << 30)).unwrap();
         assert_eq!(report.leftovers_removed, 2);
         assert_eq!(report.leftover_bytes_removed, 3700);
@@ -798,6 +804,7 @@ mod tests {
             "one being written stays"
         );
         assert!(store.tmp_dir().join("sandbox-c.lock").exists());
+        assert_eq!(store.stats().unwrap().log_bytes, 5);
     }
 
     #[test]

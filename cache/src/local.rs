@@ -101,6 +101,10 @@ pub struct CacheStats {
     pub blob_bytes: u64,
     pub actions: u64,
     pub file_states: u64,
+    /// The whole outputs of failed actions, kept in `logs/` when cut for showing (not
+    /// entries: `kiln cache gc` removes them by age), and their bytes.
+    pub logs: u64,
+    pub log_bytes: u64,
 }
 
 /// Blobs as files, everything else in SQLite. See the module comment.
@@ -380,6 +384,14 @@ impl LocalStore {
     }
 
     pub fn stats(&self) -> Result<CacheStats> {
+        let logs: Vec<u64> = fs::read_dir(self.root.join("logs"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok().filter(|m| m.is_file()))
+                    .map(|m| m.len())
+                    .collect()
+            })
+            .unwrap_or_default();
         self.query(|db| {
             let count = |sql: &str| -> Result<u64> {
                 Ok(db.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
@@ -390,6 +402,8 @@ impl LocalStore {
                 blob_bytes: count("SELECT COALESCE(SUM(size), 0) FROM blobs")?,
                 actions: count("SELECT COUNT(*) FROM actions")?,
                 file_states: count("SELECT COUNT(*) FROM file_states")?,
+                logs: logs.len() as u64,
+                log_bytes: logs.iter().sum(),
             })
         })
     }

@@ -19,6 +19,10 @@ pub fn stats(json: bool) -> Result<ExitCode> {
         );
         println!("action results:  {}", stats.actions);
         println!("file states:     {}", stats.file_states);
+        println!(
+            "failed outputs:  {} ({} bytes, in logs/; `kiln cache gc` removes old ones)",
+            stats.logs, stats.log_bytes
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

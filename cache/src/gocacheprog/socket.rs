@@ -121,7 +121,6 @@ impl Listener {
             .prefix("kiln-gocache-")
             .tempdir()
             .map_err(|e| Error::io("create", &std::env::temp_dir(), e))?;
-        held::add(dir.path());
         let tmp = local.tmp_dir();
         held::remove_abandoned(&tmp);
         let path = dir.path().join("socket");
@@ -139,6 +138,7 @@ impl Listener {
             };
             std::thread::spawn(move || accept(listener, sessions, store, local, stop, stats))
         };
+        held::add(dir.path());
         Ok(Listener {
             dir,
             tmp,

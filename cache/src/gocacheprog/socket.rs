@@ -94,22 +94,6 @@ impl Drop for ViewHandle {
     }
 }
 
-impl Drop for Listener {
-    fn drop(&mut self) {
-        held::remove(self.dir.path());
-        self.stop.store(true, Ordering::SeqCst);
-        // Wakes the accepting thread, which then sees `stop`: shutting a listening
-        // socket down makes a blocked accept return on Linux, whatever became of the
-        // socket's path meanwhile. The thread still owns (and closes) the descriptor.
-        // SAFETY: `fd` belongs to the listener the accepting thread holds until it
-        // returns, which `join` below waits for.
-        unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 impl Listener {
     /// Listens on a socket in a new private directory under the system's temporary
     /// directory (socket paths are limited to about 100 bytes), which an interrupted
@@ -193,6 +177,22 @@ impl Listener {
     /// Waits for the store's background work (uploads of new entries).
     pub fn flush(&self) -> Result<()> {
         self.store.flush()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        held::remove(self.dir.path());
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accepting thread, which then sees `stop`: shutting a listening
+        // socket down makes a blocked accept return on Linux, whatever became of the
+        // socket's path meanwhile. The thread still owns (and closes) the descriptor.
+        // SAFETY: `fd` belongs to the listener the accepting thread holds until it
+        // returns, which `join` below waits for.
+        unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

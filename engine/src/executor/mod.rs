@@ -177,26 +177,6 @@ pub struct Failure {
     pub reads: Option<Discovered>,
 }
 
-/// How much of a cut stdout's log [`Failure::whole_stdout`] reads back: beyond it, only
-/// the end shown is given.
-pub const WHOLE_OUTPUT: u64 = 256 << 20;
-
-impl Failure {
-    /// All the action printed on stdout, read back from its log when `stdout` is only the
-    /// end of it (up to [`WHOLE_OUTPUT`]), for readers that need its beginning too: a Go
-    /// test's `--- FAIL` lines come before the output of the tests that ran after it.
-    pub fn whole_stdout(&self) -> std::borrow::Cow<'_, [u8]> {
-        let whole = self.stdout_log.as_ref().and_then(|log| {
-            let meta = std::fs::symlink_metadata(log).ok()?;
-            (meta.is_file() && meta.len() <= WHOLE_OUTPUT).then(|| std::fs::read(log).ok())?
-        });
-        match whole {
-            Some(bytes) => std::borrow::Cow::Owned(bytes),
-            None => std::borrow::Cow::Borrowed(&self.stdout),
-        }
-    }
-}
-
 /// Shared state for running actions.
 pub struct Executor {
     pub root: PathBuf,
@@ -1328,6 +1308,29 @@ fn now_ns() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The members of a batch share their sandbox; each keeps its own whole output.
+    #[test]
+    fn outputs_cut_in_one_sandbox_are_kept_whole_apart() {
+        let cache = tempfile::tempdir().unwrap();
+        let tmp = cache.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let sandbox = Sandbox::create(&tmp).unwrap();
+        let kept: Vec<PathBuf> = [b'a', b'b']
+            .iter()
+            .map(|&byte| {
+                let (shown, log) = cap_bytes(&sandbox, "stdout", &vec![byte; SHOWN_OUTPUT + 1]);
+                assert_eq!(shown.len(), SHOWN_OUTPUT);
+                log.expect("the whole of it is kept")
+            })
+            .collect();
+        assert_ne!(kept[0], kept[1]);
+        assert!(kept
+            .iter()
+            .all(|p| p.starts_with(cache.path().join("logs"))));
+        assert_eq!(std::fs::read(&kept[0]).unwrap()[0], b'a');
+        assert_eq!(std::fs::read(&kept[1]).unwrap()[0], b'b');
+    }
 
     #[test]
     fn generated_inputs_are_sealed_by_their_highest_directory_without_outputs() {

@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use kiln_engine::action::{BatchSplit, MemberOutput, NamedOutput};
-use kiln_engine::executor::{Failure, WHOLE_OUTPUT};
+use kiln_engine::executor::Failure;
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -74,26 +74,35 @@ pub struct PackageReport {
     times: (Option<String>, Option<String>),
 }
 
-/// What a failed GoTest printed, for its report (terminal, JUnit, `--json`): all of it,
-/// read back from the log kept when it was cut for showing; or, for a log beyond
-/// [`WHOLE_OUTPUT`], the events of the package itself and of the tests that failed
-/// ([`failed_events`]), so that their `--- FAIL` lines and messages still show. The
-/// report of such a run lists only the tests that failed.
+/// How much of a failed GoTest's whole output [`failed_stdout`] reads into memory:
+/// beyond it, only the events its report needs ([`failed_events`]).
+pub const WHOLE_OUTPUT: u64 = 256 << 20;
+
+/// What a failed GoTest printed, for its report (terminal, JUnit, `--json`): the end
+/// kiln keeps to show, or, when that was cut, all of it, read back from the log kept in
+/// the cache; beyond [`WHOLE_OUTPUT`], the events of the package itself and of the tests
+/// that failed ([`failed_events`]), so that their `--- FAIL` lines and messages still
+/// show (the report of such a run lists only the tests that failed). A Go test's
+/// `--- FAIL` lines come before the output of the tests that ran after it, so the end
+/// alone may not hold them.
 pub fn failed_stdout(f: &Failure) -> Cow<'_, [u8]> {
-    let huge = f.stdout_log.as_ref().filter(|log| {
-        std::fs::symlink_metadata(log).is_ok_and(|m| m.is_file() && m.len() > WHOLE_OUTPUT)
+    let whole = f.stdout_log.as_ref().and_then(|log| {
+        let meta = std::fs::symlink_metadata(log)
+            .ok()
+            .filter(|m| m.is_file())?;
+        match meta.len() <= WHOLE_OUTPUT {
+            true => std::fs::read(log).ok(),
+            false => failed_events(log, WHOLE_OUTPUT as usize).ok(),
+        }
     });
-    match huge.map(|log| failed_events(log, WHOLE_OUTPUT as usize)) {
-        Some(Ok(events)) => Cow::Owned(events),
-        Some(Err(_)) => Cow::Borrowed(&f.stdout),
-        None => f.whole_stdout(),
-    }
+    whole.map_or(Cow::Borrowed(&f.stdout), Cow::Owned)
 }
 
 /// The lines of `go test -json` output in `log` that a failed package's report needs:
-/// every event of the package itself (no test) and those of the tests that failed, with
-/// output kept up to `limit` bytes in all. Two passes over the file (the first finds
-/// the tests that failed), never all of it in memory.
+/// every event of the package itself (no test) and those of the tests that failed (or
+/// were still running when the binary ended: a panic, a timeout), with output kept up
+/// to `limit` bytes in all. Two passes over the file (the first, over every event but
+/// output, finds those tests), never all of it in memory.
 fn failed_events(log: &Path, limit: usize) -> std::io::Result<Vec<u8>> {
     use std::io::BufRead;
     #[derive(Deserialize)]
@@ -114,18 +123,33 @@ fn failed_events(log: &Path, limit: usize) -> std::io::Result<Vec<u8>> {
             each(&line);
         }
     };
-    const FAIL: &[u8] = b"\"Action\":\"fail\"";
-    let mut failed = HashSet::new();
+    const OUTPUT: &[u8] = b"\"Action\":\"output\"";
+    // Tests that failed, and those that started and have not ended (yet).
+    let (mut failed, mut running) = (HashSet::new(), HashSet::new());
     each_line(&mut |line| {
-        if line.windows(FAIL.len()).any(|w| w == FAIL) {
-            if let Ok(Line {
-                test: Some(test), ..
-            }) = serde_json::from_slice(line)
-            {
-                failed.insert(test);
+        if line.windows(OUTPUT.len()).any(|w| w == OUTPUT) {
+            return;
+        }
+        if let Ok(Line {
+            action,
+            test: Some(test),
+        }) = serde_json::from_slice(line)
+        {
+            match action.as_str() {
+                "run" => {
+                    running.insert(test);
+                }
+                "fail" => {
+                    failed.insert(test);
+                }
+                "pass" | "skip" => {
+                    running.remove(&test);
+                }
+                _ => {}
             }
         }
     })?;
+    failed.extend(running);
     let mut kept = Vec::new();
     each_line(&mut |line| {
         let keep = match serde_json::from_slice::<Line>(line) {
@@ -578,8 +602,9 @@ mod tests {
         assert!(!render(&parse(PASS.as_bytes()), false, false).contains("no tests"));
     }
 
-    /// A failed run whose TestA fails first, then TestB passes printing `lines` lines.
-    fn failed_early(lines: usize) -> String {
+    /// A failed run whose TestA fails first, then TestB passes printing a thousand lines,
+    /// then TestC is still running when the binary times out.
+    fn failed_early() -> String {
         let ev = |action: &str, test: &str, output: &str| {
             let test = match test {
                 "" => String::new(),
@@ -598,11 +623,15 @@ mod tests {
         log += &ev("output", "TestA", "--- FAIL: TestA (0.00s)\n");
         log += &ev("fail", "TestA", "");
         log += &ev("run", "TestB", "");
-        for _ in 0..lines {
+        for _ in 0..1000 {
             log += &ev("output", "TestB", "    b_test.go:3: chatter\n");
         }
         log += &ev("output", "TestB", "--- PASS: TestB (0.00s)\n");
         log += &ev("pass", "TestB", "");
+        log += &ev("run", "TestC", "");
+        log += &ev("output", "TestC", "=== RUN   TestC\n");
+        log += &ev("output", "TestC", "    c_test.go:5: waiting\n");
+        log += &ev("output", "", "panic: test timed out after 1s\n");
         log += &ev("output", "", "FAIL\n");
         log += &ev("fail", "", "");
         log
@@ -612,7 +641,7 @@ mod tests {
     fn a_huge_log_keeps_the_failed_tests_and_the_package_s_own_events() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("log");
-        std::fs::write(&log, failed_early(1000)).unwrap();
+        std::fs::write(&log, failed_early()).unwrap();
         let kept = failed_events(&log, 1 << 20).unwrap();
         assert!(kept.len() < 2000, "{} bytes kept", kept.len());
         let r = parse(&kept);
@@ -621,14 +650,20 @@ mod tests {
         assert!(shown.contains("--- FAIL: TestA"), "{shown}");
         assert!(shown.contains("the reason"), "{shown}");
         assert!(!shown.contains("chatter"), "{shown}");
+        assert!(
+            shown.contains("c_test.go:5: waiting"),
+            "a test cut short failed too: {shown}"
+        );
+        assert!(shown.contains("test timed out"), "{shown}");
         assert!(shown.ends_with("FAIL\tex/a\t0.000s\n"), "{shown}");
         // Output beyond the limit goes; the failed test's events stay.
         let r = parse(&failed_events(&log, 10).unwrap());
-        assert_eq!(r.tests.len(), 1);
-        assert_eq!(
-            (r.tests[0].name.as_str(), r.tests[0].status.as_str()),
-            ("TestA", "fail")
-        );
+        let tests: Vec<(&str, &str)> = r
+            .tests
+            .iter()
+            .map(|t| (t.name.as_str(), t.status.as_str()))
+            .collect();
+        assert_eq!(tests, [("TestA", "fail"), ("TestC", "run")]);
         assert!(junit(&[r]).contains("name=\"TestA\""));
     }
 
